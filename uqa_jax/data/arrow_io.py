@@ -1,0 +1,221 @@
+"""Reading and writing the official Arrow IPC files, memory-mapped for random access.
+
+A sequence column is `list<list<int64>>`: row -> time step -> bag of ids. `SequenceFile`
+keeps, per record batch and column, three zero-copy numpy views of the mapped file
+(step offsets, bag offsets, ids), so fetching one row costs a few slices, not a Python
+conversion of the whole row.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from uqa_jax.data import schema
+
+
+class DataFileError(ValueError):
+  """A data file does not match the official schema; the message names file, row, column."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bags:
+  """One row of one sequence column: `ids[offsets[t]:offsets[t+1]]` is the bag at step t."""
+  ids: np.ndarray  # [N] int64
+  offsets: np.ndarray  # [T+1] int32, offsets[0] == 0
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.offsets) - 1
+
+  def bag(self, t: int) -> np.ndarray:
+    return self.ids[self.offsets[t]:self.offsets[t + 1]]
+
+  def to_lists(self) -> list[list[int]]:
+    return [self.bag(t).tolist() for t in range(self.num_steps)]
+
+
+def _atomic_write(path: str, write_fn) -> None:
+  """Writes to `path + .tmp` then renames, so an interrupted write leaves no partial file."""
+  tmp = f"{path}.tmp"
+  try:
+    write_fn(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 4096) -> int:
+  """Writes an official-format file; returns the number of rows.
+
+  `columns` maps every name in `schema.FEATURE_COLUMNS` to a list (one entry per row) of
+  lists of bags; align files also carry `text` (JSON chat strings), and ours may carry
+  `task`. The schema is chosen by the presence of `text`.
+  """
+  missing = [c for c in schema.FEATURE_COLUMNS if c not in columns]
+  if missing:
+    raise DataFileError(f"{path}: cannot write, missing columns {missing}")
+  arrow_schema = schema.ALIGN_SCHEMA if schema.TEXT_COLUMN in columns else schema.PRETRAIN_SCHEMA
+  if schema.TASK_COLUMN in columns:
+    arrow_schema = arrow_schema.append(pa.field(schema.TASK_COLUMN, pa.string()))
+  unknown = set(columns) - set(arrow_schema.names)
+  if unknown:
+    raise DataFileError(f"{path}: cannot write, unknown columns {sorted(unknown)}")
+  num_rows = {len(v) for v in columns.values()}
+  if len(num_rows) != 1:
+    raise DataFileError(f"{path}: columns have different row counts {sorted(num_rows)}")
+  (n,) = num_rows
+
+  def write(tmp_path):
+    with pa.OSFile(tmp_path, "wb") as sink, pa.ipc.new_file(sink, arrow_schema) as writer:
+      for start in range(0, n, batch_rows):
+        arrays = [pa.array(columns[f.name][start:start + batch_rows], type=f.type)
+                  for f in arrow_schema]
+        writer.write_batch(pa.record_batch(arrays, schema=arrow_schema))
+
+  _atomic_write(path, write)
+  return n
+
+
+def open_arrow(path: str) -> pa.ipc.RecordBatchFileReader:
+  """Opens an Arrow IPC file memory-mapped; a truncated or foreign file raises DataFileError."""
+  if not os.path.isfile(path):
+    raise DataFileError(f"{path}: no such file")
+  try:
+    return pa.ipc.open_file(pa.memory_map(path, "r"))
+  except (pa.ArrowInvalid, OSError) as e:
+    raise DataFileError(f"{path}: not a readable Arrow IPC file (truncated or another format?): {e}") from e
+
+
+def check_schema(path: str, arrow_schema: pa.Schema, *, align: bool | None = None) -> list[str]:
+  """Returns one message per missing or mistyped column (empty when the schema is right)."""
+  problems = []
+  expected = {c: schema.SEQ_TYPE for c in schema.FEATURE_COLUMNS}
+  if align is None:
+    align = os.path.basename(path).startswith("align")
+  if align:
+    expected[schema.TEXT_COLUMN] = pa.string()
+  for name, typ in expected.items():
+    idx = arrow_schema.get_field_index(name)
+    if idx < 0:
+      problems.append(f"{path}: column {name!r}: missing (expected {typ})")
+    elif not arrow_schema.field(idx).type.equals(typ):
+      problems.append(f"{path}: column {name!r}: type {arrow_schema.field(idx).type}, expected {typ}")
+  if schema.TASK_COLUMN in arrow_schema.names:
+    typ = arrow_schema.field(schema.TASK_COLUMN).type
+    if not (typ.equals(pa.string()) or typ.equals(pa.large_string())):
+      problems.append(f"{path}: column {schema.TASK_COLUMN!r}: type {typ}, expected string")
+  return problems
+
+
+def _column_views(array: pa.ListArray):
+  """Zero-copy (step offsets, bag offsets, ids) numpy views of a list<list<int64>> chunk."""
+  steps = array.offsets.to_numpy(zero_copy_only=True)
+  inner = array.values
+  bags = inner.offsets.to_numpy(zero_copy_only=True)
+  ids = inner.values.to_numpy(zero_copy_only=True)
+  return steps, bags, ids
+
+
+class SequenceFile:
+  """Random access to the rows of one official-format file (memory-mapped)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    reader = open_arrow(path)
+    problems = check_schema(path, reader.schema)
+    if problems:
+      raise DataFileError("\n".join(problems))
+    self.schema = reader.schema
+    self.has_text = schema.TEXT_COLUMN in reader.schema.names
+    self.has_task = schema.TASK_COLUMN in reader.schema.names
+    self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
+    self._starts = np.concatenate([[0], np.cumsum(sizes)])
+    self._views = [{c: _column_views(b.column(c)) for c in schema.FEATURE_COLUMNS}
+                   for b in self._batches]
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def _locate(self, row: int) -> tuple[int, int]:
+    if not 0 <= row < len(self):
+      raise IndexError(f"{self.path}: row {row} out of range [0, {len(self)})")
+    b = int(np.searchsorted(self._starts, row, side="right") - 1)
+    return b, row - int(self._starts[b])
+
+  def bags(self, row: int, column: str) -> Bags:
+    b, r = self._locate(row)
+    steps, bags, ids = self._views[b][column]
+    s0, s1 = steps[r], steps[r + 1]
+    offsets = bags[s0:s1 + 1]
+    return Bags(ids[offsets[0]:offsets[-1]], (offsets - offsets[0]).astype(np.int32))
+
+  def text(self, row: int) -> str:
+    b, r = self._locate(row)
+    return self._batches[b].column(schema.TEXT_COLUMN)[r].as_py()
+
+  def task(self, row: int) -> str | None:
+    if not self.has_task:
+      return None
+    b, r = self._locate(row)
+    return self._batches[b].column(schema.TASK_COLUMN)[r].as_py()
+
+  def row(self, row: int) -> dict:
+    """Every column of one row: `Bags` per feature, plus `text` / `task` where present."""
+    out = {c: self.bags(row, c) for c in schema.FEATURE_COLUMNS}
+    if self.has_text:
+      out[schema.TEXT_COLUMN] = self.text(row)
+    if self.has_task:
+      out[schema.TASK_COLUMN] = self.task(row)
+    return out
+
+  def record_batches(self):
+    """Yields (first row index, pyarrow.RecordBatch) in file order."""
+    for start, batch in zip(self._starts, self._batches):
+      yield int(start), batch
+
+
+# --- dataset_info.json -----------------------------------------------------------------
+
+INFO_KEYS = ("name", "source", "language", "tokenizer", "vocab_sizes", "max_len", "counts")
+
+
+def write_dataset_info(directory: str, info: dict) -> None:
+  missing = [k for k in INFO_KEYS if k not in info]
+  if missing:
+    raise ValueError(f"dataset info for {directory} lacks keys {missing}")
+  path = os.path.join(directory, schema.DATASET_INFO)
+
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(info, f, indent=2, ensure_ascii=False, sort_keys=True)
+
+  _atomic_write(path, write)
+
+
+def read_dataset_info(directory: str) -> dict:
+  """Reads and validates `dataset_info.json`; errors name the file and the key."""
+  path = os.path.join(directory, schema.DATASET_INFO)
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+  except FileNotFoundError:
+    raise DataFileError(f"{path}: missing (official downloads lack it: run "
+                        f"`python -m data_prep.uqabench {directory}` to derive it)") from None
+  except json.JSONDecodeError as e:
+    raise DataFileError(f"{path}: not valid JSON: {e}") from e
+  missing = [k for k in INFO_KEYS if k not in info]
+  if missing:
+    raise DataFileError(f"{path}: missing keys {missing}")
+  vocab = info["vocab_sizes"]
+  bad = [t for t in schema.TABLES if not isinstance(vocab.get(t), int) or vocab[t] < 1]
+  if bad:
+    raise DataFileError(f"{path}: vocab_sizes must give a positive int for tables {list(schema.TABLES)}; "
+                        f"bad or missing: {bad}")
+  if info["language"] not in schema.LANGUAGES:
+    raise DataFileError(f"{path}: language {info['language']!r}, expected one of {schema.LANGUAGES}")
+  return info

