@@ -1,0 +1,18 @@
+"""The official UQABench data (Kaggle download), Chinese questions, Qwen2.5 tokenizer.
+
+  python -m uqa_jax.main --config configs/official.py \
+      --config.data.path=/data/uqabench --config.llm.model=/models/Qwen2.5-3B-Instruct \
+      --workdir workdir/official
+
+The data stage derives dataset_info.json (official vocab sizes, zh), links the four files
+into the workdir and runs the checker over them.
+"""
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.data.source = "official"
+  c.data.language = "zh"
+  return c

@@ -1,0 +1,47 @@
+"""The official UQABench files (Kaggle download): derive our `dataset_info.json` for them.
+
+The official files carry neither dataset_info.json nor a `task` column: vocabulary sizes are
+the official ones (`schema.OFFICIAL_VOCAB_SIZES`), the language is Chinese, the text columns
+were tokenised with Qwen2.5's tokenizer, and tasks come from the official substring rule.
+"""
+
+import os
+
+from uqa_jax.data import arrow_io
+from uqa_jax.data import schema
+
+
+def derive_info(directory: str) -> dict:
+  """dataset_info for the official files in `directory` (row counts read from the file footers)."""
+  counts = {}
+  for name in schema.ALL_FILES:
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+      raise arrow_io.DataFileError(f"{path}: missing; the official download has {list(schema.ALL_FILES)}")
+    reader = arrow_io.open_arrow(path)
+    problems = arrow_io.check_schema(path, reader.schema)
+    if problems:
+      raise arrow_io.DataFileError("\n".join(problems))
+    counts[name] = sum(reader.get_record_batch(i).num_rows for i in range(reader.num_record_batches))
+  return {
+      "name": "uqabench-official", "source": "official", "language": "zh",
+      "tokenizer": "Qwen2.5 (official files; bpe table 151,936)",
+      "vocab_sizes": dict(schema.OFFICIAL_VOCAB_SIZES), "max_len": schema.MAX_LEN,
+      "counts": counts,
+  }
+
+
+def prepare(src_dir: str, out_dir: str | None = None, log=print) -> dict:
+  """Writes dataset_info.json for `src_dir`; with `out_dir`, links the files there instead."""
+  info = derive_info(src_dir)
+  target = out_dir or src_dir
+  os.makedirs(target, exist_ok=True)
+  if out_dir and os.path.abspath(out_dir) != os.path.abspath(src_dir):
+    for name in schema.ALL_FILES:
+      link = os.path.join(out_dir, name)
+      if os.path.lexists(link):
+        os.remove(link)
+      os.symlink(os.path.abspath(os.path.join(src_dir, name)), link)
+  arrow_io.write_dataset_info(target, info)
+  log(f"official: {src_dir}: " + ", ".join(f"{f} {n:,} rows" for f, n in info["counts"].items()))
+  return info

@@ -1,0 +1,174 @@
+"""grain input pipelines: official Arrow files -> fixed-shape numpy batches.
+
+Shape letters: B batch, L history length (`max_len`), K bag width of a feature, T chat tokens.
+
+A pretrain batch holds
+  uni_seq_item_id            [B, L]     int32, 0 = padding
+  every other feature column [B, L, K]  int32, bags padded with 0 (K from `bag_sizes`)
+  lengths                    [B]        int32, valid steps; valid steps come first
+  valid                      [B]        bool, False for rows that pad the last eval batch
+An align batch adds
+  input_ids, loss_mask, attention_mask  [B, T] int32 (chat template; loss only on the answer
+                                         and the chat delimiters after it)
+  task                                  [B] int32, index into `schema.TASKS`
+Histories longer than L keep their most recent L steps; bags wider than K keep their first K
+ids. Order: shard by JAX process, shuffle (seeded, reshuffled every epoch), repeat, map,
+batch. The iterator's `get_state()` / `set_state()` resume at the same batch.
+"""
+
+import dataclasses
+import json
+
+import grain
+import numpy as np
+
+from uqa_jax.data import arrow_io
+from uqa_jax.data import schema
+
+DEFAULT_BAG_SIZES = {
+    "uni_seq_cate_id": 4, "uni_seq_brand_id": 2, "uni_seq_shop_id": 2, "uni_seq_seller_id": 2,
+    "uni_seq_title_bpe_token_ids": 16, "uni_seq_cate_bpe_token_ids": 8,
+    "uni_seq_shop_bpe_token_ids": 8, "uni_seq_brand_bpe_token_ids": 8,
+    "uni_seq_seller_bpe_token_ids": 8,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  batch_size: int = 256
+  max_len: int = schema.MAX_LEN
+  bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
+  max_text_len: int = 192
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = 1  # None: repeat forever
+  drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
+
+
+class SequenceSource:
+  """grain random-access source over one official file; reopens its memory map after pickling."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._file = arrow_io.SequenceFile(path)
+
+  def __len__(self):
+    return len(self._file)
+
+  def __getitem__(self, index):
+    return self._file.row(int(index))
+
+  def __getstate__(self):
+    return {"path": self.path}
+
+  def __setstate__(self, state):
+    self.__init__(state["path"])
+
+  def __repr__(self):
+    return f"SequenceSource({self.path!r}, rows={len(self)})"
+
+
+def bags_to_array(bags: arrow_io.Bags, max_len: int, width: int) -> np.ndarray:
+  """The last `max_len` steps of `bags` as a right-padded `[max_len, width]` int32 array."""
+  start = max(0, bags.num_steps - max_len)
+  offsets = bags.offsets[start:]
+  ids = bags.ids[offsets[0]:offsets[-1]]
+  steps = len(offsets) - 1
+  sizes = np.diff(offsets)
+  step_of = np.repeat(np.arange(steps), sizes)
+  slot = np.arange(ids.size) - np.repeat(offsets[:-1] - offsets[0], sizes)
+  keep = slot < width
+  out = np.zeros((max_len, width), np.int32)
+  out[step_of[keep], slot[keep]] = ids[keep]
+  return out
+
+
+class ChatTokenizer:
+  """Chat-template tokenisation with a loss mask on the answer and the delimiters after it."""
+
+  def __init__(self, tokenizer, max_text_len: int):
+    self.tokenizer = tokenizer
+    self.max_text_len = max_text_len
+    self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+  def __call__(self, text: str, where: str = "") -> dict:
+    chat = json.loads(text)
+    encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
+    prompt = encode(self.tokenizer.apply_chat_template(chat[:-1], tokenize=False,
+                                                       add_generation_prompt=True))
+    full = encode(self.tokenizer.apply_chat_template(chat, tokenize=False))
+    if full[:len(prompt)] != prompt:
+      raise ValueError(f"{where}: the chat template's prompt is not a prefix of the full chat; "
+                       "cannot place the loss mask")
+    if len(full) > self.max_text_len:
+      raise ValueError(f"{where}: chat is {len(full)} tokens, over max_text_len={self.max_text_len}; "
+                       "raise `data.max_text_len`")
+    n = len(full)
+    ids = np.full(self.max_text_len, self.pad_id, np.int32)
+    ids[:n] = full
+    loss_mask = np.zeros(self.max_text_len, np.int32)
+    loss_mask[len(prompt):n] = 1
+    attention = np.zeros(self.max_text_len, np.int32)
+    attention[:n] = 1
+    return {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention}
+
+
+class RowToArrays(grain.transforms.Map):
+  """One row (`SequenceSource` item) -> dict of fixed-shape arrays (see module docstring)."""
+
+  def __init__(self, cfg: PipelineConfig, path: str, chat: ChatTokenizer | None = None):
+    self.max_len = cfg.max_len
+    self.widths = dict(cfg.bag_sizes)
+    unknown = set(self.widths) - set(schema.FEATURE_COLUMNS)
+    if unknown:
+      raise ValueError(f"bag_sizes: unknown columns {sorted(unknown)}; expected {schema.FEATURE_COLUMNS}")
+    self.path = path
+    self.chat = chat
+
+  def map(self, row: dict) -> dict:
+    item = row[schema.ITEM_COLUMN]
+    out = {schema.ITEM_COLUMN: bags_to_array(item, self.max_len, 1)[:, 0],
+           "lengths": np.int32(min(item.num_steps, self.max_len)), "valid": np.bool_(True)}
+    for column in schema.FEATURE_COLUMNS[1:]:
+      out[column] = bags_to_array(row[column], self.max_len, self.widths.get(column, 1))
+    if self.chat is not None:
+      out.update(self.chat(row[schema.TEXT_COLUMN], where=self.path))
+      task = row.get(schema.TASK_COLUMN) or schema.classify_question(
+          json.loads(row[schema.TEXT_COLUMN])[-2]["content"], "zh")
+      out["task"] = np.int32(schema.TASKS.index(task) if task in schema.TASKS else -1)
+    return out
+
+
+def _padded_batch(batch_size: int):
+  def batch_fn(rows):
+    rows = list(rows)
+    pad = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    pad["valid"] = np.bool_(False)
+    rows += [pad] * (batch_size - len(rows))
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  return batch_fn
+
+
+def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_index: int | None = None,
+                 process_count: int | None = None) -> grain.IterDataset:
+  """The batched dataset over `path`; pass `tokenizer` for align files (chat columns)."""
+  if process_index is None or process_count is None:
+    import jax  # imported here so data tools that never batch do not pay for it
+    process_index, process_count = jax.process_index(), jax.process_count()
+  source = SequenceSource(path)
+  if source._file.has_text != (tokenizer is not None):
+    raise ValueError(f"{path}: {'align' if source._file.has_text else 'pretrain'} file; "
+                     f"a tokenizer is {'required' if source._file.has_text else 'not used'}")
+  ds = grain.MapDataset.source(source)[process_index::process_count]
+  if len(ds) == 0:
+    raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")
+  if cfg.shuffle:
+    ds = ds.shuffle(seed=cfg.seed)
+  ds = ds.repeat(cfg.num_epochs)
+  chat = ChatTokenizer(tokenizer, cfg.max_text_len) if tokenizer is not None else None
+  ds = ds.map(RowToArrays(cfg, path, chat))
+  if cfg.drop_remainder:
+    ds = ds.batch(cfg.batch_size, drop_remainder=True)
+  else:
+    ds = ds.batch(cfg.batch_size, drop_remainder=False, batch_fn=_padded_batch(cfg.batch_size))
+  return ds.to_iter_dataset()

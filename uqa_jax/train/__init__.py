@@ -1,0 +1,1 @@
+"""The stages `main` runs, one module each; each reads and writes only the workdir."""
