@@ -179,11 +179,17 @@ def _user_history(cfg, rng, cat_pop, cat_brands, by_pair, by_cat, item_pop):
     pool = by_pair.get((c, b)) or by_cat[c]
     history.append(int(pool[rng.integers(len(pool))]) if len(pool) < 3 else
                    int(pool[min(len(pool) - 1, int(rng.zipf(1.5)) - 1)]))
-  return np.array(history, dtype=np.int64)
+  plan = {"long_term": long_cats.tolist(), "weights": weights.tolist(), "trajectory": path.tolist(),
+          "short_term": short}
+  return np.array(history, dtype=np.int64), plan
 
 
 def generate(cfg: SyntheticConfig):
-  """Returns (catalog, list of click histories), both deterministic in `cfg.seed`."""
+  """Returns (catalog, click histories, per-user planted plans), deterministic in `cfg.seed`.
+
+  A plan records what was planted: long-term categories (by weight), the brand trajectory
+  in the top category, the short-term category. Tests check the data shows it.
+  """
   if cfg.language not in _WORDS:
     raise ValueError(f"synthetic language {cfg.language!r}; expected one of {sorted(_WORDS)}")
   rng = np.random.default_rng(cfg.seed)
@@ -192,16 +198,16 @@ def generate(cfg: SyntheticConfig):
   for i in range(1, catalog.num_items + 1):
     by_cat.setdefault(catalog.label("cate", i), []).append(i)
   item_pop = _zipf(catalog.num_items, rng, a=0.8)
-  histories = [_user_history(cfg, rng, cat_pop, cat_brands, by_pair, by_cat, item_pop)
-               for _ in range(cfg.num_users)]
-  return catalog, histories
+  users = [_user_history(cfg, rng, cat_pop, cat_brands, by_pair, by_cat, item_pop)
+           for _ in range(cfg.num_users)]
+  return catalog, [h for h, _ in users], [p for _, p in users]
 
 
 def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name: str,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
                   log=print) -> dict:
   """Generates, filters and writes the synthetic data set to `out_dir`."""
-  catalog, histories = generate(cfg)
+  catalog, histories, _ = generate(cfg)
   histories, kept, stats = build.filter_interactions(histories, filters)
   log("synthetic: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
   return build.write_dataset(

