@@ -1,0 +1,120 @@
+"""grain pipeline: fixed shapes, most-recent truncation, resumable iterator, process sharding."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from uqa_jax.data import arrow_io
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+
+CFG = pipeline.PipelineConfig(batch_size=8, max_len=16, max_text_len=192, num_epochs=None)
+
+
+def _ds(en_dir, kind="pretrain", split="train", cfg=CFG, **kw):
+  return pipeline.make_dataset(os.path.join(en_dir, schema.file_name(kind, split)), cfg,
+                               process_index=kw.pop("process_index", 0),
+                               process_count=kw.pop("process_count", 1), **kw)
+
+
+def test_batches_have_fixed_shapes(en_dir):
+  widths = dict(CFG.bag_sizes)
+  it = iter(_ds(en_dir))
+  for _ in range(5):
+    b = next(it)
+    assert b[schema.ITEM_COLUMN].shape == (8, 16) and b["lengths"].shape == (8,)
+    for c in schema.FEATURE_COLUMNS[1:]:
+      assert b[c].shape == (8, 16, widths[c]) and b[c].dtype == np.int32
+
+
+def test_truncation_keeps_the_most_recent_steps(en_dir):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
+  b = next(iter(_ds(en_dir, cfg=cfg)))
+  for r in range(4):
+    ids = f.bags(r, schema.ITEM_COLUMN).ids
+    n = min(len(ids), 16)
+    assert b["lengths"][r] == n
+    np.testing.assert_array_equal(b[schema.ITEM_COLUMN][r, :n], ids[-16:])
+    assert (b[schema.ITEM_COLUMN][r, n:] == 0).all()
+    titles = f.bags(r, "uni_seq_title_bpe_token_ids")
+    last = titles.bag(titles.num_steps - 1)[:16]
+    np.testing.assert_array_equal(b["uni_seq_title_bpe_token_ids"][r, n - 1, :len(last)], last)
+
+
+def test_bags_to_array_matches_a_plain_loop():
+  rng = np.random.default_rng(0)
+  lists = [rng.integers(1, 9, size=rng.integers(0, 7)).tolist() for _ in range(23)]
+  offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
+  bags = arrow_io.Bags(np.array(sum(lists, []), np.int64), offsets)
+  got = pipeline.bags_to_array(bags, max_len=10, width=4)
+  want = np.zeros((10, 4), np.int32)
+  for t, bag in enumerate(lists[-10:]):
+    want[t, :min(4, len(bag))] = bag[:4]
+  np.testing.assert_array_equal(got, want)
+
+
+def test_restored_iterator_continues_with_the_same_batches(en_dir):
+  it = iter(_ds(en_dir))
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  resumed = iter(_ds(en_dir))
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_same_seed_same_order_other_seed_other_order(en_dir):
+  first = lambda cfg: next(iter(_ds(en_dir, cfg=cfg)))[schema.ITEM_COLUMN]
+  np.testing.assert_array_equal(first(CFG), first(CFG))
+  other = pipeline.PipelineConfig(**{**CFG.__dict__, "seed": 1})
+  assert not np.array_equal(first(CFG), first(other))
+
+
+def test_processes_see_disjoint_shards_covering_the_file(en_dir):
+  cfg = pipeline.PipelineConfig(batch_size=1, max_len=512, shuffle=False, num_epochs=1,
+                                drop_remainder=False)
+  seen = []
+  for p in range(3):
+    seen += [tuple(b[schema.ITEM_COLUMN][0]) for b in _ds(en_dir, cfg=cfg, process_index=p, process_count=3)]
+  f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
+  assert len(seen) == len(f) == len(set(seen))
+
+
+def test_eval_pads_the_last_batch_and_marks_it(en_dir):
+  cfg = pipeline.PipelineConfig(batch_size=32, max_len=16, shuffle=False, num_epochs=1,
+                                drop_remainder=False)
+  batches = list(_ds(en_dir, split="eval", cfg=cfg))
+  n = len(arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_eval.arrow")))
+  assert sum(int(b["valid"].sum()) for b in batches) == n
+  assert all(b[schema.ITEM_COLUMN].shape == (32, 16) for b in batches)
+
+
+def test_align_labels_cover_only_the_answer_and_chat_end(en_dir, tokenizer):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
+  f = arrow_io.SequenceFile(os.path.join(en_dir, "align_data_train.arrow"))
+  assert b["input_ids"].shape == b["loss_mask"].shape == (4, 192)
+  for r in range(4):
+    answer = json.loads(f.text(r))[1]["content"]
+    supervised = tokenizer.decode(b["input_ids"][r][b["loss_mask"][r] == 1])
+    assert supervised == answer + "<|im_end|>\n"
+    assert schema.TASKS[b["task"][r]] == f.task(r)
+    assert b["attention_mask"][r].sum() > b["loss_mask"][r].sum()
+
+
+def test_too_long_chat_is_an_error_naming_the_file(en_dir, tokenizer):
+  cfg = pipeline.PipelineConfig(batch_size=2, max_len=16, max_text_len=8, num_epochs=1)
+  with pytest.raises(ValueError, match="align_data_train.arrow.*max_text_len=8"):
+    next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
+
+
+def test_align_file_without_tokenizer_is_an_error(en_dir):
+  with pytest.raises(ValueError, match="a tokenizer is required"):
+    _ds(en_dir, kind="align")

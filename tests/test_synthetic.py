@@ -1,0 +1,87 @@
+"""The synthetic generator: deterministic per seed, and its planted structure shows in the data."""
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from uqa_jax.data import qa
+from uqa_jax.data import schema
+from uqa_jax.data import synthetic
+from tests.conftest import SMALL
+
+
+def test_same_seed_same_files_other_seed_other_data(tmp_path, tokenizer, en_dir):
+  again = tmp_path / "again"
+  synthetic.build_dataset(str(again), SMALL, tokenizer, "smollm2", log=lambda *_: None)
+  for name in schema.ALL_FILES:
+    a = pa.ipc.open_file(os.path.join(en_dir, name)).read_all()
+    b = pa.ipc.open_file(str(again / name)).read_all()
+    assert a.equals(b), name
+  _, h1, _ = synthetic.generate(SMALL)
+  _, h2, _ = synthetic.generate(synthetic.SyntheticConfig(**{**SMALL.__dict__, "seed": 1}))
+  assert any(len(a) != len(b) or (a != b).any() for a, b in zip(h1, h2))
+
+
+def test_long_term_top_category_is_recoverable_from_counts():
+  catalog, histories, plans = synthetic.generate(SMALL)
+  cates = np.array([catalog.label("cate", i) for i in range(catalog.num_items + 1)])
+  in_top3 = [qa.ranked_values(cates[h])[0] in p["long_term"] for h, p in zip(histories, plans)]
+  top1 = [qa.ranked_values(cates[h])[0] == p["long_term"][0] for h, p in zip(histories, plans)]
+  assert np.mean(in_top3) > 0.9
+  assert np.mean(top1) > 0.5  # Dirichlet weights are sometimes close; still far above 1/12
+
+
+def test_short_term_interest_dominates_the_recent_window():
+  catalog, histories, plans = synthetic.generate(SMALL)
+  cates = np.array([catalog.label("cate", i) for i in range(catalog.num_items + 1)])
+  hits = [qa.ranked_values(cates[h[-SMALL.short_window:]])[0] == p["short_term"]
+          for h, p in zip(histories, plans)]
+  assert np.mean(hits) > 0.7
+
+
+def test_brand_trajectory_moves_from_first_to_last_planted_brand():
+  """Within the top category, the brand clicked most moves along the planted path A -> ... -> C."""
+  catalog, histories, plans = synthetic.generate(SMALL)
+  brands = np.array([catalog.label("brand", i) for i in range(catalog.num_items + 1)])
+  cates = np.array([catalog.label("cate", i) for i in range(catalog.num_items + 1)])
+  first, last = [], []
+  for h, p in zip(histories, plans):
+    if len(p["trajectory"]) < 2:
+      continue
+    in_top = h[cates[h] == p["long_term"][0]]
+    if len(in_top) < 6:
+      continue
+    parts = np.array_split(brands[in_top], 3)
+    first.append(qa.ranked_values(parts[0])[0] == p["trajectory"][0])
+    last.append(qa.ranked_values(parts[-1])[0] == p["trajectory"][-1])
+  assert len(first) > 40 and np.mean(first) > 0.7 and np.mean(last) > 0.7
+
+
+def test_repeats_and_varied_lengths():
+  _, histories, _ = synthetic.generate(SMALL)
+  lengths = np.array([len(h) for h in histories])
+  assert lengths.min() >= SMALL.min_len and lengths.max() <= SMALL.max_len and lengths.std() > 10
+  repeats = np.mean([len(h) - len(np.unique(h)) > 0 for h in histories])
+  assert repeats > 0.9
+
+
+def test_names_are_prefix_free_so_startswith_scoring_is_fair():
+  for language in ("en", "zh"):
+    catalog, _, _ = synthetic.generate(synthetic.SyntheticConfig(**{**SMALL.__dict__, "language": language}))
+    for names in [catalog.titles[1:], *(catalog.names[t][1:] for t in ("cate", "brand", "shop"))]:
+      s = sorted(names)
+      assert len(set(s)) == len(s)
+      assert not any(b.startswith(a) for a, b in zip(s, s[1:])), language
+
+
+def test_filters_drop_rare_items_and_report_counts(tokenizer, en_dir):
+  import json
+  info = json.load(open(os.path.join(en_dir, "dataset_info.json")))
+  stats = info["filter_stats"]
+  assert stats["clicks_in"] - stats["clicks_dropped_rare_items"] == stats["clicks_out"]
+  counts = np.bincount(np.concatenate(
+      [pa.ipc.open_file(os.path.join(en_dir, "pretrain_data_eval.arrow")).read_all()
+       .column(schema.ITEM_COLUMN).combine_chunks().flatten().flatten().to_numpy()]))
+  assert info["vocab_sizes"]["item"] == info["num_items"] + 1
+  assert counts[0] == 0  # no padding id inside histories

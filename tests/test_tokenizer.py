@@ -1,0 +1,40 @@
+"""The GGUF tokenizer we build without torch equals transformers' own GGUF path (which uses torch)."""
+
+import os
+
+import pytest
+
+from uqa_jax.llm import assets
+from uqa_jax.llm import tokenizer as tokenizer_lib
+
+TEXTS = ["Hello world, 你好世界！ <|im_end|>", "  leading spaces\n\nand 12345 numbers",
+         "It's the user's top 3 categories: A -> B -> C", "用户近期最感兴趣的类目是什么？"]
+
+
+def test_gguf_tokenizer_matches_transformers_gguf_loader(tokenizer):
+  transformers = pytest.importorskip("transformers")
+  pytest.importorskip("torch")
+  path = assets.smollm2_gguf_path()
+  ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+  assert len(tokenizer) == len(ref) == 49_152
+  for text in TEXTS:
+    assert tokenizer(text).input_ids == ref(text).input_ids, text
+    assert tokenizer.decode(tokenizer(text).input_ids) == ref.decode(ref(text).input_ids)
+  chat = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
+  assert (tokenizer.apply_chat_template(chat, tokenize=False)
+          == ref.apply_chat_template(chat, tokenize=False))
+  assert tokenizer.eos_token == ref.eos_token == "<|im_end|>"
+
+
+def test_library_tokenizer_path_does_not_import_torch():
+  import subprocess, sys
+  code = ("import sys; from uqa_jax.llm import tokenizer as t; t.load_tokenizer('smollm2'); "
+          "import uqa_jax.data.pipeline, uqa_jax.train.data_stage; "
+          "assert 'torch' not in sys.modules, 'torch imported'")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+
+
+def test_unknown_model_path_is_a_clear_error():
+  with pytest.raises(FileNotFoundError, match="no such file or directory"):
+    tokenizer_lib.load_tokenizer("/nonexistent/model")
