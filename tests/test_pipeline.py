@@ -118,3 +118,13 @@ def test_too_long_chat_is_an_error_naming_the_file(en_dir, tokenizer):
 def test_align_file_without_tokenizer_is_an_error(en_dir):
   with pytest.raises(ValueError, match="a tokenizer is required"):
     _ds(en_dir, kind="align")
+
+
+def test_bag_truncation_counts_every_cut_bag(en_dir):
+  path = os.path.join(en_dir, "pretrain_data_train.arrow")
+  sizes = dict(CFG.bag_sizes, uni_seq_title_bpe_token_ids=3)
+  report = pipeline.bag_truncation(path, sizes.items())
+  f = arrow_io.SequenceFile(path)
+  widths = [len(b) for r in range(len(f)) for b in f.bags(r, "uni_seq_title_bpe_token_ids").to_lists()]
+  assert report["uni_seq_title_bpe_token_ids"] == (sum(w > 3 for w in widths), len(widths), max(widths))
+  assert "uni_seq_item_id" not in report

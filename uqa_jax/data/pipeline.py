@@ -139,6 +139,24 @@ class RowToArrays(grain.transforms.Map):
     return out
 
 
+def bag_truncation(path: str, bag_sizes) -> dict[str, tuple[int, int, int]]:
+  """Per column whose bags exceed their width K: (bags truncated, all bags, widest bag).
+
+  Batches keep the first K ids of a wider bag; the data stage reports these counts so the
+  truncation is never silent.
+  """
+  widths = dict(bag_sizes)
+  out = {}
+  for _, batch in arrow_io.SequenceFile(path).record_batches():
+    for column in schema.FEATURE_COLUMNS[1:]:
+      _, bags, _ = arrow_io._column_views(batch.column(column))
+      sizes = np.diff(bags)
+      over = int((sizes > widths.get(column, 1)).sum())
+      cut, total, widest = out.get(column, (0, 0, 0))
+      out[column] = (cut + over, total + sizes.size, max(widest, int(sizes.max(initial=0))))
+  return {c: v for c, v in out.items() if v[0]}
+
+
 def _padded_batch(batch_size: int):
   def batch_fn(rows):
     rows = list(rows)

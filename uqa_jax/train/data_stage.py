@@ -9,6 +9,7 @@ from uqa_jax.data import build
 from uqa_jax.data import checker
 from uqa_jax.data import movielens
 from uqa_jax.data import official
+from uqa_jax.data import pipeline
 from uqa_jax.data import schema
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
@@ -33,7 +34,7 @@ def run(config, workdir: str, log=print) -> dict:
     with open(recipe_path, encoding="utf-8") as f:
       if json.load(f) == json.loads(json.dumps(recipe)):
         log(f"data: reusing {out} (same recipe)")
-        return _check(out, log)
+        return _check(out, config.data.bag_sizes.to_dict(), log)
     log(f"data: config changed since {out} was built; rebuilding")
     shutil.rmtree(out)
   os.makedirs(out, exist_ok=True)
@@ -52,18 +53,23 @@ def run(config, workdir: str, log=print) -> dict:
     official.prepare(d.path, out, log=log)
   else:  # choices.check rejects this at start-up
     raise ValueError(f"unknown data source {d.source!r}")
-  info = _check(out, log)
+  info = _check(out, config.data.bag_sizes.to_dict(), log)
   with open(recipe_path, "w", encoding="utf-8") as f:
     json.dump(recipe, f, indent=2)
   return info
 
 
-def _check(out: str, log) -> dict:
+def _check(out: str, bag_sizes: dict, log) -> dict:
   report = checker.check_directory(out)
   log(report.format())
   if not report.ok:
     raise arrow_io.DataFileError(f"data set {out} failed the checker ({len(report.problems)} problems)")
   info = arrow_io.read_dataset_info(out)
+  for column, (cut, total, widest) in pipeline.bag_truncation(
+      os.path.join(out, schema.file_name("pretrain", "train")), bag_sizes.items()).items():
+    log(f"data: note: {cut:,} of {total:,} bags in {column} are wider than its bag size "
+        f"{bag_sizes[column]} (widest {widest}); batches keep the first {bag_sizes[column]} ids "
+        f"(raise data.bag_sizes.{column} to keep more)")
   if "qa_per_task" in info:
     per_task = {t: sum(n for k, n in info["qa_per_task"].items() if k.endswith("/" + t))
                 for t in schema.TASKS}
