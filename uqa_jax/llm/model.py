@@ -1,0 +1,177 @@
+"""The Qwen2-family causal decoder (Llama checkpoints: the same graph without q/k/v biases).
+
+Shape letters: B batch, T query tokens, S key slots (T without a cache, the cache length with
+one), D model width, H query heads, K key/value heads, E head dim, F MLP width, V vocabulary,
+L layers.
+
+Pre-RMSNorm blocks: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); RoPE on q and k
+(rotate-half convention, the checkpoint's theta); grouped-query attention through
+`jax.nn.dot_product_attention`; layers stacked with `nn.scan`, so parameters of a block carry a
+leading `layers` axis. Every parameter carries logical axis names (see `uqa_jax.parallel`).
+
+Key/value slots: a query at slot i attends to slots j <= i with `kv_mask[b, j]` (and always
+to itself, so a padding query never sees an empty row). With a cache, this call's keys and
+values are written at slots [slot, slot + T) of the per-layer cache first.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from uqa_jax.llm.config import LLMConfig
+
+Cache = dict  # {"k": [L, B, S, K, E], "v": [L, B, S, K, E]}
+
+
+def _param(module, name, shape, axes, dtype, init=nn.initializers.normal(0.02)):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    scale_D = _param(self, "scale", (x_BxTxD.shape[-1],), ("norm",), self.param_dtype,
+                     nn.initializers.ones)
+    x = x_BxTxD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+    return (x * scale_D.astype(jnp.float32)).astype(x_BxTxD.dtype)
+
+
+def rope(x_BxTxNxE, positions_BxT, theta: float):
+  """Rotary embedding, rotate-half convention (as Hugging Face's Qwen2/Llama)."""
+  e = x_BxTxNxE.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))
+  angles_BxTxE2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+  cos = jnp.cos(angles_BxTxE2)[:, :, None, :]
+  sin = jnp.sin(angles_BxTxE2)[:, :, None, :]
+  x = x_BxTxNxE.astype(jnp.float32)
+  x1, x2 = x[..., : e // 2], x[..., e // 2:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxE.dtype)
+
+
+class Attention(nn.Module):
+  cfg: LLMConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_Bx1xTxS, cache_kv, slot):
+    c = self.cfg
+    pd, dt = jnp.dtype(c.param_dtype), jnp.dtype(c.dtype)
+    wq = _param(self, "q_kernel", (c.d_model, c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), pd)
+    wk = _param(self, "k_kernel", (c.d_model, c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
+    wv = _param(self, "v_kernel", (c.d_model, c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), pd)
+    wo = _param(self, "o_kernel", (c.num_heads, c.head_dim, c.d_model), ("heads", "head_dim", "embed"), pd)
+    x = x_BxTxD.astype(dt)
+    q_BxTxHxE = jnp.einsum("btd,dhe->bthe", x, wq.astype(dt))
+    k_BxTxKxE = jnp.einsum("btd,dke->btke", x, wk.astype(dt))
+    v_BxTxKxE = jnp.einsum("btd,dke->btke", x, wv.astype(dt))
+    if c.qkv_bias:
+      zeros = nn.initializers.zeros
+      q_BxTxHxE += _param(self, "q_bias", (c.num_heads, c.head_dim), ("heads", "head_dim"), pd, zeros).astype(dt)
+      k_BxTxKxE += _param(self, "k_bias", (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, zeros).astype(dt)
+      v_BxTxKxE += _param(self, "v_bias", (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, zeros).astype(dt)
+    q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, c.rope_theta)
+    k_BxTxKxE = rope(k_BxTxKxE, positions_BxT, c.rope_theta)
+    if cache_kv is not None:
+      k_cache_BxSxKxE, v_cache_BxSxKxE = cache_kv
+      k_BxSxKxE = jax.lax.dynamic_update_slice_in_dim(k_cache_BxSxKxE, k_BxTxKxE.astype(k_cache_BxSxKxE.dtype), slot, axis=1)
+      v_BxSxKxE = jax.lax.dynamic_update_slice_in_dim(v_cache_BxSxKxE, v_BxTxKxE.astype(v_cache_BxSxKxE.dtype), slot, axis=1)
+    else:
+      k_BxSxKxE, v_BxSxKxE = k_BxTxKxE, v_BxTxKxE
+    out_BxTxHxE = jax.nn.dot_product_attention(
+        q_BxTxHxE, k_BxSxKxE.astype(dt), v_BxSxKxE.astype(dt), mask=mask_Bx1xTxS)
+    y_BxTxD = jnp.einsum("bthe,hed->btd", out_BxTxHxE, wo.astype(dt))
+    return y_BxTxD, (k_BxSxKxE, v_BxSxKxE)
+
+
+class MLP(nn.Module):
+  cfg: LLMConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    c = self.cfg
+    pd, dt = jnp.dtype(c.param_dtype), jnp.dtype(c.dtype)
+    gate = _param(self, "gate_kernel", (c.d_model, c.d_ff), ("embed", "mlp"), pd)
+    up = _param(self, "up_kernel", (c.d_model, c.d_ff), ("embed", "mlp"), pd)
+    down = _param(self, "down_kernel", (c.d_ff, c.d_model), ("mlp", "embed"), pd)
+    x = x_BxTxD.astype(dt)
+    h_BxTxF = nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt))
+    return h_BxTxF @ down.astype(dt)
+
+
+class Block(nn.Module):
+  cfg: LLMConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, cache_kv, positions_BxT, mask_Bx1xTxS, slot):
+    c = self.cfg
+    pd = jnp.dtype(c.param_dtype)
+    h, new_kv = Attention(c, name="attn")(RMSNorm(c.rms_eps, pd, name="attn_norm")(x_BxTxD),
+                                          positions_BxT, mask_Bx1xTxS, cache_kv, slot)
+    x_BxTxD = x_BxTxD + h
+    x_BxTxD = x_BxTxD + MLP(c, name="mlp")(RMSNorm(c.rms_eps, pd, name="mlp_norm")(x_BxTxD))
+    return x_BxTxD, new_kv
+
+
+def attention_mask(kv_mask_BxS, slot, num_queries):
+  """[B, 1, T, S] bool: query slot i sees valid key slots j <= i, and itself."""
+  s = kv_mask_BxS.shape[1]
+  q_T = slot + jnp.arange(num_queries)
+  k_S = jnp.arange(s)
+  causal_TxS = k_S[None, :] <= q_T[:, None]
+  self_TxS = k_S[None, :] == q_T[:, None]
+  mask = (causal_TxS[None] & kv_mask_BxS[:, None, :].astype(bool)) | self_TxS[None]
+  return mask[:, None]
+
+
+class Decoder(nn.Module):
+  """Causal LM. `__call__` -> (logits [B, T, V], new cache or per-layer (k, v) of this call)."""
+  cfg: LLMConfig
+
+  def setup(self):
+    c = self.cfg
+    pd = jnp.dtype(c.param_dtype)
+    self.embedding = self.param(
+        "embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+        (c.vocab_size, c.d_model), pd)
+    self.layers = nn.scan(
+        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
+    self.norm = RMSNorm(c.rms_eps, pd, name="norm")
+    if not c.tie_embeddings:
+      self.lm_head = self.param(
+          "lm_head", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "vocab")),
+          (c.d_model, c.vocab_size), pd)
+
+  def embed(self, tokens_BxT):
+    """Input embeddings [B, T, D] of token ids (for splicing soft prompts)."""
+    return jnp.take(self.embedding, tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))
+
+  def __call__(self, tokens=None, embeds=None, *, positions, kv_mask, cache: Cache | None = None,
+               slot=0):
+    """tokens [B, T] or embeds [B, T, D]; positions [B, T]; kv_mask [B, S]; cache k/v [L, B, S, K, E]."""
+    if (tokens is None) == (embeds is None):
+      raise ValueError("Decoder: pass exactly one of tokens [B, T] or embeds [B, T, D]")
+    x_BxTxD = self.embed(tokens) if embeds is None else embeds.astype(jnp.dtype(self.cfg.dtype))
+    mask = attention_mask(kv_mask, slot, x_BxTxD.shape[1])
+    layer_cache = None if cache is None else (cache["k"], cache["v"])
+    x_BxTxD, (k, v) = self.layers(x_BxTxD, layer_cache, positions, mask, slot)
+    x_BxTxD = self.norm(x_BxTxD)
+    head = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
+    logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD.astype(jnp.float32), head.astype(jnp.float32))
+    return logits_BxTxV, {"k": k, "v": v}
+
+
+def init_cache(cfg: LLMConfig, batch: int, length: int, dtype=None) -> Cache:
+  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  dtype = jnp.dtype(dtype or cfg.dtype)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def positions_from_mask(mask_BxT):
+  """Left-padded prompts: position = number of valid tokens before (0 on padding)."""
+  return jnp.maximum(jnp.cumsum(mask_BxT, axis=1) - 1, 0).astype(jnp.int32)
