@@ -1,0 +1,118 @@
+"""The Flax decoder against transformers' PyTorch Qwen2/Llama: logits, export, generation."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests import llm_reference as ref
+from uqa_jax.llm import generate
+from uqa_jax.llm import model as model_lib
+from uqa_jax.llm import weights
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CASES = [("qwen2", False), ("qwen2", True), ("llama", True), ("llama", False)]
+
+
+def _ids_and_mask(seed=0, batch=3, length=12):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, ref.TINY["vocab_size"], size=(batch, length))
+  mask = np.ones((batch, length), np.int32)
+  mask[1, :4] = 0  # left padding
+  mask[2, :1] = 0
+  return ids, mask
+
+
+def _ours(cfg, params, ids, mask):
+  logits, _ = model_lib.Decoder(cfg).apply(
+      {"params": params}, jnp.asarray(ids), positions=model_lib.positions_from_mask(jnp.asarray(mask)),
+      kv_mask=jnp.asarray(mask))
+  return np.asarray(logits)
+
+
+def _rel_err(a, b, mask):
+  valid = mask.astype(bool)
+  return np.abs(a - b)[valid].max() / np.abs(b[valid]).max()
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{a}-{'tied' if t else 'untied'}" for a, t in CASES])
+def checkpoint(request, tmp_path_factory):
+  arch, tie = request.param
+  path = tmp_path_factory.mktemp(f"{arch}-{tie}")
+  model = ref.tiny_checkpoint(str(path), arch, tie)
+  cfg, params = weights.load_hf(str(path))
+  return model, cfg, params, str(path)
+
+
+def test_logits_match_transformers_with_and_without_padding(checkpoint):
+  model, cfg, params, _ = checkpoint
+  ids, mask = _ids_and_mask()
+  assert _rel_err(_ours(cfg, params, ids, mask), ref.torch_logits(model, ids, mask), mask) < 1e-4
+  full = np.ones_like(mask)
+  assert _rel_err(_ours(cfg, params, ids, full), ref.torch_logits(model, ids, full), full) < 1e-4
+
+
+def test_exported_directory_loads_back_into_transformers(checkpoint, tmp_path):
+  model, cfg, params, _ = checkpoint
+  weights.save_hf(str(tmp_path), cfg, params)
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+  ids, mask = _ids_and_mask(seed=1)
+  np.testing.assert_allclose(ref.torch_logits(reloaded, ids, mask), ref.torch_logits(model, ids, mask),
+                             rtol=1e-5, atol=1e-5)
+  cfg2, params2 = weights.load_hf(str(tmp_path))
+  assert cfg2 == cfg
+
+
+def _hf_greedy(model, prompts, n, pad_id):
+  width = max(map(len, prompts))
+  ids = np.full((len(prompts), width), pad_id)
+  mask = np.zeros_like(ids)
+  for b, p in enumerate(prompts):
+    ids[b, width - len(p):] = p
+    mask[b, width - len(p):] = 1
+  with torch.no_grad():
+    out = model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=n,
+                         min_new_tokens=n, do_sample=False, pad_token_id=pad_id, eos_token_id=None)
+  return out[:, width:].numpy().tolist()
+
+
+PROMPTS = [[5, 17, 99, 3], [42], [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 1], [100, 2, 64]]
+
+
+def test_greedy_generation_equals_transformers_generate(checkpoint):
+  model, cfg, params, _ = checkpoint
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  ours = gen.generate(PROMPTS, generate.SamplingConfig(max_new_tokens=10))
+  assert ours == _hf_greedy(model, PROMPTS, 10, pad_id=0)
+
+
+def test_generation_with_cache_equals_without(checkpoint):
+  _, cfg, params, _ = checkpoint
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  sampling = generate.SamplingConfig(max_new_tokens=8)
+  assert gen.generate(PROMPTS, sampling) == gen.generate(PROMPTS, sampling, use_cache=False)
+
+
+def test_soft_prompt_equals_the_tokens_it_embeds(checkpoint):
+  """A soft prefix built from token embeddings behaves exactly like those tokens."""
+  _, cfg, params, _ = checkpoint
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  prefix = [11, 12, 13]
+  soft = np.asarray(params["embedding"])[prefix][None].repeat(len(PROMPTS), 0)
+  sampling = generate.SamplingConfig(max_new_tokens=6)
+  with_soft = gen.generate(PROMPTS, sampling, soft_prompt_BxPxD=soft)
+  assert with_soft == gen.generate([prefix + p for p in PROMPTS], sampling)
+
+
+def test_stops_at_eos_and_sampling_is_seeded(checkpoint):
+  _, cfg, params, _ = checkpoint
+  greedy = generate.Generator(cfg, params, eos_ids=(), pad_id=0).generate(
+      PROMPTS, generate.SamplingConfig(max_new_tokens=6))
+  stop = greedy[0][2]
+  stopped = generate.Generator(cfg, params, eos_ids=(stop,), pad_id=0).generate(
+      PROMPTS[:1], generate.SamplingConfig(max_new_tokens=6))
+  assert stopped == [greedy[0][:greedy[0].index(stop)]]
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  hot = generate.SamplingConfig(max_new_tokens=8, temperature=1.5, top_p=0.9, seed=3)
+  assert gen.generate(PROMPTS, hot) == gen.generate(PROMPTS, hot)

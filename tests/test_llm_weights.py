@@ -1,0 +1,83 @@
+"""Checkpoint loading errors name the file, the tensor and the shapes; GGUF loads SmolLM2."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from tests import llm_reference as ref
+from uqa_jax.llm import config as config_lib
+from uqa_jax.llm import weights
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+  pytest.importorskip("torch")
+  path = tmp_path_factory.mktemp("tiny")
+  ref.tiny_checkpoint(str(path), "qwen2", tie=False)
+  return path
+
+
+def _copy_with(tiny_dir, tmp_path, edit):
+  tensors = safetensors.numpy.load_file(str(tiny_dir / "model.safetensors"))
+  edit(tensors)
+  safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+  (tmp_path / "config.json").write_text((tiny_dir / "config.json").read_text())
+  return str(tmp_path)
+
+
+def test_directory_without_config_json(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    weights.load_hf(str(tmp_path))
+
+
+def test_missing_tensor_is_named(tiny_dir, tmp_path):
+  path = _copy_with(tiny_dir, tmp_path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+  with pytest.raises(weights.CheckpointError, match=r"missing tensor 'model.layers.1.mlp.up_proj.weight' \(expected shape \(96, 64\)\)"):
+    weights.load_hf(path)
+
+
+def test_wrong_shape_names_tensor_expected_and_found(tiny_dir, tmp_path):
+  def bad(t):
+    t["model.layers.0.self_attn.k_proj.weight"] = np.zeros((16, 64), np.float32)
+  path = _copy_with(tiny_dir, tmp_path, bad)
+  with pytest.raises(weights.CheckpointError,
+                     match=r"'model.layers.0.self_attn.k_proj.weight' has shape \(16, 64\), expected \(32, 64\)"):
+    weights.load_hf(path)
+
+
+def test_unsupported_architecture(tiny_dir, tmp_path):
+  cfg = json.loads((tiny_dir / "config.json").read_text())
+  cfg.update(architectures=["MistralForCausalLM"], model_type="mistral")
+  (tmp_path / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match="unsupported architecture.*MistralForCausalLM"):
+    weights.load_hf(str(tmp_path))
+
+
+def test_no_safetensors_is_an_error_not_a_pickle_load(tiny_dir, tmp_path):
+  (tmp_path / "config.json").write_text((tiny_dir / "config.json").read_text())
+  (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+  with pytest.raises(weights.CheckpointError, match="no \\*.safetensors"):
+    weights.load_hf(str(tmp_path))
+
+
+def test_sharded_index_directory_loads(tiny_dir, tmp_path):
+  tensors = safetensors.numpy.load_file(str(tiny_dir / "model.safetensors"))
+  names = sorted(tensors)
+  halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+  for file, keys in halves.items():
+    safetensors.numpy.save_file({k: tensors[k] for k in keys}, str(tmp_path / file))
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+      {"weight_map": {k: f for f, ks in halves.items() for k in ks}}))
+  (tmp_path / "config.json").write_text((tiny_dir / "config.json").read_text())
+  _, a = weights.load_hf(str(tmp_path))
+  _, b = weights.load_hf(str(tiny_dir))
+  np.testing.assert_array_equal(a["layers"]["attn"]["q_kernel"], b["layers"]["attn"]["q_kernel"])
+
+
+def test_presets_are_qwen25_sizes():
+  p = config_lib.PRESETS["qwen2.5-0.5b"]
+  assert (p.d_model, p.num_layers, p.num_heads, p.num_kv_heads, p.tie_embeddings) == (896, 24, 14, 2, True)
+  assert config_lib.PRESETS["qwen2.5-7b"].vocab_size == 152_064
