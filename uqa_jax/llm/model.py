@@ -76,15 +76,20 @@ class Attention(nn.Module):
     q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, c.rope_theta)
     k_BxTxKxE = rope(k_BxTxKxE, positions_BxT, c.rope_theta)
     if cache_kv is not None:
-      k_cache_BxSxKxE, v_cache_BxSxKxE = cache_kv
-      k_BxSxKxE = jax.lax.dynamic_update_slice_in_dim(k_cache_BxSxKxE, k_BxTxKxE.astype(k_cache_BxSxKxE.dtype), slot, axis=1)
-      v_BxSxKxE = jax.lax.dynamic_update_slice_in_dim(v_cache_BxSxKxE, v_BxTxKxE.astype(v_cache_BxSxKxE.dtype), slot, axis=1)
+      # The whole cache rides in the scan carry and is updated in place at (layer, slot);
+      # a scanned-out cache would be copied every layer.
+      k_all, v_all, layer = cache_kv
+      k_all = jax.lax.dynamic_update_slice(k_all, k_BxTxKxE[None].astype(k_all.dtype), (layer, 0, slot, 0, 0))
+      v_all = jax.lax.dynamic_update_slice(v_all, v_BxTxKxE[None].astype(v_all.dtype), (layer, 0, slot, 0, 0))
+      k_BxSxKxE = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)
+      v_BxSxKxE = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)
+      new_cache = (k_all, v_all)
     else:
-      k_BxSxKxE, v_BxSxKxE = k_BxTxKxE, v_BxTxKxE
+      k_BxSxKxE, v_BxSxKxE, new_cache = k_BxTxKxE, v_BxTxKxE, None
     out_BxTxHxE = jax.nn.dot_product_attention(
         q_BxTxHxE, k_BxSxKxE.astype(dt), v_BxSxKxE.astype(dt), mask=mask_Bx1xTxS)
     y_BxTxD = jnp.einsum("bthe,hed->btd", out_BxTxHxE, wo.astype(dt))
-    return y_BxTxD, (k_BxSxKxE, v_BxSxKxE)
+    return y_BxTxD, new_cache
 
 
 class MLP(nn.Module):
@@ -103,17 +108,20 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+  """One layer; scanned over layers with carry (x, cache k/v [L, B, S, K, E] or None, layer index)."""
   cfg: LLMConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, cache_kv, positions_BxT, mask_Bx1xTxS, slot):
+  def __call__(self, carry, positions_BxT, mask_Bx1xTxS, slot):
+    x_BxTxD, cache, layer = carry
     c = self.cfg
     pd = jnp.dtype(c.param_dtype)
-    h, new_kv = Attention(c, name="attn")(RMSNorm(c.rms_eps, pd, name="attn_norm")(x_BxTxD),
-                                          positions_BxT, mask_Bx1xTxS, cache_kv, slot)
+    cache_kv = None if cache is None else (*cache, layer)
+    h, cache = Attention(c, name="attn")(RMSNorm(c.rms_eps, pd, name="attn_norm")(x_BxTxD),
+                                         positions_BxT, mask_Bx1xTxS, cache_kv, slot)
     x_BxTxD = x_BxTxD + h
     x_BxTxD = x_BxTxD + MLP(c, name="mlp")(RMSNorm(c.rms_eps, pd, name="mlp_norm")(x_BxTxD))
-    return x_BxTxD, new_kv
+    return (x_BxTxD, cache, layer + 1), None
 
 
 def attention_mask(kv_mask_BxS, slot, num_queries):
@@ -128,7 +136,7 @@ def attention_mask(kv_mask_BxS, slot, num_queries):
 
 
 class Decoder(nn.Module):
-  """Causal LM. `__call__` -> (logits [B, T, V], new cache or per-layer (k, v) of this call)."""
+  """Causal LM. `__call__` -> (logits [B, T, V], the updated cache or None without one)."""
   cfg: LLMConfig
 
   def setup(self):
@@ -139,7 +147,7 @@ class Decoder(nn.Module):
         (c.vocab_size, c.d_model), pd)
     self.layers = nn.scan(
         Block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
     self.norm = RMSNorm(c.rms_eps, pd, name="norm")
     if not c.tie_embeddings:
@@ -158,12 +166,12 @@ class Decoder(nn.Module):
       raise ValueError("Decoder: pass exactly one of tokens [B, T] or embeds [B, T, D]")
     x_BxTxD = self.embed(tokens) if embeds is None else embeds.astype(jnp.dtype(self.cfg.dtype))
     mask = attention_mask(kv_mask, slot, x_BxTxD.shape[1])
-    layer_cache = None if cache is None else (cache["k"], cache["v"])
-    x_BxTxD, (k, v) = self.layers(x_BxTxD, layer_cache, positions, mask, slot)
+    kv = None if cache is None else (cache["k"], cache["v"])
+    (x_BxTxD, kv, _), _ = self.layers((x_BxTxD, kv, jnp.int32(0)), positions, mask, slot)
     x_BxTxD = self.norm(x_BxTxD)
     head = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
     logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD.astype(jnp.float32), head.astype(jnp.float32))
-    return logits_BxTxV, {"k": k, "v": v}
+    return logits_BxTxV, None if kv is None else {"k": kv[0], "v": kv[1]}
 
 
 def init_cache(cfg: LLMConfig, batch: int, length: int, dtype=None) -> Cache:

