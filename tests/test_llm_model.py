@@ -116,3 +116,19 @@ def test_stops_at_eos_and_sampling_is_seeded(checkpoint):
   gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
   hot = generate.SamplingConfig(max_new_tokens=8, temperature=1.5, top_p=0.9, seed=3)
   assert gen.generate(PROMPTS, hot) == gen.generate(PROMPTS, hot)
+
+
+def test_bfloat16_compute_stays_close_to_float32(checkpoint):
+  _, cfg, params, _ = checkpoint
+  ids, mask = _ids_and_mask(seed=2)
+  full = _ours(cfg, params, ids, mask)
+  half = _ours(cfg.replace(dtype="bfloat16"), params, ids, mask)
+  assert half.dtype == np.float32  # logits are always float32
+  assert _rel_err(half, full, mask) < 5e-2
+
+
+def test_decoder_rejects_both_or_neither_input(checkpoint):
+  _, cfg, params, _ = checkpoint
+  ids, mask = _ids_and_mask()
+  with pytest.raises(ValueError, match="exactly one of tokens"):
+    model_lib.Decoder(cfg).apply({"params": params}, positions=jnp.asarray(mask), kv_mask=jnp.asarray(mask))

@@ -38,3 +38,12 @@ def test_library_tokenizer_path_does_not_import_torch():
 def test_unknown_model_path_is_a_clear_error():
   with pytest.raises(FileNotFoundError, match="no such file or directory"):
     tokenizer_lib.load_tokenizer("/nonexistent/model")
+
+
+def test_hugging_face_directory_goes_through_autotokenizer(tokenizer, tmp_path):
+  tokenizer.save_pretrained(str(tmp_path))
+  tokenizer_lib.load_tokenizer.cache_clear()
+  from_dir = tokenizer_lib.load_tokenizer(str(tmp_path))
+  for text in TEXTS:
+    assert from_dir(text).input_ids == tokenizer(text).input_ids
+  assert from_dir.chat_template == tokenizer.chat_template

@@ -69,7 +69,7 @@ class Generator:
     kv_mask_BxS = jnp.pad(mask_BxT, ((0, 0), (0, cache_len - t)), constant_values=1)
     positions_BxT = model_lib.positions_from_mask(mask_BxT)
     logits, cache = self.model.apply({"params": params}, embeds=embeds_BxTxD, positions=positions_BxT,
-                                     kv_mask=kv_mask_BxS, cache=cache, slot=0)
+                                     kv_mask=kv_mask_BxS, cache=cache, slot=0, last_only=True)
     return logits[:, -1], cache, positions_BxT[:, -1]
 
   def _step_fn(self, params, token_B, position_B, slot, cache, kv_mask_BxS):

@@ -160,14 +160,19 @@ class Decoder(nn.Module):
     return jnp.take(self.embedding, tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))
 
   def __call__(self, tokens=None, embeds=None, *, positions, kv_mask, cache: Cache | None = None,
-               slot=0):
-    """tokens [B, T] or embeds [B, T, D]; positions [B, T]; kv_mask [B, S]; cache k/v [L, B, S, K, E]."""
+               slot=0, last_only: bool = False):
+    """tokens [B, T] or embeds [B, T, D]; positions [B, T]; kv_mask [B, S]; cache k/v [L, B, S, K, E].
+
+    `last_only` computes logits for the last position only ([B, 1, V]), as prefill needs.
+    """
     if (tokens is None) == (embeds is None):
       raise ValueError("Decoder: pass exactly one of tokens [B, T] or embeds [B, T, D]")
     x_BxTxD = self.embed(tokens) if embeds is None else embeds.astype(jnp.dtype(self.cfg.dtype))
     mask = attention_mask(kv_mask, slot, x_BxTxD.shape[1])
     kv = None if cache is None else (cache["k"], cache["v"])
     (x_BxTxD, kv, _), _ = self.layers((x_BxTxD, kv, jnp.int32(0)), positions, mask, slot)
+    if last_only:
+      x_BxTxD = x_BxTxD[:, -1:]
     x_BxTxD = self.norm(x_BxTxD)
     head = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
     logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD.astype(jnp.float32), head.astype(jnp.float32))
