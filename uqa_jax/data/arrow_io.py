@@ -111,7 +111,7 @@ def check_schema(path: str, arrow_schema: pa.Schema, *, align: bool | None = Non
   return problems
 
 
-def _column_views(array: pa.ListArray):
+def column_views(array: pa.ListArray):
   """Zero-copy (step offsets, bag offsets, ids) numpy views of a list<list<int64>> chunk."""
   steps = array.offsets.to_numpy(zero_copy_only=True)
   inner = array.values
@@ -135,7 +135,7 @@ class SequenceFile:
     self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
     sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
     self._starts = np.concatenate([[0], np.cumsum(sizes)])
-    self._views = [{c: _column_views(b.column(c)) for c in schema.FEATURE_COLUMNS}
+    self._views = [{c: column_views(b.column(c)) for c in schema.FEATURE_COLUMNS}
                    for b in self._batches]
 
   def __len__(self) -> int:

@@ -74,7 +74,7 @@ def _check_feature(path, start, array, column, vocab_size, max_len, steps_ref, r
   if array.values.null_count or array.values.values.null_count:
     add(0, "null: null bags or ids inside the column (first affected record batch starts here)")
     return None
-  steps, bags, ids = arrow_io._column_views(array)
+  steps, bags, ids = arrow_io.column_views(array)
   num_steps = np.diff(steps)
   if steps_ref is None:
     for r in np.flatnonzero(num_steps == 0):

@@ -58,6 +58,10 @@ class SequenceSource:
   def __getitem__(self, index):
     return self._file.row(int(index))
 
+  @property
+  def has_text(self) -> bool:
+    return self._file.has_text
+
   def __getstate__(self):
     return {"path": self.path}
 
@@ -149,7 +153,7 @@ def bag_truncation(path: str, bag_sizes) -> dict[str, tuple[int, int, int]]:
   out = {}
   for _, batch in arrow_io.SequenceFile(path).record_batches():
     for column in schema.FEATURE_COLUMNS[1:]:
-      _, bags, _ = arrow_io._column_views(batch.column(column))
+      _, bags, _ = arrow_io.column_views(batch.column(column))
       sizes = np.diff(bags)
       over = int((sizes > widths.get(column, 1)).sum())
       cut, total, widest = out.get(column, (0, 0, 0))
@@ -174,9 +178,9 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
     import jax  # imported here so data tools that never batch do not pay for it
     process_index, process_count = jax.process_index(), jax.process_count()
   source = SequenceSource(path)
-  if source._file.has_text != (tokenizer is not None):
-    raise ValueError(f"{path}: {'align' if source._file.has_text else 'pretrain'} file; "
-                     f"a tokenizer is {'required' if source._file.has_text else 'not used'}")
+  if source.has_text != (tokenizer is not None):
+    raise ValueError(f"{path}: {'align' if source.has_text else 'pretrain'} file; "
+                     f"a tokenizer is {'required' if source.has_text else 'not used'}")
   ds = grain.MapDataset.source(source)[process_index::process_count]
   if len(ds) == 0:
     raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")

@@ -97,10 +97,9 @@ class Generator:
     embeds = self._embed(self.params, jnp.asarray(ids))
     if p:
       soft = np.zeros(embeds.shape, np.float32)
-      for b, x in enumerate(prompts):
-        soft[b, t - len(x) - p: t - len(x)] = soft_prompt_BxPxD[b]
       is_soft = np.zeros((len(prompts), t, 1), bool)
       for b, x in enumerate(prompts):
+        soft[b, t - len(x) - p: t - len(x)] = soft_prompt_BxPxD[b]
         is_soft[b, t - len(x) - p: t - len(x)] = True
       embeds = jnp.where(is_soft, jnp.asarray(soft, embeds.dtype), embeds)
     return embeds, jnp.asarray(mask)
