@@ -27,6 +27,7 @@ RULES = (
     ("head_dim", None),
     ("mlp", "tensor"),
     ("items", "tensor"),
+    ("feature_embed", None),
 )
 
 

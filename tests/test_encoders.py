@@ -1,0 +1,115 @@
+"""Encoder properties: causality, padding invariance, scan == recurrence, HSTU == its formula."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from uqa_jax import encoders
+from uqa_jax.encoders import hstu
+from uqa_jax.encoders import mamba4rec
+from uqa_jax.encoders.config import EncoderConfig
+
+B, L, D = 2, 12, 32
+
+
+def _setup(name, length=L):
+  cfg = EncoderConfig(name=name, d_model=D, num_layers=2, num_heads=4, max_len=32, d_state=4,
+                      dropout=0.1)
+  model = encoders.get(name)(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, length, D))
+  mask = jnp.ones((B, length), jnp.int32).at[1, 9:].set(0)
+  params = model.init(jax.random.PRNGKey(0), x, mask)
+  return model, params, x, mask
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
+def test_changing_step_t_plus_1_leaves_outputs_up_to_t_unchanged(name):
+  model, params, x, mask = _setup(name)
+  t = 5
+  x2 = x.at[:, t + 1:].set(jax.random.normal(jax.random.PRNGKey(7), x[:, t + 1:].shape))
+  y1, y2 = model.apply(params, x, mask), model.apply(params, x2, mask)
+  np.testing.assert_allclose(y1[:, :t + 1], y2[:, :t + 1], atol=1e-5)
+  assert not np.allclose(y1[:, t + 1:], y2[:, t + 1:], atol=1e-3)  # the change does propagate
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
+def test_extra_right_padding_changes_nothing_at_valid_positions(name):
+  model, params, x, mask = _setup(name)
+  padded_x = jnp.concatenate([x, jnp.full((B, 4, D), 3.0)], axis=1)
+  padded_mask = jnp.concatenate([mask, jnp.zeros((B, 4), jnp.int32)], axis=1)
+  y = model.apply(params, x, mask)
+  y_pad = model.apply(params, padded_x, padded_mask)
+  valid = np.asarray(mask, bool)
+  np.testing.assert_allclose(np.asarray(y_pad[:, :L])[valid], np.asarray(y)[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
+def test_dropout_acts_only_in_training(name):
+  model, params, x, mask = _setup(name)
+  eval1, eval2 = model.apply(params, x, mask), model.apply(params, x, mask)
+  np.testing.assert_array_equal(eval1, eval2)
+  train = model.apply(params, x, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+  assert not np.allclose(train, eval1)
+
+
+def test_unknown_encoder_lists_the_choices():
+  with pytest.raises(ValueError, match="expected one of gru4rec, sasrec, mamba4rec, hstu, trmpp"):
+    encoders.get("bert4rec")
+
+
+def test_associative_scan_equals_sequential_recurrence_with_gradients():
+  key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.nn.sigmoid(jax.random.normal(key_a, (2, 37, 3, 4)))
+  b = jax.random.normal(key_b, (2, 37, 3, 4))
+  np.testing.assert_allclose(mamba4rec.selective_scan(a, b), mamba4rec.sequential_scan(a, b),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda a, b: jnp.sum(jnp.sin(f(a, b)))
+  ga = jax.grad(loss(mamba4rec.selective_scan), argnums=(0, 1))(a, b)
+  gs = jax.grad(loss(mamba4rec.sequential_scan), argnums=(0, 1))(a, b)
+  for x, y in zip(ga, gs):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_is_the_identity_of_the_scan():
+  a = jnp.full((1, 6, 1, 1), 0.5).at[:, 3:].set(1.0)
+  b = jnp.ones((1, 6, 1, 1)).at[:, 3:].set(0.0)
+  h = mamba4rec.selective_scan(a, b)[0, :, 0, 0]
+  np.testing.assert_allclose(h, [1.0, 1.5, 1.75, 1.75, 1.75, 1.75])
+
+
+def test_hstu_layer_equals_a_plain_jnp_reference():
+  cfg = EncoderConfig(name="hstu", d_model=D, num_layers=1, num_heads=4, max_len=32, dropout=0.0)
+  block = hstu.Block(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
+  mask = jnp.ones((B, L), jnp.int32).at[1, 8:].set(0)
+  params = block.init(jax.random.PRNGKey(0), x, mask, True)
+  p = jax.tree.map(np.asarray, jax.tree.map(lambda v: v.value if hasattr(v, "value") else v,
+                                            params["params"], is_leaf=lambda v: hasattr(v, "value")))
+  p["rab"] = np.random.default_rng(0).normal(size=p["rab"].shape)
+  got, _ = block.apply({"params": p}, x, mask, True)
+
+  def layer_norm(v, scale, bias, eps=1e-6):
+    mu = v.mean(-1, keepdims=True)
+    var = ((v - mu) ** 2).mean(-1, keepdims=True)
+    return (v - mu) / np.sqrt(var + eps) * scale + bias
+
+  silu = lambda v: v / (1 + np.exp(-v))
+  xn = np.asarray(x)
+  y = layer_norm(xn, p["in_norm"]["scale"], p["in_norm"]["bias"])
+  u, v, q, k = np.split(silu(y @ p["uvqk"]["kernel"] + p["uvqk"]["bias"]), 4, axis=-1)
+  h, e = 4, D // 4
+  out = np.zeros_like(xn)
+  for bi in range(B):
+    n = int(mask[bi].sum())
+    av = np.zeros((L, D))
+    for hi in range(h):
+      sl = slice(hi * e, (hi + 1) * e)
+      for i in range(L):
+        for j in range(L):
+          if j <= i and mask[bi, j]:
+            a = silu(q[bi, i, sl] @ k[bi, j, sl] + p["rab"][hi, min(i - j, cfg.max_len - 1)]) / n
+            av[i, sl] += a * v[bi, j, sl]
+    gated = u[bi] * layer_norm(av, p["av_norm"]["scale"], p["av_norm"]["bias"])
+    out[bi] = xn[bi] + gated @ p["o"]["kernel"] + p["o"]["bias"]
+  np.testing.assert_allclose(np.asarray(got), out, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,31 @@
+"""Small pieces several encoders share: masks, dense layers with logical axes, layer stacking."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def dense(features, axes, cfg, use_bias=True, name=None):
+  """nn.Dense whose kernel carries logical axis names (see uqa_jax.parallel.RULES)."""
+  return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(cfg.dtype),
+                  param_dtype=jnp.dtype(cfg.param_dtype),
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+                  name=name)
+
+
+def causal_mask(mask_BxL):
+  """[B, 1, L, L] bool: query t sees valid keys s <= t (and itself, so no row is empty)."""
+  length = mask_BxL.shape[1]
+  causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+  eye_LxL = jnp.eye(length, dtype=bool)
+  return ((causal_LxL[None] & mask_BxL[:, None, :].astype(bool)) | eye_LxL[None])[:, None]
+
+
+def stack(block_cls, cfg, name="layers"):
+  """`num_layers` copies of `block_cls(cfg)`, scanned (compile time flat in depth), optionally remat.
+
+  The block's signature is `(x, mask, deterministic) -> (x, None)`.
+  """
+  block = nn.remat(block_cls, static_argnums=(3,)) if cfg.remat else block_cls
+  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                 in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                 metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name=name)

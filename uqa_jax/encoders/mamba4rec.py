@@ -1,0 +1,83 @@
+"""Mamba4Rec: Mamba-1 selective SSM blocks plus a position-wise FFN.
+
+Per layer: in-projection to (x, z); causal depthwise conv on x; SiLU; x -> (Δ, B, C);
+Δ = softplus(W_Δ Δ_low); A = -exp(A_log); recurrence h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
+(float32, `jax.lax.associative_scan`, padding is the identity a = 1, b = 0);
+y = C_t · h_t + D x_t, gated by SiLU(z); out-projection; residual + LayerNorm; then FFN.
+Shape letters: B batch, L length, D width, I inner width (expand · D), N state size, R Δ rank.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from uqa_jax.encoders import common
+from uqa_jax.encoders.config import EncoderConfig
+
+
+def _combine(left, right):
+  a1, b1 = left
+  a2, b2 = right
+  return a2 * a1, a2 * b1 + b2
+
+
+def selective_scan(a_BxLxIxN, b_BxLxIxN):
+  """h_t = a_t h_{t-1} + b_t, h_{-1} = 0, for all t at once (log-depth associative scan)."""
+  _, h = jax.lax.associative_scan(_combine, (a_BxLxIxN.astype(jnp.float32), b_BxLxIxN.astype(jnp.float32)), axis=1)
+  return h
+
+
+def sequential_scan(a_BxLxIxN, b_BxLxIxN):
+  """The same recurrence step by step (`lax.scan`): the reference for `selective_scan`."""
+  def step(h, ab):
+    a, b = ab
+    h = a * h + b
+    return h, h
+  init = jnp.zeros(a_BxLxIxN.shape[:1] + a_BxLxIxN.shape[2:], jnp.float32)
+  _, hs = jax.lax.scan(step, init, (jnp.moveaxis(a_BxLxIxN, 1, 0).astype(jnp.float32),
+                                    jnp.moveaxis(b_BxLxIxN, 1, 0).astype(jnp.float32)))
+  return jnp.moveaxis(hs, 0, 1)
+
+
+class Block(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_BxL, deterministic):
+    c = self.cfg
+    inner, n = c.expand * c.d_model, c.d_state
+    rank = math.ceil(c.d_model / 16)
+    xz = common.dense(2 * inner, ("embed", "mlp"), c, use_bias=False, name="in_proj")(x_BxLxD)
+    x, z = jnp.split(xz, 2, axis=-1)
+    x = nn.Conv(inner, (c.d_conv,), padding=((c.d_conv - 1, 0),), feature_group_count=inner,
+                param_dtype=jnp.dtype(c.param_dtype), name="conv")(x)
+    x_BxLxI = nn.silu(x)
+    dbc = common.dense(rank + 2 * n, ("mlp", None), c, use_bias=False, name="x_proj")(x_BxLxI)
+    dt_low, b_BxLxN, c_BxLxN = jnp.split(dbc, [rank, rank + n], axis=-1)
+    dt_BxLxI = nn.softplus(common.dense(inner, (None, "mlp"), c, name="dt_proj")(dt_low)).astype(jnp.float32)
+    a_log = self.param("A_log", nn.with_logical_partitioning(
+        lambda key, shape, dtype: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=dtype), shape)),
+        ("mlp", None)), (inner, n), jnp.float32)
+    d_skip = self.param("D", nn.with_logical_partitioning(nn.initializers.ones, ("mlp",)), (inner,), jnp.float32)
+    valid = mask_BxL.astype(bool)[:, :, None, None]
+    a = jnp.where(valid, jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log)), 1.0)
+    b = jnp.where(valid, dt_BxLxI[..., None] * b_BxLxN[:, :, None, :] * x_BxLxI[..., None], 0.0)
+    h_BxLxIxN = selective_scan(a, b)
+    y = jnp.einsum("blin,bln->bli", h_BxLxIxN, c_BxLxN.astype(jnp.float32)) + d_skip * x_BxLxI
+    y = (y * nn.silu(z)).astype(x_BxLxD.dtype)
+    out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="out_proj")(y)
+    x_BxLxD = nn.LayerNorm(name="ssm_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
+    f = nn.gelu(common.dense(c.ff, ("embed", "mlp"), c, name="ff1")(x_BxLxD))
+    f = common.dense(c.d_model, ("mlp", "embed"), c, name="ff2")(nn.Dropout(c.dropout)(f, deterministic=deterministic))
+    return nn.LayerNorm(name="ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(f, deterministic=deterministic)), None
+
+
+class Model(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+    x, _ = common.stack(Block, self.cfg)(x_BxLxD, mask_BxL, deterministic)
+    return x

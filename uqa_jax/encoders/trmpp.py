@@ -1,0 +1,53 @@
+"""Trm++: a Llama-style block: pre-RMSNorm, RoPE, SwiGLU, no biases.
+
+Shape letters: B batch, L length, D width, H heads, E head dim, F MLP width.
+Attention goes through `jax.nn.dot_product_attention`, so cuDNN's fused kernel serves on GPU.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from uqa_jax.encoders import common
+from uqa_jax.encoders.config import EncoderConfig
+
+
+def rope(x_BxLxHxE, theta=10000.0):
+  e = x_BxLxHxE.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))
+  angles_LxE2 = jnp.arange(x_BxLxHxE.shape[1], dtype=jnp.float32)[:, None] * inv_freq
+  cos, sin = jnp.cos(angles_LxE2)[None, :, None], jnp.sin(angles_LxE2)[None, :, None]
+  x = x_BxLxHxE.astype(jnp.float32)
+  x1, x2 = x[..., : e // 2], x[..., e // 2:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxHxE.dtype)
+
+
+class Block(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_Bx1xLxL, deterministic):
+    c = self.cfg
+    h, e = c.num_heads, c.d_model // c.num_heads
+    y = nn.RMSNorm(param_dtype=jnp.dtype(c.param_dtype), name="attn_norm")(x_BxLxD)
+    qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, use_bias=False, name="qkv")(y)
+    q, k, v = jnp.split(qkv.reshape(*qkv.shape[:2], 3 * h, e), 3, axis=2)
+    out = jax.nn.dot_product_attention(rope(q), rope(k), v, mask=mask_Bx1xLxL)
+    out = common.dense(c.d_model, ("heads", "embed"), c, use_bias=False, name="o")(
+        out.reshape(*out.shape[:2], c.d_model))
+    x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic)
+    y = nn.RMSNorm(param_dtype=jnp.dtype(c.param_dtype), name="mlp_norm")(x_BxLxD)
+    f = c.d_ff or (8 * c.d_model // 3 + 7) // 8 * 8
+    gate = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="gate")(y)
+    up = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="up")(y)
+    out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="down")(nn.silu(gate) * up)
+    return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
+
+
+class Model(nn.Module):
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+    x, _ = common.stack(Block, self.cfg)(x_BxLxD, common.causal_mask(mask_BxL), deterministic)
+    return nn.RMSNorm(param_dtype=jnp.dtype(self.cfg.param_dtype), name="norm")(x)
