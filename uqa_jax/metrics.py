@@ -22,7 +22,8 @@ def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
   for start in range(0, v, chunk):
     rows = table_VxE[start:start + chunk].astype(jnp.float32)
     ids = start + jnp.arange(rows.shape[0])
-    higher = (q @ rows.T > target_score_N[:, None]) & (ids[None, :] > 0)
+    # The target itself is excluded by id: its matmul score may differ from the dot in the last ulp.
+    higher = (q @ rows.T > target_score_N[:, None]) & (ids[None, :] > 0) & (ids[None, :] != targets_N[:, None])
     rank_N = rank_N + higher.sum(-1).astype(jnp.int32)
   return rank_N
 
