@@ -47,12 +47,30 @@ def get_config() -> ml_collections.ConfigDict:
   c.encoder.d_model = 512
   c.encoder.num_heads = 8
   c.encoder.dropout = 0.1
+  c.encoder.d_ff = 0  # 0: 4·d (SwiGLU: 8/3·d)
+  c.encoder.dtype = "float32"
+  c.encoder.param_dtype = "float32"
+  c.encoder.remat = False
+  c.encoder.d_state = 16  # Mamba4Rec only
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.loss = "sl"  # sl | cl
   c.pretrain.epochs = 10
+  c.pretrain.steps = 0  # 0: epochs x rows // batch_size
   c.pretrain.learning_rate = 1e-4
+  c.pretrain.warmup_steps = 100
+  c.pretrain.betas = (0.9, 0.999)
+  c.pretrain.weight_decay = 0.01
+  c.pretrain.grad_clip = 1.0
   c.pretrain.batch_size = 256
+  c.pretrain.embed_dims = ml_collections.ConfigDict()  # per table; default: the official widths
+  c.pretrain.sl_chunk = 8192
+  c.pretrain.cl_negatives = 256
+  c.pretrain.cl_temperature = 0.07
+  c.pretrain.log_every = 50
+  c.pretrain.eval_every = 0  # 0: evaluate at the end only
+  c.pretrain.checkpoint_every = 500
+  c.pretrain.max_to_keep = 3
 
   c.adapter = ml_collections.ConfigDict()
   c.adapter.name = "mean"  # mean | qformer

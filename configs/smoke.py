@@ -1,4 +1,4 @@
-"""A tiny variant for tests and quick checks: 60 users, 300 items, short histories.
+"""A tiny variant for tests and quick checks: 60 users, 300 items, a 2-layer Trm++, 12 steps.
 
   python -m uqa_jax.main --config configs/smoke.py --workdir /tmp/uqa-smoke
 """
@@ -13,4 +13,11 @@ def get_config():
   s.num_shops, s.num_sellers, s.median_len, s.max_len = 40, 30, 30, 80
   c.data.batch_size = 8
   c.data.max_len = 64
+  c.stages = ("data", "pretrain")
+  c.encoder.name = "trmpp"
+  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 2, 32, 2
+  p = c.pretrain
+  p.batch_size, p.steps, p.warmup_steps, p.learning_rate = 8, 12, 2, 1e-3
+  p.log_every, p.checkpoint_every = 1, 4
+  p.embed_dims = {"item": 16, "cate": 8, "brand": 8, "shop": 8, "seller": 8, "bpe": 8}
   return c

@@ -28,10 +28,10 @@ def test_every_config_loads_and_names_valid_choices(name):
 
 def test_smoke_run_prepares_checks_and_reuses_data(tmp_path):
   out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path),
-                 "--config.encoder.num_layers=2")
+                 "--config.encoder.num_layers=2", "--config.stages=('data','align')")
   assert out.returncode == 0, out.stderr
   assert "OK: no problems found" in out.stdout
-  assert "[pretrain] not built yet" in out.stdout
+  assert "[align] not built yet" in out.stdout
   assert os.path.exists(tmp_path / "data" / "align_data_eval.arrow")
   again = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.stages=('data',)")
   assert again.returncode == 0 and "reusing" in again.stdout

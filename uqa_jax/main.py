@@ -9,6 +9,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from uqa_jax import choices
@@ -23,11 +24,13 @@ def _stage_runner(name):
   if name == "data":
     from uqa_jax.train import data_stage
     return data_stage.run
+  if name == "pretrain":
+    from uqa_jax.train import pretrain
+    return pretrain.run
   return None  # not built yet
 
 
 NOT_BUILT = {
-    "pretrain": "Stage 1 (user encoders + next-item pre-training)",
     "align": "Stage 2 (adapter + LLM alignment)",
     "evaluate": "Stage 3 (generation + scoring)",
 }
@@ -40,6 +43,7 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/default.py")
   choices.check(config)
+  logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
   config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
   workdir = _WORKDIR.value or os.path.join("workdir", config_name)
   os.makedirs(workdir, exist_ok=True)
