@@ -1,7 +1,9 @@
 """Item embedding shared by all encoders: bags -> mean per feature -> concat -> projection.
 
 Shape letters: B batch, L length, K bag width, E a table's embedding width, D encoder width.
-Variants (paper Table 3): `full` (ids + side ids + text), `no_text` (ids + side ids),
+Tables are allocated with their rows rounded up to a multiple of `ROW_MULTIPLE`, so they shard
+evenly over any mesh axis; the extra rows are never looked up, and `item_table` returns only the
+real items. Variants (paper Table 3): `full` (ids + side ids + text), `no_text` (ids + side ids),
 `no_side` (item id only). Id 0 is padding in every table: it never contributes to a mean, and an
 empty bag embeds to zeros.
 """
@@ -17,6 +19,11 @@ VARIANT_FEATURES = {
     "no_side": (schema.ITEM_COLUMN,),
 }
 TABLE_OF = {f.column: f.table for f in schema.FEATURES}
+ROW_MULTIPLE = 128
+
+
+def padded_rows(vocab_size: int) -> int:
+  return -(-vocab_size // ROW_MULTIPLE) * ROW_MULTIPLE
 
 
 def bag_mean(table_VxE, ids_BxLxK):
@@ -42,7 +49,8 @@ class ItemEmbedding(nn.Module):
     init = nn.initializers.normal(0.02)
     self.tables = {t: self.param(f"{t}_table", nn.with_logical_partitioning(
         init, ("items" if t == "item" else "vocab", "feature_embed")),
-        (self.vocab_sizes[t], self.embed_dims[t]), jnp.dtype(self.param_dtype)) for t in tables}
+        (padded_rows(self.vocab_sizes[t]), self.embed_dims[t]), jnp.dtype(self.param_dtype))
+        for t in tables}
     self.proj = nn.Dense(self.d_model, use_bias=True, param_dtype=jnp.dtype(self.param_dtype),
                          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                                   ("feature_embed", "embed")),
@@ -50,7 +58,8 @@ class ItemEmbedding(nn.Module):
 
   @property
   def item_table(self):
-    return self.tables["item"]
+    """[V, E] with V the real item vocabulary (the NIP candidates)."""
+    return self.tables["item"][: self.vocab_sizes["item"]]
 
   def features(self):
     return VARIANT_FEATURES[self.variant]

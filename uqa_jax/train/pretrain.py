@@ -90,14 +90,14 @@ def last_step_ranks(model, params, batch, chunk):
 
 
 class Trainer:
-  def __init__(self, config, workdir, log=print):
+  def __init__(self, config, workdir, log=print, devices=None):
     self.config, self.log = config, log
     self.p = config.pretrain
     self.data_dir = os.path.join(workdir, "data")
     self.out_dir = os.path.join(workdir, "pretrain")
     self.info = arrow_io.read_dataset_info(self.data_dir)
     self.model = make_model(config, self.info)
-    self.mesh = parallel.make_mesh(config.mesh.to_dict())
+    self.mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
     train_rows = self.info["counts"][schema.file_name("pretrain", "train")]
     steps_per_epoch = max(1, train_rows // self.p.batch_size)
     self.total_steps = self.p.steps or self.p.epochs * steps_per_epoch
