@@ -1,0 +1,102 @@
+"""Training throughput of the five encoders at their configs/ sizes, item vocabulary reduced.
+
+  .venv/bin/python benchmarks/encoders.py [--batch 8] [--length 512] [--items 20000] [--steps 3]
+      [--encoders trmpp hstu ...]
+
+For each encoder: one jitted SL training step (embedding + encoder + chunked full softmax over
+`--items` items + AdamW) on random batches; prints sequences/s, step time, parameter count and
+achieved FLOP/s (XLA's cost analysis of the step) as a fraction of this machine's float32
+matmul rate, measured in the same run. The paper's batch is 256; on a 2-core CPU use a small
+`--batch` (the per-sequence rate is what compares).
+"""
+
+import argparse
+import importlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.train import pretrain
+
+
+def matmul_rate(n=2048, repeats=5):
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = f(a)
+  out.block_until_ready()
+  return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def random_batch(rng, b, length, vocab, bag_sizes):
+  batch = {schema.ITEM_COLUMN: rng.integers(1, vocab["item"], size=(b, length)).astype(np.int32)}
+  for f in schema.FEATURES[1:]:
+    batch[f.column] = rng.integers(0, vocab[f.table], size=(b, length, bag_sizes[f.column])).astype(np.int32)
+  batch["lengths"] = np.full((b,), length, np.int32)
+  batch["valid"] = np.ones((b,), bool)
+  return batch
+
+
+def bench(name, args, rng):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.data.max_len = args.length
+  info = {"vocab_sizes": {"item": args.items, "cate": 9_330, "brand": 20_000, "shop": 20_000,
+                          "seller": 20_000, "bpe": 49_152}}
+  model = pretrain.make_model(config, info)
+  batch = random_batch(rng, args.batch, args.length, info["vocab_sizes"], pipeline.DEFAULT_BAG_SIZES)
+  params = jax.jit(lambda r: model.init({"params": r, "dropout": r}, batch)["params"])(jax.random.PRNGKey(0))
+  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
+                        is_leaf=lambda x: hasattr(x, "value"))
+  tx = pretrain.make_optimizer(config.pretrain, 1000)
+  opt_state = tx.init(params)
+
+  def step(params, opt_state, batch, rng):
+    loss, grads = jax.value_and_grad(
+        lambda p: pretrain.loss_fn(model, config.pretrain, p, batch, rng))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, batch, jax.random.PRNGKey(1)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0))
+  params, opt_state, loss = compiled(params, opt_state, batch, jax.random.PRNGKey(1))
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for i in range(args.steps):
+    params, opt_state, loss = compiled(params, opt_state, batch, jax.random.PRNGKey(i))
+  loss.block_until_ready()
+  step_s = (time.perf_counter() - start) / args.steps
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  return step_s, n_params, flops
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--length", type=int, default=512)
+  parser.add_argument("--items", type=int, default=20_000)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--encoders", nargs="+", default=["gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp"])
+  args = parser.parse_args()
+  rate = matmul_rate()
+  rng = np.random.default_rng(0)
+  print(f"batch {args.batch}, length {args.length}, {args.items:,} items; float32 matmul rate "
+        f"{rate / 1e9:.1f} GFLOP/s on {jax.devices()[0].platform}")
+  print("| encoder | parameters | step s | sequences/s | GFLOP/step | achieved / matmul peak |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for name in args.encoders:
+    step_s, n_params, flops = bench(name, args, rng)
+    print(f"| {name} | {n_params / 1e6:.1f}M | {step_s:.2f} | {args.batch / step_s:.1f} | "
+          f"{flops / 1e9:.1f} | {flops / step_s / rate:.0%} |")
+
+
+if __name__ == "__main__":
+  main()
