@@ -113,3 +113,15 @@ def test_hstu_layer_equals_a_plain_jnp_reference():
     gated = u[bi] * layer_norm(av, p["av_norm"]["scale"], p["av_norm"]["bias"])
     out[bi] = xn[bi] + gated @ p["o"]["kernel"] + p["o"]["bias"]
   np.testing.assert_allclose(np.asarray(got), out, rtol=1e-4, atol=1e-4)
+
+
+def test_remat_changes_memory_not_results():
+  model, params, x, mask = _setup("trmpp")
+  cfg = EncoderConfig(name="trmpp", d_model=D, num_layers=2, num_heads=4, max_len=32, dropout=0.1, remat=True)
+  remat_model = encoders.get("trmpp")(cfg)
+  loss = lambda m: lambda p: jnp.sum(m.apply(p, x, mask, False, rngs={"dropout": jax.random.PRNGKey(5)}) ** 2)
+  v1, g1 = jax.value_and_grad(loss(model))(params)
+  v2, g2 = jax.value_and_grad(loss(remat_model))(params)
+  np.testing.assert_allclose(v1, v2, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
