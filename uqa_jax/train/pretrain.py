@@ -151,14 +151,19 @@ class Trainer:
     return metrics.retrieval_metrics(np.concatenate(ranks))
 
   def popularity_baseline(self) -> dict[str, float]:
-    train = arrow_io.SequenceFile(os.path.join(self.data_dir, schema.file_name("pretrain", "train")))
-    evals = arrow_io.SequenceFile(os.path.join(self.data_dir, schema.file_name("pretrain", "eval")))
-    counts = np.zeros(self.info["vocab_sizes"]["item"])
-    for r in range(len(train)):
-      np.add.at(counts, train.bags(r, schema.ITEM_COLUMN).ids, 1)
-    targets = [evals.bags(r, schema.ITEM_COLUMN).ids[-1] for r in range(len(evals))
-               if evals.bags(r, schema.ITEM_COLUMN).num_steps >= 2]
-    return metrics.retrieval_metrics(metrics.popularity_ranks(counts, targets))
+    """Ranks by training click count; reads the item column batch-wise (one id per step)."""
+    def item_column(split):
+      path = os.path.join(self.data_dir, schema.file_name("pretrain", split))
+      for _, batch in arrow_io.SequenceFile(path).record_batches():
+        yield arrow_io.column_views(batch.column(schema.ITEM_COLUMN))
+
+    vocab = self.info["vocab_sizes"]["item"]
+    counts = sum(np.bincount(ids, minlength=vocab) for _, _, ids in item_column("train"))
+    targets = []
+    for steps, bags, ids in item_column("eval"):
+      long_enough = np.diff(steps) >= 2
+      targets.append(ids[bags[steps[1:][long_enough] - 1]])
+    return metrics.retrieval_metrics(metrics.popularity_ranks(counts, np.concatenate(targets)))
 
   def run(self) -> dict:
     p, log = self.p, self.log
