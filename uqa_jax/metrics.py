@@ -16,23 +16,30 @@ KS = (1, 5, 10, 20, 50)
 def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
   """Rank of each target among items 1..V-1, computed chunk by chunk (no [N, V] array)."""
   v = table_VxE.shape[0]
+  chunk = min(chunk, v)
+  num_chunks = -(-v // chunk)
+  table = jnp.pad(table_VxE, ((0, num_chunks * chunk - v), (0, 0)))
   q = queries_NxE.astype(jnp.float32)
   target_score_N = jnp.sum(q * table_VxE[targets_N].astype(jnp.float32), -1)
-  rank_N = jnp.zeros(targets_N.shape, jnp.int32)
-  for start in range(0, v, chunk):
-    rows = table_VxE[start:start + chunk].astype(jnp.float32)
-    ids = start + jnp.arange(rows.shape[0])
+
+  def count_higher(i, rank_N):  # a loop, not unrolled: compile time stays flat in V
+    rows_CxE = jax.lax.dynamic_slice_in_dim(table, i * chunk, chunk).astype(jnp.float32)
+    ids_C = i * chunk + jnp.arange(chunk)
     # The target itself is excluded by id: its matmul score may differ from the dot in the last ulp.
-    higher = (q @ rows.T > target_score_N[:, None]) & (ids[None, :] > 0) & (ids[None, :] != targets_N[:, None])
-    rank_N = rank_N + higher.sum(-1).astype(jnp.int32)
-  return rank_N
+    candidate_NxC = (ids_C > 0) & (ids_C < v) & (ids_C[None, :] != targets_N[:, None])
+    higher_NxC = (q @ rows_CxE.T > target_score_N[:, None]) & candidate_NxC
+    return rank_N + higher_NxC.sum(-1).astype(jnp.int32)
+
+  return jax.lax.fori_loop(0, num_chunks, count_higher, jnp.zeros(targets_N.shape, jnp.int32))
 
 
 def popularity_ranks(item_counts_V, targets_N):
   """Ranks under the popularity baseline (score = training click count)."""
-  counts = np.asarray(item_counts_V, dtype=np.float64).copy()
-  counts[0] = -np.inf
-  return (counts[None, :] > counts[np.asarray(targets_N)][:, None]).sum(-1)
+  counts = np.asarray(item_counts_V, dtype=np.float64)
+  candidates = np.sort(counts[1:])  # id 0 is padding, never a candidate
+  target_counts = counts[np.asarray(targets_N, dtype=np.int64)]
+  # Items scoring strictly higher, by binary search: no [N, V] comparison for a 1M-item catalogue.
+  return candidates.size - np.searchsorted(candidates, target_counts, side="right")
 
 
 def retrieval_metrics(ranks_N, ks=KS) -> dict[str, float]:
