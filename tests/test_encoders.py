@@ -1,5 +1,6 @@
 """Encoder properties: causality, padding invariance, scan == recurrence, HSTU == its formula."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +126,16 @@ def test_remat_changes_memory_not_results():
   np.testing.assert_allclose(v1, v2, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_conv_equals_a_grouped_lax_convolution():
+  cfg = EncoderConfig(name="mamba4rec", d_model=4, d_conv=4)
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8))
+  conv = mamba4rec.CausalConv(cfg)
+  params = conv.init(jax.random.PRNGKey(4), x)
+  params = jax.tree.map(lambda p: p + 0.3, nn.unbox(params))  # a non-zero bias too
+  w_KxI, bias_I = params["params"]["kernel"], params["params"]["bias"]
+  reference = jax.lax.conv_general_dilated(
+      x, w_KxI[:, None, :], window_strides=(1,), padding=((3, 0),),
+      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=8) + bias_I
+  np.testing.assert_allclose(conv.apply(params, x), reference, rtol=1e-5, atol=1e-6)

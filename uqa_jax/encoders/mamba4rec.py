@@ -23,10 +23,40 @@ def _combine(left, right):
   return a2 * a1, a2 * b1 + b2
 
 
-def selective_scan(a_BxLxIxN, b_BxLxIxN):
-  """h_t = a_t h_{t-1} + b_t, h_{-1} = 0, for all t at once (log-depth associative scan)."""
-  _, h = jax.lax.associative_scan(_combine, (a_BxLxIxN.astype(jnp.float32), b_BxLxIxN.astype(jnp.float32)), axis=1)
+def _scan_forward(a_BxLxIxN, b_BxLxIxN):
+  _, h = jax.lax.associative_scan(_combine, (a_BxLxIxN, b_BxLxIxN), axis=1)
   return h
+
+
+@jax.custom_vjp
+def _scan(a_BxLxIxN, b_BxLxIxN):
+  return _scan_forward(a_BxLxIxN, b_BxLxIxN)
+
+
+def _scan_fwd(a_BxLxIxN, b_BxLxIxN):
+  h_BxLxIxN = _scan_forward(a_BxLxIxN, b_BxLxIxN)
+  return h_BxLxIxN, (a_BxLxIxN, h_BxLxIxN)
+
+
+def _scan_bwd(residuals, g_BxLxIxN):
+  """The adjoint is the same recurrence run backwards: G_t = g_t + a_{t+1} G_{t+1}.
+
+  Then dL/db_t = G_t and dL/da_t = G_t h_{t-1}. Saving only (a, h) instead of every level of
+  the forward associative scan keeps the backward pass to one more scan plus elementwise work.
+  """
+  a_BxLxIxN, h_BxLxIxN = residuals
+  a_next = jnp.concatenate([a_BxLxIxN[:, 1:], jnp.ones_like(a_BxLxIxN[:, :1])], axis=1)
+  _, g_total = jax.lax.associative_scan(_combine, (a_next, g_BxLxIxN), axis=1, reverse=True)
+  h_prev = jnp.concatenate([jnp.zeros_like(h_BxLxIxN[:, :1]), h_BxLxIxN[:, :-1]], axis=1)
+  return g_total * h_prev, g_total
+
+
+_scan.defvjp(_scan_fwd, _scan_bwd)
+
+
+def selective_scan(a_BxLxIxN, b_BxLxIxN):
+  """h_t = a_t h_{t-1} + b_t, h_{-1} = 0, for all t at once (log-depth associative scan, float32)."""
+  return _scan(a_BxLxIxN.astype(jnp.float32), b_BxLxIxN.astype(jnp.float32))
 
 
 def sequential_scan(a_BxLxIxN, b_BxLxIxN):
@@ -41,6 +71,29 @@ def sequential_scan(a_BxLxIxN, b_BxLxIxN):
   return jnp.moveaxis(hs, 0, 1)
 
 
+class CausalConv(nn.Module):
+  """Depthwise causal convolution over time: y_t = bias + sum_k w_k * x_{t-K+1+k}.
+
+  Written as K shifted multiply-adds: on CPU this is ~10x faster than a grouped `nn.Conv`
+  (forward and backward), and the kernel carries logical axis names like every parameter.
+  """
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxI):
+    c = self.cfg
+    inner, length = x_BxLxI.shape[-1], x_BxLxI.shape[1]
+    w_KxI = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=()),
+        (None, "mlp")), (c.d_conv, inner), jnp.dtype(c.param_dtype))
+    bias_I = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                        (inner,), jnp.dtype(c.param_dtype))
+    padded = jnp.pad(x_BxLxI, ((0, 0), (c.d_conv - 1, 0), (0, 0)))
+    w_KxI = w_KxI.astype(x_BxLxI.dtype)
+    out = sum(padded[:, k:k + length] * w_KxI[k] for k in range(c.d_conv))
+    return out + bias_I.astype(x_BxLxI.dtype)
+
+
 class Block(nn.Module):
   cfg: EncoderConfig
 
@@ -51,8 +104,7 @@ class Block(nn.Module):
     rank = math.ceil(c.d_model / 16)
     xz = common.dense(2 * inner, ("embed", "mlp"), c, use_bias=False, name="in_proj")(x_BxLxD)
     x, z = jnp.split(xz, 2, axis=-1)
-    x = nn.Conv(inner, (c.d_conv,), padding=((c.d_conv - 1, 0),), feature_group_count=inner,
-                param_dtype=jnp.dtype(c.param_dtype), name="conv")(x)
+    x = CausalConv(c, name="conv")(x)
     x_BxLxI = nn.silu(x)
     dbc = common.dense(rank + 2 * n, ("mlp", None), c, use_bias=False, name="x_proj")(x_BxLxI)
     dt_low, b_BxLxN, c_BxLxN = jnp.split(dbc, [rank, rank + n], axis=-1)
