@@ -72,3 +72,27 @@ def test_dataset_info_errors_name_the_key(tmp_path):
   (tmp_path / "dataset_info.json").write_text('{"name": "x"}')
   with pytest.raises(arrow_io.DataFileError, match="missing keys"):
     arrow_io.read_dataset_info(str(tmp_path))
+
+
+def with_times(cols, rng):
+  """Adds valid (non-decreasing, one per step) click times to `random_columns` output."""
+  cols[schema.TIME_COLUMN] = [np.cumsum(rng.integers(0, 1000, size=len(row))).tolist()
+                              for row in cols[schema.ITEM_COLUMN]]
+  return cols
+
+
+def test_timestamps_round_trip_and_are_optional(tmp_path):
+  rng = np.random.default_rng(1)
+  cols = with_times(random_columns(rng, 23, align=True), rng)
+  path = str(tmp_path / "align_data_train.arrow")
+  arrow_io.write_sequences(path, cols, batch_rows=10)
+  f = arrow_io.SequenceFile(path)
+  assert f.has_time
+  for r in range(23):
+    assert f.timestamps(r).tolist() == cols[schema.TIME_COLUMN][r]
+    assert f.row(r)[schema.TIME_COLUMN].tolist() == cols[schema.TIME_COLUMN][r]
+  assert pa.ipc.open_file(path).schema.field(schema.TIME_COLUMN).type == pa.list_(pa.int64())
+  plain = str(tmp_path / "pretrain_data_train.arrow")
+  arrow_io.write_sequences(plain, random_columns(rng, 5))
+  g = arrow_io.SequenceFile(plain)
+  assert not g.has_time and g.timestamps(0) is None and schema.TIME_COLUMN not in g.row(0)

@@ -13,6 +13,7 @@ from uqa_jax.data import arrow_io
 from uqa_jax.data import checker
 from uqa_jax.data import schema
 from tests.test_arrow_io import random_columns
+from tests.test_arrow_io import with_times
 
 VOCAB = {t: 50 for t in schema.TABLES}
 
@@ -102,6 +103,30 @@ def test_step_count_mismatch(valid_dir):
   rewrite(valid_dir / "pretrain_data_eval.arrow", bad)
   (p,) = problems(valid_dir)
   assert (p.row, p.column) == (4, "uni_seq_cate_id") and "step count mismatch" in p.message
+
+
+@pytest.mark.parametrize("times,why", [
+    ([10, 20], "step count mismatch"),
+    ([10, 30, 20], "decreasing time"),
+    ([-1, 20, 30], "negative time"),
+])
+def test_bad_timestamps_name_row_and_column(tmp_path, times, why):
+  rng = np.random.default_rng(0)
+  make_valid(str(tmp_path))
+  cols = with_times(random_columns(rng, 12), rng)
+  for c in schema.FEATURE_COLUMNS:
+    cols[c][6] = cols[c][6][:1] * 3  # row 6: three steps
+  cols[schema.TIME_COLUMN][6] = times
+  arrow_io.write_sequences(str(tmp_path / "pretrain_data_train.arrow"), cols)
+  (p,) = problems(tmp_path)
+  assert (p.row, p.column) == (6, schema.TIME_COLUMN) and why in p.message
+
+
+def test_valid_timestamps_pass(tmp_path):
+  rng = np.random.default_rng(0)
+  make_valid(str(tmp_path))
+  arrow_io.write_sequences(str(tmp_path / "pretrain_data_eval.arrow"), with_times(random_columns(rng, 30), rng))
+  assert problems(tmp_path) == []
 
 
 @pytest.mark.parametrize("text,why", [

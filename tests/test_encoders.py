@@ -79,16 +79,29 @@ def test_padding_is_the_identity_of_the_scan():
   np.testing.assert_allclose(h, [1.0, 1.5, 1.75, 1.75, 1.75, 1.75])
 
 
-def test_hstu_layer_equals_a_plain_jnp_reference():
-  cfg = EncoderConfig(name="hstu", d_model=D, num_layers=1, num_heads=4, max_len=32, dropout=0.0)
+@pytest.mark.parametrize("with_time", [False, True])
+def test_hstu_layer_equals_a_plain_jnp_reference(with_time):
+  cfg = EncoderConfig(name="hstu", d_model=D, num_layers=1, num_heads=4, max_len=32, dropout=0.0,
+                      time_buckets=20)
   block = hstu.Block(cfg)
   x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
   mask = jnp.ones((B, L), jnp.int32).at[1, 8:].set(0)
-  params = block.init(jax.random.PRNGKey(0), x, mask, True)
+  rng = np.random.default_rng(0)
+  times = np.cumsum(rng.exponential(5_000.0, size=(B, L)), axis=1).astype(np.int32)
+  buckets = hstu.time_buckets(jnp.asarray(times), cfg.time_buckets) if with_time else None
+  params = block.init(jax.random.PRNGKey(0), x, mask, buckets, True)
   p = jax.tree.map(np.asarray, jax.tree.map(lambda v: v.value if hasattr(v, "value") else v,
                                             params["params"], is_leaf=lambda v: hasattr(v, "value")))
-  p["rab"] = np.random.default_rng(0).normal(size=p["rab"].shape)
-  got, _ = block.apply({"params": p}, x, mask, True)
+  p["rab"] = rng.normal(size=p["rab"].shape)
+  if with_time:
+    p["time_rab"] = rng.normal(size=p["time_rab"].shape)
+  got, _ = block.apply({"params": p}, x, mask, buckets, True)
+
+  def time_bias(hi, bi, i, j):
+    if not with_time:
+      return 0.0
+    gap = max(abs(int(times[bi, i]) - int(times[bi, j])), 1)
+    return p["time_rab"][hi, min(int(np.floor(np.log(gap) / 0.301)), cfg.time_buckets - 1)]
 
   def layer_norm(v, scale, bias, eps=1e-6):
     mu = v.mean(-1, keepdims=True)
@@ -109,11 +122,30 @@ def test_hstu_layer_equals_a_plain_jnp_reference():
       for i in range(L):
         for j in range(L):
           if j <= i and mask[bi, j]:
-            a = silu(q[bi, i, sl] @ k[bi, j, sl] + p["rab"][hi, min(i - j, cfg.max_len - 1)]) / n
+            bias = p["rab"][hi, min(i - j, cfg.max_len - 1)] + time_bias(hi, bi, i, j)
+            a = silu(q[bi, i, sl] @ k[bi, j, sl] + bias) / n
             av[i, sl] += a * v[bi, j, sl]
     gated = u[bi] * layer_norm(av, p["av_norm"]["scale"], p["av_norm"]["bias"])
     out[bi] = xn[bi] + gated @ p["o"]["kernel"] + p["o"]["bias"]
   np.testing.assert_allclose(np.asarray(got), out, rtol=1e-4, atol=1e-4)
+
+
+def test_hstu_time_bias_is_causal_and_used():
+  cfg = EncoderConfig(name="hstu", d_model=D, num_layers=2, num_heads=4, max_len=32, dropout=0.0)
+  model = hstu.Model(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
+  mask = jnp.ones((B, L), jnp.int32).at[1, 9:].set(0)
+  times = jnp.asarray(np.cumsum(np.random.default_rng(1).exponential(3_600.0, (B, L)), 1).astype(np.int32))
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), x, mask, True, times))
+  layers = params["params"]["layers"]
+  assert layers["time_rab"].shape == (2, 4, cfg.time_buckets)  # per layer, head, bucket
+  layers["time_rab"] = jax.random.normal(jax.random.PRNGKey(2), layers["time_rab"].shape)
+  t = 5
+  later = times.at[:, t + 1:].add(1_000_000)
+  y1, y2 = model.apply(params, x, mask, True, times), model.apply(params, x, mask, True, later)
+  np.testing.assert_allclose(y1[:, :t + 1], y2[:, :t + 1], atol=1e-5)  # later times: no effect before
+  assert not np.allclose(y1[:, t + 1:], y2[:, t + 1:], atol=1e-3)  # ... but they are used
+  assert not np.allclose(y1, model.apply(params, x, mask, True), atol=1e-3)  # time bias vs none
 
 
 def test_remat_changes_memory_not_results():

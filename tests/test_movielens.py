@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from uqa_jax.data import arrow_io
@@ -38,11 +39,22 @@ def test_genres_are_bags_and_missing_fields_are_empty(ml_dir):
 
 def test_histories_are_in_time_order(ml_dir):
   """User 1's first ratings by timestamp in ml-100k.inter come first in the history."""
-  catalog, histories, _ = movielens.load()
+  catalog, histories, times, _ = movielens.load()
   inter = (movielens.ml100k_dir() / "ml-100k.inter").read_text().splitlines()[1:]
   first_user = sorted((float(l.split("\t")[3]), int(l.split("\t")[1])) for l in inter
                       if l.split("\t")[0] == "1")
   assert len(histories[0]) == len(first_user)
+  np.testing.assert_array_equal(times[0], [int(t) for t, _ in first_user])
+  assert all(np.all(np.diff(t) >= 0) for t in times)
+
+
+def test_files_carry_the_rating_times(ml_dir):
+  f = arrow_io.SequenceFile(os.path.join(ml_dir, "pretrain_data_eval.arrow"))
+  assert f.has_time
+  for row in range(len(f)):
+    t = f.timestamps(row)
+    assert t.size == f.bags(row, "uni_seq_item_id").num_steps and np.all(np.diff(t) >= 0)
+  assert arrow_io.read_dataset_info(ml_dir)["has_timestamps"]
 
 
 def test_pipeline_runs_unchanged_on_it(ml_dir, tokenizer):

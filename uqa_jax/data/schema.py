@@ -36,6 +36,10 @@ FEATURE_COLUMNS = tuple(f.column for f in FEATURES)
 ITEM_COLUMN = "uni_seq_item_id"
 TEXT_COLUMN = "text"  # align files: JSON chat list [{"role": "user", ...}, {"role": "assistant", ...}]
 TASK_COLUMN = "task"  # ours only; official files derive it with `classify_official`
+# Ours only, optional: one click time per step (int64 seconds, non-decreasing). HSTU's time bias
+# reads it; files without it (the official ones) simply give no time signal.
+TIME_COLUMN = "uni_seq_timestamp"
+TIME_TYPE = pa.list_(pa.int64())
 
 # Official vocabulary sizes and embedding widths (paper / official code).
 OFFICIAL_VOCAB_SIZES = {

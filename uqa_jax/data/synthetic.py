@@ -203,16 +203,39 @@ def generate(cfg: SyntheticConfig):
   return catalog, [h for h, _ in users], [p for _, p in users]
 
 
+SESSION_GAP_S = 90.0  # mean seconds between clicks within a session ...
+SESSION_BREAK_S = 36 * 3600.0  # ... and between sessions
+P_SESSION_BREAK = 0.12
+END_TIME = 1_704_067_200  # every history ends at 2024-01-01 00:00 UTC
+
+
+def click_times(cfg: SyntheticConfig, lengths) -> list[np.ndarray]:
+  """Session-shaped click times (int64 seconds, non-decreasing) for histories of `lengths`.
+
+  Exponential gaps: short within a session, long between sessions. Drawn from their own
+  generator so the clicks themselves are the same with or without times.
+  """
+  rng = np.random.default_rng([cfg.seed, 1])
+  out = []
+  for n in lengths:
+    breaks = rng.random(n - 1) < P_SESSION_BREAK
+    gaps = rng.exponential(np.where(breaks, SESSION_BREAK_S, SESSION_GAP_S))
+    since_start = np.concatenate([[0.0], np.cumsum(gaps)])
+    out.append((END_TIME - since_start[-1] + since_start).astype(np.int64))
+  return out
+
+
 def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name: str,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
                   log=print) -> dict:
   """Generates, filters and writes the synthetic data set to `out_dir`."""
   catalog, histories, _ = generate(cfg)
-  histories, kept, stats = build.filter_interactions(histories, filters)
+  times = click_times(cfg, [len(h) for h in histories])
+  histories, times, kept, stats = build.filter_interactions(histories, filters, times)
   log("synthetic: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
   return build.write_dataset(
       out_dir, name=f"synthetic-{cfg.language}-seed{cfg.seed}", source="synthetic",
-      catalog=catalog.remap_items(kept), histories=histories, tokenizer=tokenizer,
+      catalog=catalog.remap_items(kept), histories=histories, times=times, tokenizer=tokenizer,
       tokenizer_name=tokenizer_name, qa_attrs=QA_ATTRS, seed=cfg.seed,
       align_eval_fraction=align_eval_fraction, log=log,
       extra_info={"filter_stats": stats, "generator": dataclasses.asdict(cfg)})

@@ -5,7 +5,8 @@ ragged serializer imports it; see README "Notes"), so each `list<list<int64>>` c
 stored flat, the way Arrow stores it: `ids` (all ids of the row) and `offsets` (bag t is
 `ids[offsets[t]:offsets[t+1]]`). Files are array_record, so `tfds.data_source` gives random
 access with no TensorFlow import. TFDS orders examples by its own key hash; `row` gives each
-example's row in the Arrow file.
+example's row in the Arrow file. Click times (`uni_seq_timestamp`) are stored when the file
+has them and are empty otherwise (a real row has at least one step).
 
   builder = UqaBench(source_dir="workdir/default/data", data_dir="~/tensorflow_datasets")
   builder.download_and_prepare()
@@ -27,8 +28,9 @@ SPLITS = {f"{k}_{s}": schema.file_name(k, s) for k in schema.KINDS for s in sche
 class UqaBench(tfds.core.GeneratorBasedBuilder):
   """UQABench-format data (official, synthetic or MovieLens) as a TFDS data set."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Flat ids/offsets per feature column; array_record."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Flat ids/offsets per feature column; array_record.",
+                   "1.1.0": "Optional click times (uni_seq_timestamp)."}
 
   def __init__(self, *, source_dir: str | None = None, **kwargs):
     kwargs.setdefault("file_format", "array_record")
@@ -46,6 +48,7 @@ class UqaBench(tfds.core.GeneratorBasedBuilder):
             **{c: column() for c in schema.FEATURE_COLUMNS},
             schema.TEXT_COLUMN: tfds.features.Text(),
             schema.TASK_COLUMN: tfds.features.Text(),
+            schema.TIME_COLUMN: tfds.features.Tensor(shape=(None,), dtype=np.int64),
             "row": tfds.features.Scalar(dtype=np.int64),  # the row in the Arrow file
         }),
     )
@@ -63,6 +66,7 @@ class UqaBench(tfds.core.GeneratorBasedBuilder):
       example = {c: {"ids": row[c].ids, "offsets": row[c].offsets} for c in schema.FEATURE_COLUMNS}
       example[schema.TEXT_COLUMN] = row.get(schema.TEXT_COLUMN) or ""
       example[schema.TASK_COLUMN] = row.get(schema.TASK_COLUMN) or ""
+      example[schema.TIME_COLUMN] = row.get(schema.TIME_COLUMN, np.zeros((0,), np.int64))
       example["row"] = r
       yield r, example
 
@@ -76,4 +80,7 @@ def example_to_row(example: dict) -> dict:
     value = value.decode() if isinstance(value, bytes) else value
     if value:
       row[key] = value
+  times = np.asarray(example[schema.TIME_COLUMN])
+  if times.size:
+    row[schema.TIME_COLUMN] = times
   return row

@@ -1,7 +1,8 @@
 """User encoders, chosen by name: embedded sequence [B, L, D] + mask [B, L] -> states [B, L, D].
 
-Each module exports `Model(cfg: EncoderConfig)` with `__call__(x, mask, deterministic)`; all are
-causal (step t sees only steps <= t).
+Each module exports `Model(cfg: EncoderConfig)` with
+`__call__(x, mask, deterministic=True, timestamps_BxL=None)`; all are causal (step t sees only
+steps <= t). Only HSTU reads the optional int32 click times; the others ignore them.
 """
 
 import importlib

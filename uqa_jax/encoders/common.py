@@ -20,12 +20,14 @@ def causal_mask(mask_BxL):
   return ((causal_LxL[None] & mask_BxL[:, None, :].astype(bool)) | eye_LxL[None])[:, None]
 
 
-def stack(block_cls, cfg, name="layers"):
+def stack(block_cls, cfg, name="layers", num_inputs=1):
   """`num_layers` copies of `block_cls(cfg)`, scanned (compile time flat in depth), optionally remat.
 
-  The block's signature is `(x, mask, deterministic) -> (x, None)`.
+  The block's signature is `(x, *inputs, deterministic) -> (x, None)`: `x` is the carry, the
+  `num_inputs` inputs (masks, biases; None allowed) are broadcast to every layer.
   """
-  block = nn.remat(block_cls, static_argnums=(3,)) if cfg.remat else block_cls
+  deterministic_arg = num_inputs + 2  # after self, x and the inputs
+  block = nn.remat(block_cls, static_argnums=(deterministic_arg,)) if cfg.remat else block_cls
   return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                 in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                 in_axes=(nn.broadcast,) * (num_inputs + 1), length=cfg.num_layers,
                  metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name=name)

@@ -15,6 +15,8 @@ class EncoderConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  # HSTU: learned bias per bucket of log time gap, when batches carry timestamps (0: off)
+  time_buckets: int = 128
   # Mamba4Rec
   d_state: int = 16  # N
   d_conv: int = 4

@@ -14,7 +14,8 @@ class Model(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
+    del timestamps_BxL  # no time signal in this encoder
     c = self.cfg
     x = x_BxLxD
     for i in range(c.num_layers):

@@ -4,9 +4,13 @@ Per layer, with x̂ = LayerNorm(x):
   U, V, Q, K = SiLU(x̂ W_uvqk)
   A = SiLU(Q Kᵀ + rab) / n, the causal (and padding) mask applied after the SiLU, no softmax
   out = x + W_o(U ⊙ LayerNorm(A V))
-rab is a learned per-head bias on the relative distance i - j (clipped to max_len - 1); n is
-the number of valid steps of the row. Our data carries no timestamps, so there is no time bias.
-Shape letters: B batch, L length, D width, H heads, E head dim.
+rab is a learned per-head bias on the relative distance i - j (clipped to max_len - 1) plus,
+when the batch carries timestamps, a learned per-head bias on the bucket of the time gap
+floor(ln(max(|t_i - t_j|, 1)) / 0.301) (HSTU's bucketing, `time_buckets` buckets, the last one
+open-ended). The reference implementation measures the gap from the *next* click's time t_{i+1};
+we use t_i, so step i depends on nothing after it (strictly causal, like the other encoders).
+n is the number of valid steps of the row.
+Shape letters: B batch, L length, D width, H heads, E head dim, T time buckets.
 """
 
 import flax.linen as nn
@@ -16,10 +20,10 @@ from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
 
-def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_HxLxL, mask_BxL):
-  """(SiLU(QKᵀ + rab) ⊙ causal-and-valid) / n · V -> [B, L, H, E]."""
+def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_BxHxLxL, mask_BxL):
+  """(SiLU(QKᵀ + rab) ⊙ causal-and-valid) / n · V -> [B, L, H, E]; rab may broadcast over B."""
   length = q_BxLxHxE.shape[1]
-  scores_BxHxLxL = jnp.einsum("bqhe,bkhe->bhqk", q_BxLxHxE, k_BxLxHxE) + rab_HxLxL[None]
+  scores_BxHxLxL = jnp.einsum("bqhe,bkhe->bhqk", q_BxLxHxE, k_BxLxHxE) + rab_BxHxLxL
   causal_LxL = jnp.tril(jnp.ones((length, length), bool))
   keep_Bx1xLxL = causal_LxL[None, None] & mask_BxL[:, None, None, :].astype(bool)
   n_Bx1x1x1 = jnp.maximum(mask_BxL.sum(-1), 1).astype(scores_BxHxLxL.dtype)[:, None, None, None]
@@ -33,11 +37,18 @@ def relative_bias(table_HxR, length, max_len):
   return table_HxR[:, dist_LxL]
 
 
+def time_buckets(timestamps_BxL, num_buckets):
+  """[B, L, L] int32 bucket of the gap |t_i - t_j| on a log scale (HSTU: ln(gap) / 0.301)."""
+  gap_BxLxL = jnp.abs(timestamps_BxL[:, :, None] - timestamps_BxL[:, None, :]).astype(jnp.float32)
+  bucket = jnp.floor(jnp.log(jnp.maximum(gap_BxLxL, 1.0)) / 0.301)
+  return jnp.clip(bucket, 0, num_buckets - 1).astype(jnp.int32)
+
+
 class Block(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic):
+  def __call__(self, x_BxLxD, mask_BxL, buckets_BxLxL, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
     y = nn.LayerNorm(name="in_norm")(x_BxLxD)
@@ -46,7 +57,11 @@ class Block(nn.Module):
     split = lambda t: t.reshape(*t.shape[:2], h, e)
     rab_table = self.param("rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "length")),
                            (h, c.max_len), jnp.dtype(c.param_dtype))
-    rab = relative_bias(rab_table, x_BxLxD.shape[1], c.max_len)
+    rab = relative_bias(rab_table, x_BxLxD.shape[1], c.max_len)[None]
+    if buckets_BxLxL is not None:
+      time_table = self.param("time_rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", None)),
+                              (h, c.time_buckets), jnp.dtype(c.param_dtype))
+      rab = rab + jnp.moveaxis(time_table[:, buckets_BxLxL], 0, 1)
     av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL).reshape(x_BxLxD.shape)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * nn.LayerNorm(name="av_norm")(av))
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
@@ -56,6 +71,8 @@ class Model(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
-    x, _ = common.stack(Block, self.cfg)(x_BxLxD, mask_BxL, deterministic)
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
+    use_time = timestamps_BxL is not None and self.cfg.time_buckets > 0
+    buckets = time_buckets(timestamps_BxL, self.cfg.time_buckets) if use_time else None
+    x, _ = common.stack(Block, self.cfg, num_inputs=2)(x_BxLxD, mask_BxL, buckets, deterministic)
     return nn.LayerNorm(name="norm")(x)

@@ -130,6 +130,7 @@ class Model(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
+    del timestamps_BxL  # no time signal in this encoder
     x, _ = common.stack(Block, self.cfg)(x_BxLxD, mask_BxL, deterministic)
     return x

@@ -32,7 +32,8 @@ class Model(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
+    del timestamps_BxL  # no time signal in this encoder
     c = self.cfg
     length = x_BxLxD.shape[1]
     positions = self.param("positions", nn.with_logical_partitioning(

@@ -48,6 +48,7 @@ class Model(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, deterministic=True):
+  def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
+    del timestamps_BxL  # no time signal in this encoder
     x, _ = common.stack(Block, self.cfg)(x_BxLxD, common.causal_mask(mask_BxL), deterministic)
     return nn.RMSNorm(param_dtype=jnp.dtype(self.cfg.param_dtype), name="norm")(x)

@@ -29,7 +29,7 @@ class UserModel(nn.Module):
     length = batch["uni_seq_item_id"].shape[1]
     mask_BxL = (jnp.arange(length)[None, :] < batch["lengths"][:, None]).astype(jnp.int32)
     x_BxLxD = self.embed(batch) * mask_BxL[..., None]
-    h_BxLxD = self.encoder(x_BxLxD, mask_BxL, deterministic)
+    h_BxLxD = self.encoder(x_BxLxD, mask_BxL, deterministic, batch.get("timestamps"))
     return h_BxLxD, self.head(h_BxLxD), mask_BxL
 
   def item_table(self):

@@ -1,0 +1,46 @@
+"""Brief Stage 1 runs of the five encoders (configs/brief.py) and their retrieval table.
+
+  .venv/bin/python benchmarks/pretrain_table.py [--workdir workdir/brief] [--encoders trmpp hstu ...]
+      [extra --config.* overrides passed to every run]
+
+Each encoder runs `python -m uqa_jax.main --config configs/brief.py:<encoder>` in its own
+workdir; the table is read from each run's exported metrics
+(`<workdir>/<encoder>/pretrain/export/encoder.json`). A finished run is not repeated: its
+exported metrics are read back (delete its workdir, or pass another --workdir, to rerun).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default="workdir/brief")
+  parser.add_argument("--encoders", nargs="+", default=["gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp"])
+  args, overrides = parser.parse_known_args()
+  rows = []
+  for name in args.encoders:
+    workdir = os.path.join(args.workdir, name)
+    command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/brief.py:{name}",
+               f"--workdir={workdir}", *overrides]
+    exported = os.path.join(workdir, "pretrain", "export", "encoder.json")
+    if os.path.exists(exported):
+      print(f"{name}: finished run found, reading {exported}", flush=True)
+    else:
+      print("$", " ".join(command), flush=True)
+      subprocess.run(command, check=True)
+    with open(exported, encoding="utf-8") as f:
+      rows.append((name, json.load(f)["metrics"]))
+  popularity = rows[0][1]["popularity"]
+  print(f"\npopularity baseline: Recall@10 {popularity['recall@10']:.4f}, NDCG@10 {popularity['ndcg@10']:.4f}")
+  print("| encoder | Recall@10 | NDCG@10 | steps/s |")
+  print("| --- | --- | --- | --- |")
+  for name, m in rows:
+    print(f"| {name} | {m['model']['recall@10']:.4f} | {m['model']['ndcg@10']:.4f} | {m['steps_per_s']:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
