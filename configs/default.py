@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.encoder.param_dtype = "float32"
   c.encoder.remat = False
   c.encoder.d_state = 16  # Mamba4Rec only
+  c.encoder.time_buckets = 128  # HSTU only: log time-gap buckets when the data has click times; 0 = off
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.loss = "sl"  # sl | cl

@@ -1,5 +1,6 @@
 """`python -m uqa_jax.main`: config loading, overrides, start-up validation, the data stage."""
 
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,21 @@ def test_smoke_run_prepares_checks_and_reuses_data(tmp_path):
   assert os.path.exists(tmp_path / "data" / "align_data_eval.arrow")
   again = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.stages=('data',)")
   assert again.returncode == 0 and "reusing" in again.stdout
+
+
+def test_stage1_runs_on_movielens_with_hstu_time_bias(tmp_path):
+  out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.data.source=movielens",
+                 "--config.encoder.name=hstu", "--config.pretrain.steps=4")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "movielens: read ratings 100,000" in out.stdout and "OK: no problems found" in out.stdout
+  assert "pretrain: HSTU time bias on (the data carries click times)" in out.stdout
+  assert "pretrain: final recall@1" in out.stdout and "popularity baseline recall@1" in out.stdout
+  with open(tmp_path / "pretrain" / "export" / "encoder.json", encoding="utf-8") as f:
+    exported = json.load(f)
+  with open(tmp_path / "data" / "dataset_info.json", encoding="utf-8") as f:
+    info = json.load(f)
+  assert info["source"] == "movielens" and info["has_timestamps"]
+  assert exported["vocab_sizes"] == info["vocab_sizes"] and info["vocab_sizes"]["item"] > 1_000
 
 
 @pytest.mark.parametrize("override,key", [

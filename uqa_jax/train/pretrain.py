@@ -114,6 +114,7 @@ class Trainer:
 
   def _build_steps(self):
     example = jax.tree.map(jnp.asarray, self._example_batch())
+    self.has_time = "timestamps" in example
     model, tx, p = self.model, self.tx, self.p
 
     def init_boxed(rng):
@@ -181,6 +182,10 @@ class Trainer:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"pretrain: {self.config.encoder.name} ({self.config.encoder.input_variant}), "
         f"{n_params:,} parameters, {self.total_steps} steps of batch {p.batch_size}, mesh {dict(self.mesh.shape)}")
+    if self.config.encoder.name == "hstu":
+      on = self.has_time and self.config.encoder.get("time_buckets", 1) > 0
+      log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
+          f"({'the data carries' if self.has_time else 'no'} click times)")
     start_step = int(state.step)
     start, history = None, []
     for step in range(start_step, self.total_steps):
