@@ -1,9 +1,9 @@
-"""Brief Stage 1 runs of the five encoders (configs/brief.py) and their retrieval table.
+"""Brief Stage 1 runs of the five encoders (configs/default.py's recipe) and their retrieval table.
 
   .venv/bin/python benchmarks/pretrain_table.py [--workdir workdir/brief] [--encoders trmpp hstu ...]
       [extra --config.* overrides passed to every run]
 
-Each encoder runs `python -m uqa_jax.main --config configs/brief.py:<encoder>` in its own
+Each encoder runs `python -m uqa_jax.main --config configs/default.py:<encoder>` in its own
 workdir; the table is read from each run's exported metrics
 (`<workdir>/<encoder>/pretrain/export/encoder.json`). A finished run is not repeated: its
 exported metrics are read back (delete its workdir, or pass another --workdir, to rerun).
@@ -24,7 +24,7 @@ def main():
   rows = []
   for name in args.encoders:
     workdir = os.path.join(args.workdir, name)
-    command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/brief.py:{name}",
+    command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/default.py:{name}",
                f"--workdir={workdir}", *overrides]
     exported = os.path.join(workdir, "pretrain", "export", "encoder.json")
     if os.path.exists(exported):

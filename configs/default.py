@@ -1,13 +1,18 @@
-"""The embedded default: synthetic Taobao-like data, SASRec encoder, SmolLM2-135M, mean pooling.
+"""The embedded default (`make demo`): synthetic data, a laptop-sized SASRec, SmolLM2-135M.
 
-Command (the demo; a few seconds for the data stage on 2 CPU cores):
   python -m uqa_jax.main --config configs/default.py --workdir workdir/default
-Override any field, e.g.:
-  python -m uqa_jax.main --config configs/default.py --config.data.synthetic.num_users=2000
+  python -m uqa_jax.main --config configs/default.py:gru4rec   # another encoder, same recipe
+Override any field, e.g. --config.data.synthetic.num_users=2000.
+
+Laptop scale, minutes on 2 CPU cores: width 64, 2 layers, 2 heads, the 128 most recent clicks,
+batch 32, 1,000 AdamW steps at lr 3e-3 after 100 warm-up steps (one recipe that suits all five
+encoders; `benchmarks/pretrain_table.py` runs them all). The paper's recipe (25M encoder,
+512 clicks, batch 256, lr 1e-4, 10 epochs) is `configs/paper.py`, which the per-encoder
+configs build on.
 
 It prints the generator's filter statistics, the rows written per file, the checker's
-verdict ("OK: no problems found"), the QA counts per sub-task, and which later stages are
-not built yet.
+verdict, the QA counts per sub-task, Stage 1 progress (loss, steps/s, ETA), Recall/NDCG next
+to the popularity baseline, and which later stages are not built yet.
 """
 
 import ml_collections
@@ -16,7 +21,7 @@ from uqa_jax.data import pipeline
 from uqa_jax.data import synthetic
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(encoder: str = "sasrec") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.stages = ("data", "pretrain", "align", "evaluate")
@@ -31,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.min_user_len = 10
   c.data.max_user_len = 2000
   c.data.align_eval_fraction = 0.1
-  c.data.max_len = 512
+  c.data.max_len = 128  # paper: 512
   c.data.batch_size = 256
   c.data.bag_sizes = dict(pipeline.DEFAULT_BAG_SIZES)
   c.data.max_text_len = 192
@@ -41,11 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.llm.dtype = "float32"
 
   c.encoder = ml_collections.ConfigDict()
-  c.encoder.name = "sasrec"
+  c.encoder.name = encoder
   c.encoder.input_variant = "full"
-  c.encoder.num_layers = 8  # paper default size 25M: (layers, d, heads) = (8, 512, 8)
-  c.encoder.d_model = 512
-  c.encoder.num_heads = 8
+  c.encoder.num_layers = 2  # paper default size 25M: (layers, d, heads) = (8, 512, 8)
+  c.encoder.d_model = 64
+  c.encoder.num_heads = 2
   c.encoder.dropout = 0.1
   c.encoder.d_ff = 0  # 0: 4·d (SwiGLU: 8/3·d)
   c.encoder.dtype = "float32"
@@ -56,19 +61,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.pretrain = ml_collections.ConfigDict()
   c.pretrain.loss = "sl"  # sl | cl
-  c.pretrain.epochs = 10
-  c.pretrain.steps = 0  # 0: epochs x rows // batch_size
-  c.pretrain.learning_rate = 1e-4
+  c.pretrain.epochs = 10  # used when steps is 0
+  c.pretrain.steps = 1000  # 0: epochs x rows // batch_size
+  c.pretrain.learning_rate = 3e-3  # paper: 1e-4 at batch 256
   c.pretrain.warmup_steps = 100
   c.pretrain.betas = (0.9, 0.999)
   c.pretrain.weight_decay = 0.01
   c.pretrain.grad_clip = 1.0
-  c.pretrain.batch_size = 256
+  c.pretrain.batch_size = 32  # paper: 256
   c.pretrain.embed_dims = ml_collections.ConfigDict()  # per table; default: the official widths
   c.pretrain.sl_chunk = 8192
   c.pretrain.cl_negatives = 256
   c.pretrain.cl_temperature = 0.07
-  c.pretrain.log_every = 50
+  c.pretrain.log_every = 100
   c.pretrain.eval_every = 0  # 0: evaluate at the end only
   c.pretrain.checkpoint_every = 500
   c.pretrain.max_to_keep = 3

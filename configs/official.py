@@ -8,11 +8,12 @@ The data stage derives dataset_info.json (official vocab sizes, zh), links the f
 into the workdir and runs the checker over them.
 """
 
-from configs import default
+from configs import paper
 
 
 def get_config():
-  c = default.get_config()
+  c = paper.get_config()
+  c.stages = ("data", "pretrain", "align", "evaluate")  # the whole benchmark
   c.data.source = "official"
   c.data.language = "zh"
   return c
