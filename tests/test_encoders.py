@@ -171,3 +171,11 @@ def test_causal_conv_equals_a_grouped_lax_convolution():
       x, w_KxI[:, None, :], window_strides=(1,), padding=((3, 0),),
       dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=8) + bias_I
   np.testing.assert_allclose(conv.apply(params, x), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_conv_kernel_is_initialised_by_its_fan_in():
+  """Each output channel sums d_conv inputs, so the kernel's std is 1/sqrt(d_conv) (as nn.Conv's)."""
+  conv = mamba4rec.CausalConv(EncoderConfig(d_conv=4))
+  kernel = nn.unbox(conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 1024))))["params"]["kernel"]
+  assert kernel.shape == (4, 1024)
+  np.testing.assert_allclose(np.std(kernel), 0.5, rtol=0.05)

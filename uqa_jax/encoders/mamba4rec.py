@@ -84,7 +84,7 @@ class CausalConv(nn.Module):
     c = self.cfg
     inner, length = x_BxLxI.shape[-1], x_BxLxI.shape[1]
     w_KxI = self.param("kernel", nn.with_logical_partitioning(
-        nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=()),
+        nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=1),
         (None, "mlp")), (c.d_conv, inner), jnp.dtype(c.param_dtype))
     bias_I = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                         (inner,), jnp.dtype(c.param_dtype))
