@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from uqa_jax import encoders
+from uqa_jax.encoders import gru4rec
 from uqa_jax.encoders import hstu
 from uqa_jax.encoders import mamba4rec
 from uqa_jax.encoders.config import EncoderConfig
@@ -179,3 +180,38 @@ def test_causal_conv_kernel_is_initialised_by_its_fan_in():
   kernel = nn.unbox(conv.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 1024))))["params"]["kernel"]
   assert kernel.shape == (4, 1024)
   np.testing.assert_allclose(np.std(kernel), 0.5, rtol=0.05)
+
+
+def test_gru_layer_equals_flax_gru_cell_with_the_same_weights():
+  cfg = EncoderConfig(name="gru4rec", d_model=8)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 8))
+  ours = gru4rec.GRULayer(cfg)
+  params = nn.unbox(ours.init(jax.random.PRNGKey(0), x))["params"]
+  params["input"]["bias"] = jax.random.normal(jax.random.PRNGKey(2), (24,))
+  params["hidden_bias"] = jax.random.normal(jax.random.PRNGKey(3), (8,))
+  reference = nn.RNN(nn.GRUCell(features=8))
+  split = lambda w: jnp.split(w, 3, axis=-1)
+  ir, iz, i_n = split(params["input"]["kernel"])
+  bir, biz, bin_ = split(params["input"]["bias"])
+  hr, hz, hn = split(params["hidden_kernel"])
+  ref_params = {"cell": {"ir": {"kernel": ir, "bias": bir}, "iz": {"kernel": iz, "bias": biz},
+                         "in": {"kernel": i_n, "bias": bin_}, "hr": {"kernel": hr}, "hz": {"kernel": hz},
+                         "hn": {"kernel": hn, "bias": params["hidden_bias"]}}}
+  assert jax.tree.structure(ref_params) == jax.tree.structure(reference.init(jax.random.PRNGKey(0), x)["params"])
+  np.testing.assert_allclose(ours.apply({"params": params}, x), reference.apply({"params": ref_params}, x),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
+def test_every_weight_matrix_carries_logical_axis_names(name):
+  """Matrices (and larger) must shard by the rules; only vectors (norms, biases) may stay unnamed."""
+  model, _, x, mask = _setup(name)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, mask))["params"]
+  unnamed = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))[0]:
+    key = jax.tree_util.keystr(path)
+    scanned = "'layers'" in key  # nn.scan adds a leading layer axis
+    if not isinstance(leaf, nn.Partitioned) and leaf.ndim - scanned >= 2:
+      unnamed.append(key)
+  assert unnamed == [], f"{name}: weights without logical axis names: {unnamed}"
