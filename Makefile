@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.py
 WORKDIR ?= workdir/default
 
-.PHONY: demo test test-slow test-all venv bench clean
+.PHONY: demo test test-slow test-all venv bench pretrain-table clean
 
 $(STAMP): requirements.txt requirements-assets.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/llm.py
+	$(PY) benchmarks/encoders.py --batch 4 --length 512 --steps 2
+
+pretrain-table: $(STAMP)  # brief Stage 1 runs of all five encoders (~40 min on 2 cores)
+	$(PY) benchmarks/pretrain_table.py
 
 clean:
 	rm -rf $(VENV) workdir
