@@ -21,6 +21,16 @@ def _exported(workdir):
   return ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(workdir, "pretrain", "export", "params")))
 
 
+def test_relative_workdir_checkpoints_and_finishes(tmp_path):
+  """`make demo` passes a relative --workdir; Orbax refuses relative checkpoint paths."""
+  cmd = [sys.executable, "-m", "uqa_jax.main", "--config", os.path.join(ROOT, "configs", "smoke.py"),
+         "--workdir", "relative/run", "--config.pretrain.steps=4", "--config.pretrain.checkpoint_every=2"]
+  out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert os.path.isdir(tmp_path / "relative" / "run" / "pretrain" / "checkpoints" / "4")
+  assert os.path.isdir(tmp_path / "relative" / "run" / "pretrain" / "export" / "params")
+
+
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
   straight = subprocess.run(_cmd(tmp_path / "a"), cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert straight.returncode == 0, straight.stderr[-3000:]

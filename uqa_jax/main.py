@@ -45,7 +45,8 @@ def main(argv):
   choices.check(config)
   logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
   config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
-  workdir = _WORKDIR.value or os.path.join("workdir", config_name)
+  # Absolute, so every stage (and Orbax, which refuses relative checkpoint paths) sees the same place.
+  workdir = os.path.abspath(_WORKDIR.value or os.path.join("workdir", config_name))
   os.makedirs(workdir, exist_ok=True)
   print(f"uqa-jax: config {config_name}, workdir {workdir}, stages {', '.join(config.stages)}")
   for stage in config.stages:

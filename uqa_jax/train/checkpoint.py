@@ -5,14 +5,16 @@ uninterrupted one would. Orbax writes each step to a temporary directory and ren
 complete, so a run killed mid-save leaves the previous step as the latest.
 """
 
+import os
+
 import grain
 import orbax.checkpoint as ocp
 
 
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3):
-    self.manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.manager = ocp.CheckpointManager(  # Orbax needs an absolute path
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
