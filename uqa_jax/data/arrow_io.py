@@ -127,11 +127,8 @@ def column_views(array: pa.ListArray):
   return steps, bags, ids
 
 
-def _time_views(path: str, array: pa.ListArray):
-  """Zero-copy (step offsets, int64 times) of a list<int64> chunk; nulls are a DataFileError."""
-  if array.null_count or array.values.null_count:
-    raise DataFileError(f"{path}: column {schema.TIME_COLUMN!r}: null values "
-                        f"(python -m data_prep.check names the rows)")
+def time_views(array: pa.ListArray):
+  """Zero-copy (step offsets, int64 times) numpy views of a list<int64> chunk (no nulls inside)."""
   return array.offsets.to_numpy(zero_copy_only=True), array.values.to_numpy(zero_copy_only=True)
 
 
@@ -153,8 +150,13 @@ class SequenceFile:
     self._starts = np.concatenate([[0], np.cumsum(sizes)])
     self._views = [{c: column_views(b.column(c)) for c in schema.FEATURE_COLUMNS}
                    for b in self._batches]
-    self._time_views = [_time_views(path, b.column(schema.TIME_COLUMN))
-                        for b in self._batches] if self.has_time else None
+    self._time_views = None
+    if self.has_time:
+      columns = [b.column(schema.TIME_COLUMN) for b in self._batches]
+      if any(c.null_count or c.values.null_count for c in columns):
+        raise DataFileError(f"{path}: column {schema.TIME_COLUMN!r}: null values "
+                            f"(python -m data_prep.check names the rows)")
+      self._time_views = [time_views(c) for c in columns]
 
   def __len__(self) -> int:
     return int(self._starts[-1])

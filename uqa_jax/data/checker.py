@@ -3,8 +3,9 @@
 Checks: files present and readable, column names and types, null values, empty or
 over-long sequences, steps that disagree across columns, ids outside their vocabulary,
 item bags that do not hold exactly one id, malformed chat JSON, unknown or inconsistent
-task labels, and (where the optional timestamp column exists) negative or decreasing times. Id checks are vectorised over each record batch, so official-size files
-are checked at memory-map speed.
+task labels, and (where the optional timestamp column exists) negative or decreasing times.
+Id checks are vectorised over each record batch, so official-size files are checked at
+memory-map speed.
 """
 
 import collections
@@ -65,12 +66,16 @@ def _rows_of(positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
   return np.searchsorted(offsets, positions, side="right") - 1
 
 
+def _null_rows(array) -> np.ndarray:
+  """Rows of a list chunk that are null themselves (not their contents)."""
+  return np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)) if array.null_count else []
+
+
 def _check_feature(path, start, array, column, vocab_size, max_len, steps_ref, report):
   """Checks one list<list<int64>> chunk; returns its per-row step counts."""
   add = lambda row, msg: report.problems.append(Problem(path, start + int(row), column, msg))
-  if array.null_count:
-    for r in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)):
-      add(r, "null: value is null, expected a list of bags")
+  for r in _null_rows(array):
+    add(r, "null: value is null, expected a list of bags")
   if array.values.null_count or array.values.values.null_count:
     add(0, "null: null bags or ids inside the column (first affected record batch starts here)")
     return None
@@ -100,14 +105,12 @@ def _check_feature(path, start, array, column, vocab_size, max_len, steps_ref, r
 def _check_time(path, start, array, steps_ref, report):
   """Checks the optional list<int64> timestamp chunk: no nulls, one time per step, t >= 0, sorted."""
   add = lambda row, msg: report.problems.append(Problem(path, start + int(row), schema.TIME_COLUMN, msg))
-  if array.null_count:
-    for r in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)):
-      add(r, "null: value is null, expected a list of int64 times")
+  for r in _null_rows(array):
+    add(r, "null: value is null, expected a list of int64 times")
   if array.values.null_count:
     add(0, "null: null times inside the column (first affected record batch starts here)")
     return
-  offsets = array.offsets.to_numpy(zero_copy_only=True)
-  times = array.values.to_numpy(zero_copy_only=True)
+  offsets, times = arrow_io.time_views(array)
   num_steps = np.diff(offsets)
   if steps_ref is not None:
     for r in np.flatnonzero(num_steps != steps_ref):

@@ -3,7 +3,8 @@
 Mapping onto the schema: item id -> movie; `cate` -> genres (a bag: a movie has several);
 `brand` -> release decade ("1990s"); `shop` and `seller` -> empty bags (the data has no such
 field). Text: title (with year), genre names, decade. Each user's ratings, sorted by time,
-are the click history; the rating times go to the optional `uni_seq_timestamp` column. QA asks about decade and genre; IT follows genre.
+are the click history; the rating times go to the optional `uni_seq_timestamp` column.
+QA asks about decade and genre; IT follows genre.
 """
 
 import collections

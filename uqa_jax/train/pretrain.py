@@ -183,7 +183,7 @@ class Trainer:
     log(f"pretrain: {self.config.encoder.name} ({self.config.encoder.input_variant}), "
         f"{n_params:,} parameters, {self.total_steps} steps of batch {p.batch_size}, mesh {dict(self.mesh.shape)}")
     if self.config.encoder.name == "hstu":
-      on = self.has_time and self.config.encoder.get("time_buckets", 1) > 0
+      on = self.has_time and encoder_config(self.config).time_buckets > 0
       log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
           f"({'the data carries' if self.has_time else 'no'} click times)")
     start_step = int(state.step)
