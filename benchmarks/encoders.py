@@ -13,18 +13,18 @@ once, which undercounts `nn.scan`-stacked layers and the GRU's time loop. The pa
 """
 
 import argparse
+import functools
 import importlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from uqa_jax import flops as flops_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
-from uqa_jax.train import pretrain
+from uqa_jax.stages import pretrain
 
 
 def matmul_rate(n=2048, repeats=5):
@@ -58,25 +58,22 @@ def bench(name, args, rng):
   params = jax.jit(lambda r: model.init({"params": r, "dropout": r}, batch)["params"])(jax.random.PRNGKey(0))
   params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
                         is_leaf=lambda x: hasattr(x, "value"))
-  tx = pretrain.make_optimizer(config.pretrain, 1000)
-  opt_state = tx.init(params)
+  p = pretrain.pretrain_config(config)
+  tx = pretrain.make_optimizer(p, 1000)
+  state = pretrain.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                              rng=jax.random.PRNGKey(1))
+  step = functools.partial(pretrain.train_step, model=model, tx=tx, cfg=p)
 
-  def step(params, opt_state, batch, rng):
-    loss, grads = jax.value_and_grad(
-        lambda p: pretrain.loss_fn(model, config.pretrain, p, batch, rng))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  flops = flops_lib.matmul_flops(step, params, opt_state, batch, jax.random.PRNGKey(1))
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, batch, jax.random.PRNGKey(1)).compile()
-  params, opt_state, loss = compiled(params, opt_state, batch, jax.random.PRNGKey(1))
-  loss.block_until_ready()
+  flops = flops_lib.matmul_flops(step, state, batch)
+  compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+  state, metrics = compiled(state, batch)
+  metrics["loss"].block_until_ready()
   start = time.perf_counter()
-  for i in range(args.steps):
-    params, opt_state, loss = compiled(params, opt_state, batch, jax.random.PRNGKey(i))
-  loss.block_until_ready()
+  for _ in range(args.steps):
+    state, metrics = compiled(state, batch)
+  metrics["loss"].block_until_ready()
   step_s = (time.perf_counter() - start) / args.steps
-  n_params = sum(x.size for x in jax.tree.leaves(params))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return step_s, n_params, flops
 
 

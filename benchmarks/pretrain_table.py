@@ -4,9 +4,9 @@
       [extra --config.* overrides passed to every run]
 
 Each encoder runs `python -m uqa_jax.main --config configs/default.py:<encoder>` in its own
-workdir; the table is read from each run's exported metrics
-(`<workdir>/<encoder>/pretrain/export/encoder.json`). A finished run is not repeated: its
-exported metrics are read back (delete its workdir, or pass another --workdir, to rerun).
+workdir; the table is read from each run's Stage 1 result (`<workdir>/<encoder>/pretrain/result.json`).
+A finished run is not repeated: main reuses it when its settings are the same, and stops,
+naming the differing keys, when they are not (pass another --workdir, or --config.restart=pretrain).
 """
 
 import argparse
@@ -26,14 +26,10 @@ def main():
     workdir = os.path.join(args.workdir, name)
     command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/default.py:{name}",
                f"--workdir={workdir}", *overrides]
-    exported = os.path.join(workdir, "pretrain", "export", "encoder.json")
-    if os.path.exists(exported):
-      print(f"{name}: finished run found, reading {exported}", flush=True)
-    else:
-      print("$", " ".join(command), flush=True)
-      subprocess.run(command, check=True)
-    with open(exported, encoding="utf-8") as f:
-      rows.append((name, json.load(f)["metrics"]))
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    with open(os.path.join(workdir, "pretrain", "result.json"), encoding="utf-8") as f:
+      rows.append((name, json.load(f)))
   popularity = rows[0][1]["popularity"]
   print(f"\npopularity baseline: Recall@10 {popularity['recall@10']:.4f}, NDCG@10 {popularity['ndcg@10']:.4f}")
   print("| encoder | Recall@10 | NDCG@10 | steps/s |")

@@ -11,6 +11,5 @@ from configs import paper
 
 def get_config():
   c = paper.get_config("gru4rec")
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 3, 1024, 8
-  c.encoder.d_ff = 0
+  c.encoder.num_layers, c.encoder.d_model = 3, 1024
   return c

@@ -1,16 +1,13 @@
-"""HSTU at the paper's default size (25M: 8 layers, d 512, 8 heads).
+"""HSTU at the paper's default size (25M: 8 layers, d 512, 8 heads; the EncoderConfig defaults).
 
   python -m uqa_jax.main --config configs/hstu.py --workdir workdir/hstu
 The paper's recipe (configs/paper.py) at this encoder's size; a brief CPU run of the same
-encoder is `--config configs/default.py:hstu`. It prints training loss, steps/s and ETA, then
-Recall/NDCG@{1,10,50} next to the popularity baseline.
+encoder is `--config configs/default.py:hstu`. It prints whether the time bias is on, training
+loss, steps/s and ETA, then Recall/NDCG@{1,10,50} next to the popularity baseline.
 """
 
 from configs import paper
 
 
 def get_config():
-  c = paper.get_config("hstu")
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 8, 512, 8
-  c.encoder.d_ff = 0
-  return c
+  return paper.get_config("hstu")

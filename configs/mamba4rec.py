@@ -11,7 +11,6 @@ from configs import paper
 
 def get_config():
   c = paper.get_config("mamba4rec")
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 4, 256, 8
-  c.encoder.d_state = 16
+  c.encoder.num_layers, c.encoder.d_model = 4, 256
   c.pretrain.batch_size = 64  # the scan state is [B, L, 2d, N] float32 per layer
   return c

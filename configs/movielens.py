@@ -12,7 +12,7 @@ def get_config():
   c = default.get_config()
   c.data.source = "movielens"
   # Up to 6 genres per movie; titles with year run to 30 SmolLM2 tokens.
-  c.data.bag_sizes.uni_seq_cate_id = 6
-  c.data.bag_sizes.uni_seq_cate_bpe_token_ids = 16
-  c.data.bag_sizes.uni_seq_title_bpe_token_ids = 32
+  c.input.bag_sizes.uni_seq_cate_id = 6
+  c.input.bag_sizes.uni_seq_cate_bpe_token_ids = 16
+  c.input.bag_sizes.uni_seq_title_bpe_token_ids = 32
   return c

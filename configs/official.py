@@ -13,7 +13,6 @@ from configs import paper
 
 def get_config():
   c = paper.get_config()
-  c.stages = ("data", "pretrain", "align", "evaluate")  # the whole benchmark
   c.data.source = "official"
   c.data.language = "zh"
   return c

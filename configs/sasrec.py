@@ -11,6 +11,5 @@ from configs import paper
 
 def get_config():
   c = paper.get_config("sasrec")
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 6, 1024, 8
-  c.encoder.d_ff = 1536
+  c.encoder.num_layers, c.encoder.d_model, c.encoder.d_ff = 6, 1024, 1536
   return c

@@ -1,21 +1,19 @@
 """A tiny variant for tests and quick checks: 60 users, 300 items, a 2-layer Trm++, 12 steps.
 
   python -m uqa_jax.main --config configs/smoke.py --workdir /tmp/uqa-smoke
+Under a minute on 2 cores; the numbers mean nothing beyond "the pipeline runs".
 """
 
 from configs import default
 
 
 def get_config():
-  c = default.get_config()
+  c = default.get_config("trmpp")
   s = c.data.synthetic
   s.num_users, s.num_items, s.num_categories, s.num_brands = 60, 300, 10, 30
   s.num_shops, s.num_sellers, s.median_len, s.max_len = 40, 30, 30, 80
-  c.data.batch_size = 8
   c.data.max_len = 64
-  c.stages = ("data", "pretrain")
-  c.encoder.name = "trmpp"
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 2, 32, 2
+  c.encoder.d_model = 32
   p = c.pretrain
   p.batch_size, p.steps, p.warmup_steps, p.learning_rate = 8, 12, 2, 1e-3
   p.log_every, p.checkpoint_every = 1, 4

@@ -1,4 +1,4 @@
-"""Trm++ at the paper's default size (25M: 8 layers, d 512, 8 heads).
+"""Trm++ at the paper's default size (25M: 8 layers, d 512, 8 heads; the EncoderConfig defaults).
 
   python -m uqa_jax.main --config configs/trmpp.py --workdir workdir/trmpp
 The paper's recipe (configs/paper.py) at this encoder's size; a brief CPU run of the same
@@ -10,7 +10,4 @@ from configs import paper
 
 
 def get_config():
-  c = paper.get_config("trmpp")
-  c.encoder.num_layers, c.encoder.d_model, c.encoder.num_heads = 8, 512, 8
-  c.encoder.d_ff = 0
-  return c
+  return paper.get_config("trmpp")

@@ -215,3 +215,44 @@ def test_every_weight_matrix_carries_logical_axis_names(name):
     if not isinstance(leaf, nn.Partitioned) and leaf.ndim - scanned >= 2:
       unnamed.append(key)
   assert unnamed == [], f"{name}: weights without logical axis names: {unnamed}"
+
+
+class _RecordingConfig(EncoderConfig):
+  """EncoderConfig that records which fields are read (identity eq/hash: flax must not read all)."""
+  reads: set = set()
+
+  def __getattribute__(self, name):
+    if name in EncoderConfig.__dataclass_fields__:
+      _RecordingConfig.reads.add(name)
+    return super().__getattribute__(name)
+
+  __eq__ = object.__eq__
+  __hash__ = object.__hash__
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
+def test_each_encoder_reads_exactly_the_fields_it_declares(name):
+  """`READS` decides which settings are fingerprinted and which are refused as dead: it must be exact."""
+  from uqa_jax.encoders import config as encoder_config
+  from uqa_jax.encoders.user_model import UserModel
+  cfg = _RecordingConfig(name=name, d_model=8, num_layers=1, num_heads=2, max_len=16, d_state=4)
+  vocab = {"item": 50, "cate": 9, "brand": 9, "shop": 9, "seller": 9, "bpe": 30}
+  model = UserModel(cfg, vocab, {t: 4 for t in vocab})
+  batch = {c: jnp.ones((2, 6, 2), jnp.int32) for c in
+           ("uni_seq_cate_id", "uni_seq_brand_id", "uni_seq_shop_id", "uni_seq_seller_id",
+            "uni_seq_title_bpe_token_ids", "uni_seq_cate_bpe_token_ids", "uni_seq_shop_bpe_token_ids",
+            "uni_seq_brand_bpe_token_ids", "uni_seq_seller_bpe_token_ids")}
+  batch.update(uni_seq_item_id=jnp.ones((2, 6), jnp.int32), lengths=jnp.array([6, 3]),
+               timestamps=jnp.arange(12, dtype=jnp.int32).reshape(2, 6) * 100)
+  _RecordingConfig.reads = set()
+  params = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, batch)
+  model.apply(params, batch, False, rngs={"dropout": jax.random.PRNGKey(2)})
+  read = _RecordingConfig.reads
+  assert read - set(encoder_config.COMMON) == set(encoders.reads(name)), sorted(read)
+
+
+def test_a_setting_the_encoder_ignores_is_refused():
+  from uqa_jax.encoders import config as encoder_config
+  encoder_config.check_reads(EncoderConfig(name="gru4rec", num_layers=3), encoders.reads("gru4rec"))
+  with pytest.raises(ValueError, match=r"num_heads=4: not read by gru4rec"):
+    encoder_config.check_reads(EncoderConfig(name="gru4rec", num_heads=4), encoders.reads("gru4rec"))

@@ -27,3 +27,23 @@ def test_recall_and_ndcg_values():
 def test_popularity_baseline_ranks_by_count():
   counts = np.array([99, 5, 50, 7])  # id 0 is padding and never ranked
   np.testing.assert_array_equal(metrics.popularity_ranks(counts, [2, 3, 1]), [0, 1, 2])
+
+
+def test_popularity_baseline_equals_counting_row_by_row(en_dir):
+  """Counts and targets read zero-copy per record batch == a plain loop over rows."""
+  import os
+  from uqa_jax.data import arrow_io
+  train = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
+  evalf = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_eval.arrow"))
+  vocab = arrow_io.read_dataset_info(en_dir)["vocab_sizes"]["item"]
+  counts = np.zeros(vocab, np.int64)
+  for r in range(len(train)):
+    for item in train.bags(r, "uni_seq_item_id").ids:
+      counts[item] += 1
+  ranks = []
+  for r in range(len(evalf)):
+    items = evalf.bags(r, "uni_seq_item_id").ids
+    if len(items) >= 2:
+      ranks.append(sum(counts[i] > counts[items[-1]] for i in range(1, vocab)))
+  got = metrics.popularity_baseline(train.path, evalf.path, vocab)
+  assert got == metrics.retrieval_metrics(np.array(ranks))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from uqa_jax.train import nip_loss
+from uqa_jax import nip_loss
 
 
 def _data(n=24, e=8, v=1001, seed=0):

@@ -1,14 +1,23 @@
-"""Stage 1 training: a SIGKILLed run resumes to the same parameters; NaN stops without saving."""
+"""Stage 1 training: the pure step, resume after SIGKILL, non-finite steps never saved, stale runs refused."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
+
+from configs import smoke
+from uqa_jax import stages
+from uqa_jax.data import pipeline
+from uqa_jax.stages import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,5 +67,90 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
   out = subprocess.run(_cmd(tmp_path, "--config.pretrain.learning_rate=1e30", "--config.pretrain.grad_clip=1e30"),
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert out.returncode != 0
-  assert "FloatingPointError: pretrain: loss is nan" in out.stderr or "loss is inf" in out.stderr, out.stderr[-2000:]
+  # lr 0 at step 1 (warm-up), a huge update at step 2, so step 3 is the first non-finite one
+  assert re.search(r"FloatingPointError: pretrain: non-finite .*loss (nan|inf) at step 3; stopped without saving. "
+                   r"No checkpoint was saved yet", out.stderr), out.stderr[-2000:]
   assert not os.path.exists(tmp_path / "pretrain" / "export")
+
+
+@pytest.fixture(scope="module")
+def data_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("pretrain"))
+  stages.run("data", smoke.get_config(), workdir, log=lambda *_: None)
+  return workdir
+
+
+def test_train_step_is_a_pure_function_a_test_can_call(data_workdir):
+  """Unjitted train_step == loss_fn and optax by hand; the jitted, sharded, donating step == both."""
+  config = smoke.get_config()
+  parts = pretrain.build(config, data_workdir)
+  batch = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(
+      os.path.join(data_workdir, "data", "pretrain_data_train.arrow"), parts.pipe))))
+  state = parts.init(jax.random.PRNGKey(0))
+  tx = pretrain.make_optimizer(parts.cfg, parts.total_steps)
+  new_state, m = pretrain.train_step(state, batch, model=parts.model, tx=tx, cfg=parts.cfg)
+
+  loss, grads = jax.value_and_grad(lambda p: pretrain.loss_fn(parts.model, parts.cfg, p, batch,
+                                                              jax.random.fold_in(state.rng, 0)))(state.params)
+  np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
+  flat = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+  np.testing.assert_allclose(m["grad_norm"], np.sqrt(np.sum(flat.astype(np.float64) ** 2)), rtol=1e-5)
+  updates, _ = tx.update(grads, tx.init(state.params), state.params)
+  want = optax.apply_updates(state.params, updates)
+  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert int(new_state.step) == 1
+
+  jitted_state, jitted_m = parts.step(parts.init(jax.random.PRNGKey(0)), batch)
+  np.testing.assert_allclose(jitted_m["loss"], m["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jitted_state.params), jax.tree.leaves(new_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_non_finite_gradient_after_a_checkpoint_is_never_saved(data_workdir, tmp_path, monkeypatch):
+  """Step 6's gradient is NaN while its loss is finite: checkpoint 4 stays the newest, the error names step 6."""
+  workdir = str(tmp_path)
+  os.symlink(os.path.join(data_workdir, "data"), os.path.join(workdir, "data"))
+  config = smoke.get_config()
+  config.pretrain.log_every = 100  # metrics are fetched at checkpoints (4, 8, 12) only
+  poisoned_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 5)  # the step from 5 to 6
+  real_loss_fn = pretrain.loss_fn
+
+  def poisoned_loss_fn(model, cfg, params, batch, rng):
+    bad = jnp.all(rng == poisoned_rng)
+    leaf = jax.tree.leaves(params)[0]
+    # value 0 always; gradient 0 * inf * 0 = NaN on the poisoned step only
+    s = jnp.where(bad, 0.0 * jnp.sum(leaf), 1.0 + 0.0 * jnp.sum(leaf))
+    return real_loss_fn(model, cfg, params, batch, rng) + 0.0 * jnp.sqrt(s)
+
+  monkeypatch.setattr(pretrain, "loss_fn", poisoned_loss_fn)
+  with pytest.raises(FloatingPointError, match=r"pretrain: non-finite grad_norm nan at step 6; stopped without "
+                                               r"saving. The newest checkpoint is step 4"):
+    stages.run("pretrain", config, workdir, log=lambda *_: None)
+  assert sorted(os.listdir(os.path.join(workdir, "pretrain", "checkpoints"))) == ["4"]
+  assert not os.path.exists(os.path.join(workdir, "pretrain", "export"))
+  assert not os.path.exists(os.path.join(workdir, "pretrain", "result.json"))
+
+
+def test_a_changed_learning_rate_stops_the_run_and_restart_retrains(tmp_path):
+  args = ("--config.pretrain.steps=4",)
+  first = subprocess.run(_cmd(tmp_path, *args), cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  checkpoints = tmp_path / "pretrain" / "checkpoints"
+  before = sorted((p, os.stat(os.path.join(d, p)).st_mtime_ns) for d, _, files in os.walk(checkpoints) for p in files)
+
+  changed = subprocess.run(_cmd(tmp_path, *args, "--config.pretrain.learning_rate=0.002"), cwd=ROOT,
+                           capture_output=True, text=True, timeout=900)
+  assert changed.returncode != 0
+  assert "pretrain.learning_rate: 0.001 -> 0.002" in changed.stderr, changed.stderr[-3000:]
+  assert "--config.restart=pretrain" in changed.stderr
+  after = sorted((p, os.stat(os.path.join(d, p)).st_mtime_ns) for d, _, files in os.walk(checkpoints) for p in files)
+  assert after == before  # nothing touched
+
+  restarted = subprocess.run(_cmd(tmp_path, *args, "--config.pretrain.learning_rate=0.002",
+                                  "--config.restart=pretrain"), cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert restarted.returncode == 0, restarted.stderr[-3000:]
+  assert "restart=pretrain: deleting" in restarted.stdout and "[data] reusing" in restarted.stdout
+  assert "pretrain: step 4/4" in restarted.stdout  # trained again from step 0
+  with open(tmp_path / "pretrain" / "fingerprint.json", encoding="utf-8") as f:
+    assert json.load(f)["pretrain.learning_rate"] == 0.002

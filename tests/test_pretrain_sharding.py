@@ -15,11 +15,13 @@ SCRIPT = r"""
 import sys
 import jax, numpy as np
 from configs import smoke
-from uqa_jax.train import data_stage, pretrain
+from uqa_jax import stages
+from uqa_jax.data import pipeline
+from uqa_jax.stages import pretrain
 assert jax.device_count() == 8
 workdir = sys.argv[1]
 config = smoke.get_config()
-data_stage.run(config, workdir, log=lambda *_: None)
+stages.run("data", config, workdir, log=lambda *_: None)
 for name in ("trmpp", "hstu"):
   losses = {}
   for shape in ((1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2)):
@@ -28,12 +30,12 @@ for name in ("trmpp", "hstu"):
     config.encoder.num_heads = 4
     config.mesh = dict(zip(("data", "fsdp", "tensor"), shape))
     devices = jax.devices()[:1] if shape == (1, 1, 1) else None
-    trainer = pretrain.Trainer(config, workdir, log=lambda *_: None, devices=devices)
-    state = trainer.init(jax.random.PRNGKey(0))
-    data = iter(pretrain.pipeline.make_dataset(f"{workdir}/data/pretrain_data_train.arrow", trainer.pipe))
+    parts = pretrain.build(config, workdir, devices=devices)
+    state = parts.init(jax.random.PRNGKey(0))
+    data = iter(pipeline.make_dataset(f"{workdir}/data/pretrain_data_train.arrow", parts.pipe))
     out = []
     for _ in range(3):
-      state, m = trainer.train_step(state, next(data))
+      state, m = parts.step(state, next(data))
       out.append(float(m["loss"]))
     losses[shape] = out
     if shape == (2, 2, 2):  # parameters carry the shardings the rules assign

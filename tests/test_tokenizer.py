@@ -29,7 +29,7 @@ def test_gguf_tokenizer_matches_transformers_gguf_loader(tokenizer):
 def test_library_tokenizer_path_does_not_import_torch():
   import subprocess, sys
   code = ("import sys; from uqa_jax.llm import tokenizer as t; t.load_tokenizer('smollm2'); "
-          "import uqa_jax.data.pipeline, uqa_jax.train.data_stage; "
+          "import uqa_jax.data.pipeline, uqa_jax.stages.data; "
           "assert 'torch' not in sys.modules, 'torch imported'")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr

@@ -24,8 +24,8 @@ def _batch(seed=0, b=2, l=6, k=3):
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_FEATURES))
 def test_variant_reads_exactly_its_features(variant):
-  model = UserModel(EncoderConfig(name="trmpp", d_model=16, num_layers=1, num_heads=2, dropout=0.0),
-                    VOCAB, DIMS, variant)
+  model = UserModel(EncoderConfig(name="trmpp", input_variant=variant, d_model=16, num_layers=1,
+                                  num_heads=2, dropout=0.0), VOCAB, DIMS)
   batch = _batch()
   params = model.init(jax.random.PRNGKey(0), batch)
   base = model.apply(params, batch)[0]

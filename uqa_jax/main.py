@@ -1,9 +1,14 @@
-"""`python -m uqa_jax.main --config configs/<name>.py [--config.key=value ...] [--workdir DIR]`.
+"""`python -m uqa_jax.main --config configs/<name>.py[:arg] [--config.key=value ...] [--workdir DIR]`.
 
-Runs the stages the config names, in order: data -> pretrain -> align -> evaluate.
+Runs the stages the config lists, in pipeline order (data -> pretrain -> align -> evaluate ->
+report), each through `uqa_jax.stages.run`: a stage whose outputs in the workdir were made with
+other settings stops the run before anything is touched, naming the differing keys;
+`--config.restart=<stage>` deletes that stage's outputs and everything after it first.
+Every check that needs no data (names, unknown keys, unbuilt stages) runs before any work.
 """
 
 import os
+import re
 import sys
 import time
 
@@ -12,28 +17,19 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from uqa_jax import choices
+from uqa_jax import stages
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for all outputs "
-                               "(default: workdir/<config file name>).")
-
-
-def _stage_runner(name):
-  if name == "data":
-    from uqa_jax.train import data_stage
-    return data_stage.run
-  if name == "pretrain":
-    from uqa_jax.train import pretrain
-    return pretrain.run
-  return None  # not built yet
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file, optionally "
+                                          "with an argument: configs/default.py:hstu.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for all outputs (default: "
+                               "workdir/<config name>[-<config argument>], e.g. workdir/default-hstu).")
 
 
-NOT_BUILT = {
-    "align": "Stage 2 (adapter + LLM alignment)",
-    "evaluate": "Stage 3 (generation + scoring)",
-}
+def default_workdir(config_arg: str) -> str:
+  """`configs/default.py:hstu` -> `workdir/default-hstu`: each config and argument its own workdir."""
+  path, _, arg = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("workdir", name + ("-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arg) if arg else ""))
 
 
 def main(argv):
@@ -42,22 +38,26 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/default.py")
-  choices.check(config)
+  try:
+    stages.check_config(config)
+  except ValueError as e:  # unknown names and keys, unbuilt stages: say what, no traceback
+    sys.exit(f"uqa-jax: {e}")
   logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
-  config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+  config_arg = flags.FLAGS["config"].config_filename
   # Absolute, so every stage (and Orbax, which refuses relative checkpoint paths) sees the same place.
-  workdir = os.path.abspath(_WORKDIR.value or os.path.join("workdir", config_name))
+  workdir = os.path.abspath(_WORKDIR.value or default_workdir(config_arg))
   os.makedirs(workdir, exist_ok=True)
-  print(f"uqa-jax: config {config_name}, workdir {workdir}, stages {', '.join(config.stages)}")
-  for stage in config.stages:
-    runner = _stage_runner(stage)
-    if runner is None:
-      print(f"[{stage}] not built yet: {NOT_BUILT[stage]} lands in a later release; skipped")
-      continue
+  print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}")
+  if config.restart:
+    stages.restart(workdir, config.restart)
+  for name in config.stages:
     start = time.time()
-    print(f"[{stage}] start")
-    runner(config, workdir)
-    print(f"[{stage}] done in {time.time() - start:.1f}s")
+    print(f"[{name}] start")
+    try:
+      stages.run(name, config, workdir)
+    except stages.StaleStateError as e:
+      sys.exit(f"uqa-jax: {e}")
+    print(f"[{name}] done in {time.time() - start:.1f}s")
   sys.stdout.flush()
 
 

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uqa_jax.data import arrow_io
+
 KS = (1, 5, 10, 20, 50)
 
 
@@ -40,6 +42,16 @@ def popularity_ranks(item_counts_V, targets_N):
   target_counts = counts[np.asarray(targets_N, dtype=np.int64)]
   # Items scoring strictly higher, by binary search: no [N, V] comparison for a 1M-item catalogue.
   return candidates.size - np.searchsorted(candidates, target_counts, side="right")
+
+
+def popularity_baseline(train_path: str, eval_path: str, num_items: int) -> dict[str, float]:
+  """Retrieval metrics when every eval sequence's last item is ranked by training click count."""
+  counts_V = sum(np.bincount(items, minlength=num_items) for _, items in arrow_io.item_sequences(train_path))
+  targets = []
+  for offsets, items in arrow_io.item_sequences(eval_path):
+    long_enough = np.diff(offsets) >= 2  # the same rows the model is evaluated on
+    targets.append(items[offsets[1:][long_enough] - 1])
+  return retrieval_metrics(popularity_ranks(counts_V, np.concatenate(targets)))
 
 
 def retrieval_metrics(ranks_N, ks=KS) -> dict[str, float]:

@@ -132,6 +132,17 @@ def time_views(array: pa.ListArray):
   return array.offsets.to_numpy(zero_copy_only=True), array.values.to_numpy(zero_copy_only=True)
 
 
+def item_sequences(path: str):
+  """Yields, per record batch of `path`, zero-copy (row offsets into steps, item id per step).
+
+  Row r's clicks are `item_ids[offsets[r]:offsets[r + 1]]` (every item bag holds exactly one id;
+  the checker enforces it).
+  """
+  for _, batch in SequenceFile(path).record_batches():
+    steps, bags, ids = column_views(batch.column(schema.ITEM_COLUMN))
+    yield steps, ids[bags[:-1]]
+
+
 class SequenceFile:
   """Random access to the rows of one official-format file (memory-mapped)."""
 

@@ -36,11 +36,26 @@ DEFAULT_BAG_SIZES = {
 
 
 @dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """The `input` config block: how batches are cut from the data; never part of the data recipe."""
+  bag_sizes: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_BAG_SIZES))  # K per column
+  max_text_len: int = 192  # T: chat tokens per align row
+
+  def __post_init__(self):
+    unknown = sorted(set(self.bag_sizes) - set(schema.FEATURE_COLUMNS[1:]))
+    if unknown:
+      raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
+
+  def pipeline(self, **kwargs) -> "PipelineConfig":
+    return PipelineConfig(bag_sizes=tuple(self.bag_sizes.items()), max_text_len=self.max_text_len, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   batch_size: int = 256
   max_len: int = schema.MAX_LEN
   bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
-  max_text_len: int = 192
+  max_text_len: int = InputConfig.max_text_len
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = 1  # None: repeat forever

@@ -12,8 +12,17 @@ from uqa_jax import choices
 NAMES = choices.ENCODERS  # gru4rec, sasrec, mamba4rec, hstu, trmpp
 
 
-def get(name: str):
-  """The `Model` class of encoder `name`."""
+def _module(name: str):
   if name not in NAMES:
     raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(NAMES)}")
-  return importlib.import_module(f"uqa_jax.encoders.{name}").Model
+  return importlib.import_module(f"uqa_jax.encoders.{name}")
+
+
+def get(name: str):
+  """The `Model` class of encoder `name`."""
+  return _module(name).Model
+
+
+def reads(name: str) -> tuple[str, ...]:
+  """The EncoderConfig fields encoder `name` reads besides `config.COMMON`."""
+  return tuple(_module(name).READS)

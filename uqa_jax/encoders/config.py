@@ -1,17 +1,26 @@
-"""Hyper-parameters shared by every user encoder (paper Table 5 sizes in configs/)."""
+"""The `encoder` config block: hyper-parameters shared by every user encoder.
+
+Defaults are the paper's default size (25M: 8 layers, d 512, 8 heads, Table 5); `configs/default.py`
+shrinks them for laptops. Every encoder reads `COMMON`; each encoder module lists in `READS` the
+other fields it reads, and `check_reads` refuses a config that sets a field its encoder ignores
+(e.g. `num_heads` on GRU4Rec), so no setting is silently dead.
+"""
 
 import dataclasses
+
+COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", "param_dtype", "max_len")
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
-  name: str = "trmpp"
-  d_model: int = 64  # D
-  num_layers: int = 2
-  num_heads: int = 2
+  name: str = "trmpp"  # uqa_jax.choices.ENCODERS
+  input_variant: str = "full"  # full | no_text | no_side (paper Table 3)
+  d_model: int = 512  # D
+  num_layers: int = 8
+  num_heads: int = 8
   d_ff: int = 0  # 0: 4 * d_model (SwiGLU: 8/3 * d_model rounded)
   dropout: float = 0.1
-  max_len: int = 512  # L, for learned positions and relative biases
+  max_len: int = 512  # L, for learned positions and relative biases (the run sets data.max_len)
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
@@ -25,3 +34,14 @@ class EncoderConfig:
   @property
   def ff(self) -> int:
     return self.d_ff or 4 * self.d_model
+
+
+def check_reads(cfg: EncoderConfig, reads) -> None:
+  """Raises ValueError if `cfg` sets, away from its default, a field outside COMMON and `reads`."""
+  default = EncoderConfig()
+  dead = [f.name for f in dataclasses.fields(cfg)
+          if f.name not in COMMON and f.name not in reads and getattr(cfg, f.name) != getattr(default, f.name)]
+  if dead:
+    raise ValueError(f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in dead)}: not read by {cfg.name} "
+                     f"(it reads {', '.join(COMMON[2:-1] + tuple(sorted(reads)))}); remove "
+                     f"{'them' if len(dead) > 1 else 'it'} from the config")

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
+READS = ()  # EncoderConfig fields read besides config.COMMON (tested)
+
 
 def _orthogonal_blocks(key, shape, dtype):
   """[D, 3D]: three independent orthogonal [D, D] blocks (GRUCell's recurrent init, per gate)."""

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
+READS = ("num_heads", "remat", "time_buckets")  # EncoderConfig fields read besides config.COMMON (tested)
+
 
 def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_BxHxLxL, mask_BxL):
   """(SiLU(QKᵀ + rab) ⊙ causal-and-valid) / n · V -> [B, L, H, E]; rab may broadcast over B."""

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
+READS = ("d_ff", "remat", "d_state", "d_conv", "expand")  # EncoderConfig fields read besides config.COMMON (tested)
+
 
 def _combine(left, right):
   a1, b1 = left

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
+READS = ("num_heads", "d_ff", "remat")  # EncoderConfig fields read besides config.COMMON (tested)
+
 
 class Block(nn.Module):
   cfg: EncoderConfig

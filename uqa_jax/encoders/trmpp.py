@@ -11,6 +11,8 @@ import jax.numpy as jnp
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
+READS = ("num_heads", "d_ff", "remat")  # EncoderConfig fields read besides config.COMMON (tested)
+
 
 def rope(x_BxLxHxE, theta=10000.0):
   e = x_BxLxHxE.shape[-1]

@@ -16,10 +16,9 @@ class UserModel(nn.Module):
   cfg: EncoderConfig
   vocab_sizes: dict
   embed_dims: dict
-  variant: str = "full"
 
   def setup(self):
-    self.embed = ItemEmbedding(self.vocab_sizes, self.embed_dims, self.cfg.d_model, self.variant,
+    self.embed = ItemEmbedding(self.vocab_sizes, self.embed_dims, self.cfg.d_model, self.cfg.input_variant,
                                self.cfg.param_dtype)
     self.encoder = encoders.get(self.cfg.name)(self.cfg)
     self.head = common.dense(self.embed_dims["item"], ("embed", "feature_embed"), self.cfg, name="head")

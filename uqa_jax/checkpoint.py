@@ -13,8 +13,9 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3):
-    self.manager = ocp.CheckpointManager(  # Orbax needs an absolute path
-        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.directory = os.path.abspath(directory)  # Orbax needs an absolute path
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

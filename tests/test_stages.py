@@ -1,0 +1,163 @@
+"""Stages by name, strict config blocks, fingerprints that refuse stale outputs, restart."""
+
+import os
+
+import pytest
+
+from configs import default
+from configs import smoke
+from uqa_jax import choices
+from uqa_jax import config_blocks
+from uqa_jax import main as main_lib
+from uqa_jax import stages
+
+QUIET = lambda *_: None
+
+
+def _tree_state(root):
+  """{relative path: (size, mtime_ns)} of every file under `root`: what 'untouched' means."""
+  out = {}
+  for base, _, files in os.walk(root):
+    for f in files:
+      st = os.stat(os.path.join(base, f))
+      out[os.path.relpath(os.path.join(base, f), root)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+def test_stages_are_modules_chosen_by_name():
+  built = stages.implemented()
+  assert {"data", "pretrain"} <= set(built)
+  for name in choices.STAGES:
+    if name in built:
+      module = stages.get(name)
+      assert callable(module.run) and callable(module.fingerprint)
+      assert set(module.UPSTREAM) <= set(choices.STAGES[:choices.STAGES.index(name)])
+    else:
+      with pytest.raises(ValueError, match=f"stage '{name}' is listed in config.stages but not implemented"):
+        stages.get(name)
+  with pytest.raises(ValueError, match="unknown stage 'finetune'; expected one of data, pretrain"):
+    stages.get("finetune")
+  assert stages.upstream("pretrain") == ["data"]
+
+
+def test_every_config_file_passes_the_start_up_checks():
+  import importlib
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  for name in sorted(f[:-3] for f in os.listdir(root) if f.endswith(".py") and f != "__init__.py"):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    if config.data.source == "official":
+      config.data.path = "/somewhere"
+    stages.check_config(config)
+  for encoder in choices.ENCODERS:  # configs/default.py:<encoder>, configs/paper.py:<encoder>
+    stages.check_config(default.get_config(encoder))
+
+
+@pytest.mark.parametrize("block,key,valid", [
+    ("encoder", "heads", "num_heads"),
+    ("pretrain", "lr", "learning_rate"),
+    ("data", "num_users", "synthetic"),
+    ("data.synthetic", "users", "num_users"),
+    ("data.filters", "min_items", "min_item_count"),
+    ("input", "batch_size", "bag_sizes"),
+    ("llm", "dtype", "model"),
+])
+def test_an_unknown_key_is_an_error_naming_it_and_the_valid_keys(block, key, valid):
+  config = smoke.get_config()
+  target = config
+  for part in block.split("."):
+    target = target[part]
+  with target.unlocked():
+    target[key] = 1
+  with pytest.raises(config_blocks.ConfigError, match=rf"config {block}: unknown key {key}; valid keys: .*{valid}"):
+    stages.check_config(config)
+
+
+def test_an_unknown_block_and_a_dead_encoder_setting_are_errors():
+  config = smoke.get_config()
+  with config.unlocked():
+    config.adapter = {"name": "mean"}  # read by no built stage yet
+  with pytest.raises(ValueError, match="unknown top-level key adapter; valid keys: data, encoder"):
+    stages.check_config(config)
+  config = default.get_config("gru4rec")
+  config.encoder.num_heads = 4
+  with pytest.raises(config_blocks.ConfigError, match="config encoder: num_heads=4: not read by gru4rec"):
+    stages.check_config(config)
+
+
+def test_stages_must_be_listed_once_in_pipeline_order():
+  config = smoke.get_config()
+  config.stages = ("pretrain", "data")
+  with pytest.raises(ValueError, match="in pipeline order data, pretrain"):
+    stages.check_config(config)
+
+
+def test_fingerprints_hold_what_changes_results_and_only_that():
+  base = stages.fingerprint("pretrain", smoke.get_config())
+  same = smoke.get_config()
+  same.pretrain.log_every, same.pretrain.checkpoint_every, same.mesh.data = 7, 3, 1
+  same.input.max_text_len = 64  # read by the align stage only
+  assert stages.fingerprint("pretrain", same) == base
+  changed = smoke.get_config()
+  changed.pretrain.learning_rate = 0.5
+  changed.data.synthetic.num_users = 61
+  diff = {k for k in base if stages.fingerprint("pretrain", changed)[k] != base[k]}
+  assert diff == {"pretrain.learning_rate", "data.synthetic.num_users"}
+  movielens = smoke.get_config()
+  movielens.data.source = "movielens"
+  other = smoke.get_config()
+  other.data.source = "movielens"
+  other.data.synthetic.num_users = 61  # the generator is not read for MovieLens
+  assert stages.fingerprint("data", movielens) == stages.fingerprint("data", other)
+
+
+def test_default_workdir_is_named_after_the_config_and_its_argument():
+  assert main_lib.default_workdir("configs/default.py:hstu") == os.path.join("workdir", "default-hstu")
+  assert main_lib.default_workdir("configs/default.py") == os.path.join("workdir", "default")
+
+
+@pytest.fixture(scope="module")
+def data_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("stages"))
+  stages.run("data", smoke.get_config(), workdir, log=QUIET)
+  return workdir
+
+
+def test_a_batching_only_change_reuses_the_data(data_workdir):
+  before = _tree_state(os.path.join(data_workdir, "data"))
+  config = smoke.get_config()
+  config.input.bag_sizes.uni_seq_cate_id = 1
+  config.input.max_text_len = 64
+  lines = []
+  stages.run("data", config, data_workdir, log=lines.append)
+  assert any("reusing" in line for line in lines)
+  assert _tree_state(os.path.join(data_workdir, "data")) == before
+
+
+def test_a_data_change_stops_before_touching_the_data(data_workdir):
+  before = _tree_state(os.path.join(data_workdir, "data"))
+  config = smoke.get_config()
+  config.data.max_len = 32
+  with pytest.raises(stages.StaleStateError, match=r"(?s)data.max_len: 64 -> 32\n.*--config.restart=data"):
+    stages.run("data", config, data_workdir, log=QUIET)
+  with pytest.raises(stages.StaleStateError, match=r"(?s)\[data\].*data.max_len: 64 -> 32"):
+    stages.run("pretrain", config, data_workdir, log=QUIET)  # a downstream stage checks upstream too
+  assert _tree_state(os.path.join(data_workdir, "data")) == before
+
+
+def test_a_stage_needs_its_upstream_outputs(tmp_path):
+  with pytest.raises(stages.StaleStateError, match=r"\[pretrain\] needs the finished outputs of the data stage"):
+    stages.run("pretrain", smoke.get_config(), str(tmp_path), log=QUIET)
+
+
+def test_outputs_without_a_fingerprint_are_refused(tmp_path):
+  os.makedirs(tmp_path / "data" / "old")
+  with pytest.raises(stages.StaleStateError, match="without a fingerprint.json"):
+    stages.run("data", smoke.get_config(), str(tmp_path), log=QUIET)
+  assert os.path.isdir(tmp_path / "data" / "old")
+
+
+def test_restart_deletes_the_stage_and_everything_after_it(tmp_path):
+  for name in ("data", "pretrain", "align"):
+    os.makedirs(tmp_path / name)
+  stages.restart(str(tmp_path), "pretrain", log=QUIET)
+  assert sorted(os.listdir(tmp_path)) == ["data"]

@@ -1,0 +1,77 @@
+"""Config blocks are dataclasses: one source of defaults, strict keys, fingerprints.
+
+A config file holds each block as an `ml_collections.ConfigDict` made by `block(cls, ...)`
+(every field of `cls` with its default, so `--config.<block>.<field>=...` overrides work);
+a stage turns it back into `cls` with `build`, which raises on a key `cls` does not have.
+Fields marked `RUN_ONLY` (logging and checkpoint cadence) change how a run reports, not what
+it computes, so they stay out of the stage fingerprints.
+"""
+
+import dataclasses
+import typing
+
+import ml_collections
+
+RUN_ONLY = {"fingerprint": False}  # dataclasses.field(metadata=RUN_ONLY)
+
+
+class ConfigError(ValueError):
+  """A config key or value that does not fit its block; the message names the key."""
+
+
+def _plain(value):
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def _nested(cls) -> dict[str, type]:
+  """Fields of `cls` whose type is itself a dataclass (built recursively)."""
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def build(cls, block, where: str, **derived):
+  """`cls(**block, **derived)`; an unknown key is a ConfigError naming it and the valid keys.
+
+  `derived` are fields the run fills in from elsewhere (e.g. the encoder's `max_len` from
+  `data.max_len`); a block that sets one is an error too, so no value has two sources.
+  """
+  values = dict(_plain(block) or {})
+  fields = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    valid = ", ".join(f for f in fields if f not in derived)
+    raise ConfigError(f"config {where}: unknown key{'s' if len(unknown) > 1 else ''} "
+                      f"{', '.join(unknown)}; valid keys: {valid}")
+  clash = sorted(set(values) & set(derived))
+  if clash:
+    raise ConfigError(f"config {where}.{clash[0]}: not a setting of this block (it is derived by the run)")
+  for name, sub in _nested(cls).items():
+    if name in values:
+      values[name] = build(sub, values[name], f"{where}.{name}")
+  try:
+    return cls(**values, **derived)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config {where}: {e}") from e
+
+
+def block(cls, *, exclude: tuple[str, ...] = (), **overrides) -> ml_collections.ConfigDict:
+  """The config block for `cls`: every field at its default, `overrides` applied (checked)."""
+  fields = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ConfigError(f"{cls.__name__}: unknown fields {unknown}; valid: {fields}")
+  values = dataclasses.asdict(cls(**overrides))
+  return ml_collections.ConfigDict({k: values[k] for k in fields})
+
+
+def fingerprint(obj, keep=None) -> dict:
+  """The fields of dataclass `obj` that change results (not `RUN_ONLY`), as plain data.
+
+  `keep` (optional): the only field names to include, e.g. the fields an encoder reads.
+  """
+  out = {}
+  for f in dataclasses.fields(obj):
+    if f.metadata.get("fingerprint", True) and (keep is None or f.name in keep):
+      value = getattr(obj, f.name)
+      out[f.name] = fingerprint(value) if dataclasses.is_dataclass(value) else value
+  return out

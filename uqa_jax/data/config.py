@@ -1,0 +1,37 @@
+"""The `data` config block: what the data set *is*. Every field is part of the data recipe.
+
+What only changes how batches are cut from it (bag widths, chat length) is the `input` block
+(`pipeline.InputConfig`); changing that never rebuilds the data.
+"""
+
+import dataclasses
+
+from uqa_jax import config_blocks
+from uqa_jax.data import build
+from uqa_jax.data import schema
+from uqa_jax.data.synthetic import SyntheticConfig
+
+# The generator's settings minus the two the data block sets once for every source.
+_SHARED = ("language", "seed")
+
+
+def _generator_defaults() -> dict:
+  return {k: v for k, v in dataclasses.asdict(SyntheticConfig()).items() if k not in _SHARED}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.choices.DATA_SOURCES)
+  path: str = ""  # official: the directory holding the Kaggle files
+  language: str = "en"  # en | zh (zh is for Qwen tokenizers; SmolLM2 is English-centric)
+  max_len: int = schema.MAX_LEN  # L: the most recent clicks kept per user (paper: 512)
+  align_eval_fraction: float = 0.1  # share of users whose QA goes to align eval
+  filters: build.Filters = build.Filters()
+  synthetic: dict = dataclasses.field(default_factory=_generator_defaults)  # the generator
+
+  def __post_init__(self):
+    self.generator(seed=0)  # an unknown generator key fails here, when the config is read
+
+  def generator(self, seed: int) -> SyntheticConfig:
+    return config_blocks.build(SyntheticConfig, self.synthetic, "data.synthetic",
+                               language=self.language, seed=seed)

@@ -1,0 +1,102 @@
+"""Save and load a trained user model: one pair, one format, used by every stage after Stage 1.
+
+`save` writes `encoder.json` (all that rebuilds the model: the EncoderConfig, vocab sizes,
+embedding widths, whether it was trained with click times; plus whatever the caller records,
+e.g. metrics and the pretrain fingerprint) and `params/` (Orbax). `load` rebuilds the model
+from `encoder.json`, restores the parameters and compares them tensor by tensor with the ones
+the model declares: a missing, unexpected or mis-shaped tensor is an `ExportError` naming it.
+(The official code loads its encoder with `strict=False`, which would leave a missing tensor
+at its random initialisation without a word.)
+"""
+
+import dataclasses
+import json
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from uqa_jax.data import schema
+from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.encoders.user_model import UserModel
+
+SPEC_FILE = "encoder.json"
+PARAMS_DIR = "params"
+FORMAT = 1
+
+
+class ExportError(ValueError):
+  """An export directory that does not hold exactly the model its encoder.json describes."""
+
+
+def _example_batch(has_time: bool, length: int = 4) -> dict:
+  """The smallest batch `UserModel.init` accepts; parameter shapes do not depend on B, L or K."""
+  batch = {c: np.zeros((1, length, 1), np.int32) for c in schema.FEATURE_COLUMNS[1:]}
+  batch[schema.ITEM_COLUMN] = np.zeros((1, length), np.int32)
+  batch["lengths"] = np.ones((1,), np.int32)
+  if has_time:
+    batch["timestamps"] = np.zeros((1, length), np.int32)
+  return batch
+
+
+def expected_params(model: UserModel, has_time: bool):
+  """ShapeDtypeStructs of every parameter `model` declares (no computation)."""
+  init = lambda rng: model.init({"params": rng, "dropout": rng}, _example_batch(has_time))["params"]
+  return flax.linen.unbox(jax.eval_shape(init, jax.random.PRNGKey(0)))
+
+
+def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dict | None = None) -> None:
+  directory = os.path.abspath(directory)  # Orbax refuses relative paths
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(params), force=True)
+  checkpointer.wait_until_finished()
+  spec = {"format": FORMAT, "encoder": dataclasses.asdict(model.cfg),
+          "vocab_sizes": dict(model.vocab_sizes), "embed_dims": dict(model.embed_dims),
+          "has_time": has_time, **(extra or {})}
+  tmp = os.path.join(directory, SPEC_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(spec, f, indent=2)
+  os.replace(tmp, os.path.join(directory, SPEC_FILE))
+
+
+def read_spec(directory: str) -> dict:
+  path = os.path.join(directory, SPEC_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+  except FileNotFoundError:
+    raise ExportError(f"{path}: missing; {directory} is not an encoder export "
+                      "(the pretrain stage writes one to workdir/pretrain/export)") from None
+  if spec.get("format") != FORMAT:
+    raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
+  return spec
+
+
+def load(directory: str):
+  """-> (UserModel, params, spec); every parameter the model declares was found, nothing else."""
+  directory = os.path.abspath(directory)
+  spec = read_spec(directory)
+  fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+  unknown = sorted(set(spec["encoder"]) - fields)
+  if unknown:
+    raise ExportError(f"{os.path.join(directory, SPEC_FILE)}: encoder fields {unknown} unknown to this version")
+  cfg = EncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["encoder"].items()})
+  model = UserModel(cfg, spec["vocab_sizes"], spec["embed_dims"])
+  params_dir = os.path.join(directory, PARAMS_DIR)
+  if not os.path.isdir(params_dir):
+    raise ExportError(f"{params_dir}: missing")
+  params = ocp.StandardCheckpointer().restore(params_dir)
+  expected = flax.traverse_util.flatten_dict(expected_params(model, spec["has_time"]), sep="/")
+  found = flax.traverse_util.flatten_dict(params, sep="/")
+  problems = [f"missing tensor {k} {tuple(v.shape)}" for k, v in expected.items() if k not in found]
+  problems += [f"unexpected tensor {k} {tuple(np.shape(v))}" for k, v in found.items() if k not in expected]
+  problems += [f"tensor {k}: shape {tuple(np.shape(found[k]))} dtype {jnp.asarray(found[k]).dtype}, "
+               f"expected {tuple(v.shape)} {v.dtype}"
+               for k, v in expected.items()
+               if k in found and (tuple(np.shape(found[k])) != tuple(v.shape) or jnp.asarray(found[k]).dtype != v.dtype)]
+  if problems:
+    raise ExportError(f"{params_dir} does not match the {cfg.name} model of {SPEC_FILE}: " + "; ".join(problems))
+  return model, params, spec

@@ -1,0 +1,170 @@
+"""The stages `main` runs, chosen by name from `choices.STAGES`, and the rules that keep runs honest.
+
+Each stage is a module `uqa_jax/stages/<name>.py` exporting
+  BLOCKS                 the top-level config blocks it reads
+  UPSTREAM               the stages whose outputs it reads
+  fingerprint(config)    the settings its outputs depend on (building them checks the config)
+  run(config, workdir)   the work; returns a JSON-able dict
+`run(name, config, workdir)` below wraps a stage: it checks that every upstream stage finished
+for this same config, compares the stage's own fingerprint with the one stored in
+`workdir/<name>/fingerprint.json` (same: resume or reuse; different: `StaleStateError`, nothing
+touched), and writes `workdir/<name>/result.json` when the stage returns. A stage's fingerprint
+holds its upstream stages' settings too, so a changed data set invalidates the encoder trained
+on it. `restart(workdir, name)` is the only place outputs are deleted, and only when asked.
+"""
+
+import importlib
+import json
+import os
+import shutil
+
+from uqa_jax import choices
+
+RESULT = "result.json"
+FINGERPRINT = "fingerprint.json"
+GLOBAL_KEYS = ("seed", "stages", "restart")  # top-level config keys every run has
+
+
+class StaleStateError(RuntimeError):
+  """A workdir holds outputs made with other settings than the config asks for."""
+
+
+def get(name: str):
+  """The module of stage `name`; a listed but unbuilt stage is an error naming it."""
+  if name not in choices.STAGES:
+    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(choices.STAGES)}")
+  try:
+    return importlib.import_module(f"uqa_jax.stages.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"uqa_jax.stages.{name}":
+      raise
+    raise ValueError(
+        f"stage {name!r} is listed in config.stages but not implemented yet; implemented stages: "
+        f"{', '.join(implemented())}") from None
+
+
+def implemented() -> list[str]:
+  here = os.path.dirname(__file__)
+  return [s for s in choices.STAGES if os.path.exists(os.path.join(here, f"{s}.py"))]
+
+
+def upstream(name: str) -> list[str]:
+  """Every stage `name` depends on, directly or not, in pipeline order."""
+  out = []
+  for up in get(name).UPSTREAM:
+    out += [s for s in upstream(up) + [up] if s not in out]
+  return out
+
+
+def _flat(tree, prefix="") -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: json.loads(json.dumps(tree))}  # tuples and lists compare equal after JSON
+
+
+def fingerprint(name: str, config) -> dict:
+  """Flat {config key: value} of what stage `name`'s outputs depend on, upstream stages included."""
+  out = {}
+  for stage in upstream(name) + [name]:
+    out.update(_flat(get(stage).fingerprint(config)))
+  return dict(sorted(out.items()))
+
+
+def check_config(config) -> None:
+  """Every check that can fail before any work: names, unknown keys and blocks, unbuilt stages."""
+  choices.check(config)
+  order = [choices.STAGES.index(s) for s in config.stages]
+  if order != sorted(order) or len(set(order)) != len(order):
+    raise ValueError(f"config stages={tuple(config.stages)}: list each stage once, in pipeline order "
+                     f"{', '.join(choices.STAGES)}")
+  if config.get("restart") and config.restart not in choices.STAGES:
+    raise ValueError(f"config restart={config.restart!r} is not a valid choice; expected one of "
+                     f"{', '.join(choices.STAGES)} (or '' for none)")
+  known = set(GLOBAL_KEYS)
+  for stage in implemented():
+    known.update(get(stage).BLOCKS)
+  unknown = sorted(set(config.keys()) - known)
+  if unknown:
+    raise ValueError(f"config: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                     f"valid keys: {', '.join(sorted(known))}")
+  for stage in config.stages:
+    fingerprint(stage, config)  # builds every block the stage reads: unknown keys fail here
+
+
+def _read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+  missing = "(absent)"
+  return [f"  {k}: {json.dumps(old.get(k, missing))} -> {json.dumps(new.get(k, missing))}"
+          for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
+
+
+def _how_to_proceed(name: str, workdir: str) -> str:
+  later = choices.STAGES[choices.STAGES.index(name) + 1:]
+  return (f"To proceed: use a fresh --workdir, or add --config.restart={name} to delete "
+          f"{os.path.join(workdir, name)}" + (f" and the stages after it ({', '.join(later)})" if later else "")
+          + " and run it again.")
+
+
+def status(workdir: str, name: str, config) -> str:
+  """'absent', 'started' or 'done' for stage `name`'s outputs made with this config.
+
+  Raises StaleStateError, naming every differing key with its old and new value, when the
+  outputs were made with other settings (or carry no fingerprint at all).
+  """
+  out = os.path.join(workdir, name)
+  if not os.path.isdir(out) or not os.listdir(out):
+    return "absent"
+  path = os.path.join(out, FINGERPRINT)
+  if not os.path.exists(path):
+    raise StaleStateError(f"[{name}] {out} holds outputs without a {FINGERPRINT} (made by an older "
+                          f"version or copied in); they cannot be checked against this config. "
+                          + _how_to_proceed(name, workdir))
+  stored, wanted = _read_json(path), fingerprint(name, config)
+  if stored != wanted:
+    raise StaleStateError(f"[{name}] {out} was made with other settings; nothing was changed. "
+                          "Differences (stored -> this config):\n" + "\n".join(_diff(stored, wanted))
+                          + "\n" + _how_to_proceed(name, workdir))
+  return "done" if os.path.exists(os.path.join(out, RESULT)) else "started"
+
+
+def run(name: str, config, workdir: str, log=print) -> dict:
+  """Runs (resumes, or reuses the finished outputs of) stage `name` for `config` in `workdir`."""
+  for up in upstream(name):
+    if status(workdir, up, config) != "done":
+      raise StaleStateError(f"[{name}] needs the finished outputs of the {up} stage in "
+                            f"{os.path.join(workdir, up)}; add {up!r} to config.stages")
+  out = os.path.join(workdir, name)
+  state = status(workdir, name, config)
+  if state == "done":
+    log(f"[{name}] reusing {out}: finished with the same settings ({RESULT})")
+    return _read_json(os.path.join(out, RESULT))
+  if state == "started":
+    log(f"[{name}] resuming in {out} (same settings)")
+  os.makedirs(out, exist_ok=True)
+  _write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
+  result = get(name).run(config, workdir, log=log)
+  _write_json(os.path.join(out, RESULT), result)
+  return result
+
+
+def restart(workdir: str, name: str, log=print) -> None:
+  """Deletes the outputs of stage `name` and of every stage after it (what `config.restart` asks)."""
+  for stage in choices.STAGES[choices.STAGES.index(name):]:
+    out = os.path.join(workdir, stage)
+    if os.path.lexists(out):
+      log(f"[{stage}] restart={name}: deleting {out}")
+      shutil.rmtree(out)

@@ -1,0 +1,86 @@
+"""Stage 0: prepare the data set named by `config.data` in `workdir/data`, then check it.
+
+Its fingerprint is the data recipe: `seed`, the whole `data` block and `llm.model` (the
+tokenizer the text is written with). The `input` block (bag widths, chat length) only changes
+how batches are cut, so changing it never rebuilds the data; the run reports how many bags the
+current widths truncate.
+"""
+
+import os
+
+from uqa_jax import config_blocks
+from uqa_jax.data import arrow_io
+from uqa_jax.data import checker
+from uqa_jax.data import movielens
+from uqa_jax.data import official
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.data import synthetic
+from uqa_jax.data.config import DataConfig
+from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.llm.assets import LLMSource
+
+BLOCKS = ("data", "input", "llm")
+UPSTREAM = ()
+
+
+def data_config(config) -> DataConfig:
+  return config_blocks.build(DataConfig, config.data, "data")
+
+
+def input_config(config) -> pipeline.InputConfig:
+  return config_blocks.build(pipeline.InputConfig, config.input, "input")
+
+
+def llm_source(config) -> LLMSource:
+  return config_blocks.build(LLMSource, config.llm, "llm")
+
+
+def fingerprint(config) -> dict:
+  input_config(config)  # read by the report below: checked with the rest
+  d = data_config(config)
+  unused = {"synthetic": "synthetic", "path": "official"}  # field -> the only source that reads it
+  data = {k: v for k, v in config_blocks.fingerprint(d).items() if unused.get(k, d.source) == d.source}
+  return {"seed": config.seed, "data": data, "llm": {"model": llm_source(config).model}}
+
+
+def data_dir(workdir: str) -> str:
+  return os.path.join(workdir, "data")
+
+
+def run(config, workdir: str, log=print) -> dict:
+  """Builds (or links) and checks the data set; returns its dataset_info."""
+  out = data_dir(workdir)
+  d, model = data_config(config), llm_source(config).model
+  filters = d.filters
+  tokenizer = lambda: tokenizer_lib.load_tokenizer(model)
+  if d.source == "synthetic":
+    synthetic.build_dataset(out, d.generator(config.seed), tokenizer(), tokenizer_lib.describe(model),
+                            filters, d.align_eval_fraction, log=log)
+  elif d.source == "movielens":
+    movielens.build_dataset(out, tokenizer(), tokenizer_lib.describe(model), seed=config.seed,
+                            filters=filters, align_eval_fraction=d.align_eval_fraction,
+                            language=d.language, log=log)
+  elif d.source == "official":
+    official.prepare(d.path, out, log=log)
+  else:  # choices.check rejects this at start-up
+    raise ValueError(f"unknown data source {d.source!r}")
+  return _check(out, input_config(config).bag_sizes, log)
+
+
+def _check(out: str, bag_sizes: dict, log) -> dict:
+  report = checker.check_directory(out)
+  log(report.format())
+  if not report.ok:
+    raise arrow_io.DataFileError(f"data set {out} failed the checker ({len(report.problems)} problems)")
+  info = arrow_io.read_dataset_info(out)
+  for column, (cut, total, widest) in pipeline.bag_truncation(
+      os.path.join(out, schema.file_name("pretrain", "train")), bag_sizes.items()).items():
+    log(f"data: note: {cut:,} of {total:,} bags in {column} are wider than its bag size "
+        f"{bag_sizes[column]} (widest {widest}); batches keep the first {bag_sizes[column]} ids "
+        f"(raise input.bag_sizes.{column} to keep more)")
+  if "qa_per_task" in info:
+    per_task = {t: sum(n for k, n in info["qa_per_task"].items() if k.endswith("/" + t))
+                for t in schema.TASKS}
+    log("data: QA pairs per sub-task: " + ", ".join(f"{t} {n:,}" for t, n in per_task.items()))
+  return info

@@ -1,0 +1,254 @@
+"""Stage 1: pre-train a user encoder on next-item prediction; resumable; sharded from the start.
+
+Shape letters: B batch, L length, E item embedding width, N = B·L.
+
+`train_step(state, batch, *, model, tx, cfg) -> (state, metrics)` is a pure module-level
+function; `build` jits it with explicit in/out shardings (parameters by `parallel.RULES`,
+batches split over `data` x `fsdp`) and the state donated. `train_loop` drives it without
+waiting for the device each step, checkpoints state and data iterator together every
+`checkpoint_every` steps, and refuses to save after a non-finite loss or gradient norm. At
+the end the run evaluates next-item retrieval next to the popularity baseline and exports the
+model with `encoders.export.save` to `workdir/pretrain/export` for Stage 2.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from uqa_jax import checkpoint as checkpoint_lib
+from uqa_jax import config_blocks
+from uqa_jax import encoders
+from uqa_jax import metrics
+from uqa_jax import nip_loss
+from uqa_jax import parallel
+from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.data import arrow_io
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.encoders import export
+from uqa_jax.encoders import config as encoder_lib
+from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.encoders.user_model import UserModel
+from uqa_jax.stages import data as data_stage
+from uqa_jax.stages import train_loop
+
+BLOCKS = ("encoder", "pretrain", "mesh")
+UPSTREAM = ("data",)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  """The `pretrain` block; defaults are the paper's Stage 1 recipe (§4.1.3)."""
+  loss: str = "sl"  # sl (softmax over all items) | cl (InfoNCE)
+  batch_size: int = 256
+  epochs: int = 10  # used when steps is 0
+  steps: int = 0  # 0: epochs x rows // batch_size
+  learning_rate: float = 1e-4  # peak of warm-up + cosine decay to a tenth
+  warmup_steps: int = 100
+  betas: tuple[float, float] = (0.9, 0.999)
+  weight_decay: float = 0.01
+  grad_clip: float = 1.0
+  embed_dims: dict = dataclasses.field(default_factory=dict)  # table -> width; absent: official widths
+  sl_chunk: int = 8192  # items per chunk of the streamed softmax (and of eval ranking)
+  cl_negatives: int = 256
+  cl_temperature: float = 0.07
+  log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
+  eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
+  checkpoint_every: int = dataclasses.field(default=500, metadata=RUN_ONLY)
+  max_to_keep: int = dataclasses.field(default=3, metadata=RUN_ONLY)
+
+  def __post_init__(self):
+    unknown = sorted(set(self.embed_dims) - set(schema.TABLES))
+    if unknown:
+      raise ValueError(f"embed_dims: unknown tables {unknown}; expected some of {list(schema.TABLES)}")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def pretrain_config(config) -> PretrainConfig:
+  return config_blocks.build(PretrainConfig, config.pretrain, "pretrain")
+
+
+def encoder_config(config) -> EncoderConfig:
+  cfg = config_blocks.build(EncoderConfig, config.encoder, "encoder",
+                            max_len=data_stage.data_config(config).max_len)
+  try:
+    encoder_lib.check_reads(cfg, encoders.reads(cfg.name))
+  except ValueError as e:
+    raise config_blocks.ConfigError(f"config encoder: {e}") from None
+  return cfg
+
+
+def fingerprint(config) -> dict:
+  p = pretrain_config(config)
+  unused = ("sl_chunk",) if p.loss == "cl" else ("cl_negatives", "cl_temperature")
+  e = encoder_config(config)
+  return {"seed": config.seed,
+          "encoder": config_blocks.fingerprint(e, keep=encoder_lib.COMMON + encoders.reads(e.name)),
+          "pretrain": {k: v for k, v in config_blocks.fingerprint(p).items() if k not in unused},
+          "input": {"bag_sizes": data_stage.input_config(config).bag_sizes}}
+
+
+def make_model(config, info) -> UserModel:
+  dims = dict(schema.OFFICIAL_EMBED_DIMS, **pretrain_config(config).embed_dims)
+  return UserModel(encoder_config(config), info["vocab_sizes"], dims)
+
+
+def make_optimizer(p: PretrainConfig, total_steps: int):
+  schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, min(p.warmup_steps, total_steps),
+                                                max(total_steps, 1), end_value=p.learning_rate * 0.1)
+  return optax.chain(optax.clip_by_global_norm(p.grad_clip),
+                     optax.adamw(schedule, b1=p.betas[0], b2=p.betas[1], weight_decay=p.weight_decay))
+
+
+def nip_queries_targets(model, params, batch, *, deterministic, rng=None):
+  rngs = None if deterministic else {"dropout": rng}
+  _, queries_BxLxE, _ = model.apply({"params": params}, batch, deterministic, rngs=rngs)
+  table_VxE = model.apply({"params": params}, method="item_table")
+  return queries_BxLxE, table_VxE
+
+
+def loss_fn(model, p: PretrainConfig, params, batch, rng):
+  dropout_rng, negatives_rng = jax.random.split(rng)
+  queries, table = nip_queries_targets(model, params, batch, deterministic=False, rng=dropout_rng)
+  targets_BxL, weights_BxL = nip_loss.shifted_targets(batch[schema.ITEM_COLUMN], batch["lengths"])
+  weights_BxL = weights_BxL * batch["valid"][:, None]
+  flat = lambda x: x.reshape(-1, *x.shape[2:])
+  if p.loss == "sl":
+    return nip_loss.sl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, p.sl_chunk)
+  return nip_loss.cl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, negatives_rng,
+                          num_negatives=p.cl_negatives, temperature=p.cl_temperature)
+
+
+def step_rng(state: TrainState) -> jax.Array:
+  """The randomness (dropout, sampled negatives) of the step that `state` is about to take."""
+  return jax.random.fold_in(state.rng, state.step)
+
+
+def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
+  """One AdamW step on the NIP loss -> (state, {"loss", "grad_norm"}), both on the device."""
+  rng = step_rng(state)
+  loss, grads = jax.value_and_grad(lambda prm: loss_fn(model, cfg, prm, batch, rng))(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
+          {"loss": loss, "grad_norm": optax.tree.norm(grads)})
+
+
+def last_step_ranks(params, batch, *, model, cfg: PretrainConfig):
+  """Ranks of each row's last item given the steps before it (eval rows hold the full sequence)."""
+  queries, table = nip_queries_targets(model, params, batch, deterministic=True)
+  rows = jnp.arange(queries.shape[0])
+  last = jnp.maximum(batch["lengths"] - 1, 1)
+  return metrics.target_ranks(queries[rows, last - 1], batch[schema.ITEM_COLUMN][rows, last], table,
+                              cfg.sl_chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Everything a pretrain run (or a test) needs, built once from the config."""
+  cfg: PretrainConfig
+  model: UserModel
+  mesh: Any
+  pipe: pipeline.PipelineConfig
+  total_steps: int
+  has_time: bool
+  state_shardings: Any
+  init: Any  # PRNGKey -> TrainState, sharded
+  step: Any  # (state, batch) -> (state, metrics), jitted, state donated
+  eval_ranks: Any  # (params, batch) -> ranks [B], jitted
+
+
+def build(config, workdir: str, devices=None) -> Parts:
+  p = pretrain_config(config)
+  data_dir = data_stage.data_dir(workdir)
+  info = arrow_io.read_dataset_info(data_dir)
+  model = make_model(config, info)
+  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
+  train_rows = info["counts"][schema.file_name("pretrain", "train")]
+  total_steps = p.steps or p.epochs * max(1, train_rows // p.batch_size)
+  tx = make_optimizer(p, total_steps)
+  pipe = data_stage.input_config(config).pipeline(
+      batch_size=p.batch_size, max_len=data_stage.data_config(config).max_len, seed=config.seed,
+      num_epochs=None)
+  path = os.path.join(data_dir, schema.file_name("pretrain", "train"))
+  example = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False)))))
+
+  def init_boxed(rng):
+    params = model.init({"params": rng, "dropout": rng}, example)["params"]
+    return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                      rng=jax.random.PRNGKey(config.seed + 1))
+
+  abstract = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
+  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, parallel.RULES)
+  batch_sh = jax.tree.map(lambda _: parallel.logical_sharding(mesh, ("batch",)), example)
+  step = jax.jit(functools.partial(train_step, model=model, tx=tx, cfg=p),
+                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+  eval_ranks = jax.jit(functools.partial(last_step_ranks, model=model, cfg=p),
+                       in_shardings=(state_sh.params, batch_sh))
+  return Parts(cfg=p, model=model, mesh=mesh, pipe=pipe, total_steps=total_steps,
+               has_time="timestamps" in example, state_shardings=state_sh,
+               init=jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sh),
+               step=step, eval_ranks=eval_ranks)
+
+
+def evaluate(parts: Parts, params, data_dir: str) -> dict[str, float]:
+  path = os.path.join(data_dir, schema.file_name("pretrain", "eval"))
+  cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
+  ranks = []
+  for batch in pipeline.make_dataset(path, cfg):
+    r = np.asarray(parts.eval_ranks(params, batch))
+    ranks.append(r[batch["valid"] & (batch["lengths"] >= 2)])
+  return metrics.retrieval_metrics(np.concatenate(ranks))
+
+
+def run(config, workdir: str, log=print) -> dict:
+  parts = build(config, workdir)
+  p, data_dir = parts.cfg, data_stage.data_dir(workdir)
+  out_dir = os.path.join(workdir, "pretrain")
+  data = iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe))
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
+  try:
+    state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
+    e = parts.model.cfg
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log(f"pretrain: {e.name} ({e.input_variant}), {n_params:,} parameters, {parts.total_steps} steps of "
+        f"batch {p.batch_size}, mesh {dict(parts.mesh.shape)}")
+    if e.name == "hstu":
+      on = parts.has_time and e.time_buckets > 0
+      log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
+          f"({'the data carries' if parts.has_time else 'no'} click times)")
+    state, steps_per_s = train_loop.run(
+        parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=p, log=log, name="pretrain",
+        evaluate=lambda s: _fmt(evaluate(parts, s.params, data_dir)))
+  finally:
+    ckpt.close()
+  info = arrow_io.read_dataset_info(data_dir)
+  result = {"model": evaluate(parts, state.params, data_dir),
+            "popularity": metrics.popularity_baseline(
+                os.path.join(data_dir, schema.file_name("pretrain", "train")),
+                os.path.join(data_dir, schema.file_name("pretrain", "eval")), info["vocab_sizes"]["item"]),
+            "steps_per_s": steps_per_s}
+  log("pretrain: final " + _fmt(result["model"]))
+  log("pretrain: popularity baseline " + _fmt(result["popularity"]))
+  export.save(os.path.join(out_dir, "export"), parts.model, state.params, has_time=parts.has_time,
+              extra={"metrics": result})
+  return result
+
+
+def _fmt(m: dict) -> str:
+  return " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.endswith(("@1", "@10", "@50")))
