@@ -2,7 +2,9 @@
 
   python -m uqa_jax.main --config configs/movielens.py --workdir workdir/movielens
 
-Prints the import statistics (100,000 ratings, 943 users), rows per file and the checker's verdict.
+Prints the import statistics (100,000 ratings, 943 users), rows per file and the checker's
+verdict, then Stage 1 with the default's laptop-sized SASRec (1,000 steps, a few minutes on 2
+cores): loss, steps/s, and Recall/NDCG@{1,10,50} next to the popularity baseline.
 """
 
 from configs import default

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 
@@ -44,6 +45,9 @@ def test_stage1_runs_on_movielens_with_hstu_time_bias(tmp_path):
   with open(tmp_path / "pretrain" / "export" / "encoder.json", encoding="utf-8") as f:
     exported = json.load(f)
   assert exported["encoder"]["name"] == "hstu" and exported["has_time"]
+  from uqa_jax.encoders import export  # Stage 2's loader reads what Stage 1 wrote, every tensor checked
+  model, params, _ = export.load(str(tmp_path / "pretrain" / "export"))
+  assert model.cfg.name == "hstu" and model.cfg.max_len == 64 and "time_rab" in str(jax.tree_util.tree_structure(params))
   with open(tmp_path / "data" / "dataset_info.json", encoding="utf-8") as f:
     info = json.load(f)
   assert info["source"] == "movielens" and info["has_timestamps"]

@@ -67,8 +67,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
   out = subprocess.run(_cmd(tmp_path, "--config.pretrain.learning_rate=1e30", "--config.pretrain.grad_clip=1e30"),
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert out.returncode != 0
-  # lr 0 at step 1 (warm-up), a huge update at step 2, so step 3 is the first non-finite one
-  assert re.search(r"FloatingPointError: pretrain: non-finite .*loss (nan|inf) at step 3; stopped without saving. "
+  # lr 0 at step 1 (warm-up); step 2's loss and gradient are finite but its update blows the
+  # parameters up (their norm overflows): step 2 is the first bad one, not step 3 where the loss goes
+  assert re.search(r"FloatingPointError: pretrain: non-finite param_norm inf at step 2; stopped without saving. "
                    r"No checkpoint was saved yet", out.stderr), out.stderr[-2000:]
   assert not os.path.exists(tmp_path / "pretrain" / "export")
 
@@ -81,29 +82,38 @@ def data_workdir(tmp_path_factory):
 
 
 def test_train_step_is_a_pure_function_a_test_can_call(data_workdir):
-  """Unjitted train_step == loss_fn and optax by hand; the jitted, sharded, donating step == both."""
+  """Two unjitted train_steps == loss_fn, a NumPy gradient norm and optax by hand; the jitted,
+  sharded, donating step == both. (Step 1 has learning rate 0 in warm-up: step 2 moves.)"""
   config = smoke.get_config()
   parts = pretrain.build(config, data_workdir)
-  batch = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(
-      os.path.join(data_workdir, "data", "pretrain_data_train.arrow"), parts.pipe))))
-  state = parts.init(jax.random.PRNGKey(0))
+  data = iter(pipeline.make_dataset(os.path.join(data_workdir, "data", "pretrain_data_train.arrow"), parts.pipe))
+  batches = [jax.tree.map(jnp.asarray, next(data)) for _ in range(2)]
   tx = pretrain.make_optimizer(parts.cfg, parts.total_steps)
-  new_state, m = pretrain.train_step(state, batch, model=parts.model, tx=tx, cfg=parts.cfg)
-
-  loss, grads = jax.value_and_grad(lambda p: pretrain.loss_fn(parts.model, parts.cfg, p, batch,
-                                                              jax.random.fold_in(state.rng, 0)))(state.params)
-  np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
-  flat = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
-  np.testing.assert_allclose(m["grad_norm"], np.sqrt(np.sum(flat.astype(np.float64) ** 2)), rtol=1e-5)
-  updates, _ = tx.update(grads, tx.init(state.params), state.params)
-  want = optax.apply_updates(state.params, updates)
-  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(want)):
+  state = parts.init(jax.random.PRNGKey(0))
+  params, opt_state = state.params, tx.init(state.params)
+  for i, batch in enumerate(batches):
+    state, m = pretrain.train_step(state, batch, model=parts.model, tx=tx, cfg=parts.cfg)
+    loss, grads = jax.value_and_grad(lambda p: pretrain.loss_fn(
+        parts.model, parts.cfg, p, batch, jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), i)))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)
+    flat = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)]).astype(np.float64)
+    np.testing.assert_allclose(m["grad_norm"], np.sqrt(np.sum(flat ** 2)), rtol=1e-5)
+    flat = np.concatenate([np.ravel(p) for p in jax.tree.leaves(params)]).astype(np.float64)
+    np.testing.assert_allclose(m["param_norm"], np.sqrt(np.sum(flat ** 2)), rtol=1e-5)
+  assert int(state.step) == 2
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.params),
+                                                  jax.tree.leaves(parts.init(jax.random.PRNGKey(0)).params))]
+  assert all(moved), "step 2 must change every parameter"
+  for a, b in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves((params, opt_state))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-  assert int(new_state.step) == 1
 
-  jitted_state, jitted_m = parts.step(parts.init(jax.random.PRNGKey(0)), batch)
+  jitted = parts.init(jax.random.PRNGKey(0))
+  for batch in batches:
+    jitted, jitted_m = parts.step(jitted, batch)
   np.testing.assert_allclose(jitted_m["loss"], m["loss"], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(jitted_state.params), jax.tree.leaves(new_state.params)):
+  for a, b in zip(jax.tree.leaves((jitted.params, jitted.opt_state)), jax.tree.leaves((state.params, state.opt_state))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -124,7 +134,7 @@ def test_a_non_finite_gradient_after_a_checkpoint_is_never_saved(data_workdir, t
     return real_loss_fn(model, cfg, params, batch, rng) + 0.0 * jnp.sqrt(s)
 
   monkeypatch.setattr(pretrain, "loss_fn", poisoned_loss_fn)
-  with pytest.raises(FloatingPointError, match=r"pretrain: non-finite grad_norm nan at step 6; stopped without "
+  with pytest.raises(FloatingPointError, match=r"pretrain: non-finite grad_norm nan, param_norm nan at step 6; stopped without "
                                                r"saving. The newest checkpoint is step 4"):
     stages.run("pretrain", config, workdir, log=lambda *_: None)
   assert sorted(os.listdir(os.path.join(workdir, "pretrain", "checkpoints"))) == ["4"]

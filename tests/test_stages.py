@@ -84,10 +84,14 @@ def test_an_unknown_block_and_a_dead_encoder_setting_are_errors():
     stages.check_config(config)
 
 
-def test_stages_must_be_listed_once_in_pipeline_order():
+def test_stages_must_be_listed_once_in_pipeline_order_and_restart_one_of_them():
   config = smoke.get_config()
   config.stages = ("pretrain", "data")
   with pytest.raises(ValueError, match="in pipeline order data, pretrain"):
+    stages.check_config(config)
+  config = smoke.get_config()
+  config.stages, config.restart = ("pretrain",), "data"
+  with pytest.raises(ValueError, match="restart='data': not one of the stages this run runs"):
     stages.check_config(config)
 
 

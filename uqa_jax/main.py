@@ -50,6 +50,11 @@ def main(argv):
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}")
   if config.restart:
     stages.restart(workdir, config.restart)
+  try:  # every listed stage's own outputs, before any work: a stale one stops the run here
+    for name in config.stages:
+      stages.status(workdir, name, config)
+  except stages.StaleStateError as e:
+    sys.exit(f"uqa-jax: {e}")
   for name in config.stages:
     start = time.time()
     print(f"[{name}] start")

@@ -24,7 +24,9 @@ class DataConfig:
   source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.choices.DATA_SOURCES)
   path: str = ""  # official: the directory holding the Kaggle files
   language: str = "en"  # en | zh (zh is for Qwen tokenizers; SmolLM2 is English-centric)
-  max_len: int = schema.MAX_LEN  # L: the most recent clicks kept per user (paper: 512)
+  # L: the most recent clicks a batch (and so the encoder) reads per user (paper: 512). The
+  # builders do not read it yet: the files keep up to schema.MAX_LEN clicks whatever it says.
+  max_len: int = schema.MAX_LEN
   align_eval_fraction: float = 0.1  # share of users whose QA goes to align eval
   filters: build.Filters = build.Filters()
   synthetic: dict = dataclasses.field(default_factory=_generator_defaults)  # the generator

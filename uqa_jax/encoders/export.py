@@ -2,7 +2,7 @@
 
 `save` writes `encoder.json` (all that rebuilds the model: the EncoderConfig, vocab sizes,
 embedding widths, whether it was trained with click times; plus whatever the caller records,
-e.g. metrics and the pretrain fingerprint) and `params/` (Orbax). `load` rebuilds the model
+e.g. the retrieval metrics) and `params/` (Orbax). `load` rebuilds the model
 from `encoder.json`, restores the parameters and compares them tensor by tensor with the ones
 the model declares: a missing, unexpected or mis-shaped tensor is an `ExportError` naming it.
 (The official code loads its encoder with `strict=False`, which would leave a missing tensor
@@ -15,7 +15,6 @@ import os
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -93,10 +92,10 @@ def load(directory: str):
   found = flax.traverse_util.flatten_dict(params, sep="/")
   problems = [f"missing tensor {k} {tuple(v.shape)}" for k, v in expected.items() if k not in found]
   problems += [f"unexpected tensor {k} {tuple(np.shape(v))}" for k, v in found.items() if k not in expected]
-  problems += [f"tensor {k}: shape {tuple(np.shape(found[k]))} dtype {jnp.asarray(found[k]).dtype}, "
+  problems += [f"tensor {k}: shape {tuple(np.shape(found[k]))} dtype {np.asarray(found[k]).dtype}, "
                f"expected {tuple(v.shape)} {v.dtype}"
                for k, v in expected.items()
-               if k in found and (tuple(np.shape(found[k])) != tuple(v.shape) or jnp.asarray(found[k]).dtype != v.dtype)]
+               if k in found and (np.shape(found[k]) != tuple(v.shape) or np.asarray(found[k]).dtype != v.dtype)]
   if problems:
     raise ExportError(f"{params_dir} does not match the {cfg.name} model of {SPEC_FILE}: " + "; ".join(problems))
   return model, params, spec

@@ -80,9 +80,9 @@ def check_config(config) -> None:
   if order != sorted(order) or len(set(order)) != len(order):
     raise ValueError(f"config stages={tuple(config.stages)}: list each stage once, in pipeline order "
                      f"{', '.join(choices.STAGES)}")
-  if config.get("restart") and config.restart not in choices.STAGES:
-    raise ValueError(f"config restart={config.restart!r} is not a valid choice; expected one of "
-                     f"{', '.join(choices.STAGES)} (or '' for none)")
+  if config.get("restart") and config.restart not in config.stages:
+    raise ValueError(f"config restart={config.restart!r}: not one of the stages this run runs "
+                     f"({', '.join(config.stages)}); restart deletes a stage's outputs to run it again")
   known = set(GLOBAL_KEYS)
   for stage in implemented():
     known.update(get(stage).BLOCKS)

@@ -1,9 +1,10 @@
 """Stage 0: prepare the data set named by `config.data` in `workdir/data`, then check it.
 
-Its fingerprint is the data recipe: `seed`, the whole `data` block and `llm.model` (the
-tokenizer the text is written with). The `input` block (bag widths, chat length) only changes
-how batches are cut, so changing it never rebuilds the data; the run reports how many bags the
-current widths truncate.
+Its fingerprint is the data recipe: `seed`, the `data` block and `llm.model` (the tokenizer the
+text is written with), minus what the chosen source does not read (official files: only their
+path). The `input` block (bag widths, chat length) only changes how batches are cut, so it is
+not read here and changing it never rebuilds the data; the pretrain stage reports how many bags
+its widths truncate.
 """
 
 import os
@@ -20,7 +21,11 @@ from uqa_jax.data.config import DataConfig
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.llm.assets import LLMSource
 
-BLOCKS = ("data", "input", "llm")
+BLOCKS = ("data", "llm")
+# The data fields (besides `source`) each source reads; the others stay out of its fingerprint.
+READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "filters", "synthetic"),
+                  "movielens": ("language", "max_len", "align_eval_fraction", "filters"),
+                  "official": ("path", "max_len")}
 UPSTREAM = ()
 
 
@@ -37,10 +42,10 @@ def llm_source(config) -> LLMSource:
 
 
 def fingerprint(config) -> dict:
-  input_config(config)  # read by the report below: checked with the rest
   d = data_config(config)
-  unused = {"synthetic": "synthetic", "path": "official"}  # field -> the only source that reads it
-  data = {k: v for k, v in config_blocks.fingerprint(d).items() if unused.get(k, d.source) == d.source}
+  data = config_blocks.fingerprint(d, keep=("source",) + READ_BY_SOURCE[d.source])
+  if d.source == "official":  # linked as they are: no seed, no tokenizer
+    return {"data": data}
   return {"seed": config.seed, "data": data, "llm": {"model": llm_source(config).model}}
 
 
@@ -65,20 +70,15 @@ def run(config, workdir: str, log=print) -> dict:
     official.prepare(d.path, out, log=log)
   else:  # choices.check rejects this at start-up
     raise ValueError(f"unknown data source {d.source!r}")
-  return _check(out, input_config(config).bag_sizes, log)
+  return _check(out, log)
 
 
-def _check(out: str, bag_sizes: dict, log) -> dict:
+def _check(out: str, log) -> dict:
   report = checker.check_directory(out)
   log(report.format())
   if not report.ok:
     raise arrow_io.DataFileError(f"data set {out} failed the checker ({len(report.problems)} problems)")
   info = arrow_io.read_dataset_info(out)
-  for column, (cut, total, widest) in pipeline.bag_truncation(
-      os.path.join(out, schema.file_name("pretrain", "train")), bag_sizes.items()).items():
-    log(f"data: note: {cut:,} of {total:,} bags in {column} are wider than its bag size "
-        f"{bag_sizes[column]} (widest {widest}); batches keep the first {bag_sizes[column]} ids "
-        f"(raise input.bag_sizes.{column} to keep more)")
   if "qa_per_task" in info:
     per_task = {t: sum(n for k, n in info["qa_per_task"].items() if k.endswith("/" + t))
                 for t in schema.TASKS}

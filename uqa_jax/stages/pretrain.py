@@ -40,7 +40,7 @@ from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.stages import data as data_stage
 from uqa_jax.stages import train_loop
 
-BLOCKS = ("encoder", "pretrain", "mesh")
+BLOCKS = ("input", "encoder", "pretrain", "mesh")
 UPSTREAM = ("data",)
 
 
@@ -96,6 +96,7 @@ def encoder_config(config) -> EncoderConfig:
 def fingerprint(config) -> dict:
   p = pretrain_config(config)
   unused = ("sl_chunk",) if p.loss == "cl" else ("cl_negatives", "cl_temperature")
+  unused += ("epochs",) if p.steps else ()
   e = encoder_config(config)
   return {"seed": config.seed,
           "encoder": config_blocks.fingerprint(e, keep=encoder_lib.COMMON + encoders.reads(e.name)),
@@ -140,13 +141,17 @@ def step_rng(state: TrainState) -> jax.Array:
 
 
 def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
-  """One AdamW step on the NIP loss -> (state, {"loss", "grad_norm"}), both on the device."""
+  """One AdamW step on the NIP loss -> (state, {"loss", "grad_norm", "param_norm"}), on the device.
+
+  The parameter norm is of the parameters *after* the update, so the loop's finite check also
+  catches an update that overflowed them although the loss and gradient were finite.
+  """
   rng = step_rng(state)
   loss, grads = jax.value_and_grad(lambda prm: loss_fn(model, cfg, prm, batch, rng))(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": loss, "grad_norm": optax.tree.norm(grads)})
+          {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)})
 
 
 def last_step_ranks(params, batch, *, model, cfg: PretrainConfig):
@@ -228,6 +233,7 @@ def run(config, workdir: str, log=print) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"pretrain: {e.name} ({e.input_variant}), {n_params:,} parameters, {parts.total_steps} steps of "
         f"batch {p.batch_size}, mesh {dict(parts.mesh.shape)}")
+    _report_truncation(data_dir, data_stage.input_config(config).bag_sizes, log)
     if e.name == "hstu":
       on = parts.has_time and e.time_buckets > 0
       log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
@@ -248,6 +254,15 @@ def run(config, workdir: str, log=print) -> dict:
   export.save(os.path.join(out_dir, "export"), parts.model, state.params, has_time=parts.has_time,
               extra={"metrics": result})
   return result
+
+
+def _report_truncation(data_dir: str, bag_sizes: dict, log) -> None:
+  """Batches keep the first K ids of a wider bag: say how often, so it is never silent."""
+  path = os.path.join(data_dir, schema.file_name("pretrain", "train"))
+  for column, (cut, total, widest) in pipeline.bag_truncation(path, bag_sizes.items()).items():
+    log(f"pretrain: note: {cut:,} of {total:,} bags in {column} are wider than its bag size "
+        f"{bag_sizes[column]} (widest {widest}); batches keep the first {bag_sizes[column]} ids "
+        f"(raise input.bag_sizes.{column} to keep more)")
 
 
 def _fmt(m: dict) -> str:

@@ -1,10 +1,12 @@
 """The loop every training stage shares (pretrain now, align next): start or resume, step, log, save.
 
-The loop never waits for the device between steps: each step's metrics stay on the device until
-a log, eval or checkpoint step, when all pending ones are fetched at once (one transfer, while
-the next steps are already queued). Before any checkpoint it checks that every metric (the loss
-and the gradient norm) was finite at every step since the last check, so no saved state went
-through a non-finite step; the error names the first bad step and the newest good checkpoint.
+The loop never waits for the device between steps: each step's metrics stay on the device. At a
+log step they are fetched after the *next* step is dispatched (as nanodo does), so the device
+stays busy; at checkpoint and eval steps they are fetched at once, since the state must be
+checked before it is saved (and it is donated to the next step). Every fetched metric (loss,
+gradient norm, parameter norm) is checked: a non-finite value stops the run with an error
+naming the first bad step and the newest good checkpoint, so no saved state went through a
+non-finite step or came out of one.
 State and the data iterator are checkpointed together, so a resumed run sees exactly the
 batches an uninterrupted one would.
 """
@@ -50,7 +52,14 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
   """
   first = int(jax.device_get(state.step))
   pending, losses = [], []
-  timed_from, t0 = None, None
+  timed_from, t0, log_due = None, None, None
+
+  def report(step):
+    if step > timed_from:
+      rate = (step - timed_from) / (time.time() - t0)
+      log(f"{name}: step {step}/{total_steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
+          f"{rate:.2f} steps/s ETA {(total_steps - step) / rate:.0f}s")
+
   for step in range(first, total_steps):
     state, metrics = step_fn(state, next(data))
     done = step + 1
@@ -58,16 +67,21 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     if timed_from is None:  # the first step compiles: rates start after it
       jax.block_until_ready(metrics)
       timed_from, t0 = done, time.time()
+    if log_due is not None:  # the log step's metrics, fetched while this step runs
+      losses += [float(m["loss"]) for m in _fetch_checked(pending[:-1], ckpt, name)]
+      pending = pending[-1:]
+      report(log_due)
+      log_due = None
     save = done % cfg.checkpoint_every == 0 or done == total_steps
-    report = done % cfg.log_every == 0 or done == total_steps
     eval_now = bool(evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps)
-    if save or report or eval_now:
+    due = done % cfg.log_every == 0 or done == total_steps
+    if save or eval_now:
       losses += [float(m["loss"]) for m in _fetch_checked(pending, ckpt, name)]
       pending = []
-    if report and done > timed_from:
-      rate = (done - timed_from) / (time.time() - t0)
-      log(f"{name}: step {done}/{total_steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
-          f"{rate:.2f} steps/s ETA {(total_steps - done) / rate:.0f}s")
+      if due:
+        report(done)
+    elif due:
+      log_due = done
     if save:
       ckpt.save(done, state, data)
     if eval_now:
