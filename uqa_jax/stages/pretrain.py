@@ -243,11 +243,10 @@ def run(config, workdir: str, log=print) -> dict:
         evaluate=lambda s: _fmt(evaluate(parts, s.params, data_dir)))
   finally:
     ckpt.close()
-  info = arrow_io.read_dataset_info(data_dir)
   result = {"model": evaluate(parts, state.params, data_dir),
             "popularity": metrics.popularity_baseline(
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
-                os.path.join(data_dir, schema.file_name("pretrain", "eval")), info["vocab_sizes"]["item"]),
+                os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
             "steps_per_s": steps_per_s}
   log("pretrain: final " + _fmt(result["model"]))
   log("pretrain: popularity baseline " + _fmt(result["popularity"]))
