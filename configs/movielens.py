@@ -1,6 +1,9 @@
-"""MovieLens-100k (from the recbole wheel) through the same pipeline as the default.
+"""MovieLens through the same pipeline as the default: ml-100k from the recbole wheel, or any
+release you have as files (RecBole atomic `<name>.inter`/`.item`, or the GroupLens originals:
+`u.data`/`u.item`, `ratings.dat`/`movies.dat`, `ratings.csv`/`movies.csv`).
 
   python -m uqa_jax.main --config configs/movielens.py --workdir workdir/movielens
+  python -m uqa_jax.main --config configs/movielens.py --config.data.path=/data/ml-1m
 
 Prints the import statistics (100,000 ratings, 943 users), rows per file and the checker's
 verdict, then Stage 1 with the default's laptop-sized SASRec (1,000 steps, a few minutes on 2

@@ -1,25 +1,42 @@
-"""Import MovieLens-100k from the recbole wheel: `python -m data_prep.movielens OUT [--seed S]`.
+"""Import a MovieLens release: `python -m data_prep.movielens OUT [--source DIR] [--seed S]`.
 
-Writes the official format (genres -> cate bags, decade -> brand, empty shop/seller bags),
-with QA for all seven sub-tasks, then runs the checker; exits 1 on any problem.
+Without `--source`, ml-100k from the recbole wheel. `DIR` may hold RecBole atomic files
+(`<name>.inter` + `<name>.item`) or a GroupLens release as downloaded (`u.data` + `u.item`;
+`ratings.dat` + `movies.dat`; `ratings.csv` + `movies.csv`); the layout is detected from the
+files. Writes the official format (genres -> cate bags, decade -> brand, empty shop/seller
+bags) with QA for all seven sub-tasks, prints the answer floors, then runs the checker; exits 1
+on any problem.
 """
 
 import argparse
 import sys
 
+from uqa_jax import scoring
+from uqa_jax.data import build
 from uqa_jax.data import checker
 from uqa_jax.data import movielens
+from uqa_jax.data import schema
 from uqa_jax.llm import tokenizer as tokenizer_lib
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("out")
+  parser.add_argument("--source", default=None, help="a MovieLens release's folder")
   parser.add_argument("--model", default="smollm2")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--max-len", type=int, default=schema.MAX_LEN)
+  parser.add_argument("--min-item-count", type=int, default=build.Filters.min_item_count)
   args = parser.parse_args(argv)
-  movielens.build_dataset(args.out, tokenizer_lib.load_tokenizer(args.model),
-                          tokenizer_lib.describe(args.model), seed=args.seed)
+  try:
+    info = movielens.build_dataset(
+        args.out, tokenizer_lib.load_tokenizer(args.model), tokenizer_lib.describe(args.model),
+        source=args.source, seed=args.seed, max_len=args.max_len,
+        filters=build.Filters(min_item_count=args.min_item_count))
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print("\n".join(scoring.format_floors(info["answers"]["eval"], schema.TASKS)))
   report = checker.check_directory(args.out)
   print(report.format())
   return 0 if report.ok else 1

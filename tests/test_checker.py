@@ -190,3 +190,44 @@ def test_official_download_without_info_gets_one_derived(tmp_path):
   info = arrow_io.read_dataset_info(str(src))
   assert info["vocab_sizes"] == schema.OFFICIAL_VOCAB_SIZES and info["language"] == "zh"
   assert info["counts"]["align_data_eval.arrow"] == 12
+
+
+def _set_row(row, *, question=None, answer=None, task=None):
+  def bad(c):
+    user, assistant = json.loads(c["text"][row])
+    if question is not None:
+      user["content"] = question
+    if answer is not None:
+      assistant["content"] = answer
+    c["text"][row] = json.dumps([user, assistant])
+    if task is not None:
+      c["task"][row] = task
+  return bad
+
+
+@pytest.mark.parametrize("change,column,why", [
+    (dict(answer=""), "text", "empty gold answer"),
+    (dict(answer="   "), "text", "empty gold answer"),
+    (dict(task="XX"), "task", "unknown task label 'XX'"),
+    (dict(question="What is the weather like?"), "task", "unclassifiable"),
+    (dict(question="How long is the user's click history?", task="SI"), "task", "task mismatch"),
+])
+def test_each_bad_label_or_answer_names_its_row(valid_dir, change, column, why):
+  """Nothing maps to a default task or scores by an empty gold: each case is an error at its row."""
+  rewrite(valid_dir / "align_data_eval.arrow", _set_row(5, **change))
+  (p,) = problems(valid_dir)
+  assert (p.file.endswith("align_data_eval.arrow"), p.row, p.column) == (True, 5, column)
+  assert why in p.message, p.message
+
+
+def test_official_rows_without_labels_must_be_classifiable(tmp_path):
+  """Official files carry no task column: a question no rule classifies is an error at its row."""
+  make_valid(str(tmp_path), language="zh")
+  def bad(c):
+    assert "task" not in c  # zh rows, like the official files, carry no label
+    c["text"][3] = json.dumps([{"role": "user", "content": "今天天气怎么样？"},
+                               {"role": "assistant", "content": "晴"}], ensure_ascii=False)
+  rewrite(tmp_path / "align_data_train.arrow", bad)
+  (p,) = problems(tmp_path)
+  assert (os.path.basename(p.file), p.row, p.column) == ("align_data_train.arrow", 3, "text")
+  assert "unclassifiable" in p.message

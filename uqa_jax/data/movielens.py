@@ -1,10 +1,14 @@
-"""MovieLens-100k (shipped in the `recbole` wheel) in the official UQABench format.
+"""MovieLens (any release, or ml-100k from the `recbole` wheel) in the official UQABench format.
 
 Mapping onto the schema: item id -> movie; `cate` -> genres (a bag: a movie has several);
 `brand` -> release decade ("1990s"); `shop` and `seller` -> empty bags (the data has no such
-field). Text: title (with year), genre names, decade. Each user's ratings, sorted by time,
-are the click history; the rating times go to the optional `uni_seq_timestamp` column.
-QA asks about decade and genre; IT follows genre.
+field). Text: title (with year), genre names, decade. Each user's ratings, sorted by time and,
+within the same second, by the file's row order, are the click history; the rating times go to
+the optional `uni_seq_timestamp` column. QA asks about decade and genre (genres used whole:
+see `qa`); AP, LI, SI and IT about genre only. A user whose last two ratings share a second has no well-defined
+next item: `build.write_dataset` leaves IP/AP out for them and counts them.
+
+Folder layouts (RecBole atomic files, GroupLens 100k / 1M / 10M / 20M+): `movielens_files`.
 """
 
 import collections
@@ -12,97 +16,114 @@ import importlib.util
 import pathlib
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from uqa_jax.data import build
+from uqa_jax.data import movielens_files
+from uqa_jax.data import schema
 from uqa_jax.data.catalog import Catalog
 
 WHEEL, PACKAGE, FOLDER = "recbole", "recbole", "dataset_example/ml-100k"
 QA_ATTRS = ("brand", "cate")
+# AP, LI and SI ask about genre only: 1990s films are most of ml-100k, so "1990s" alone would
+# answer about half of the decade questions.
+INTEREST_ATTRS = ("cate",)
 ATTR_WORDS = {"cate": ("genre", "genres"), "brand": ("decade", "decades"),
               "shop": ("shop", "shops"), "seller": ("seller", "sellers")}
 
 
-def _read_atomic(path, name):
-  """Rows of a RecBole atomic file (`name:type` header, tab-separated), as dicts."""
-  lines = path.read_text(encoding="latin-1").splitlines()
-  header = [h.split(":")[0] for h in lines[0].split("\t")]
-  rows = []
-  for n, line in enumerate(lines[1:], start=2):
-    fields = line.split("\t")
-    if len(fields) != len(header):
-      raise ValueError(f"{name}, line {n}: {len(fields)} fields, expected {len(header)} ({header})")
-    rows.append(dict(zip(header, fields)))
-  return rows
-
-
-def ml100k_dir():
+def ml100k_dir() -> pathlib.Path:
   """The ml-100k folder inside the installed `recbole` wheel (its package is never imported)."""
   spec = importlib.util.find_spec(PACKAGE)
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f"MovieLens needs the `{WHEEL}` wheel: `pip install --no-deps {WHEEL}`")
+    raise FileNotFoundError(f"MovieLens needs the `{WHEEL}` wheel: `pip install --no-deps {WHEEL}`, "
+                            f"or a folder holding a MovieLens release (data.path / --source)")
   folder = pathlib.Path(spec.submodule_search_locations[0]) / FOLDER
   if not folder.is_dir():
     raise FileNotFoundError(f"{folder}: missing from the `{WHEEL}` wheel")
   return folder
 
 
-def load(folder=None):
-  """Returns (catalog, histories: item-id arrays sorted by time, their times in seconds, stats)."""
-  folder = folder or ml100k_dir()
-  items = _read_atomic(folder / "ml-100k.item", "ml-100k.item")
-  inter = _read_atomic(folder / "ml-100k.inter", "ml-100k.inter")
-  raw_ids = sorted({int(r["item_id"]) for r in items})
-  index = {raw: i for i, raw in enumerate(raw_ids, start=1)}
+def _catalog(movies: movielens_files.Movies) -> Catalog:
   genres, decades = [""], [""]
   genre_id, decade_id = {}, {}
-  titles, side = [""] * (len(raw_ids) + 1), {t: [()] * (len(raw_ids) + 1) for t in ("cate", "brand", "shop", "seller")}
+  n = len(movies.ids)
+  side = {t: [()] * (n + 1) for t in ("cate", "brand", "shop", "seller")}
+  copies = collections.Counter(movies.titles)
   seen = collections.Counter()
-  for r in items:
-    i = index[int(r["item_id"])]
-    year = r["release_year"].strip()
-    title = f"{r['movie_title'].strip()} ({year})" if year else r["movie_title"].strip()
+  titles = [""]
+  for i, (title, year, names) in enumerate(zip(movies.titles, movies.years, movies.genres), start=1):
     seen[title] += 1
-    titles[i] = title if seen[title] == 1 else f"{title} [{seen[title]}]"
+    # Every copy of a repeated title is numbered, so no title is a prefix of another.
+    titles.append(f"{title} [{seen[title]}]" if copies[title] > 1 else title)
     bag = []
-    for g in r["class"].split():
-      bag.append(genre_id.setdefault(g, len(genres)))
-      if bag[-1] == len(genres):
+    for g in dict.fromkeys(names):
+      if g not in genre_id:
+        genre_id[g] = len(genres)
         genres.append(g)
+      bag.append(genre_id[g])
     side["cate"][i] = tuple(bag)
     if year.isdigit():
       d = f"{int(year) // 10 * 10}s"
-      side["brand"][i] = (decade_id.setdefault(d, len(decades)),)
-      if side["brand"][i][0] == len(decades):
+      if d not in decade_id:
+        decade_id[d] = len(decades)
         decades.append(d)
-  skipped = collections.Counter()
-  per_user = collections.defaultdict(list)
-  for r in inter:
-    raw = int(r["item_id"])
-    if raw not in index:
-      skipped["ratings_of_unknown_items"] += 1
-      continue
-    per_user[r["user_id"]].append((int(float(r["timestamp"])), index[raw]))
-  users = [sorted(v) for _, v in sorted(per_user.items(), key=lambda kv: int(kv[0]))]
-  histories = [np.array([i for _, i in v], dtype=np.int64) for v in users]
-  times = [np.array([t for t, _ in v], dtype=np.int64) for v in users]
-  catalog = Catalog(titles=titles, side=side,
-                    names={"cate": genres, "brand": decades, "shop": [""], "seller": [""]},
-                    attr_words=ATTR_WORDS, language="en")
-  return catalog, histories, times, {"ratings": len(inter), "users": len(per_user), **skipped}
+      side["brand"][i] = (decade_id[d],)
+  return Catalog(titles=titles, side=side,
+                 names={"cate": genres, "brand": decades, "shop": [""], "seller": [""]},
+                 attr_words=ATTR_WORDS, language="en")
 
 
-def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, seed: int = 0,
+def load(folder=None):
+  """Returns (catalog, histories, their times in seconds, stats) for the release in `folder`.
+
+  Histories are item-id arrays (catalog ids 1..N) sorted by time, ties by file row order;
+  users are in order of their raw ids (numeric where all are numbers). Ratings of movies missing from
+  the movie table are skipped and counted.
+  """
+  folder = pathlib.Path(folder) if folder else ml100k_dir()
+  layout, movies, ratings = movielens_files.read(folder)
+  duplicates = len(movies.ids) - len(set(movies.ids))
+  if duplicates:
+    raise ValueError(f"MovieLens source {folder}: {duplicates} repeated movie ids in the movie table")
+  item_idx = pc.index_in(ratings.items, value_set=pa.array(movies.ids, pa.string()))
+  known = item_idx.is_valid().to_numpy(zero_copy_only=False)
+  items = item_idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+  encoded = pc.dictionary_encode(ratings.users)
+  names = encoded.dictionary.to_pylist()
+  key = [int(u) for u in names] if all(u.isdigit() for u in names) else names
+  rank = np.empty(len(names), np.int64)
+  rank[sorted(range(len(names)), key=key.__getitem__)] = np.arange(len(names))
+  users = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+  rows = np.arange(items.size)
+  users, items, times, rows = users[known], items[known], ratings.times[known], rows[known]
+  order = np.lexsort((rows, times, users))  # by user, then time, then file row
+  users, items, times = users[order], items[order], times[order]
+  splits = np.flatnonzero(np.diff(users)) + 1
+  histories = np.split(items, splits)
+  clocks = np.split(times, splits)
+  stats = {"layout": layout, "ratings": int(known.size), "users": int(len(histories)),
+           "movies": len(movies.ids), "ratings_of_unknown_movies": int((~known).sum())}
+  return _catalog(movies), histories, clocks, stats
+
+
+def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, source=None, seed: int = 0,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
-                  language: str = "en", log=print) -> dict:
+                  language: str = "en", max_len: int = schema.MAX_LEN, log=print) -> dict:
+  """Reads the release in `source` (default: ml-100k from the recbole wheel) and writes it."""
   if language != "en":
     raise ValueError(f"MovieLens titles and genres are English; language {language!r} is not supported")
-  catalog, histories, times, read_stats = load()
-  log("movielens: read " + ", ".join(f"{k} {v:,}" for k, v in read_stats.items()))
+  folder = pathlib.Path(source) if source else ml100k_dir()
+  catalog, histories, times, read_stats = load(folder)
+  log(f"movielens: {folder}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                                           for k, v in read_stats.items()))
   histories, times, kept, stats = build.filter_interactions(histories, filters, times)
   log("movielens: " + ", ".join(f"{k} {v:,}" for k, v in stats.items()))
   return build.write_dataset(
-      out_dir, name="movielens-100k", source="movielens", catalog=catalog.remap_items(kept),
-      histories=histories, times=times, tokenizer=tokenizer, tokenizer_name=tokenizer_name,
-      qa_attrs=QA_ATTRS, seed=seed, align_eval_fraction=align_eval_fraction, log=log,
-      extra_info={"filter_stats": stats, "read_stats": read_stats,
-                  "license": "MovieLens data: GroupLens research terms (via the recbole wheel)"})
+      out_dir, name=f"movielens-{folder.name}", source="movielens",
+      catalog=catalog.remap_items(kept), histories=histories, times=times, tokenizer=tokenizer,
+      tokenizer_name=tokenizer_name, qa_attrs=QA_ATTRS, interest_attrs=INTEREST_ATTRS, seed=seed, max_len=max_len,
+      align_eval_fraction=align_eval_fraction, log=log,
+      extra_info={"filter_stats": stats, "read_stats": read_stats, "source_dir": str(folder),
+                  "license": "MovieLens data: GroupLens research terms"})

@@ -5,8 +5,12 @@ the official ones (`schema.OFFICIAL_VOCAB_SIZES`), the language is Chinese, the 
 were tokenised with Qwen2.5's tokenizer, and tasks come from the official substring rule.
 """
 
+import json
 import os
 
+import numpy as np
+
+from uqa_jax import scoring
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 
@@ -45,3 +49,32 @@ def prepare(src_dir: str, out_dir: str | None = None, log=print) -> dict:
   arrow_io.write_dataset_info(target, info)
   log(f"official: {src_dir}: " + ", ".join(f"{f} {n:,} rows" for f, n in info["counts"].items()))
   return info
+
+
+def rows_longer_than(directory: str, max_len: int, kind: str = "align") -> dict[str, tuple[int, int]]:
+  """Per `kind` file: (rows with more than `max_len` clicks, all rows), read from the offsets."""
+  out = {}
+  for split in schema.SPLITS:
+    name = schema.file_name(kind, split)
+    longer = total = 0
+    for offsets, _ in arrow_io.item_sequences(os.path.join(directory, name)):
+      lengths = np.diff(offsets)
+      longer += int((lengths > max_len).sum())
+      total += lengths.size
+    out[name] = (longer, total)
+  return out
+
+
+def answer_report(directory: str, split: str = "eval") -> dict[str, dict]:
+  """Answer histogram and floors per sub-task of an align file, tasks by the official rule."""
+  path = os.path.join(directory, schema.file_name("align", split))
+  items = []
+  for start, batch in arrow_io.SequenceFile(path).record_batches():
+    for r, text in enumerate(batch.column(schema.TEXT_COLUMN).to_pylist()):
+      question, answer = (m["content"] for m in json.loads(text)[-2:])
+      task = schema.classify_question(question, "zh")
+      if task is None:
+        raise arrow_io.DataFileError(f"{path}, row {start + r}: no task rule matches the question")
+      scoring.check_gold(answer, f"{path}, row {start + r}")
+      items.append((task, answer, ()))
+  return scoring.answer_report(items)

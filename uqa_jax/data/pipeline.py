@@ -20,6 +20,7 @@ batch. The iterator's `get_state()` / `set_state()` resume at the same batch.
 
 import dataclasses
 import json
+import os
 
 import grain
 import numpy as np
@@ -73,7 +74,15 @@ class SequenceSource:
     return len(self._file)
 
   def __getitem__(self, index):
-    return self._file.row(int(index))
+    return {**self._file.row(int(index)), "_row": int(index)}
+
+  @property
+  def language(self) -> str:
+    """The data set's language (its dataset_info.json; official files without one: zh)."""
+    directory = os.path.dirname(self.path) or "."
+    if not os.path.exists(os.path.join(directory, schema.DATASET_INFO)):
+      return "zh"
+    return arrow_io.read_dataset_info(directory)["language"]
 
   @property
   def has_text(self) -> bool:
@@ -127,6 +136,9 @@ class ChatTokenizer:
 
   def __call__(self, text: str, where: str = "") -> dict:
     chat = json.loads(text)
+    if not chat[-1]["content"].strip():
+      raise ValueError(f"{where}: empty gold answer (under `startswith` every prediction would be "
+                       f"correct)")
     encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
     prompt = encode(self.tokenizer.apply_chat_template(chat[:-1], tokenize=False,
                                                        add_generation_prompt=True))
@@ -150,7 +162,9 @@ class ChatTokenizer:
 class RowToArrays(grain.transforms.Map):
   """One row (`SequenceSource` item) -> dict of fixed-shape arrays (see module docstring)."""
 
-  def __init__(self, cfg: PipelineConfig, path: str, chat: ChatTokenizer | None = None):
+  def __init__(self, cfg: PipelineConfig, path: str, chat: ChatTokenizer | None = None,
+               language: str = "zh"):
+    self.language = language
     self.max_len = cfg.max_len
     self.widths = dict(cfg.bag_sizes)
     unknown = set(self.widths) - set(schema.FEATURE_COLUMNS)
@@ -168,10 +182,14 @@ class RowToArrays(grain.transforms.Map):
     if schema.TIME_COLUMN in row:
       out["timestamps"] = times_to_array(row[schema.TIME_COLUMN], self.max_len)
     if self.chat is not None:
-      out.update(self.chat(row[schema.TEXT_COLUMN], where=self.path))
-      task = row.get(schema.TASK_COLUMN) or schema.classify_question(
-          json.loads(row[schema.TEXT_COLUMN])[-2]["content"], "zh")
-      out["task"] = np.int32(schema.TASKS.index(task) if task in schema.TASKS else -1)
+      where = f"{self.path}, row {row['_row']}"
+      out.update(self.chat(row[schema.TEXT_COLUMN], where=where))
+      question = json.loads(row[schema.TEXT_COLUMN])[-2]["content"]
+      try:
+        task = schema.task_of(row.get(schema.TASK_COLUMN), question, self.language)
+      except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+      out["task"] = np.int32(schema.TASKS.index(task))
     return out
 
 
@@ -220,7 +238,7 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
   chat = ChatTokenizer(tokenizer, cfg.max_text_len) if tokenizer is not None else None
-  ds = ds.map(RowToArrays(cfg, path, chat))
+  ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
   if cfg.drop_remainder:
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
   else:

@@ -115,3 +115,19 @@ def classify_question(question: str, language: str = "zh") -> str | None:
     if any(n in question for n in needles):
       return task
   return None
+
+
+def task_of(label: str | None, question: str, language: str) -> str:
+  """The task of one align row: its `task` label (ours) checked against the rule, or the rule's.
+
+  Raises ValueError for an unknown label, a question no rule classifies, or a label the rule
+  contradicts: nothing maps to a default task.
+  """
+  derived = classify_question(question, language)
+  if label is not None and label not in TASKS:
+    raise ValueError(f"unknown task label {label!r}, expected one of {TASKS}")
+  if derived is None:
+    raise ValueError(f"unclassifiable: no `{language}` task rule matches the question {question[:80]!r}")
+  if label is not None and label != derived:
+    raise ValueError(f"task mismatch: labelled {label}, the `{language}` rule says {derived}")
+  return derived

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from uqa_jax.data import build
+from uqa_jax.data import schema
 from uqa_jax.data.catalog import Catalog
 
 _WORDS = {
@@ -227,8 +228,8 @@ def click_times(cfg: SyntheticConfig, lengths) -> list[np.ndarray]:
 
 def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name: str,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
-                  log=print) -> dict:
-  """Generates, filters and writes the synthetic data set to `out_dir`."""
+                  max_len: int = schema.MAX_LEN, log=print) -> dict:
+  """Generates, filters and writes the synthetic data set (most recent `max_len` clicks) to `out_dir`."""
   catalog, histories, _ = generate(cfg)
   times = click_times(cfg, [len(h) for h in histories])
   histories, times, kept, stats = build.filter_interactions(histories, filters, times)
@@ -237,5 +238,5 @@ def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name:
       out_dir, name=f"synthetic-{cfg.language}-seed{cfg.seed}", source="synthetic",
       catalog=catalog.remap_items(kept), histories=histories, times=times, tokenizer=tokenizer,
       tokenizer_name=tokenizer_name, qa_attrs=QA_ATTRS, seed=cfg.seed,
-      align_eval_fraction=align_eval_fraction, log=log,
+      align_eval_fraction=align_eval_fraction, max_len=max_len, log=log,
       extra_info={"filter_stats": stats, "generator": dataclasses.asdict(cfg)})

@@ -10,6 +10,7 @@ its widths truncate.
 import os
 
 from uqa_jax import config_blocks
+from uqa_jax import scoring
 from uqa_jax.data import arrow_io
 from uqa_jax.data import checker
 from uqa_jax.data import movielens
@@ -24,7 +25,7 @@ from uqa_jax.llm.assets import LLMSource
 BLOCKS = ("data", "llm")
 # The data fields (besides `source`) each source reads; the others stay out of its fingerprint.
 READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "filters", "synthetic"),
-                  "movielens": ("language", "max_len", "align_eval_fraction", "filters"),
+                  "movielens": ("path", "language", "max_len", "align_eval_fraction", "filters"),
                   "official": ("path", "max_len")}
 UPSTREAM = ()
 
@@ -61,16 +62,35 @@ def run(config, workdir: str, log=print) -> dict:
   tokenizer = lambda: tokenizer_lib.load_tokenizer(model)
   if d.source == "synthetic":
     synthetic.build_dataset(out, d.generator(config.seed), tokenizer(), tokenizer_lib.describe(model),
-                            filters, d.align_eval_fraction, log=log)
+                            filters, d.align_eval_fraction, max_len=d.max_len, log=log)
   elif d.source == "movielens":
-    movielens.build_dataset(out, tokenizer(), tokenizer_lib.describe(model), seed=config.seed,
+    movielens.build_dataset(out, tokenizer(), tokenizer_lib.describe(model), source=d.path or None,
+                            seed=config.seed,
                             filters=filters, align_eval_fraction=d.align_eval_fraction,
-                            language=d.language, log=log)
+                            language=d.language, max_len=d.max_len, log=log)
   elif d.source == "official":
     official.prepare(d.path, out, log=log)
   else:  # choices.check rejects this at start-up
     raise ValueError(f"unknown data source {d.source!r}")
-  return _check(out, log)
+  info = _check(out, log)
+  if d.source == "official":
+    _report_window(out, d.max_len, log)
+    info["answers"] = {"eval": official.answer_report(out, "eval")}
+  log("data: answer floors on align eval (what any method must beat; official rule "
+      "`prediction.startswith(gold)`):\n  " + "\n  ".join(
+          scoring.format_floors(info["answers"]["eval"], schema.TASKS)))
+  return info
+
+
+def _report_window(out: str, max_len: int, log) -> None:
+  """The official files keep 512 clicks; a shorter `data.max_len` hides the oldest from the encoder."""
+  if max_len >= schema.MAX_LEN:
+    return
+  for name, (longer, total) in official.rows_longer_than(out, max_len).items():
+    if longer:
+      log(f"data: WARNING {name}: {longer:,} of {total:,} rows have more than data.max_len={max_len} "
+          f"clicks; the encoder reads only the most recent {max_len}, so their answers may refer "
+          f"to clicks it does not see")
 
 
 def _check(out: str, log) -> dict:
