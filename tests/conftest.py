@@ -1,9 +1,15 @@
 """Shared fixtures: the real tokenizer and small data sets built once per session."""
 
+import jax
 import pytest
 
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
+
+# Tests compare against float64/NumPy references at 1e-5: on GPUs JAX's default float32 matmul is
+# TF32 (benchmarks/gpu_check.sh: 12 reference tests fail on an H200 at the default, 1 at
+# "highest"). CPUs always compute float32 in full, so this changes nothing there.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 SMALL = synthetic.SyntheticConfig(num_users=80, num_items=400, num_categories=12, num_brands=40,
                                   num_shops=50, num_sellers=40, median_len=40, max_len=200)

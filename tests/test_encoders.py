@@ -36,6 +36,17 @@ def test_changing_step_t_plus_1_leaves_outputs_up_to_t_unchanged(name):
 
 
 @pytest.mark.parametrize("name", encoders.NAMES)
+def test_appending_clicks_after_t_leaves_outputs_up_to_t_unchanged(name):
+  """Not only their values: how many clicks come later must not matter either (HSTU's 1/n)."""
+  model, params, x, _ = _setup(name)
+  t = 5
+  short = jnp.zeros((B, L), jnp.int32).at[:, :t + 1].set(1)
+  longer = jnp.zeros((B, L), jnp.int32).at[:, :t + 4].set(1)
+  y_short, y_long = model.apply(params, x, short), model.apply(params, x, longer)
+  np.testing.assert_allclose(y_short[:, :t + 1], y_long[:, :t + 1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", encoders.NAMES)
 def test_extra_right_padding_changes_nothing_at_valid_positions(name):
   model, params, x, mask = _setup(name)
   padded_x = jnp.concatenate([x, jnp.full((B, 4, D), 3.0)], axis=1)
@@ -116,7 +127,7 @@ def test_hstu_layer_equals_a_plain_jnp_reference(with_time):
   h, e = 4, D // 4
   out = np.zeros_like(xn)
   for bi in range(B):
-    n = int(mask[bi].sum())
+    n = cfg.max_len  # the reference's padded length, not the row's valid steps
     av = np.zeros((L, D))
     for hi in range(h):
       sl = slice(hi * e, (hi + 1) * e)
@@ -256,3 +267,75 @@ def test_a_setting_the_encoder_ignores_is_refused():
   encoder_config.check_reads(EncoderConfig(name="gru4rec", num_layers=3), encoders.reads("gru4rec"))
   with pytest.raises(ValueError, match=r"num_heads=4: not read by gru4rec"):
     encoder_config.check_reads(EncoderConfig(name="gru4rec", num_heads=4), encoders.reads("gru4rec"))
+
+
+def test_mamba_dt_starts_log_uniform_in_mamba1_range():
+  """softplus(b_Δ) = Δ₀ in [1e-3, 0.1], spread on a log scale (not softplus(0) ≈ 0.69 everywhere)."""
+  cfg = EncoderConfig(name="mamba4rec", d_model=64, num_layers=1, d_state=4, max_len=32, dropout=0.0)
+  x = jnp.zeros((1, 4, 64))
+  params = mamba4rec.Block(cfg).init(jax.random.PRNGKey(0), x, jnp.ones((1, 4)), True)["params"]
+  bias = np.asarray(nn.unbox(params["dt_proj"]["bias"]))
+  dt = np.log1p(np.exp(bias))
+  assert dt.shape == (128,) and dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+  assert np.mean(dt < 0.01) > 0.3 and np.mean(dt > 0.01) > 0.3  # log-uniform: half below 10^-2
+  bound = np.ceil(64 / 16) ** -0.5
+  kernel = np.asarray(nn.unbox(params["dt_proj"]["kernel"]))
+  assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.8 * bound
+
+
+def _np_mamba_block(p, x_LxD, d_conv, eps=1e-6):
+  """One Mamba4Rec block on one unpadded sequence, step by step in float64 (no scan, no jnp)."""
+  f = lambda v: np.asarray(v, np.float64)
+  silu = lambda v: v / (1 + np.exp(-v))
+  softplus = lambda v: np.log1p(np.exp(v))
+  gelu = lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))
+
+  def layer_norm(v, q):
+    mu = v.mean(-1, keepdims=True)
+    return (v - mu) / np.sqrt(((v - mu) ** 2).mean(-1, keepdims=True) + eps) * f(q["scale"]) + f(q["bias"])
+
+  length = x_LxD.shape[0]
+  xz = x_LxD @ f(p["in_proj"]["kernel"])
+  inner = xz.shape[1] // 2
+  xs, z = xz[:, :inner], xz[:, inner:]
+  w = f(p["conv"]["kernel"])
+  conv = np.zeros_like(xs)
+  for t in range(length):
+    conv[t] = f(p["conv"]["bias"])
+    for k in range(d_conv):
+      src = t - (d_conv - 1) + k
+      if src >= 0:
+        conv[t] += w[k] * xs[src]
+  u = silu(conv)
+  n = f(p["A_log"]).shape[1]
+  dbc = u @ f(p["x_proj"]["kernel"])
+  rank = dbc.shape[1] - 2 * n
+  dt = softplus(dbc[:, :rank] @ f(p["dt_proj"]["kernel"]) + f(p["dt_proj"]["bias"]))
+  a = -np.exp(f(p["A_log"]))
+  h = np.zeros((inner, n))
+  y = np.zeros((length, inner))
+  for t in range(length):
+    b_t, c_t = dbc[t, rank:rank + n], dbc[t, rank + n:]
+    h = np.exp(dt[t][:, None] * a) * h + dt[t][:, None] * b_t[None, :] * u[t][:, None]
+    y[t] = h @ c_t + f(p["D"]) * u[t]
+  y = y * silu(z)
+  x = layer_norm(x_LxD + y @ f(p["out_proj"]["kernel"]), p["ssm_norm"])
+  ff = gelu(x @ f(p["ff1"]["kernel"]) + f(p["ff1"]["bias"])) @ f(p["ff2"]["kernel"]) + f(p["ff2"]["bias"])
+  return layer_norm(x + ff, p["ff_norm"])
+
+
+def test_whole_mamba_block_with_padding_equals_a_sequential_numpy_reference():
+  cfg = EncoderConfig(name="mamba4rec", d_model=D, num_layers=1, d_state=4, max_len=32, dropout=0.0)
+  block = mamba4rec.Block(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
+  lengths = [L, 7]
+  mask = jnp.ones((B, L), jnp.int32).at[1, 7:].set(0)
+  x = x.at[1, 7:].set(5.0)  # garbage in the padding must not leak into valid steps
+  params = nn.unbox(block.init(jax.random.PRNGKey(0), x, mask, True)["params"])
+  rng = np.random.default_rng(0)
+  params["D"] = rng.normal(size=params["D"].shape).astype(np.float32)  # not all ones
+  params["conv"]["bias"] = rng.normal(size=params["conv"]["bias"].shape).astype(np.float32) * 0.1
+  got, _ = block.apply({"params": params}, x, mask, True)
+  for b, n in enumerate(lengths):
+    want = _np_mamba_block(params, np.asarray(x[b, :n], np.float64), cfg.d_conv)
+    np.testing.assert_allclose(np.asarray(got[b, :n]), want, atol=1e-5, rtol=1e-5)

@@ -81,3 +81,57 @@ def test_presets_are_qwen25_sizes():
   p = config_lib.PRESETS["qwen2.5-0.5b"]
   assert (p.d_model, p.num_layers, p.num_heads, p.num_kv_heads, p.tie_embeddings) == (896, 24, 14, 2, True)
   assert config_lib.PRESETS["qwen2.5-7b"].vocab_size == 152_064
+
+
+def test_unexpected_extra_tensor_is_named(tiny_dir, tmp_path):
+  """An extra tensor means the checkpoint is not the graph we run: an error, never ignored."""
+  def extra(t):
+    t["model.layers.0.self_attn.rotary_emb.inv_freq"] = np.ones(8, np.float32)
+  path = _copy_with(tiny_dir, tmp_path, extra)
+  with pytest.raises(weights.CheckpointError,
+                     match=r"unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'"):
+    weights.load_hf(path)
+
+
+def _tiny_gguf(path, extra_keys=(), tensors=("token_embd.weight",)):
+  import gguf
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(1)
+  w.add_embedding_length(8)
+  w.add_feed_forward_length(16)
+  w.add_head_count(2)
+  w.add_head_count_kv(2)
+  w.add_context_length(64)
+  w.add_rope_freq_base(10000.0)
+  w.add_layer_norm_rms_eps(1e-5)
+  w.add_vocab_size(4)
+  for add, value in extra_keys:
+    getattr(w, add)(value)
+  for name in tensors:
+    w.add_tensor(name, np.ones((4, 8) if name == "token_embd.weight" else (2,), np.float32))
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return str(path)
+
+
+@pytest.mark.parametrize("key,add,value", [
+    ("llama.rope.scaling.type", "add_rope_scaling_type", "linear"),
+    ("llama.attention.sliding_window", "add_sliding_window", 32),
+    ("llama.rope.dimension_count", "add_rope_dimension_count", 2),
+])
+def test_gguf_metadata_we_do_not_implement_is_refused(tmp_path, key, add, value):
+  import gguf
+  if add == "add_rope_scaling_type":
+    value = gguf.RopeScalingType.LINEAR
+  path = _tiny_gguf(tmp_path / "m.gguf", [(add, value)])
+  with pytest.raises(ValueError, match=f"key '{key}'"):
+    weights.load_gguf(path)
+
+
+def test_gguf_unmapped_tensor_is_named(tmp_path):
+  """Llama-3.1 GGUFs carry their RoPE scaling as a `rope_freqs.weight` tensor."""
+  path = _tiny_gguf(tmp_path / "m.gguf", tensors=("token_embd.weight", "rope_freqs.weight"))
+  with pytest.raises(weights.CheckpointError, match="unexpected tensor 'rope_freqs.weight'"):
+    weights.load_gguf(path)

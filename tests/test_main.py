@@ -39,7 +39,7 @@ def test_stage1_runs_on_movielens_with_hstu_time_bias(tmp_path):
   out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.data.source=movielens",
                  "--config.encoder.name=hstu", "--config.pretrain.steps=4")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "movielens: read ratings 100,000" in out.stdout and "OK: no problems found" in out.stdout
+  assert "ratings 100,000, users 943" in out.stdout and "OK: no problems found" in out.stdout
   assert "pretrain: HSTU time bias on (the data carries click times)" in out.stdout
   assert "pretrain: final recall@1" in out.stdout and "popularity baseline recall@1" in out.stdout
   with open(tmp_path / "pretrain" / "export" / "encoder.json", encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from uqa_jax import metrics
 
@@ -14,8 +15,29 @@ def test_chunked_ranks_equal_a_full_sort():
   ranks = np.asarray(metrics.target_ranks(q, targets, table, chunk=64))
   scores = np.array(q @ table.T)
   scores[:, 0] = -np.inf
-  want = [(scores[i] > scores[i, t]).sum() for i, t in enumerate(targets)]
+  want = [(np.delete(scores[i], t) >= scores[i, t]).sum() for i, t in enumerate(targets)]
   np.testing.assert_array_equal(ranks, want)
+
+
+def test_ties_count_against_the_model():
+  """A collapsed model (every score equal) ranks every target last, so Recall@1 is 0, not 1."""
+  table = np.ones((50, 4), np.float32)
+  ranks = np.asarray(metrics.target_ranks(np.ones((3, 4)), np.array([1, 7, 49]), table, chunk=16))
+  np.testing.assert_array_equal(ranks, [48, 48, 48])  # 49 candidates, all tied: 48 others >=
+  assert metrics.retrieval_metrics(ranks)["recall@1"] == 0.0
+
+
+def test_non_finite_scores_raise():
+  table = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+  q = np.ones((3, 4), np.float32)
+  q[1, 2] = np.nan
+  table_inf = table.copy()
+  table_inf[17, 0] = np.inf
+  ranks = np.asarray(metrics.target_ranks(q, np.array([1, 2, 3]), table, chunk=8))
+  assert ranks[1] == -1 and ranks[0] >= 0 and ranks[2] >= 0
+  assert (np.asarray(metrics.target_ranks(np.ones((2, 4)), np.array([1, 2]), table_inf, chunk=8)) == -1).all()
+  with pytest.raises(FloatingPointError, match="1 of 3 queries have non-finite scores"):
+    metrics.retrieval_metrics(ranks)
 
 
 def test_recall_and_ndcg_values():
@@ -25,8 +47,8 @@ def test_recall_and_ndcg_values():
 
 
 def test_popularity_baseline_ranks_by_count():
-  counts = np.array([99, 5, 50, 7])  # id 0 is padding and never ranked
-  np.testing.assert_array_equal(metrics.popularity_ranks(counts, [2, 3, 1]), [0, 1, 2])
+  counts = np.array([99, 5, 50, 7, 50])  # id 0 is padding and never ranked; 2 and 4 tie
+  np.testing.assert_array_equal(metrics.popularity_ranks(counts, [2, 3, 1, 4]), [1, 2, 3, 1])
 
 
 def test_popularity_baseline_equals_counting_row_by_row(en_dir):
@@ -44,6 +66,6 @@ def test_popularity_baseline_equals_counting_row_by_row(en_dir):
   for r in range(len(evalf)):
     items = evalf.bags(r, "uni_seq_item_id").ids
     if len(items) >= 2:
-      ranks.append(sum(counts[i] > counts[items[-1]] for i in range(1, vocab)))
+      ranks.append(sum(counts[i] >= counts[items[-1]] for i in range(1, vocab) if i != items[-1]))
   got = metrics.popularity_baseline(train.path, evalf.path, vocab)
   assert got == metrics.retrieval_metrics(np.array(ranks))

@@ -52,6 +52,29 @@ def test_cl_loss_prefers_the_matching_item():
   assert np.isfinite(good) and good < bad
 
 
+@pytest.mark.parametrize("chunk", [5, 16, 24, 100])
+def test_chunked_cl_equals_the_full_in_batch_matrix(chunk):
+  q, targets, weights, table = _data(n=24, v=30)  # few items: repeated targets are masked too
+  targets = targets.at[3].set(targets[7])
+  key = jax.random.PRNGKey(1)
+  kw = dict(num_negatives=16, temperature=0.1)
+  np.testing.assert_allclose(nip_loss.cl_loss(q, targets, weights, table, key, chunk=chunk, **kw),
+                             nip_loss.cl_loss_naive(q, targets, weights, table, key, **kw), rtol=1e-5)
+  g = jax.grad(lambda a, t: nip_loss.cl_loss(a, targets, weights, t, key, chunk=chunk, **kw), (0, 1))(q, table)
+  g_ref = jax.grad(lambda a, t: nip_loss.cl_loss_naive(a, targets, weights, t, key, **kw), (0, 1))(q, table)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_cl_never_materialises_the_in_batch_matrix():
+  q, targets, weights, table = _data(n=600, v=50)
+  key = jax.random.PRNGKey(0)
+  f = lambda a: nip_loss.cl_loss(a, targets, weights, table, key, num_negatives=8, chunk=50)
+  jaxpr = jax.make_jaxpr(jax.grad(f))(q)
+  sizes = [v.aval.size for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars]
+  assert max(sizes) <= 600 * 50 < 600 * 600  # [N, C] buffers, never [N, N]
+
+
 def test_shifted_targets_mask_padding_and_the_last_step():
   items = jnp.array([[5, 6, 7, 0], [1, 2, 3, 4]])
   targets, weights = nip_loss.shifted_targets(items, jnp.array([3, 4]))

@@ -45,8 +45,10 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
   assert straight.returncode == 0, straight.stderr[-3000:]
   assert "pretrain: final recall@1" in straight.stdout
 
+  # Without PYTHONUNBUFFERED: progress must arrive line by line anyway (main line-buffers stdout).
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
   proc = subprocess.Popen(_cmd(tmp_path / "b"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True)
+                          text=True, env=env)
   for line in proc.stdout:
     if line.startswith("pretrain: step 11/12"):  # checkpoints at 4 and 8 were started (async)
       proc.send_signal(signal.SIGKILL)

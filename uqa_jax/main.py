@@ -43,6 +43,8 @@ def main(argv):
   except ValueError as e:  # unknown names and keys, unbuilt stages: say what, no traceback
     sys.exit(f"uqa-jax: {e}")
   logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
+  # Progress lines reach a pipe or a log file as they are printed, whatever PYTHONUNBUFFERED says.
+  sys.stdout.reconfigure(line_buffering=True)
   config_arg = flags.FLAGS["config"].config_filename
   # Absolute, so every stage (and Orbax, which refuses relative checkpoint paths) sees the same place.
   workdir = os.path.abspath(_WORKDIR.value or default_workdir(config_arg))

@@ -2,8 +2,11 @@
 
 Protocol: the query is the state at the last valid step of an eval sequence without its last
 item; the target is that last item; every item id >= 1 is a candidate (nothing excluded,
-history included). rank = number of candidates scoring strictly higher than the target.
-Recall@k = P(rank < k); NDCG@k = E[1 / log2(rank + 2) if rank < k].
+history included). rank = number of other candidates scoring at least as high as the target:
+ties count against the model, so a collapsed model (every score equal) ranks last, not first.
+Recall@k = P(rank < k); NDCG@k = E[1 / log2(rank + 2) if rank < k]. A non-finite score (NaN or
+inf in a query, the target or any candidate) makes that query's rank -1, and
+`retrieval_metrics` refuses ranks below 0.
 """
 
 import jax
@@ -16,7 +19,10 @@ KS = (1, 5, 10, 20, 50)
 
 
 def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
-  """Rank of each target among items 1..V-1, computed chunk by chunk (no [N, V] array)."""
+  """Rank of each target among items 1..V-1, computed chunk by chunk (no [N, V] array).
+
+  -1 marks a query with any non-finite score.
+  """
   v = table_VxE.shape[0]
   chunk = min(chunk, v)
   num_chunks = -(-v // chunk)
@@ -24,24 +30,30 @@ def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
   q = queries_NxE.astype(jnp.float32)
   target_score_N = jnp.sum(q * table_VxE[targets_N].astype(jnp.float32), -1)
 
-  def count_higher(i, rank_N):  # a loop, not unrolled: compile time stays flat in V
+  def count_higher(i, carry):  # a loop, not unrolled: compile time stays flat in V
+    rank_N, finite_N = carry
     rows_CxE = jax.lax.dynamic_slice_in_dim(table, i * chunk, chunk).astype(jnp.float32)
     ids_C = i * chunk + jnp.arange(chunk)
     # The target itself is excluded by id: its matmul score may differ from the dot in the last ulp.
     candidate_NxC = (ids_C > 0) & (ids_C < v) & (ids_C[None, :] != targets_N[:, None])
-    higher_NxC = (q @ rows_CxE.T > target_score_N[:, None]) & candidate_NxC
-    return rank_N + higher_NxC.sum(-1).astype(jnp.int32)
+    scores_NxC = q @ rows_CxE.T
+    at_least_NxC = (scores_NxC >= target_score_N[:, None]) & candidate_NxC
+    finite_N &= jnp.all(jnp.isfinite(scores_NxC) | ~candidate_NxC, axis=-1)
+    return rank_N + at_least_NxC.sum(-1).astype(jnp.int32), finite_N
 
-  return jax.lax.fori_loop(0, num_chunks, count_higher, jnp.zeros(targets_N.shape, jnp.int32))
+  init = (jnp.zeros(targets_N.shape, jnp.int32), jnp.isfinite(target_score_N))
+  rank_N, finite_N = jax.lax.fori_loop(0, num_chunks, count_higher, init)
+  return jnp.where(finite_N, rank_N, -1)
 
 
 def popularity_ranks(item_counts_V, targets_N):
-  """Ranks under the popularity baseline (score = training click count)."""
+  """Ranks under the popularity baseline (score = training click count), ties against it."""
   counts = np.asarray(item_counts_V, dtype=np.float64)
   candidates = np.sort(counts[1:])  # id 0 is padding, never a candidate
   target_counts = counts[np.asarray(targets_N, dtype=np.int64)]
-  # Items scoring strictly higher, by binary search: no [N, V] comparison for a 1M-item catalogue.
-  return candidates.size - np.searchsorted(candidates, target_counts, side="right")
+  # Other items counted at least as often, by binary search: no [N, V] comparison for a
+  # 1M-item catalogue (the target itself is one of those at or above its own count).
+  return candidates.size - np.searchsorted(candidates, target_counts, side="left") - 1
 
 
 def popularity_baseline(train_path: str, eval_path: str, num_items: int) -> dict[str, float]:
@@ -56,6 +68,10 @@ def popularity_baseline(train_path: str, eval_path: str, num_items: int) -> dict
 
 def retrieval_metrics(ranks_N, ks=KS) -> dict[str, float]:
   ranks = np.asarray(ranks_N)
+  bad = int((ranks < 0).sum())
+  if bad:
+    raise FloatingPointError(f"retrieval metrics: {bad} of {ranks.size} queries have non-finite "
+                             f"scores (NaN or inf in the query, the target or a candidate)")
   out = {}
   for k in ks:
     hit = ranks < k

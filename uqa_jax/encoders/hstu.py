@@ -9,7 +9,9 @@ when the batch carries timestamps, a learned per-head bias on the bucket of the 
 floor(ln(max(|t_i - t_j|, 1)) / 0.301) (HSTU's bucketing, `time_buckets` buckets, the last one
 open-ended). The reference implementation measures the gap from the *next* click's time t_{i+1};
 we use t_i, so step i depends on nothing after it (strictly causal, like the other encoders).
-n is the number of valid steps of the row.
+n is the configured maximum length `max_len` (the reference divides by its padded length,
+max_sequence_len): a constant, so step i's output depends neither on later clicks nor on how
+many there are, nor on how far a batch is padded.
 Shape letters: B batch, L length, D width, H heads, E head dim, T time buckets.
 """
 
@@ -22,14 +24,13 @@ from uqa_jax.encoders.config import EncoderConfig
 READS = ("num_heads", "remat", "time_buckets")  # EncoderConfig fields read besides config.COMMON (tested)
 
 
-def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_BxHxLxL, mask_BxL):
+def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_BxHxLxL, mask_BxL, n: int):
   """(SiLU(QKᵀ + rab) ⊙ causal-and-valid) / n · V -> [B, L, H, E]; rab may broadcast over B."""
   length = q_BxLxHxE.shape[1]
   scores_BxHxLxL = jnp.einsum("bqhe,bkhe->bhqk", q_BxLxHxE, k_BxLxHxE) + rab_BxHxLxL
   causal_LxL = jnp.tril(jnp.ones((length, length), bool))
   keep_Bx1xLxL = causal_LxL[None, None] & mask_BxL[:, None, None, :].astype(bool)
-  n_Bx1x1x1 = jnp.maximum(mask_BxL.sum(-1), 1).astype(scores_BxHxLxL.dtype)[:, None, None, None]
-  a_BxHxLxL = jnp.where(keep_Bx1xLxL, nn.silu(scores_BxHxLxL), 0.0) / n_Bx1x1x1
+  a_BxHxLxL = jnp.where(keep_Bx1xLxL, nn.silu(scores_BxHxLxL), 0.0) / n
   return jnp.einsum("bhqk,bkhe->bqhe", a_BxHxLxL, v_BxLxHxE)
 
 
@@ -64,7 +65,7 @@ class Block(nn.Module):
       time_table = self.param("time_rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", None)),
                               (h, c.time_buckets), jnp.dtype(c.param_dtype))
       rab = rab + jnp.moveaxis(time_table[:, buckets_BxLxL], 0, 1)
-    av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL).reshape(x_BxLxD.shape)
+    av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL, c.max_len).reshape(x_BxLxD.shape)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * nn.LayerNorm(name="av_norm")(av))
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
 

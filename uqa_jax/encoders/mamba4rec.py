@@ -1,9 +1,12 @@
 """Mamba4Rec: Mamba-1 selective SSM blocks plus a position-wise FFN.
 
 Per layer: in-projection to (x, z); causal depthwise conv on x; SiLU; x -> (Δ, B, C);
-Δ = softplus(W_Δ Δ_low); A = -exp(A_log); recurrence h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
+Δ = softplus(W_Δ Δ_low + b_Δ); A = -exp(A_log); recurrence h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
 (float32, `jax.lax.associative_scan`, padding is the identity a = 1, b = 0);
 y = C_t · h_t + D x_t, gated by SiLU(z); out-projection; residual + LayerNorm; then FFN.
+Initialisation as Mamba-1 (`mamba_simple.py`): b_Δ = softplus⁻¹(Δ₀) with Δ₀ log-uniform in
+[1e-3, 0.1] (floored at 1e-4), so every channel starts with its own time scale; W_Δ uniform in
+±R^-0.5; A_log = log(1..N) per channel; D = 1.
 Shape letters: B batch, L length, D width, I inner width (expand · D), N state size, R Δ rank.
 """
 
@@ -17,6 +20,19 @@ from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
 READS = ("d_ff", "remat", "d_state", "d_conv", "expand")  # EncoderConfig fields read besides config.COMMON (tested)
+DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 0.1, 1e-4  # Mamba-1's defaults for the initial Δ
+
+
+def dt_bias_init(key, shape, dtype=jnp.float32):
+  """b_Δ such that softplus(b_Δ) = Δ₀ ~ log-uniform[DT_MIN, DT_MAX] (Mamba-1's inverse softplus)."""
+  u = jax.random.uniform(key, shape, jnp.float32)
+  dt = jnp.maximum(jnp.exp(u * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)), DT_FLOOR)
+  return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)
+
+
+def dt_kernel_init(rank: int):
+  bound = rank ** -0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def _combine(left, right):
@@ -110,7 +126,9 @@ class Block(nn.Module):
     x_BxLxI = nn.silu(x)
     dbc = common.dense(rank + 2 * n, ("mlp", None), c, use_bias=False, name="x_proj")(x_BxLxI)
     dt_low, b_BxLxN, c_BxLxN = jnp.split(dbc, [rank, rank + n], axis=-1)
-    dt_BxLxI = nn.softplus(common.dense(inner, (None, "mlp"), c, name="dt_proj")(dt_low)).astype(jnp.float32)
+    dt_proj = common.dense(inner, (None, "mlp"), c, name="dt_proj", kernel_init=dt_kernel_init(rank),
+                           bias_init=dt_bias_init)
+    dt_BxLxI = nn.softplus(dt_proj(dt_low).astype(jnp.float32))
     a_log = self.param("A_log", nn.with_logical_partitioning(
         lambda key, shape, dtype: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=dtype), shape)),
         ("mlp", None)), (inner, n), jnp.float32)

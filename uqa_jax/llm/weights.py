@@ -127,6 +127,7 @@ def from_hf_tensors(cfg: LLMConfig, get, names, where: str, dtype=np.float32) ->
   if missing:
     raise CheckpointError(f"{where}: missing tensor {missing[0]!r} (expected shape {shapes[missing[0]]})"
                           + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+  _refuse_extra(sorted(set(names) - set(shapes)), where, "the model has no such parameter")
   params = {}
   for name, path, layout, heads, when in TENSORS:
     if not _present(cfg, when):
@@ -159,6 +160,14 @@ def to_hf_tensors(cfg: LLMConfig, params) -> dict[str, np.ndarray]:
     else:
       out[name] = np.ascontiguousarray(to_hf(value, cfg, n))
   return out
+
+
+def _refuse_extra(extra: list[str], where: str, why: str) -> None:
+  """An unexpected tensor (a rope-frequency table, a head we do not build) is an error, never
+  silently dropped: it means the checkpoint is not the graph we would run."""
+  if extra:
+    raise CheckpointError(f"{where}: unexpected tensor {extra[0]!r} ({why})"
+                          + (f" and {len(extra) - 1} more: {extra[1:6]}" if len(extra) > 1 else ""))
 
 
 # --- Hugging Face directories ---------------------------------------------------------
@@ -205,6 +214,23 @@ def _field(reader, key, default=None):
   return default if field is None else field.contents()
 
 
+def _refuse_unimplemented(get, arch: str, head_dim: int, where: str) -> None:
+  """Metadata that changes the graph in ways this decoder does not implement is an error."""
+  scaling = get("rope.scaling.type")
+  factor = get("rope.scaling.factor")
+  if (scaling not in (None, "none")) or (factor not in (None, 0.0, 1.0)):
+    raise ValueError(f"{where}: key '{arch}.rope.scaling.type' = {scaling!r} (factor {factor}): "
+                     f"RoPE scaling is not implemented; this model would run with wrong positions")
+  window = get("attention.sliding_window")
+  if window not in (None, 0):
+    raise ValueError(f"{where}: key '{arch}.attention.sliding_window' = {window}: sliding-window "
+                     f"attention is not implemented")
+  rotary = get("rope.dimension_count")
+  if rotary not in (None, head_dim):
+    raise ValueError(f"{where}: key '{arch}.rope.dimension_count' = {rotary}, head dim {head_dim}: "
+                     f"partial rotary embeddings are not implemented")
+
+
 def gguf_config(reader: gguf.GGUFReader, where: str) -> LLMConfig:
   arch = _field(reader, "general.architecture")
   if arch not in ("llama", "qwen2"):
@@ -212,6 +238,7 @@ def gguf_config(reader: gguf.GGUFReader, where: str) -> LLMConfig:
   get = lambda key, default=None: _field(reader, f"{arch}.{key}", default)
   heads = int(get("attention.head_count"))
   d = int(get("embedding_length"))
+  _refuse_unimplemented(get, arch, int(get("attention.key_length", d // heads)), where)
   names = {t.name for t in reader.tensors}
   vocab = get("vocab_size") or len(_field(reader, "tokenizer.ggml.tokens"))
   eos = _field(reader, "tokenizer.ggml.eos_token_id")
@@ -238,7 +265,7 @@ def load_gguf(path: str) -> tuple[LLMConfig, dict]:
   """(config, float32 params) from a GGUF file; quantised tensors are dequantised."""
   reader = gguf.GGUFReader(path)
   cfg = gguf_config(reader, path)
-  tensors, hf_names = {}, {}
+  hf_names, unmapped = {}, []
   for t in reader.tensors:
     for pattern, hf in GGUF_NAMES.items():
       if "{i}" in pattern:
@@ -251,6 +278,9 @@ def load_gguf(path: str) -> tuple[LLMConfig, dict]:
       elif t.name == pattern:
         hf_names[hf] = t
         break
+    else:
+      unmapped.append(t.name)
+  _refuse_extra(unmapped, path, "no GGUF_NAMES entry maps it onto the model")
 
   def get(name):
     t = hf_names[name]

@@ -57,7 +57,8 @@ class PretrainConfig:
   weight_decay: float = 0.01
   grad_clip: float = 1.0
   embed_dims: dict = dataclasses.field(default_factory=dict)  # table -> width; absent: official widths
-  sl_chunk: int = 8192  # items per chunk of the streamed softmax (and of eval ranking)
+  # Chunk of every streamed softmax: items for `sl` and eval ranking, in-batch positions for `cl`.
+  sl_chunk: int = 8192
   cl_negatives: int = 256
   cl_temperature: float = 0.07
   log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
@@ -95,7 +96,7 @@ def encoder_config(config) -> EncoderConfig:
 
 def fingerprint(config) -> dict:
   p = pretrain_config(config)
-  unused = ("sl_chunk",) if p.loss == "cl" else ("cl_negatives", "cl_temperature")
+  unused = () if p.loss == "cl" else ("cl_negatives", "cl_temperature")
   unused += ("epochs",) if p.steps else ()
   e = encoder_config(config)
   return {"seed": config.seed,
@@ -132,7 +133,8 @@ def loss_fn(model, p: PretrainConfig, params, batch, rng):
   if p.loss == "sl":
     return nip_loss.sl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, p.sl_chunk)
   return nip_loss.cl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, negatives_rng,
-                          num_negatives=p.cl_negatives, temperature=p.cl_temperature)
+                          num_negatives=p.cl_negatives, temperature=p.cl_temperature,
+                          chunk=p.sl_chunk)
 
 
 def step_rng(state: TrainState) -> jax.Array:
