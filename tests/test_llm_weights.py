@@ -135,3 +135,18 @@ def test_gguf_unmapped_tensor_is_named(tmp_path):
   path = _tiny_gguf(tmp_path / "m.gguf", tensors=("token_embd.weight", "rope_freqs.weight"))
   with pytest.raises(weights.CheckpointError, match="unexpected tensor 'rope_freqs.weight'"):
     weights.load_gguf(path)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("rope_scaling", {"rope_type": "llama3", "factor": 8.0}),
+    ("rope_parameters", {"rope_type": "yarn", "factor": 4.0}),
+    ("use_sliding_window", True),
+    ("partial_rotary_factor", 0.5),
+])
+def test_hf_config_keys_we_do_not_implement_are_refused_by_name(key, value):
+  hf = {"architectures": ["Qwen2ForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+        "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, key: value}
+  with pytest.raises(ValueError, match=f"config.json: key '{key}'"):
+    config_lib.from_hf_dict(hf)
+  del hf[key]
+  assert config_lib.from_hf_dict(hf).num_layers == 1  # the same config without it loads

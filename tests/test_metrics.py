@@ -25,6 +25,15 @@ def test_ties_count_against_the_model():
   ranks = np.asarray(metrics.target_ranks(np.ones((3, 4)), np.array([1, 7, 49]), table, chunk=16))
   np.testing.assert_array_equal(ranks, [48, 48, 48])  # 49 candidates, all tied: 48 others >=
   assert metrics.retrieval_metrics(ranks)["recall@1"] == 0.0
+  # Equal rows of random values: the target's score must come from the same matmul as the
+  # others', or last-bit rounding breaks the tie in the model's favour.
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    row = rng.normal(size=(1, 16)).astype(np.float32)
+    table = np.repeat(row, 50, axis=0)
+    ranks = np.asarray(metrics.target_ranks(rng.normal(size=(3, 16)).astype(np.float32),
+                                            np.array([1, 20, 49]), table, chunk=16))
+    np.testing.assert_array_equal(ranks, [48, 48, 48])
 
 
 def test_non_finite_scores_raise():

@@ -46,7 +46,7 @@ def test_histories_are_in_time_order_ties_in_file_order(ml_dir):
   inter = (movielens.ml100k_dir() / "ml-100k.inter").read_text().splitlines()[1:]
   rows = [l.split("\t") for l in inter if l.split("\t")[0] == "1"]
   expected = sorted(range(len(rows)), key=lambda n: (float(rows[n][3]), n))  # stable: row order
-  titles = [re.sub(r" \[\d+\]$", "", catalog.titles[i]) for i in histories[0]]  # repeats numbered
+  titles = [re.sub(r" \[\d+ of \d+\]$", "", catalog.titles[i]) for i in histories[0]]  # repeats numbered
   movie_titles = {}
   for line in (movielens.ml100k_dir() / "ml-100k.item").read_text(encoding="latin-1").splitlines()[1:]:
     f = line.split("\t")
@@ -78,13 +78,15 @@ def _steps(f, row, column, names):
   return [[names[i] for i in bag] for bag in f.bags(row, column).to_lists()]
 
 
-def test_genre_answers_and_distractors_follow_the_rule(ml_dir):
-  """DF lists all genres alphabetically; MF counts every click carrying the genre; LI/SI/IT rank
-  by clicks carrying each genre (then recency, then name); AP's gold is one of the next movie's
-  genres and no distractor is any of them."""
+def test_every_answer_follows_the_rules_genres_whole(ml_dir, tokenizer):
+  """Every question of the import, recomputed from the row: DF lists all genres alphabetically;
+  MF counts every click carrying the genre (or decade); LI/SI/IT rank genres by clicks carrying
+  them (then recency, then name); AP's gold is one of the next movie's genres and no distractor
+  is any of them; IP's gold is the same user's held-out movie."""
   from tests.test_qa import _ranked, _thirds
   catalog, _, _, _ = movielens.load()
-  genres = catalog.names["cate"]
+  genres, decades = catalog.names["cate"], catalog.names["brand"]
+  dec = lambda ids: tokenizer.decode(ids, clean_up_tokenization_spaces=False)
   pre = arrow_io.SequenceFile(os.path.join(ml_dir, "pretrain_data_eval.arrow"))
   following = {tuple(pre.bags(r, schema.ITEM_COLUMN).ids[:-1]): r for r in range(len(pre))}
   seen = collections.Counter()
@@ -93,10 +95,20 @@ def test_genre_answers_and_distractors_follow_the_rule(ml_dir):
     for r in range(len(f)):
       question, answer = (m["content"] for m in json.loads(f.text(r)))
       g = _steps(f, r, "uni_seq_cate_id", genres)
+      d = _steps(f, r, "uni_seq_brand_id", decades)
+      titles = [dec(b) for b in f.bags(r, "uni_seq_title_bpe_token_ids").to_lists()]
+      p = following[tuple(f.bags(r, schema.ITEM_COLUMN).ids)]  # the same user's full sequence
       if m := re.search(r"all the genres of item number (\d+)", question):
         assert answer == ", ".join(sorted(g[int(m.group(1)) - 1])), question
-      elif m := re.search(r'items have genre "(.*)"\?$', question):
-        assert answer == str(sum(m.group(1) in step for step in g))
+      elif m := re.search(r"What is the decade of item number (\d+)", question):
+        assert answer == d[int(m.group(1)) - 1][0]
+      elif m := re.search(r"titles of the last (\d) items", question):
+        assert answer == ", ".join(titles[-int(m.group(1)):])
+      elif m := re.search(r'items have (genre|decade) "(.*)"\?$', question):
+        steps = g if m.group(1) == "genre" else d
+        assert answer == str(sum(m.group(2) in step for step in steps))
+      elif "How long is the user's click history" in question:
+        assert answer == str(len(titles))
       elif "top 3 genres" in question:
         assert answer == ", ".join(_ranked(g)[:3])
       elif "Which genre is the user most interested in recently" in question:
@@ -109,16 +121,18 @@ def test_genre_answers_and_distractors_follow_the_rule(ml_dir):
             path += top
         assert answer == " -> ".join(path)
       elif "What is the genre of the item the user will most likely click next" in question:
-        p = following[tuple(f.bags(r, schema.ITEM_COLUMN).ids)]
         true = set(_steps(pre, p, "uni_seq_cate_id", genres)[-1])
         candidates = question.split("Candidates: ")[1].split("; ")
         assert answer in true and answer in candidates
         assert not (set(candidates) - {answer}) & true, (candidates, true)
         seen["AP multi"] += len(true) > 1
+      elif "Which item will the user most likely click next" in question:
+        assert answer == dec(pre.bags(p, "uni_seq_title_bpe_token_ids").to_lists()[-1])
+        assert answer in question.split("Candidates: ")[1].split("; ")
       else:
-        continue
+        raise AssertionError(f"no rule recomputes {question!r}")
       seen[f.task(r)] += 1
-  assert all(seen[t] > 20 for t in ("DF", "MF", "LI", "SI", "IT", "AP")), seen
+  assert all(seen[t] > 20 for t in schema.TASKS), seen
   assert seen["AP multi"] > 20  # the rule is exercised on movies with several genres
 
 

@@ -148,9 +148,15 @@ def test_bag_truncation_counts_every_cut_bag(en_dir):
   assert "uni_seq_item_id" not in report
 
 
-@pytest.mark.parametrize("task,why", [("XX", "unknown task label 'XX'"), ("SI", "task mismatch")])
-def test_a_bad_task_label_is_an_error_naming_the_row(en_dir, tmp_path, tokenizer, task, why):
-  """No label maps to a default task index (a -1 would silently index the last task)."""
+@pytest.mark.parametrize("task,question,answer,why", [
+    ("XX", None, None, "unknown task label 'XX'"),
+    ("SI", None, None, "task mismatch"),
+    (None, "What is the weather like?", None, "unclassifiable"),
+    (None, None, " ", "empty gold answer"),
+])
+def test_a_bad_row_is_an_error_naming_it(en_dir, tmp_path, tokenizer, task, question, answer, why):
+  """No label maps to a default task index (a -1 would silently index the last task), and no
+  empty gold reaches training."""
   import shutil
   import pyarrow as pa
   for name in os.listdir(en_dir):
@@ -158,9 +164,15 @@ def test_a_bad_task_label_is_an_error_naming_the_row(en_dir, tmp_path, tokenizer
   path = tmp_path / "align_data_train.arrow"
   table = pa.ipc.open_file(str(path)).read_all()
   tasks = table.column("task").to_pylist()
+  texts = table.column("text").to_pylist()
   row = next(r for r, t in enumerate(tasks) if t == "MF")
-  tasks[row] = task
+  user, assistant = json.loads(texts[row])
+  tasks[row] = task or tasks[row]
+  user["content"] = question or user["content"]
+  assistant["content"] = answer if answer is not None else assistant["content"]
+  texts[row] = json.dumps([user, assistant])
   table = table.set_column(table.schema.get_field_index("task"), "task", pa.array(tasks))
+  table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts))
   with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
     w.write_table(table)
   cfg = pipeline.PipelineConfig(batch_size=len(tasks), max_len=16, shuffle=False, num_epochs=1,

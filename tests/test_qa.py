@@ -60,19 +60,33 @@ def test_answers_agree_with_the_history(en_dir):
 # Written from the sub-task definitions, not from `qa`: names come from decoding each step's
 # text features, counts and rankings are plain Python.
 
-_COLUMN_OF_WORD = {"category": "cate", "shop": "shop", "brand": "brand"}
-_PATTERNS = [  # (task, regex over the en question, kind)
-    ("DF", r"What are the titles of the last (\d) items", "last"),
-    ("DF", r"What is the (\w+) of item number (\d+) the user clicked", "nth"),
-    ("MF", r"How long is the user's click history", "length"),
-    ("MF", r"How many of the user's clicked items have (\w+) \"(.*)\"\?$", "count"),
-    ("IP", r"Which item will the user most likely click next", "ip"),
-    ("AP", r"What is the (\w+) of the item the user will most likely click next", "ap"),
-    ("LI", r"What are the user's top 3 (\w+), from most", "li"),
-    ("SI", r"Which (\w+) is the user most interested in recently", "si"),
-    ("IT", r"How has the user's (\w+) preference shifted", "it"),
-]
-_PLURAL = {"categories": "category", "shops": "shop", "brands": "brand"}
+_COLUMN_OF_WORD = {"category": "cate", "shop": "shop", "brand": "brand", "categories": "cate",
+                   "shops": "shop", "brands": "brand", "类目": "cate", "店铺": "shop", "品牌": "brand"}
+_PATTERNS = {  # language -> [(task, regex over the question, kind)]
+    "en": [
+        ("DF", r"What are the titles of the last (\d) items", "last"),
+        ("DF", r"What is the (\w+) of item number (\d+) the user clicked", "nth"),
+        ("MF", r"How long is the user's click history", "length"),
+        ("MF", r"How many of the user's clicked items have (\w+) \"(.*)\"\?$", "count"),
+        ("IP", r"Which item will the user most likely click next", "ip"),
+        ("AP", r"What is the (\w+) of the item the user will most likely click next", "ap"),
+        ("LI", r"What are the user's top 3 (\w+), from most", "li"),
+        ("SI", r"Which (\w+) is the user most interested in recently", "si"),
+        ("IT", r"How has the user's (\w+) preference shifted", "it"),
+    ],
+    "zh": [
+        ("DF", r"^用户最近(\d)次浏览的商品的标题依次是什么", "last"),
+        ("DF", r"^用户第(\d+)次（从1开始计数）浏览的商品的(类目|店铺|品牌)是什么", "nth_zh"),
+        ("MF", r"^用户浏览历史的长度是多少", "length"),
+        ("MF", r"^用户浏览过的(类目|店铺|品牌)为「(.*)」的商品有多少个", "count"),
+        ("IP", r"^用户下一个可能点击的商品的标题是什么", "ip"),
+        ("AP", r"^用户下一个可能点击的商品的(类目|店铺|品牌)是什么", "ap"),
+        ("LI", r"^用户最感兴趣的3个(类目|店铺|品牌)是什么", "li"),
+        ("SI", r"^用户近期最感兴趣的(类目|店铺|品牌)是什么", "si"),
+        ("IT", r"^用户对(类目|店铺|品牌)偏好的转移路径是什么", "it"),
+    ],
+}
+_SEPS = {"en": (", ", "Candidates: ", "; "), "zh": ("、", "候选：", "；")}  # list, candidates, candidate
 
 
 def _ranked(names_per_step):
@@ -94,13 +108,15 @@ def _thirds(seq):
   return out
 
 
-def _expected(kind, groups, titles, names, nxt_title, nxt_names):
+def _expected(kind, groups, titles, names, nxt_title, nxt_names, sep):
   """The gold answer (or, for AP, the set of true names) a question asks for."""
-  word = lambda g: _COLUMN_OF_WORD[_PLURAL.get(g, g)]
+  word = _COLUMN_OF_WORD.__getitem__
   if kind == "last":
-    return ", ".join(titles[-int(groups[0]):])
+    return sep.join(titles[-int(groups[0]):])
   if kind == "nth":
     return names[word(groups[0])][int(groups[1]) - 1][0]
+  if kind == "nth_zh":
+    return names[word(groups[1])][int(groups[0]) - 1][0]
   if kind == "length":
     return str(len(titles))
   if kind == "count":
@@ -110,7 +126,7 @@ def _expected(kind, groups, titles, names, nxt_title, nxt_names):
   if kind == "ap":
     return set(nxt_names[word(groups[0])])
   if kind == "li":
-    return ", ".join(_ranked(names[word(groups[0])])[:3])
+    return sep.join(_ranked(names[word(groups[0])])[:3])
   if kind == "si":
     return _ranked(names[word(groups[0])][-10:])[0]
   path = []
@@ -138,7 +154,15 @@ def short_dir(tmp_path_factory, tokenizer):
   return str(out)
 
 
-@pytest.mark.parametrize("which", ["en_dir", "short_dir"])
+@pytest.fixture(scope="module")
+def zh_dir(tmp_path_factory, tokenizer):
+  out = tmp_path_factory.mktemp("synthetic-zh-window")
+  cfg = synthetic.SyntheticConfig(**{**SMALL.__dict__, "language": "zh"})
+  synthetic.build_dataset(str(out), cfg, tokenizer, "smollm2", max_len=40, log=lambda *_: None)
+  return str(out)
+
+
+@pytest.mark.parametrize("which", ["en_dir", "short_dir", "zh_dir"])
 def test_every_answer_is_recomputed_from_the_encoders_window(which, request, tokenizer):
   directory = request.getfixturevalue(which)
   info = arrow_io.read_dataset_info(directory)
@@ -160,14 +184,15 @@ def test_every_answer_is_recomputed_from_the_encoders_window(which, request, tok
       titles, names = _decoded(f, r, tokenizer)
       all_titles, all_names = _decoded(pre, p, tokenizer)
       assert titles == all_titles[:-1]
-      matches = [(task, kind, re.search(rx, question)) for task, rx, kind in _PATTERNS]
+      list_sep, cand_intro, cand_sep = _SEPS[info["language"]]
+      matches = [(task, kind, re.search(rx, question)) for task, rx, kind in _PATTERNS[info["language"]]]
       ((task, kind, m),) = [x for x in matches if x[2]]
       assert task == f.task(r), question
       want = _expected(kind, m.groups(), titles, names, all_titles[-1],
-                       {c: v[-1] for c, v in all_names.items()})
+                       {c: v[-1] for c, v in all_names.items()}, list_sep)
       if kind == "ap":
         assert answer in want, (question, answer, want)
-        others = question.split("Candidates: ")[1].split("; ")
+        others = question.split(cand_intro)[1].split(cand_sep)
         assert answer in others and not (set(others) - {answer}) & want
       else:
         assert answer == want, (question, answer, want)

@@ -165,3 +165,27 @@ def test_restart_deletes_the_stage_and_everything_after_it(tmp_path):
     os.makedirs(tmp_path / name)
   stages.restart(str(tmp_path), "pretrain", log=QUIET)
   assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_official_files_with_a_shorter_max_len_say_how_many_rows_are_longer(tmp_path):
+  """The official files keep 512 clicks: a smaller data.max_len is reported at the data stage."""
+  from configs import official
+  from tests.test_checker import make_valid
+  from uqa_jax.data import arrow_io
+  src = tmp_path / "kaggle"
+  src.mkdir()
+  make_valid(str(src), language="zh", info=False)
+  config = official.get_config()
+  config.data.path = str(src)
+  config.data.max_len = 5
+  lines = []
+  info = stages.get("data").run(config, str(tmp_path / "run"), log=lines.append)
+  for split in ("train", "eval"):
+    name = f"align_data_{split}.arrow"
+    f = arrow_io.SequenceFile(str(src / name))
+    longer = sum(f.bags(r, "uni_seq_item_id").num_steps > 5 for r in range(len(f)))
+    assert longer > 0
+    assert any(l.startswith(f"data: WARNING {name}: {longer:,} of {len(f):,} rows have more than "
+                            f"data.max_len=5") for l in lines), lines
+  assert info["answers"]["eval"]["MF"]["n"] == 12  # floors for the official text too
+  assert any(l.startswith("data: answers and floors on align eval") for l in lines)

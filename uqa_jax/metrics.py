@@ -21,28 +21,38 @@ KS = (1, 5, 10, 20, 50)
 def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
   """Rank of each target among items 1..V-1, computed chunk by chunk (no [N, V] array).
 
-  -1 marks a query with any non-finite score.
+  Two passes over the table with the same chunked matmul (float32, highest precision): the
+  first reads each target's own score out of it, the second counts the other items scoring at
+  least as high. Comparing against a separately computed dot product instead would let rounding
+  in the last bit break ties in the model's favour. -1 marks a query with any non-finite score.
   """
   v = table_VxE.shape[0]
   chunk = min(chunk, v)
   num_chunks = -(-v // chunk)
   table = jnp.pad(table_VxE, ((0, num_chunks * chunk - v), (0, 0)))
   q = queries_NxE.astype(jnp.float32)
-  target_score_N = jnp.sum(q * table_VxE[targets_N].astype(jnp.float32), -1)
 
-  def count_higher(i, carry):  # a loop, not unrolled: compile time stays flat in V
-    rank_N, finite_N = carry
+  def scores(i):
     rows_CxE = jax.lax.dynamic_slice_in_dim(table, i * chunk, chunk).astype(jnp.float32)
     ids_C = i * chunk + jnp.arange(chunk)
-    # The target itself is excluded by id: its matmul score may differ from the dot in the last ulp.
+    return jnp.matmul(q, rows_CxE.T, precision=jax.lax.Precision.HIGHEST), ids_C
+
+  def read_target(i, target_score_N):  # loops, not unrolled: compile time stays flat in V
+    scores_NxC, ids_C = scores(i)
+    is_target = ids_C[None, :] == targets_N[:, None]
+    return target_score_N + jnp.where(is_target, scores_NxC, 0.0).sum(-1)
+
+  def count_at_least(i, carry):
+    rank_N, finite_N = carry
+    scores_NxC, ids_C = scores(i)
     candidate_NxC = (ids_C > 0) & (ids_C < v) & (ids_C[None, :] != targets_N[:, None])
-    scores_NxC = q @ rows_CxE.T
     at_least_NxC = (scores_NxC >= target_score_N[:, None]) & candidate_NxC
     finite_N &= jnp.all(jnp.isfinite(scores_NxC) | ~candidate_NxC, axis=-1)
     return rank_N + at_least_NxC.sum(-1).astype(jnp.int32), finite_N
 
+  target_score_N = jax.lax.fori_loop(0, num_chunks, read_target, jnp.zeros(targets_N.shape, jnp.float32))
   init = (jnp.zeros(targets_N.shape, jnp.int32), jnp.isfinite(target_score_N))
-  rank_N, finite_N = jax.lax.fori_loop(0, num_chunks, count_higher, init)
+  rank_N, finite_N = jax.lax.fori_loop(0, num_chunks, count_at_least, init)
   return jnp.where(finite_N, rank_N, -1)
 
 

@@ -93,11 +93,11 @@ def cl_loss(queries_NxE, targets_N, weights_N, table_VxE, key, *, num_negatives:
   targets = jnp.pad(targets_N, (0, pad))
   weights = jnp.pad(weights_N, (0, pad))
   rows_N = jnp.arange(n)
-  positive_N = jnp.sum(q * pos_NxE, -1) / temperature  # the diagonal: always in the softmax
+  positive_N = jnp.sum(q * pos_NxE, -1) / temperature  # ~the diagonal: a finite start for the max
 
   @jax.checkpoint
   def body(carry, i):
-    m_N, s_N = carry
+    m_N, s_N, own_N = carry
     cols_C = i * chunk + jnp.arange(chunk)
     pos_CxE = jax.lax.dynamic_slice_in_dim(pos, i * chunk, chunk)
     tgt_C = jax.lax.dynamic_slice_in_dim(targets, i * chunk, chunk)
@@ -108,12 +108,13 @@ def cl_loss(queries_NxE, targets_N, weights_N, table_VxE, key, *, num_negatives:
     logits_NxC = jnp.where(keep, q @ pos_CxE.T / temperature, -jnp.inf)
     m_new = jnp.maximum(m_N, logits_NxC.max(-1))
     s_N = s_N * jnp.exp(m_N - m_new) + jnp.exp(logits_NxC - m_new[:, None]).sum(-1)
-    return (m_new, s_N), None
+    own_N = own_N + jnp.where(is_self, logits_NxC, 0.0).sum(-1)  # the positive, as the softmax saw it
+    return (m_new, s_N, own_N), None
 
   m0 = jnp.maximum(positive_N, sampled_NxS.max(-1))  # finite: the positive is always present
   s0 = jnp.exp(sampled_NxS - m0[:, None]).sum(-1)
-  (m_N, s_N), _ = jax.lax.scan(body, (m0, s0), jnp.arange(num_chunks))
-  return _weighted_mean(m_N + jnp.log(s_N) - positive_N, weights_N)
+  (m_N, s_N, own_N), _ = jax.lax.scan(body, (m0, s0, jnp.zeros_like(m0)), jnp.arange(num_chunks))
+  return _weighted_mean(m_N + jnp.log(s_N) - own_N, weights_N)
 
 
 def shifted_targets(item_ids_BxL, lengths_B):

@@ -77,20 +77,19 @@ def answer_report(items: Iterable[tuple[str, str, Sequence[str]]]) -> dict[str, 
   return out
 
 
-def format_floors(report: dict[str, dict], tasks: Sequence[str]) -> list[str]:
-  """One line per task: the floors and the most frequent answer."""
+def format_floors(report: dict[str, dict], tasks: Sequence[str], top: int = 3) -> list[str]:
+  """One line per task: the floors and the head of the answer histogram (`top` answers)."""
   lines = [f"{'task':4} {'n':>6} {'distinct':>8}  {'best constant (official rule)':>36}  "
-           f"{'first cand.':>11}  most frequent answer"]
+           f"{'first cand.':>11}  most frequent answers"]
   for task in tasks:
     r = report.get(task)
     if r is None:
       continue
     first = r["first_candidate_accuracy"]
-    top, top_n = r["top_answers"][0]
+    head = ", ".join(f"{_clip(a, 20)} {n / r['n']:.1%}" for a, n in r["top_answers"][:top])
     lines.append(f"{task:4} {r['n']:>6,} {r['distinct_answers']:>8,}  "
                  f"{r['best_constant_accuracy']:>6.1%} {_clip(r['best_constant']):>29}  "
-                 f"{'-' if first is None else format(first, '.1%'):>11}  "
-                 f"{_clip(top)} ({top_n / r['n']:.1%})")
+                 f"{'-' if first is None else format(first, '.1%'):>11}  {head}")
   return lines
 
 

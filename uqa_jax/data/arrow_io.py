@@ -48,45 +48,82 @@ def _atomic_write(path: str, write_fn) -> None:
       os.remove(tmp)
 
 
-def write_sequences(path: str, columns: dict[str, list], *, batch_rows: int = 4096) -> int:
-  """Writes an official-format file; returns the number of rows.
-
-  `columns` maps every name in `schema.FEATURE_COLUMNS` to a list (one entry per row) of
-  lists of bags, or to an Arrow array of that type; align files also carry `text` (JSON chat strings), and ours may carry
-  `task` and `uni_seq_timestamp` (a list of int64 seconds per row). The schema is chosen by
-  the presence of `text`.
-  """
-  missing = [c for c in schema.FEATURE_COLUMNS if c not in columns]
+def _file_schema(path: str, names) -> pa.Schema:
+  """The file schema for a set of column names (align iff `text` is among them)."""
+  missing = [c for c in schema.FEATURE_COLUMNS if c not in names]
   if missing:
     raise DataFileError(f"{path}: cannot write, missing columns {missing}")
-  arrow_schema = schema.ALIGN_SCHEMA if schema.TEXT_COLUMN in columns else schema.PRETRAIN_SCHEMA
-  if schema.TASK_COLUMN in columns:
+  arrow_schema = schema.ALIGN_SCHEMA if schema.TEXT_COLUMN in names else schema.PRETRAIN_SCHEMA
+  if schema.TASK_COLUMN in names:
     arrow_schema = arrow_schema.append(pa.field(schema.TASK_COLUMN, pa.string()))
-  if schema.TIME_COLUMN in columns:
+  if schema.TIME_COLUMN in names:
     arrow_schema = arrow_schema.append(pa.field(schema.TIME_COLUMN, schema.TIME_TYPE))
-  unknown = set(columns) - set(arrow_schema.names)
+  unknown = set(names) - set(arrow_schema.names)
   if unknown:
     raise DataFileError(f"{path}: cannot write, unknown columns {sorted(unknown)}")
+  return arrow_schema
+
+
+def _record_batch(path: str, arrow_schema: pa.Schema, columns: dict) -> pa.RecordBatch:
   num_rows = {len(v) for v in columns.values()}
   if len(num_rows) != 1:
     raise DataFileError(f"{path}: columns have different row counts {sorted(num_rows)}")
-  (n,) = num_rows
-  arrays = {}
+  arrays = []
   for f in arrow_schema:
     column = columns[f.name]
-    arrays[f.name] = column if isinstance(column, pa.Array) else pa.array(column, type=f.type)
-    if not arrays[f.name].type.equals(f.type):
-      raise DataFileError(f"{path}: cannot write column {f.name!r} of type {arrays[f.name].type}, "
-                          f"expected {f.type}")
+    array = column if isinstance(column, pa.Array) else pa.array(column, type=f.type)
+    if not array.type.equals(f.type):
+      raise DataFileError(f"{path}: cannot write column {f.name!r} of type {array.type}, expected {f.type}")
+    arrays.append(array)
+  return pa.record_batch(arrays, schema=arrow_schema)
+
+
+def write_sequence_batches(path: str, batches) -> int:
+  """Writes an official-format file from an iterable of column dicts (one record batch each).
+
+  Each dict maps every name in `schema.FEATURE_COLUMNS` to a list (one entry per row) of lists
+  of bags, or to an Arrow array of that type; align files also carry `text` (JSON chat strings),
+  and ours may carry `task` and `uni_seq_timestamp` (a list of int64 seconds per row). The
+  schema is chosen by the first batch's columns; every batch must have the same ones. Batches
+  are built and written one at a time, so a file larger than memory can be written.
+  Returns the number of rows.
+  """
+  rows = 0
 
   def write(tmp_path):
-    with pa.OSFile(tmp_path, "wb") as sink, pa.ipc.new_file(sink, arrow_schema) as writer:
-      for start in range(0, n, batch_rows):
-        batch = [arrays[f.name].slice(start, batch_rows) for f in arrow_schema]
-        writer.write_batch(pa.record_batch(batch, schema=arrow_schema))
+    nonlocal rows
+    writer = sink = arrow_schema = None
+    try:
+      for columns in batches:
+        if arrow_schema is None:
+          arrow_schema = _file_schema(path, columns)
+          sink = pa.OSFile(tmp_path, "wb")
+          writer = pa.ipc.new_file(sink, arrow_schema)
+        elif set(columns) != set(arrow_schema.names):
+          raise DataFileError(f"{path}: a batch has columns {sorted(columns)}, the first had "
+                              f"{sorted(arrow_schema.names)}")
+        batch = _record_batch(path, arrow_schema, columns)
+        writer.write_batch(batch)
+        rows += batch.num_rows
+      if arrow_schema is None:
+        raise DataFileError(f"{path}: nothing to write (no batches)")
+    finally:
+      if writer is not None:
+        writer.close()
+      if sink is not None:
+        sink.close()
 
   _atomic_write(path, write)
-  return n
+  return rows
+
+
+def write_sequences(path: str, columns: dict, *, batch_rows: int = 4096) -> int:
+  """Writes an official-format file from whole columns (see `write_sequence_batches`)."""
+  arrow_schema = _file_schema(path, columns)
+  table = _record_batch(path, arrow_schema, columns)
+  return write_sequence_batches(
+      path, ({f.name: table.column(f.name).slice(start, batch_rows) for f in arrow_schema}
+             for start in range(0, max(table.num_rows, 1), batch_rows)))
 
 
 def open_arrow(path: str) -> pa.ipc.RecordBatchFileReader:

@@ -26,6 +26,9 @@ from uqa_jax.data.catalog import Catalog, RowEncoder, list_array
 from uqa_jax.data.qa import QAGenerator
 
 
+WRITE_ROWS = 4096  # rows per record batch: files are built and written chunk by chunk
+
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
   min_item_count: int = 3  # paper: drop items with fewer interactions
@@ -103,12 +106,21 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
           offsets, pa.array(np.concatenate(kept) if kept else np.zeros(0, np.int64), pa.int64()))
     return out
 
-  everyone = range(len(seqs))
+  def write(kind, split, users, cut, extra=None):
+    """Writes one file, WRITE_ROWS rows at a time (memory bounded by the chunk, not the file)."""
+    def chunks():
+      for start in range(0, max(len(users), 1), WRITE_ROWS):
+        out = columns(users[start:start + WRITE_ROWS], cut)
+        for name, values in (extra or {}).items():
+          out[name] = values[start:start + WRITE_ROWS]
+        yield out
+    name = schema.file_name(kind, split)
+    counts[name] = arrow_io.write_sequence_batches(os.path.join(out_dir, name), chunks())
+
+  everyone = list(range(len(seqs)))
   counts = {}
-  counts[schema.file_name("pretrain", "train")] = arrow_io.write_sequences(
-      os.path.join(out_dir, schema.file_name("pretrain", "train")), columns(everyone, 1))
-  counts[schema.file_name("pretrain", "eval")] = arrow_io.write_sequences(
-      os.path.join(out_dir, schema.file_name("pretrain", "eval")), columns(everyone, 0))
+  write("pretrain", "train", everyone, 1)
+  write("pretrain", "eval", everyone, 0)
 
   is_eval = rng.random(len(seqs)) < align_eval_fraction
   next_known = [clocks is None or len(c) < 2 or c[-1] != c[-2] for c in (clocks or seqs)]
@@ -126,11 +138,7 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
         tasks.append(qa.task)
         golds.append((qa.task, qa.answer, qa.candidates))
         per_task[f"{split}/{qa.task}"] += 1
-    align = columns(users, 1)
-    align[schema.TEXT_COLUMN] = texts
-    align[schema.TASK_COLUMN] = tasks
-    fname = schema.file_name("align", split)
-    counts[fname] = arrow_io.write_sequences(os.path.join(out_dir, fname), align)
+    write("align", split, users, 1, {schema.TEXT_COLUMN: texts, schema.TASK_COLUMN: tasks})
     answers[split] = scoring.answer_report(golds)
 
   info = {

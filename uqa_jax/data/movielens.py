@@ -55,8 +55,8 @@ def _catalog(movies: movielens_files.Movies) -> Catalog:
   titles = [""]
   for i, (title, year, names) in enumerate(zip(movies.titles, movies.years, movies.genres), start=1):
     seen[title] += 1
-    # Every copy of a repeated title is numbered, so no title is a prefix of another.
-    titles.append(f"{title} [{seen[title]}]" if copies[title] > 1 else title)
+    # Every copy of a repeated title is numbered "[k of n]", so no copy is a prefix of another.
+    titles.append(f"{title} [{seen[title]} of {copies[title]}]" if copies[title] > 1 else title)
     bag = []
     for g in dict.fromkeys(names):
       if g not in genre_id:

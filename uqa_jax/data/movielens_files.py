@@ -138,7 +138,8 @@ def _movies_recbole(path):
     out.ids.append(f[i_id].strip())
     out.titles.append(title)
     out.years.append(year)
-    out.genres.append(_genres(f[i_genre].split()))
+    # RecBole joins genres with spaces; "(no genres listed)" has spaces of its own.
+    out.genres.append(_genres(f[i_genre].replace("(no genres listed)", "").split()))
   return out
 
 

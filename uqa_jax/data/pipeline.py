@@ -182,7 +182,7 @@ class RowToArrays(grain.transforms.Map):
     if schema.TIME_COLUMN in row:
       out["timestamps"] = times_to_array(row[schema.TIME_COLUMN], self.max_len)
     if self.chat is not None:
-      where = f"{self.path}, row {row['_row']}"
+      where = f"{self.path}, row {row.get('_row', '?')}"
       out.update(self.chat(row[schema.TEXT_COLUMN], where=where))
       question = json.loads(row[schema.TEXT_COLUMN])[-2]["content"]
       try:

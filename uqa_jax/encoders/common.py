@@ -4,14 +4,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def dense(features, axes, cfg, use_bias=True, name=None, kernel_init=None, bias_init=None):
+def dense(features, axes, cfg, use_bias=True, name=None, kernel_init=None, bias_init=None,
+          dtype=None):
   """nn.Dense whose kernel carries logical axis names (see uqa_jax.parallel.RULES).
 
-  `kernel_init` defaults to LeCun normal; a given `bias_init` is named by the kernel's last axis.
+  `kernel_init` defaults to LeCun normal; a given `bias_init` is named by the kernel's last axis;
+  `dtype` (the computation's) defaults to `cfg.dtype`.
   """
   extra = {} if bias_init is None else {
       "bias_init": nn.with_logical_partitioning(bias_init, axes[-1:])}
-  return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(cfg.dtype),
+  return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(dtype or cfg.dtype),
                   param_dtype=jnp.dtype(cfg.param_dtype),
                   kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.lecun_normal(), axes),
                   name=name, **extra)

@@ -127,8 +127,8 @@ class Block(nn.Module):
     dbc = common.dense(rank + 2 * n, ("mlp", None), c, use_bias=False, name="x_proj")(x_BxLxI)
     dt_low, b_BxLxN, c_BxLxN = jnp.split(dbc, [rank, rank + n], axis=-1)
     dt_proj = common.dense(inner, (None, "mlp"), c, name="dt_proj", kernel_init=dt_kernel_init(rank),
-                           bias_init=dt_bias_init)
-    dt_BxLxI = nn.softplus(dt_proj(dt_low).astype(jnp.float32))
+                           bias_init=dt_bias_init, dtype=jnp.float32)  # Δ in float32, bias included
+    dt_BxLxI = nn.softplus(dt_proj(dt_low.astype(jnp.float32)))
     a_log = self.param("A_log", nn.with_logical_partitioning(
         lambda key, shape, dtype: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=dtype), shape)),
         ("mlp", None)), (inner, n), jnp.float32)

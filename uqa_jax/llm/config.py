@@ -48,11 +48,18 @@ def from_hf_dict(hf: dict, where: str = "config.json") -> LLMConfig:
   if arch is None:
     raise ValueError(f"{where}: unsupported architecture {archs or hf.get('model_type')!r}; "
                      f"supported: {sorted(SUPPORTED_ARCHITECTURES)}")
-  if hf.get("rope_scaling") or (hf.get("rope_parameters") or {}).get("rope_type", "default") != "default":
-    raise ValueError(f"{where}: rope scaling {hf.get('rope_scaling') or hf.get('rope_parameters')} "
-                     "is not supported")
+  if hf.get("rope_scaling"):
+    raise ValueError(f"{where}: key 'rope_scaling' = {hf['rope_scaling']}: RoPE scaling is not "
+                     f"implemented; this model would run with wrong positions")
+  if (hf.get("rope_parameters") or {}).get("rope_type", "default") != "default":
+    raise ValueError(f"{where}: key 'rope_parameters' = {hf['rope_parameters']}: RoPE scaling is not "
+                     f"implemented; this model would run with wrong positions")
   if arch == "qwen2" and hf.get("use_sliding_window"):
-    raise ValueError(f"{where}: sliding-window attention is not supported (use_sliding_window=true)")
+    raise ValueError(f"{where}: key 'use_sliding_window' = true: sliding-window attention is not "
+                     f"implemented")
+  if float(hf.get("partial_rotary_factor", 1.0)) != 1.0:
+    raise ValueError(f"{where}: key 'partial_rotary_factor' = {hf['partial_rotary_factor']}: partial "
+                     f"rotary embeddings are not implemented")
   theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
   heads = hf["num_attention_heads"]
   return LLMConfig(

@@ -75,10 +75,10 @@ def run(config, workdir: str, log=print) -> dict:
   info = _check(out, log)
   if d.source == "official":
     _report_window(out, d.max_len, log)
-    info["answers"] = {"eval": official.answer_report(out, "eval")}
-  log("data: answer floors on align eval (what any method must beat; official rule "
-      "`prediction.startswith(gold)`):\n  " + "\n  ".join(
-          scoring.format_floors(info["answers"]["eval"], schema.TASKS)))
+    info["answers"] = {split: official.answer_report(out, split) for split in schema.SPLITS}
+  for split, report in info["answers"].items():
+    log(f"data: answers and floors on align {split} (what any method must beat; official rule "
+        f"`prediction.startswith(gold)`):\n  " + "\n  ".join(scoring.format_floors(report, schema.TASKS)))
   return info
 
 
