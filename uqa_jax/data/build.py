@@ -123,7 +123,9 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
   write("pretrain", "eval", everyone, 0)
 
   is_eval = rng.random(len(seqs)) < align_eval_fraction
-  next_known = [clocks is None or len(c) < 2 or c[-1] != c[-2] for c in (clocks or seqs)]
+  # The held-out click is well defined unless it shares its second with the click before.
+  next_known = ([True] * len(seqs) if clocks is None
+                else [len(c) < 2 or c[-1] != c[-2] for c in clocks])
   generator = QAGenerator(catalog, qa_attrs, interest_attrs)
   per_task = collections.Counter()
   answers = {}

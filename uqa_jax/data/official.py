@@ -72,9 +72,10 @@ def answer_report(directory: str, split: str = "eval") -> dict[str, dict]:
   for start, batch in arrow_io.SequenceFile(path).record_batches():
     for r, text in enumerate(batch.column(schema.TEXT_COLUMN).to_pylist()):
       question, answer = (m["content"] for m in json.loads(text)[-2:])
-      task = schema.classify_question(question, "zh")
-      if task is None:
-        raise arrow_io.DataFileError(f"{path}, row {start + r}: no task rule matches the question")
+      try:
+        task = schema.task_of(None, question, "zh")
+      except ValueError as e:
+        raise arrow_io.DataFileError(f"{path}, row {start + r}: {e}") from None
       scoring.check_gold(answer, f"{path}, row {start + r}")
       items.append((task, answer, ()))
   return scoring.answer_report(items)
