@@ -8,7 +8,7 @@ STAGES = ("data", "pretrain", "align", "evaluate", "report")  # pipeline order
 DATA_SOURCES = ("synthetic", "movielens", "official")
 ENCODERS = ("gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp")
 INPUT_VARIANTS = ("full", "no_text", "no_side")  # paper Table 3 rows
-ADAPTERS = ("mean", "qformer")
+ADAPTERS = ("mean", "mlp", "recent", "qformer")  # mean: the official default
 ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
 NIP_LOSSES = ("sl", "cl")
 

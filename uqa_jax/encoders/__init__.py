@@ -5,17 +5,13 @@ Each module exports `Model(cfg: EncoderConfig)` with
 steps <= t). Only HSTU reads the optional int32 click times; the others ignore them.
 """
 
-import importlib
+import functools
 
 from uqa_jax import choices
+from uqa_jax import registry
 
 NAMES = choices.ENCODERS  # gru4rec, sasrec, mamba4rec, hstu, trmpp
-
-
-def _module(name: str):
-  if name not in NAMES:
-    raise ValueError(f"unknown encoder {name!r}; expected one of {', '.join(NAMES)}")
-  return importlib.import_module(f"uqa_jax.encoders.{name}")
+_module = functools.partial(registry.module, __name__, "encoder", NAMES)
 
 
 def get(name: str):

@@ -8,6 +8,8 @@ other fields it reads, and `check_reads` refuses a config that sets a field its 
 
 import dataclasses
 
+from uqa_jax import registry
+
 COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", "param_dtype", "max_len")
 
 
@@ -38,9 +40,7 @@ class EncoderConfig:
 
 def check_reads(cfg: EncoderConfig, reads) -> None:
   """Raises ValueError if `cfg` sets, away from its default, a field outside COMMON and `reads`."""
-  default = EncoderConfig()
-  dead = [f.name for f in dataclasses.fields(cfg)
-          if f.name not in COMMON and f.name not in reads and getattr(cfg, f.name) != getattr(default, f.name)]
+  dead = registry.unread(cfg, COMMON + tuple(reads))
   if dead:
     raise ValueError(f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in dead)}: not read by {cfg.name} "
                      f"(it reads {', '.join(COMMON[2:-1] + tuple(sorted(reads)))}); remove "

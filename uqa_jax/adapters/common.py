@@ -1,0 +1,47 @@
+"""Pieces every adapter shares: padding-safe pooling and the output norm.
+
+Shape letters: B batch, L history length, D encoder width, K soft tokens, M d_llm.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def valid_states(states_BxLxD, mask_BxL):
+  """float32 states with padded positions set to 0 by `where` (NaN × 0 would stay NaN)."""
+  return jnp.where(mask_BxL[..., None].astype(bool), states_BxLxD.astype(jnp.float32), 0.0)
+
+
+def masked_mean(states_BxLxD, mask_BxL):
+  """Mean over valid positions; 0 for a row with none."""
+  count_B = jnp.maximum(mask_BxL.astype(jnp.float32).sum(-1), 1.0)
+  return valid_states(states_BxLxD, mask_BxL).sum(1) / count_B[:, None]
+
+
+def last_states(states_BxLxD, mask_BxL, k: int):
+  """The last k valid states, oldest first, [B, k, D]; slots before a short row's start are 0.
+
+  Valid steps come first in every row (right padding), so the last valid one is length - 1.
+  """
+  lengths_B = mask_BxL.astype(jnp.int32).sum(-1)
+  positions_BxK = lengths_B[:, None] - k + jnp.arange(k)[None, :]
+  present_BxK = positions_BxK >= 0
+  clipped = jnp.clip(positions_BxK, 0, states_BxLxD.shape[1] - 1)
+  picked = jnp.take_along_axis(valid_states(states_BxLxD, mask_BxL), clipped[..., None], axis=1)
+  return jnp.where(present_BxK[..., None], picked, 0.0)
+
+
+class OutputNorm(nn.Module):
+  """RMSNorm over d_llm with a learned scale initialised to `rms`: tokens start at the LLM's size."""
+  rms: float
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x_BxKxM):
+    scale_M = self.param("scale", nn.initializers.constant(self.rms), (x_BxKxM.shape[-1],), jnp.float32)
+    x = x_BxKxM.astype(jnp.float32)
+    return x * jnp.reciprocal(jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps)) * scale_M
+
+
+def dense(features: int, name: str):
+  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
