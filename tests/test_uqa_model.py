@@ -1,0 +1,84 @@
+"""The Stage 2 model: the answer loss equals a by-hand computation on concatenated embeddings,
+and the `zeros` control ignores the user while the real one does not."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from uqa_jax import adapters
+from uqa_jax import uqa_model
+from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.encoders.user_model import UserModel
+from uqa_jax.llm import model as llm_model
+from tests.test_splice import CFG as LLM_CFG
+from tests.test_user_model import DIMS, VOCAB, _batch
+
+
+@functools.lru_cache(maxsize=None)
+def _parts(name="mean"):
+  """Encoder, adapter, LLM, their params and a batch: built once, shared by every control."""
+  encoder = UserModel(EncoderConfig(name="trmpp", d_model=16, num_layers=1, num_heads=2, dropout=0.0),
+                      VOCAB, DIMS)
+  adapter = adapters.get(name)(AdapterConfig(name=name, d_llm=LLM_CFG.d_model, embed_rms=0.5))
+  llm = llm_model.Decoder(LLM_CFG)
+  batch = _batch()
+  rng = np.random.default_rng(0)
+  t = 9
+  batch["input_ids"] = rng.integers(1, LLM_CFG.vocab_size, size=(2, t)).astype(np.int32)
+  batch["attention_mask"] = np.array([[1] * 9, [1] * 6 + [0] * 3], np.int32)  # right-padded, as the pipeline
+  batch["loss_mask"] = np.array([[0] * 5 + [1] * 4, [0] * 3 + [1] * 3 + [0] * 3], np.int32)
+  enc_params = encoder.init(jax.random.PRNGKey(0), batch)["params"]
+  states, _, mask = encoder.apply({"params": enc_params}, batch)
+  params = {"encoder": enc_params,
+            "adapter": adapter.init(jax.random.PRNGKey(1), states, mask)["params"],
+            "llm": llm.init(jax.random.PRNGKey(2), jnp.asarray(batch["input_ids"]),
+                            positions=llm_model.positions_from_mask(jnp.asarray(batch["attention_mask"])),
+                            kv_mask=jnp.asarray(batch["attention_mask"]))["params"]}
+  return encoder, adapter, llm, params, batch
+
+
+def _setup(user="encoder"):
+  encoder, adapter, llm, params, batch = _parts()
+  return uqa_model.UQAModel(encoder, adapter, llm, user=user), params, dict(batch)
+
+
+def test_answer_loss_equals_a_by_hand_prefix_computation():
+  """Prefix splice on right-padded rows = [soft, tokens]; loss = mean NLL of the loss-mask tokens."""
+  model, params, batch = _setup()
+  got = float(uqa_model.answer_loss(params, batch, model=model))
+  soft = model.soft_tokens(params, batch)
+  embeds = model.llm.apply({"params": params["llm"]}, jnp.asarray(batch["input_ids"]), method="embed")
+  x = jnp.concatenate([soft, embeds], axis=1)
+  mask = np.concatenate([np.ones((2, 1), np.int32), batch["attention_mask"]], axis=1)
+  logits, _ = model.llm.apply({"params": params["llm"]}, embeds=x, positions=jnp.asarray(np.cumsum(mask, 1) - 1),
+                              kv_mask=jnp.asarray(mask))
+  logits = np.asarray(logits, np.float64)
+  nll = []
+  for b in range(2):
+    for t in np.flatnonzero(batch["loss_mask"][b]):  # token t sits at spliced position t + 1
+      row = logits[b, t]  # predicted from the position before it
+      lse = np.log(np.exp(row - row.max()).sum()) + row.max()
+      nll.append(lse - row[batch["input_ids"][b, t]])
+  np.testing.assert_allclose(got, np.mean(nll), rtol=1e-5)
+
+
+def test_zeros_control_ignores_the_user_the_real_path_does_not():
+  other = _batch(seed=5)
+  for user, moves in (("encoder", True), ("zeros", False)):
+    model, params, batch = _setup(user)
+    changed = dict(batch, **{k: other[k] for k in other})
+    a = model.soft_tokens(params, batch)
+    b = model.soft_tokens(params, changed)
+    assert (not np.allclose(a, b)) == moves, user
+
+
+def test_unknown_place_or_user_is_refused():
+  model, _, _ = _setup()
+  with pytest.raises(ValueError, match="align.user='shuffled'"):
+    uqa_model.UQAModel(model.encoder, model.adapter, model.llm, user="shuffled")
+  with pytest.raises(ValueError, match="align.place='suffix'"):
+    uqa_model.UQAModel(model.encoder, model.adapter, model.llm, place="suffix")
