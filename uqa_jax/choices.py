@@ -10,6 +10,8 @@ ENCODERS = ("gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp")
 INPUT_VARIANTS = ("full", "no_text", "no_side")  # paper Table 3 rows
 ADAPTERS = ("mean", "mlp", "recent", "qformer")  # mean: the official default
 ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
+ALIGN_USERS = ("encoder", "zeros", "random_encoder")  # the real user and the built-in controls
+SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")
 
 

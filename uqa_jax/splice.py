@@ -14,7 +14,9 @@ Shape letters: B batch, T tokens, K soft tokens, M LLM width, S = T + K.
 
 import jax.numpy as jnp
 
-PLACES = ("prefix", "placeholder")
+from uqa_jax import choices
+
+PLACES = choices.SPLICE_PLACES  # prefix, placeholder
 
 
 def prefix_index(mask_BxT):

@@ -17,10 +17,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import choices
 from uqa_jax import splice
 from uqa_jax.llm import model as llm_model
 
-USERS = ("encoder", "zeros", "random_encoder")
+USERS = choices.ALIGN_USERS  # encoder, zeros, random_encoder
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from uqa_jax import scoring
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 
@@ -142,8 +143,10 @@ def _check_chat(path, start, texts, tasks, language, report):
     if chat[-1]["role"] != "assistant" or chat[-2]["role"] != "user":
       add(f"malformed chat: roles {[m['role'] for m in chat]}, expected ... user, assistant")
       continue
-    if not chat[-1]["content"].strip():
-      add("empty gold answer: under `startswith` every prediction would be correct")
+    try:
+      scoring.check_gold(chat[-1]["content"])
+    except ValueError as e:
+      add(str(e))
     try:
       schema.task_of(tasks[r] if tasks is not None else None, chat[-2]["content"], language)
     except ValueError as e:

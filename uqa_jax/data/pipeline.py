@@ -25,6 +25,7 @@ import os
 import grain
 import numpy as np
 
+from uqa_jax import scoring
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 
@@ -136,9 +137,7 @@ class ChatTokenizer:
 
   def __call__(self, text: str, where: str = "") -> dict:
     chat = json.loads(text)
-    if not chat[-1]["content"].strip():
-      raise ValueError(f"{where}: empty gold answer (under `startswith` every prediction would be "
-                       f"correct)")
+    scoring.check_gold(chat[-1]["content"], where)
     encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
     prompt = encode(self.tokenizer.apply_chat_template(chat[:-1], tokenize=False,
                                                        add_generation_prompt=True))
