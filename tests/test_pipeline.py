@@ -122,9 +122,25 @@ def test_align_labels_cover_only_the_answer_and_chat_end(en_dir, tokenizer):
   for r in range(4):
     answer = json.loads(f.text(r))[1]["content"]
     supervised = tokenizer.decode(b["input_ids"][r][b["loss_mask"][r] == 1])
-    assert supervised == answer + "<|im_end|>\n"
+    assert supervised == answer + "<|im_end|>"  # the answer and end-of-turn, not the newline after
     assert schema.TASKS[b["task"][r]] == f.task(r)
     assert b["attention_mask"][r].sum() > b["loss_mask"][r].sum()
+    # No system turn unless configured: the template's default one is cut off.
+    n = int(b["attention_mask"][r].sum())
+    text = tokenizer.decode(b["input_ids"][r][:n])
+    assert text.startswith("<|im_start|>user\n") and "system" not in text
+    question = json.loads(f.text(r))[0]["content"]
+    assert tokenizer.decode(b["input_ids"][r][b["question_at"][r]:n]).startswith(question)
+    assert tokenizer.decode(b["input_ids"][r][:b["question_at"][r]]) == "<|im_start|>user\n"
+
+
+def test_a_configured_system_prompt_is_rendered(en_dir, tokenizer):
+  cfg = pipeline.PipelineConfig(batch_size=2, max_len=16, shuffle=False, num_epochs=1,
+                                system_prompt="Answer in a few words.")
+  b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
+  text = tokenizer.decode(b["input_ids"][0][:int(b["attention_mask"][0].sum())])
+  assert text.startswith("<|im_start|>system\nAnswer in a few words.<|im_end|>\n<|im_start|>user\n")
+  assert tokenizer.decode(b["input_ids"][0][:b["question_at"][0]]).endswith("<|im_start|>user\n")
 
 
 def test_too_long_chat_is_an_error_naming_the_file(en_dir, tokenizer):

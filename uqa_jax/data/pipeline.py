@@ -10,8 +10,10 @@ A pretrain batch holds
   timestamps                 [B, L]     int32 seconds since the row's first kept step, 0 on
                                         padding; only when the file has `uni_seq_timestamp`
 An align batch adds
-  input_ids, loss_mask, attention_mask  [B, T] int32 (chat template; loss only on the answer
-                                         and the chat delimiters after it)
+  input_ids, loss_mask, attention_mask  [B, T] int32, right-padded (chat template; the loss
+                                         covers the answer and its end-of-turn token only)
+  question_at                           [B] int32, index of the question's first token (where
+                                         `align.place="placeholder"` splices the soft tokens)
   task                                  [B] int32, index into `schema.TASKS`
 Histories longer than L keep their most recent L steps; bags wider than K keep their first K
 ids. Order: shard by JAX process, shuffle (seeded, reshuffled every epoch), repeat, map,
@@ -58,6 +60,7 @@ class PipelineConfig:
   max_len: int = schema.MAX_LEN
   bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
   max_text_len: int = InputConfig.max_text_len
+  system_prompt: str = ""  # "": no system turn (the template's default one is removed)
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = 1  # None: repeat forever
@@ -128,34 +131,73 @@ def times_to_array(times: np.ndarray, max_len: int) -> np.ndarray:
 
 
 class ChatTokenizer:
-  """Chat-template tokenisation with a loss mask on the answer and the delimiters after it."""
+  """Chat-template tokenisation: ids, the answer's loss mask and where the question starts.
 
-  def __init__(self, tokenizer, max_text_len: int):
+  The conversation is the row's messages with the system turn `system_prompt`; with none
+  ("") no system turn is rendered at all, although templates such as SmolLM2's and Qwen2.5's
+  insert a default one ("You are a helpful AI assistant ...") when the chat has none: it is
+  rendered with an empty system turn, which is then cut off (an error if the template does not
+  render it as a separate prefix). The loss covers the assistant's answer and the end-of-turn
+  token after it (the first special token), nothing of the template after that.
+  """
+
+  def __init__(self, tokenizer, max_text_len: int, system_prompt: str = ""):
     self.tokenizer = tokenizer
     self.max_text_len = max_text_len
+    self.system_prompt = system_prompt
     self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    self.special_ids = set(tokenizer.all_special_ids)
+
+  def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The chat template's text for `messages`, with this tokenizer's system turn (or none)."""
+    system = [{"role": "system", "content": self.system_prompt}]
+    text = self.tokenizer.apply_chat_template(system + messages, tokenize=False,
+                                              add_generation_prompt=add_generation_prompt)
+    if self.system_prompt:
+      return text
+    head = self.tokenizer.apply_chat_template(system, tokenize=False)
+    if not text.startswith(head):
+      raise ValueError("the chat template does not render the system turn as a separate prefix; "
+                       "set a system prompt (align.system_prompt) for this tokenizer")
+    return text[len(head):]
+
+  def prompt_ids(self, messages: list[dict], where: str = "") -> tuple[list[int], int]:
+    """(ids of the prompt up to the assistant's turn, index of the last user turn's first token)."""
+    encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
+    text = self.render(messages, add_generation_prompt=True)
+    question = messages[-1]["content"]
+    start = text.rfind(question)
+    if messages[-1]["role"] != "user" or start < 0:
+      raise ValueError(f"{where}: the prompt does not end with a user turn holding the question")
+    ids, before = encode(text), encode(text[:start])
+    if ids[:len(before)] != before:
+      raise ValueError(f"{where}: the question's first token is merged with the template before it; "
+                       "cannot place a soft-token placeholder there")
+    return ids, len(before)
 
   def __call__(self, text: str, where: str = "") -> dict:
     chat = json.loads(text)
     scoring.check_gold(chat[-1]["content"], where)
-    encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
-    prompt = encode(self.tokenizer.apply_chat_template(chat[:-1], tokenize=False,
-                                                       add_generation_prompt=True))
-    full = encode(self.tokenizer.apply_chat_template(chat, tokenize=False))
+    prompt, question_at = self.prompt_ids(chat[:-1], where)
+    full = self.tokenizer.encode(self.render(chat, add_generation_prompt=False), add_special_tokens=False)
     if full[:len(prompt)] != prompt:
       raise ValueError(f"{where}: the chat template's prompt is not a prefix of the full chat; "
                        "cannot place the loss mask")
+    end = next((i for i in range(len(prompt), len(full)) if full[i] in self.special_ids), None)
+    if end is None:
+      raise ValueError(f"{where}: no end-of-turn token after the answer; cannot place the loss mask")
     if len(full) > self.max_text_len:
       raise ValueError(f"{where}: chat is {len(full)} tokens, over max_text_len={self.max_text_len}; "
-                       "raise `data.max_text_len`")
+                       "raise `input.max_text_len`")
     n = len(full)
     ids = np.full(self.max_text_len, self.pad_id, np.int32)
     ids[:n] = full
     loss_mask = np.zeros(self.max_text_len, np.int32)
-    loss_mask[len(prompt):n] = 1
+    loss_mask[len(prompt):end + 1] = 1
     attention = np.zeros(self.max_text_len, np.int32)
     attention[:n] = 1
-    return {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention}
+    return {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention,
+            "question_at": np.int32(question_at)}
 
 
 class RowToArrays(grain.transforms.Map):
@@ -236,7 +278,7 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
-  chat = ChatTokenizer(tokenizer, cfg.max_text_len) if tokenizer is not None else None
+  chat = ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt) if tokenizer is not None else None
   ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
   if cfg.drop_remainder:
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
