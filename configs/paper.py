@@ -17,11 +17,13 @@ then Recall/NDCG@{1,10,50} of the held-out next item next to the popularity base
 
 import ml_collections
 
+from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.config_blocks import block
 from uqa_jax.data.config import DataConfig
 from uqa_jax.data.pipeline import InputConfig
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.llm.assets import LLMSource
+from uqa_jax.stages.align import AlignConfig
 from uqa_jax.stages.pretrain import PretrainConfig
 
 
@@ -35,5 +37,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.llm = block(LLMSource)
   c.encoder = block(EncoderConfig, exclude=("max_len",), name=encoder)  # max_len = data.max_len
   c.pretrain = block(PretrainConfig)
+  c.align = block(AlignConfig)  # Stage 2 (configs/uqabench.py runs it with the paper's LLM)
+  c.adapter = block(AdapterConfig, exclude=("d_llm", "embed_rms"))  # derived from the LLM
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the other devices
   return c

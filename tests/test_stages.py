@@ -59,10 +59,13 @@ def test_every_config_file_passes_the_start_up_checks():
     ("data.synthetic", "users", "num_users"),
     ("data.filters", "min_items", "min_item_count"),
     ("input", "batch_size", "bag_sizes"),
-    ("llm", "dtype", "model"),
+    ("llm", "precision", "dtype"),
+    ("align", "lr", "llm_learning_rate"),
+    ("adapter", "tokens", "num_tokens"),
 ])
 def test_an_unknown_key_is_an_error_naming_it_and_the_valid_keys(block, key, valid):
   config = smoke.get_config()
+  config.stages = ("data", "pretrain", "align")  # every block is read
   target = config
   for part in block.split("."):
     target = target[part]
@@ -75,8 +78,8 @@ def test_an_unknown_key_is_an_error_naming_it_and_the_valid_keys(block, key, val
 def test_an_unknown_block_and_a_dead_encoder_setting_are_errors():
   config = smoke.get_config()
   with config.unlocked():
-    config.adapter = {"name": "mean"}  # read by no built stage yet
-  with pytest.raises(ValueError, match="unknown top-level key adapter; valid keys: data, encoder"):
+    config.evaluation = {"name": "mean"}  # no stage reads it
+  with pytest.raises(ValueError, match="unknown top-level key evaluation; valid keys: adapter, align, data"):
     stages.check_config(config)
   config = default.get_config("gru4rec")
   config.encoder.num_heads = 4

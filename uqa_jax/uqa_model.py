@@ -50,7 +50,7 @@ class UQAModel:
     soft_BxKxM = self.soft_tokens(params, batch)
     k = soft_BxKxM.shape[1]
     mask_BxT = batch["attention_mask"]
-    at_B = splice.prefix_index(mask_BxT) if self.place == "prefix" else batch["splice_at"]
+    at_B = splice.prefix_index(mask_BxT) if self.place == "prefix" else batch["question_at"]
     embeds_BxTxM = self.llm.apply({"params": params["llm"]}, batch["input_ids"], method="embed")
     return (splice.splice_embeds(embeds_BxTxM, soft_BxKxM, at_B),
             splice.splice_values(mask_BxT, at_B, k, 1),
@@ -64,12 +64,22 @@ class UQAModel:
     return logits_BxSxV, ids, loss_mask
 
 
-def answer_loss(params, batch, *, model: UQAModel):
-  """Mean cross-entropy of the `loss_mask` tokens, each predicted from the position before it."""
+def answer_nll(params, batch, *, model: UQAModel):
+  """Per row: (summed cross-entropy of its `loss_mask` tokens [B], their count [B]), float32.
+
+  Each token is predicted from the position before it; rows that only pad an eval batch
+  (`valid` False) count nothing.
+  """
   logits_BxSxV, ids_BxS, loss_mask_BxS = model.logits(params, batch)
   logp = jax.nn.log_softmax(logits_BxSxV[:, :-1].astype(jnp.float32), axis=-1)
   nll_BxS = -jnp.take_along_axis(logp, ids_BxS[:, 1:, None], axis=-1)[..., 0]
   weights_BxS = loss_mask_BxS[:, 1:].astype(jnp.float32)
-  if "valid" in batch:  # rows that only pad an eval batch
+  if "valid" in batch:
     weights_BxS = weights_BxS * batch["valid"][:, None].astype(jnp.float32)
-  return jnp.sum(nll_BxS * weights_BxS) / jnp.maximum(jnp.sum(weights_BxS), 1.0)
+  return jnp.sum(nll_BxS * weights_BxS, axis=1), jnp.sum(weights_BxS, axis=1)
+
+
+def answer_loss(params, batch, *, model: UQAModel):
+  """Mean cross-entropy over every `loss_mask` token of the batch."""
+  nll_B, count_B = answer_nll(params, batch, model=model)
+  return jnp.sum(nll_B) / jnp.maximum(jnp.sum(count_B), 1.0)

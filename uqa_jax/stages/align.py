@@ -1,0 +1,350 @@
+"""Stage 2: align a frozen user encoder to the LLM through an adapter's soft tokens.
+
+The Stage 1 export (`workdir/pretrain/export`) is loaded with every tensor checked, the LLM from
+`llm.model`; the adapter is built for the LLM's width with its output norm starting at the RMS
+of the LLM's token embeddings. Modes (`align.mode`):
+  adapter  only the adapter trains; encoder and LLM are not even inputs to the update, so they
+           stay bit-identical (the official default)
+  full     the LLM trains too, at `align.llm_learning_rate`; the encoder also trains (at
+           `align.learning_rate`) when `align.train_encoder`
+Controls (`align.user`): `zeros` feeds zeros through the same adapter, `random_encoder` an
+untrained encoder of the same architecture (seeded); both get exactly the real run's budget.
+
+Every step guards itself: a non-finite loss, gradient norm or updated-parameter norm leaves
+the state as it was (the step is skipped and counted, the data moves on), and
+`align.max_bad_steps` skipped steps in a row stop the run; checkpoints only ever hold states
+that came out of good steps. Checkpoints hold the trainable parameters, optimizer state and the
+data iterator (Orbax), so a resumed run ends bit-identical to an uninterrupted one.
+
+The frozen encoder's states are not cached: it runs forward (deterministic, no gradient) in
+every step. At the default shapes that forward is a small part of the step next to the LLM's
+forward and backward (`benchmarks/align_step.py` reports both), and a cache of [rows, L, D]
+float32 states would not stay in memory bounds at the paper's scale (1.5M rows x 512 x 512).
+
+Shape letters as in `uqa_model`. The result holds the eval answer NLL overall and per sub-task;
+`workdir/align/export` (`align_export`) holds the aligned model for Stage 3.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from uqa_jax import adapters
+from uqa_jax import align_export
+from uqa_jax import checkpoint as checkpoint_lib
+from uqa_jax import choices
+from uqa_jax import config_blocks
+from uqa_jax import parallel
+from uqa_jax import uqa_model
+from uqa_jax.adapters import config as adapter_lib
+from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.data import arrow_io
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.encoders import export as encoder_export
+from uqa_jax.llm import model as llm_model
+from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.llm import weights
+from uqa_jax.stages import data as data_stage
+from uqa_jax.stages import train_loop
+
+BLOCKS = ("align", "adapter")
+UPSTREAM = ("pretrain",)
+SCHEDULES = ("constant", "warmup_cosine")
+LR_OF = {"adapter": "learning_rate", "encoder": "learning_rate", "llm": "llm_learning_rate"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+  """The `align` block; defaults are the official recipe (adapter-only, AdamW 1e-4, 3 epochs)."""
+  mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
+  user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder
+  place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
+  system_prompt: str = ""  # "": no system turn at all
+  batch_size: int = 32
+  epochs: int = 3  # used when steps is 0
+  steps: int = 0  # 0: epochs x rows // batch_size
+  learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
+  llm_learning_rate: float = 1e-5  # mode full only
+  train_encoder: bool = False
+  schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
+  warmup_steps: int = 100  # schedule warmup_cosine only
+  betas: tuple[float, float] = (0.9, 0.98)
+  weight_decay: float = 0.0
+  grad_clip: float = 1.5
+  max_bad_steps: int = dataclasses.field(default=10, metadata=RUN_ONLY)
+  log_every: int = dataclasses.field(default=10, metadata=RUN_ONLY)
+  eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
+  checkpoint_every: int = dataclasses.field(default=200, metadata=RUN_ONLY)
+  max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)
+
+  def __post_init__(self):
+    for key, valid in (("mode", choices.ALIGN_MODES), ("user", choices.ALIGN_USERS),
+                       ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES)):
+      if getattr(self, key) not in valid:
+        raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
+    if self.train_encoder and self.user == "zeros":
+      raise ValueError("train_encoder=True with user='zeros': the zeros control never reads the encoder")
+    if self.max_bad_steps < 1:
+      raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
+
+  def trainable(self) -> tuple[str, ...]:
+    """The parameter groups the update touches."""
+    return ("adapter",) + (("llm",) if self.mode == "full" else ()) + (("encoder",) if self.train_encoder else ())
+
+
+@flax.struct.dataclass
+class AlignState:
+  step: jax.Array
+  params: Any  # the trainable groups only: {"adapter": ..., ["llm": ..., "encoder": ...]}
+  opt_state: Any
+  bad_in_row: jax.Array  # skipped steps since the last good one
+  skipped: jax.Array  # skipped steps in all
+
+
+def align_config(config) -> AlignConfig:
+  return config_blocks.build(AlignConfig, config.align, "align")
+
+
+def adapter_config(config, d_llm: int = 0, embed_rms: float = 1.0) -> AdapterConfig:
+  cfg = config_blocks.build(AdapterConfig, config.adapter, "adapter", d_llm=d_llm, embed_rms=embed_rms)
+  try:
+    adapter_lib.check_reads(cfg, adapters.reads(cfg.name))
+  except ValueError as e:
+    raise config_blocks.ConfigError(f"config adapter: {e}") from None
+  return cfg
+
+
+def fingerprint(config) -> dict:
+  a = align_config(config)
+  unused = ("epochs",) if a.steps else ()
+  unused += () if a.mode == "full" else ("llm_learning_rate",)
+  unused += () if a.schedule == "warmup_cosine" else ("warmup_steps",)
+  ad = adapter_config(config)
+  return {"align": {k: v for k, v in config_blocks.fingerprint(a).items() if k not in unused},
+          "adapter": config_blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
+          "llm": config_blocks.fingerprint(data_stage.llm_source(config)),
+          "input": {"max_text_len": data_stage.input_config(config).max_text_len}}
+
+
+def make_optimizer(a: AlignConfig, total_steps: int):
+  """AdamW with one learning rate per trainable group, after clipping the global gradient norm.
+
+  Built as clip -> Adam moments -> decoupled weight decay -> per-group rate (what `optax.adamw`
+  chains, with the last link per group). The optimizer state then holds only arrays shaped
+  like the parameters (no `optax.multi_transform` masks), which Orbax saves and restores as is.
+  """
+  def schedule(lr):
+    if a.schedule == "constant":
+      return optax.constant_schedule(lr)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, min(a.warmup_steps, total_steps), max(total_steps, 1),
+                                              end_value=lr * 0.1)
+  return optax.chain(optax.clip_by_global_norm(a.grad_clip),
+                     optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
+                     optax.add_decayed_weights(a.weight_decay),
+                     scale_by_group_schedule({g: schedule(getattr(a, LR_OF[g])) for g in a.trainable()}))
+
+
+def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:
+  """Updates {group: tree} scaled by -schedules[group](step), as `optax.scale_by_learning_rate`."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    out = {g: jax.tree.map(lambda u, g=g: -schedules[g](state.count) * u, sub) for g, sub in updates.items()}
+    return out, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
+
+
+def soft_token_norm(model, params, batch):
+  """Mean L2 norm of the batch's soft tokens (to compare with the LLM's token embeddings)."""
+  return jnp.mean(jnp.linalg.norm(model.soft_tokens(params, batch), axis=-1))
+
+
+def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model.answer_loss):
+  """One guarded AdamW step -> (state, metrics), on the device.
+
+  `frozen` holds the groups that do not train; they are an input, never an output, so they
+  cannot change. A non-finite loss, gradient norm or updated-parameter norm keeps the old
+  parameters and optimizer state and counts the step as skipped.
+  """
+  loss, grads = jax.value_and_grad(lambda p: loss_fn({**frozen, **p}, batch, model=model))(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  bad_in_row = jnp.where(ok, 0, state.bad_in_row + 1)
+  state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                        opt_state=keep(opt_state, state.opt_state), bad_in_row=bad_in_row,
+                        skipped=state.skipped + (~ok).astype(jnp.int32))
+  return state, {"loss": loss, "grad_norm": grad_norm, "param_norm": param_norm, "skipped": ~ok,
+                 "bad_in_row": bad_in_row, "soft_norm": soft_token_norm(model, {**frozen, **state.params}, batch)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Everything an align run (or a test) needs, built once from the config."""
+  cfg: AlignConfig
+  model: uqa_model.UQAModel
+  mesh: Any
+  pipe: pipeline.PipelineConfig
+  tokenizer: Any
+  total_steps: int
+  frozen: Any  # the groups that do not train, on the device
+  start_params: Any  # every group as loaded (trainable ones before training), host arrays
+  embed_norm: float  # mean L2 norm of the LLM's token embeddings
+  state_shardings: Any
+  init: Any  # PRNGKey -> AlignState (the key is unused: training starts from the loaded params)
+  step: Any  # (state, batch) -> (state, metrics), jitted, state donated
+  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
+  encoder_export: str
+
+
+def _param_shardings(mesh, init_fn):
+  return parallel.param_shardings(mesh, jax.eval_shape(init_fn, jax.random.PRNGKey(0)))
+
+
+def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> Parts:
+  a = align_config(config)
+  source = data_stage.llm_source(config)
+  export_dir = os.path.join(workdir, "pretrain", "export")
+  encoder, encoder_params, spec = encoder_export.load(export_dir)
+  llm_cfg, llm_params = weights.load(source.model)
+  llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype))
+  embedding_VxM = np.asarray(llm_params["embedding"], np.float32)
+  adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model,
+                               embed_rms=float(np.sqrt(np.mean(embedding_VxM ** 2))))
+  adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
+  model = uqa_model.UQAModel(encoder, adapter, llm, place=a.place, user=a.user)
+
+  example_states = (jnp.zeros((1, 2, encoder.cfg.d_model)), jnp.ones((1, 2), jnp.int32))
+  encoder_init = lambda r: encoder.init({"params": r, "dropout": r},
+                                        encoder_export._example_batch(spec["has_time"]))["params"]
+  if a.user == "random_encoder":  # same architecture, untrained, seeded
+    encoder_params = jax.device_get(nn.unbox(encoder_init(jax.random.PRNGKey(config.seed + 2))))
+  start_params = {"encoder": encoder_params, "llm": llm_params,
+                  "adapter": jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])}
+
+  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
+  # Parameter shardings from the modules' logical axis names (the adapter has none: replicated).
+  boxed_init = {
+      "encoder": encoder_init,
+      "adapter": lambda r: adapter.init(r, *example_states)["params"],
+      "llm": lambda r: llm.init(r, jnp.zeros((1, 2), jnp.int32), positions=jnp.zeros((1, 2), jnp.int32),
+                                kv_mask=jnp.ones((1, 2), jnp.int32))["params"]}
+  shardings = {g: _param_shardings(mesh, f) for g, f in boxed_init.items()}
+  trainable = a.trainable()
+  frozen = {g: parallel.shard_params(start_params[g], shardings[g]) for g in shardings if g not in trainable}
+
+  info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
+  rows = info["counts"][schema.file_name("align", "train")]
+  total_steps = a.steps or a.epochs * max(1, rows // a.batch_size)
+  tx = make_optimizer(a, total_steps)
+
+  def init_state(params):
+    return AlignState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
+                      bad_in_row=jnp.int32(0), skipped=jnp.int32(0))
+
+  # Optimizer moments take their parameters' logical names, so they shard like them.
+  abstract = jax.eval_shape(lambda r: init_state({g: boxed_init[g](r) for g in trainable}), jax.random.PRNGKey(0))
+  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, parallel.RULES)
+  init_jit = jax.jit(init_state, out_shardings=state_sh)
+  batch_sh = parallel.logical_sharding(mesh, ("batch",))
+  frozen_sh = {g: shardings[g] for g in frozen}
+  step_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn),
+                     in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
+                     donate_argnums=0)
+  eval_jit = jax.jit(functools.partial(uqa_model.answer_nll, model=model), in_shardings=(shardings, batch_sh))
+  d = data_stage.data_config(config)
+  if encoder.cfg.max_len != d.max_len:
+    raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
+  pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
+                                                  num_epochs=None, system_prompt=a.system_prompt)
+  return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model),
+               total_steps=total_steps, frozen=frozen, start_params=start_params,
+               embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,
+               init=lambda _rng: init_jit({g: start_params[g] for g in trainable}),
+               step=lambda state, batch: step_jit(state, frozen, batch), eval_nll=eval_jit,
+               encoder_export=export_dir)
+
+
+def params_of(parts: Parts, state: AlignState) -> dict:
+  """Every group: the trained ones from `state`, the frozen ones as loaded."""
+  return {**parts.frozen, **state.params}
+
+
+def evaluate(parts: Parts, params, data_dir: str) -> dict:
+  """Answer NLL per token on the align eval file, overall and per sub-task."""
+  path = os.path.join(data_dir, schema.file_name("align", "eval"))
+  cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
+  nll = {t: 0.0 for t in schema.TASKS}
+  tokens = dict.fromkeys(schema.TASKS, 0.0)
+  for batch in pipeline.make_dataset(path, cfg, tokenizer=parts.tokenizer):
+    nll_B, count_B = (np.asarray(x, np.float64) for x in parts.eval_nll(params, batch))
+    for b in np.flatnonzero(batch["valid"]):
+      task = schema.TASKS[batch["task"][b]]
+      nll[task] += nll_B[b]
+      tokens[task] += count_B[b]
+  out = {"answer_nll": sum(nll.values()) / max(sum(tokens.values()), 1.0)}
+  out.update({f"answer_nll/{t}": nll[t] / tokens[t] for t in schema.TASKS if tokens[t]})
+  if not np.isfinite(out["answer_nll"]):
+    raise FloatingPointError(f"align: eval answer NLL is {out['answer_nll']} ({path})")
+  return out
+
+
+def run(config, workdir: str, log=print) -> dict:
+  parts = build(config, workdir)
+  a, data_dir = parts.cfg, data_stage.data_dir(workdir)
+  out_dir = os.path.join(workdir, "align")
+  path = os.path.join(data_dir, schema.file_name("align", "train"))
+  data = iter(pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer))
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
+  model = parts.model
+  try:
+    state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "align")
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+    log(f"align: {model.encoder.cfg.name} encoder ({'trains' if a.train_encoder else 'frozen'}) -> "
+        f"{model.adapter.cfg.name} adapter ({adapters.num_tokens(model.adapter.cfg)} soft tokens, {a.place}) -> "
+        f"LLM {data_stage.llm_source(config).model} ({model.llm.cfg.dtype}); mode {a.mode}, user {a.user}; "
+        f"training {count(state.params):,} of {count(parts.start_params):,} parameters; "
+        f"{parts.total_steps} steps of batch {a.batch_size}, mesh {dict(parts.mesh.shape)}")
+    log("align: frozen encoder states are recomputed each step (not cached)"
+        if not a.train_encoder and a.user != "zeros" else "align: no encoder cache needed")
+    start_eval = evaluate(parts, params_of(parts, state), data_dir)
+    log(f"align: eval answer NLL {start_eval['answer_nll']:.4f} at step {int(state.step)}")
+    state, steps_per_s = train_loop.run(
+        parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
+        batch_size=a.batch_size, max_bad_steps=a.max_bad_steps,
+        describe=lambda m: f"soft-token norm {float(m['soft_norm']):.3f} (token embeddings {parts.embed_norm:.3f})",
+        evaluate=lambda s: f"answer NLL {evaluate(parts, params_of(parts, s), data_dir)['answer_nll']:.4f}")
+  finally:
+    ckpt.close()
+  final = evaluate(parts, params_of(parts, state), data_dir)
+  skipped = int(jax.device_get(state.skipped))
+  log(f"align: final eval answer NLL {final['answer_nll']:.4f} (" +
+      ", ".join(f"{t} {final[f'answer_nll/{t}']:.3f}" for t in schema.TASKS if f"answer_nll/{t}" in final) +
+      f"); {skipped} steps skipped")
+  result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
+            "examples_per_s": steps_per_s * a.batch_size, "skipped_steps": skipped}
+  saved = dict(state.params)
+  if a.user == "random_encoder":
+    saved["encoder"] = parts.frozen["encoder"]
+  align_export.save(os.path.join(out_dir, "export"), {
+      "adapter": dataclasses.asdict(model.adapter.cfg),
+      "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
+      "llm": dataclasses.asdict(data_stage.llm_source(config)),
+      "encoder_export": parts.encoder_export, "metrics": result}, saved)
+  return result
