@@ -1,10 +1,11 @@
 """Stage 2 training-step throughput, SmolLM2-135M: ours (JAX) vs the same step in PyTorch `transformers`.
 
-  .venv/bin/python benchmarks/align_step.py [--batch 8] [--text 96] [--answer 12] [--steps 5]
+  .venv/bin/python benchmarks/align_step.py [--batch 8] [--text 96] [--answer 12] [--max-answer 40]
 
 The default shapes of `configs/default.py`: batch 8, 96 chat tokens, the 64-wide 2-layer SASRec
 over 128 clicks. Each side runs one full training step (forward, backward, AdamW) on fixed
-random tokens, the loss on the last `--answer` tokens of each row:
+random tokens, the loss on the last `--answer` tokens of each row (ours computes logits at the
+`--max-answer` positions the pipeline's `answer_at` names; PyTorch's `labels` path at all):
   adapter  only the adapter trains (the official default), the LLM is frozen
   full     the LLM trains too (AdamW on every LLM weight)
 Ours is `stages.align.train_step` jitted as the stage runs it (frozen encoder forward +
@@ -19,6 +20,7 @@ and the ratio, plus the frozen encoder forward's share of our step. Medians over
 import argparse
 import functools
 import os
+import sys
 import time
 
 import jax
@@ -35,7 +37,8 @@ from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.stages import align
 from uqa_jax.stages import pretrain
-from benchmarks.encoders import random_batch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from benchmarks.encoders import random_batch  # pylint: disable=wrong-import-position
 
 VOCAB = {"item": 20_000, "cate": 9_330, "brand": 20_000, "shop": 20_000, "seller": 20_000, "bpe": 49_152}
 
@@ -66,7 +69,9 @@ def ours(mode, args, llm_cfg, llm_params, tokens, answer_mask):
   model = uqa_model.UQAModel(encoder, adapter, llm)
   d = encoder.cfg.d_model
   adapter_params = adapter.init(jax.random.PRNGKey(1), jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32))["params"]
-  batch.update(input_ids=tokens, attention_mask=np.ones_like(tokens), loss_mask=answer_mask)
+  answer_at = np.full((args.batch, args.max_answer), -1, np.int32)  # as the pipeline gives it
+  answer_at[:, :args.answer] = np.arange(args.text - args.answer, args.text)
+  batch.update(input_ids=tokens, attention_mask=np.ones_like(tokens), loss_mask=answer_mask, answer_at=answer_at)
   a = align.AlignConfig(mode=mode, llm_learning_rate=1e-5)
   tx = align.make_optimizer(a, 1000)
   groups = {"encoder": encoder_params, "adapter": adapter_params, "llm": llm_params}
@@ -124,6 +129,7 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--text", type=int, default=96)
   parser.add_argument("--answer", type=int, default=12)
+  parser.add_argument("--max-answer", type=int, default=40, help="input.max_answer_len (configs/default.py)")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--modes", nargs="+", default=["adapter", "full"])

@@ -38,7 +38,7 @@ def get_config(encoder: str = "sasrec") -> ml_collections.ConfigDict:
   # LLM trains too at a small rate; `recent` gives the last 4 encoder states and their mean as
   # 5 soft tokens (one mean token blurs the recent clicks the IP/AP/SI questions ask about).
   c.stages = ("data", "pretrain", "align")
-  c.input.max_text_len = 96  # the default data's chats are at most 80 tokens
+  c.input.max_text_len, c.input.max_answer_len = 96, 40  # the default data: chats <= 80, answers <= 32 tokens
   c.adapter.name, c.adapter.num_tokens = "recent", 4
   a = c.align
   a.mode, a.learning_rate, a.llm_learning_rate = "full", 1e-3, 3e-5  # paper: adapter, 1e-4, -

@@ -278,6 +278,32 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
     stages.check_config(config)
 
 
+@pytest.mark.parametrize("place", ["prefix", "placeholder"])
+def test_logits_at_the_answer_only_equal_the_full_reference_path(base, tmp_path, place):
+  """The pipeline's `answer_at` path (logits at A positions) == logits everywhere + loss_mask."""
+  config, workdir = _workdir(base, tmp_path, place=place)
+  parts = align.build(config, workdir)
+  batch = _batches(parts, workdir, 1)[0]
+  params = align.params_of(parts, parts.init(None))
+  assert batch["answer_at"].shape == (4, config.input.max_answer_len)
+  np.testing.assert_array_equal(np.sum(batch["answer_at"] >= 0, axis=1), np.sum(batch["loss_mask"], axis=1))
+  batch = dict(batch, valid=jnp.array([True, True, True, False]))  # an eval batch's padding row
+  fast = uqa_model.answer_nll(params, batch, model=parts.model)
+  reference = uqa_model.answer_nll(params, {k: v for k, v in batch.items() if k != "answer_at"}, model=parts.model)
+  for x, y in zip(fast, reference):
+    np.testing.assert_allclose(x, y, rtol=1e-5)
+  assert float(fast[1][3]) == 0.0
+
+
+def test_an_answer_longer_than_max_answer_len_is_an_error_naming_the_row(base, tmp_path):
+  config, workdir = _workdir(base, tmp_path)
+  config.input.max_answer_len = 2
+  parts = align.build(config, workdir)
+  with pytest.raises(ValueError, match=r"align_data_train.arrow, row \d+: the answer and its end-of-turn token are "
+                                       r"\d+ tokens, over max_answer_len=2"):
+    _batches(parts, workdir, 1)
+
+
 def test_placeholder_splice_trains_and_differs_from_prefix(base, tmp_path):
   losses = {}
   for place in ("prefix", "placeholder"):

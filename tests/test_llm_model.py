@@ -132,3 +132,21 @@ def test_decoder_rejects_both_or_neither_input(checkpoint):
   ids, mask = _ids_and_mask()
   with pytest.raises(ValueError, match="exactly one of tokens"):
     model_lib.Decoder(cfg).apply({"params": params}, positions=jnp.asarray(mask), kv_mask=jnp.asarray(mask))
+
+
+def test_grouped_query_attention_equals_a_numpy_reference():
+  """`attend` == softmax(q k^T / sqrt(E)) v per query head, head h reading kv head h // G, masked."""
+  rng = np.random.default_rng(0)
+  b, t, s, h, kv, e = 2, 5, 7, 6, 2, 4
+  q, k, v = (rng.normal(size=shape).astype(np.float32) for shape in ((b, t, h, e), (b, s, kv, e), (b, s, kv, e)))
+  mask = rng.random((b, 1, t, s)) < 0.6
+  mask[..., 0] = True  # every query sees at least one key
+  got = np.asarray(model_lib.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask)))
+  want = np.zeros((b, t, h, e))
+  for bi in range(b):
+    for hi in range(h):
+      scores = q[bi, :, hi].astype(np.float64) @ k[bi, :, hi // (h // kv)].T / np.sqrt(e)
+      scores = np.where(mask[bi, 0], scores, -np.inf)
+      p = np.exp(scores - scores.max(-1, keepdims=True))
+      want[bi, :, hi] = (p / p.sum(-1, keepdims=True)) @ v[bi, :, hi // (h // kv)]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import adapters
 from uqa_jax import choices
 from uqa_jax import splice
 from uqa_jax.llm import model as llm_model
@@ -45,38 +46,59 @@ class UQAModel:
       states_BxLxD = jnp.zeros_like(states_BxLxD)
     return self.adapter.apply({"params": params["adapter"]}, states_BxLxD, mask_BxL)
 
+  def splice_at(self, batch):
+    """[B] index where each row's soft tokens go: first valid token, or the question's first token."""
+    if self.place == "prefix":
+      return splice.prefix_index(batch["attention_mask"])
+    return batch["question_at"]
+
   def spliced(self, params, batch):
     """(input embeddings [B, S, M], attention mask [B, S], token ids [B, S], loss mask [B, S])."""
     soft_BxKxM = self.soft_tokens(params, batch)
     k = soft_BxKxM.shape[1]
-    mask_BxT = batch["attention_mask"]
-    at_B = splice.prefix_index(mask_BxT) if self.place == "prefix" else batch["question_at"]
+    at_B = self.splice_at(batch)
     embeds_BxTxM = self.llm.apply({"params": params["llm"]}, batch["input_ids"], method="embed")
     return (splice.splice_embeds(embeds_BxTxM, soft_BxKxM, at_B),
-            splice.splice_values(mask_BxT, at_B, k, 1),
+            splice.splice_values(batch["attention_mask"], at_B, k, 1),
             splice.splice_values(batch["input_ids"], at_B, k, 0),
             splice.splice_values(batch["loss_mask"], at_B, k, 0))
 
-  def logits(self, params, batch):
+  def logits(self, params, batch, logits_at=None):
+    """(logits [B, S, V] (or [B, A, V] at `logits_at` [B, A] spliced positions), ids, loss mask)."""
     embeds, mask, ids, loss_mask = self.spliced(params, batch)
-    logits_BxSxV, _ = self.llm.apply({"params": params["llm"]}, embeds=embeds,
-                                     positions=llm_model.positions_from_mask(mask), kv_mask=mask)
-    return logits_BxSxV, ids, loss_mask
+    logits, _ = self.llm.apply({"params": params["llm"]}, embeds=embeds,
+                               positions=llm_model.positions_from_mask(mask), kv_mask=mask, logits_at=logits_at)
+    return logits, ids, loss_mask
+
+
+def _nll(logits_NxV, targets_N):
+  logp = jax.nn.log_softmax(logits_NxV.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, targets_N[..., None], axis=-1)[..., 0]
 
 
 def answer_nll(params, batch, *, model: UQAModel):
   """Per row: (summed cross-entropy of its `loss_mask` tokens [B], their count [B]), float32.
 
   Each token is predicted from the position before it; rows that only pad an eval batch
-  (`valid` False) count nothing.
+  (`valid` False) count nothing. With the pipeline's `answer_at` [B, A] (the loss tokens'
+  indices, -1 after them) logits are computed at those A positions only; without it, at every
+  position (the reference path; both give the same numbers).
   """
-  logits_BxSxV, ids_BxS, loss_mask_BxS = model.logits(params, batch)
-  logp = jax.nn.log_softmax(logits_BxSxV[:, :-1].astype(jnp.float32), axis=-1)
-  nll_BxS = -jnp.take_along_axis(logp, ids_BxS[:, 1:, None], axis=-1)[..., 0]
-  weights_BxS = loss_mask_BxS[:, 1:].astype(jnp.float32)
+  if "answer_at" in batch:
+    t_BxA = batch["answer_at"]
+    weights_BxA = (t_BxA >= 0).astype(jnp.float32)
+    t_BxA = jnp.maximum(t_BxA, 0)
+    k = adapters.num_tokens(model.adapter.cfg)
+    spliced_BxA = t_BxA + k * (t_BxA >= model.splice_at(batch)[:, None])  # where token t sits after splicing
+    logits_BxAxV, _, _ = model.logits(params, batch, logits_at=spliced_BxA - 1)
+    nll_BxA = _nll(logits_BxAxV, jnp.take_along_axis(batch["input_ids"], t_BxA, axis=1))
+  else:
+    logits_BxSxV, ids_BxS, loss_mask_BxS = model.logits(params, batch)
+    nll_BxA = _nll(logits_BxSxV[:, :-1], ids_BxS[:, 1:])
+    weights_BxA = loss_mask_BxS[:, 1:].astype(jnp.float32)
   if "valid" in batch:
-    weights_BxS = weights_BxS * batch["valid"][:, None].astype(jnp.float32)
-  return jnp.sum(nll_BxS * weights_BxS, axis=1), jnp.sum(weights_BxS, axis=1)
+    weights_BxA = weights_BxA * batch["valid"][:, None].astype(jnp.float32)
+  return jnp.sum(nll_BxA * weights_BxA, axis=1), jnp.sum(weights_BxA, axis=1)
 
 
 def answer_loss(params, batch, *, model: UQAModel):

@@ -14,6 +14,8 @@ An align batch adds
                                          covers the answer and its end-of-turn token only)
   question_at                           [B] int32, index of the question's first token (where
                                          `align.place="placeholder"` splices the soft tokens)
+  answer_at                             [B, A] int32, the indices where loss_mask is 1, then -1
+                                         (A = `max_answer_len`: the loss needs logits there only)
   task                                  [B] int32, index into `schema.TASKS`
 Histories longer than L keep their most recent L steps; bags wider than K keep their first K
 ids. Order: shard by JAX process, shuffle (seeded, reshuffled every epoch), repeat, map,
@@ -44,6 +46,7 @@ class InputConfig:
   """The `input` config block: how batches are cut from the data; never part of the data recipe."""
   bag_sizes: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_BAG_SIZES))  # K per column
   max_text_len: int = 192  # T: chat tokens per align row
+  max_answer_len: int = 64  # A: answer + end-of-turn tokens per align row
 
   def __post_init__(self):
     unknown = sorted(set(self.bag_sizes) - set(schema.FEATURE_COLUMNS[1:]))
@@ -51,7 +54,8 @@ class InputConfig:
       raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
 
   def pipeline(self, **kwargs) -> "PipelineConfig":
-    return PipelineConfig(bag_sizes=tuple(self.bag_sizes.items()), max_text_len=self.max_text_len, **kwargs)
+    return PipelineConfig(bag_sizes=tuple(self.bag_sizes.items()), max_text_len=self.max_text_len,
+                          max_answer_len=self.max_answer_len, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,7 @@ class PipelineConfig:
   max_len: int = schema.MAX_LEN
   bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
   max_text_len: int = InputConfig.max_text_len
+  max_answer_len: int = InputConfig.max_answer_len
   system_prompt: str = ""  # "": no system turn (the template's default one is removed)
   seed: int = 0
   shuffle: bool = True
@@ -141,9 +146,11 @@ class ChatTokenizer:
   token after it (the first special token), nothing of the template after that.
   """
 
-  def __init__(self, tokenizer, max_text_len: int, system_prompt: str = ""):
+  def __init__(self, tokenizer, max_text_len: int, system_prompt: str = "",
+               max_answer_len: int = InputConfig.max_answer_len):
     self.tokenizer = tokenizer
     self.max_text_len = max_text_len
+    self.max_answer_len = max_answer_len
     self.system_prompt = system_prompt
     self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     self.special_ids = set(tokenizer.all_special_ids)
@@ -189,15 +196,20 @@ class ChatTokenizer:
     if len(full) > self.max_text_len:
       raise ValueError(f"{where}: chat is {len(full)} tokens, over max_text_len={self.max_text_len}; "
                        "raise `input.max_text_len`")
+    if end + 1 - len(prompt) > self.max_answer_len:
+      raise ValueError(f"{where}: the answer and its end-of-turn token are {end + 1 - len(prompt)} tokens, "
+                       f"over max_answer_len={self.max_answer_len}; raise `input.max_answer_len`")
     n = len(full)
     ids = np.full(self.max_text_len, self.pad_id, np.int32)
     ids[:n] = full
     loss_mask = np.zeros(self.max_text_len, np.int32)
     loss_mask[len(prompt):end + 1] = 1
+    answer_at = np.full(self.max_answer_len, -1, np.int32)
+    answer_at[:end + 1 - len(prompt)] = np.arange(len(prompt), end + 1)
     attention = np.zeros(self.max_text_len, np.int32)
     attention[:n] = 1
     return {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention,
-            "question_at": np.int32(question_at)}
+            "question_at": np.int32(question_at), "answer_at": answer_at}
 
 
 class RowToArrays(grain.transforms.Map):
@@ -278,7 +290,7 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
-  chat = ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt) if tokenizer is not None else None
+  chat = ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len) if tokenizer is not None else None
   ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
   if cfg.drop_remainder:
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
