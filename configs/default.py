@@ -43,6 +43,6 @@ def get_config(encoder: str = "sasrec") -> ml_collections.ConfigDict:
   a = c.align
   a.mode, a.learning_rate, a.llm_learning_rate = "full", 1e-3, 3e-5  # paper: adapter, 1e-4, -
   a.schedule, a.warmup_steps = "warmup_cosine", 20  # paper: constant
-  a.batch_size, a.steps = 8, 200  # paper: 32, 3 epochs
-  a.log_every, a.eval_every = 20, 100
+  a.batch_size, a.steps = 8, 100  # paper: 32, 3 epochs
+  a.log_every, a.eval_every, a.checkpoint_every = 10, 50, 50
   return c

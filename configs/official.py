@@ -6,8 +6,8 @@
 
 The data stage derives dataset_info.json (official vocab sizes, zh), links the four files
 into the workdir and runs the checker over them; Stage 1 then pre-trains the paper's 25M Trm++
-(configs/paper.py) and prints Recall/NDCG next to the popularity baseline. Stages 2-3 are not
-built yet.
+(configs/paper.py) and prints Recall/NDCG next to the popularity baseline.
+`configs/uqabench.py` adds Stage 2 (the paper's alignment setting).
 """
 
 from configs import paper

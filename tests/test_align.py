@@ -6,7 +6,11 @@ A tiny random LLM with SmolLM2's tokenizer (`tests/tiny_llm.py`) stands in for t
 """
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +21,7 @@ import pytest
 
 from configs import smoke
 from uqa_jax import align_export
+from uqa_jax import config_blocks
 from uqa_jax import stages
 from uqa_jax import uqa_model
 from uqa_jax.data import pipeline
@@ -26,6 +31,7 @@ from uqa_jax.stages import align
 from tests import tiny_llm
 
 QUIET = lambda *_: None
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +111,25 @@ def test_adapter_only_training_leaves_encoder_and_llm_bit_identical(straight):
   np.testing.assert_allclose(loaded["answer_nll"], result["eval"]["answer_nll"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("source", ["llm", "encoder"])
+def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
+  """An export records what it was aligned with; another LLM or encoder export is refused."""
+  import json
+  export = tmp_path / "export"
+  shutil.copytree(os.path.join(straight[1], "align", "export"), export)
+  with open(export / "align.json", encoding="utf-8") as f:
+    spec = json.load(f)
+  if source == "llm":
+    spec["adapter"]["embed_rms"] *= 1.01
+  else:
+    spec["encoder_checksum"] *= 1.01
+  with open(export / "align.json", "w", encoding="utf-8") as f:
+    json.dump(spec, f)
+  match = "is not the one this model was aligned with" if source == "llm" else "holds other weights"
+  with pytest.raises(align_export.ExportError, match=match):
+    align_export.load(str(export))
+
+
 def test_optimizer_equals_optax_adamw_per_group(base):
   """Our clip -> Adam -> decay -> per-group rate chain == optax.multi_transform of adamw per group."""
   a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
@@ -179,8 +204,8 @@ def test_max_bad_steps_stops_the_run_and_every_checkpoint_is_finite(base, tmp_pa
   config, workdir = _workdir(base, tmp_path, schedule="warmup_cosine", warmup_steps=2, learning_rate=1e38,
                              max_bad_steps=3, checkpoint_every=1, max_to_keep=10, steps=10)
   lines = []
-  with pytest.raises(FloatingPointError, match=r"align: 3 steps in a row \(steps 2-4\) had a non-finite loss or "
-                                               r"gradient and were skipped \(max_bad_steps=3\); stopped without "
+  with pytest.raises(FloatingPointError, match=r"align: 3 steps in a row \(steps 2-4\) had a non-finite loss, "
+                                               r"gradient or updated parameter and were skipped \(max_bad_steps=3\); stopped without "
                                                r"saving. The newest checkpoint is step 3"):
     stages.run("align", config, workdir, log=lines.append)
   assert any(line.startswith("align: step 2/10 ") and "skipped 1 " in line for line in lines), lines
@@ -194,31 +219,36 @@ def test_max_bad_steps_stops_the_run_and_every_checkpoint_is_finite(base, tmp_pa
   assert not os.path.exists(os.path.join(workdir, "align", "export"))
 
 
-def test_a_crashed_run_resumes_and_ends_bit_identical(base, straight, tmp_path, monkeypatch):
-  config, crashed = _workdir(base, tmp_path)
+def _flags(config) -> list[str]:
+  """Command-line overrides that make configs/smoke.py into `config` (what `_config` changes)."""
+  a = config.align
+  return ["--config.stages=('data','pretrain','align')", f"--config.llm.model={config.llm.model}",
+          f"--config.input.max_text_len={config.input.max_text_len}", f"--config.pretrain.steps={config.pretrain.steps}",
+          f"--config.align.batch_size={a.batch_size}", f"--config.align.steps={a.steps}",
+          f"--config.align.log_every={a.log_every}", f"--config.align.checkpoint_every={a.checkpoint_every}",
+          f"--config.align.schedule={a.schedule}", f"--config.align.mode={a.mode}",
+          f"--config.align.learning_rate={a.learning_rate}"]
 
-  real_build = align.build
 
-  def crashing_build(*args, **kwargs):
-    parts = real_build(*args, **kwargs)
-    calls = []
-
-    def step(state, batch):
-      calls.append(1)
-      if len(calls) == 6:  # checkpoints 2 and 4 were saved (asynchronously)
-        raise KeyboardInterrupt("simulated crash in step 6")
-      return parts.step(state, batch)
-    return align.dataclasses.replace(parts, step=step)
-
-  monkeypatch.setattr(align, "build", crashing_build)
-  with pytest.raises(KeyboardInterrupt):
-    stages.run("align", config, crashed, log=QUIET)
-  monkeypatch.setattr(align, "build", real_build)
-  lines = []
-  stages.run("align", config, crashed, log=lines.append)
-  assert any("align: resumed from step 4" in line for line in lines), lines
+def test_a_killed_run_resumes_and_ends_bit_identical(base, straight, tmp_path):
+  """SIGKILL right after step 4's progress line (checkpoint 2 saved; checkpoint 4, which follows
+  that line, perhaps started), then the same command again: it resumes from 2 or 4 and its
+  export equals the uninterrupted in-process run's bit for bit."""
+  config, workdir = _workdir(base, tmp_path)
+  cmd = [sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", workdir, *_flags(config)]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in proc.stdout:
+    if line.startswith("align: step 4/6"):
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, "align", "export"))
+  resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert re.search(r"align: resumed from step [24]", resumed.stdout), resumed.stdout[-2000:]
   load = lambda w: ocp.StandardCheckpointer().restore(os.path.join(w, "align", "export", "params"))
-  _assert_trees_equal(load(crashed), load(straight[1]))
+  _assert_trees_equal(load(workdir), load(straight[1]))
 
 
 def test_zeros_control_feeds_zeros_in_training_and_evaluation(base, tmp_path):
@@ -267,15 +297,25 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
     batch = _batches(parts, workdir, 1)[0]
     state = parts.init(None)
     soft = parts.model.soft_tokens(align.params_of(parts, state), batch)
+    embeds = parts.model.llm.apply({"params": parts.frozen["llm"]}, batch["input_ids"], method="embed")
+    assert embeds.dtype == jnp.dtype(dtype)  # the LLM really computes in the configured dtype
     state, m = parts.step(state, batch)
     assert soft.dtype == jnp.float32 and m["loss"].dtype == jnp.float32
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
     assert not bool(m["skipped"])
     losses[dtype] = float(m["loss"])
+  assert losses["bfloat16"] != losses["float32"]
   assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
-  with pytest.raises(Exception, match="llm.dtype='float16'"):
-    config.llm.dtype = "float16"
+  config.llm.dtype = "float16"
+  with pytest.raises(config_blocks.ConfigError, match="llm.dtype='float16'; expected float32 or bfloat16"):
     stages.check_config(config)
+
+
+def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():
+  with pytest.raises(ValueError, match="train_encoder=True needs mode='full'"):
+    align.AlignConfig(train_encoder=True)
+  with pytest.raises(ValueError, match="the zeros control never reads the encoder"):
+    align.AlignConfig(mode="full", train_encoder=True, user="zeros")
 
 
 @pytest.mark.parametrize("place", ["prefix", "placeholder"])

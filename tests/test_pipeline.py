@@ -195,3 +195,18 @@ def test_a_bad_row_is_an_error_naming_it(en_dir, tmp_path, tokenizer, task, ques
                                 drop_remainder=False)
   with pytest.raises(ValueError, match=f"align_data_train.arrow, row {row}: {why}"):
     next(iter(_ds(str(tmp_path), kind="align", cfg=cfg, tokenizer=tokenizer)))
+
+
+def test_a_template_that_writes_bos_first_keeps_it_when_the_system_turn_is_cut(tokenizer):
+  import copy
+  tok = copy.deepcopy(tokenizer)
+  tok.bos_token = "<|endoftext|>"
+  tok.chat_template = ("{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|im_start|>system\nDefault"
+                       "<|im_end|>\n{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                       "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+  chat = pipeline.ChatTokenizer(tok, 64)
+  got = chat.render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
+  assert got == "<|endoftext|><|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+  # SmolLM2's own template: its BOS (<|im_start|>) opens every turn, not the document; nothing kept.
+  plain = pipeline.ChatTokenizer(tokenizer, 64).render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
+  assert plain == "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"

@@ -99,6 +99,21 @@ def test_zeros_control_ignores_the_user_the_real_path_does_not():
     assert (not np.allclose(a, b)) == moves, user
 
 
+def test_zeros_control_hides_the_history_length_from_the_qformer():
+  """Zero states under the real mask would still tell the Q-Former's attention how many clicks
+  there are; the control feeds an all-valid mask, so two users of different lengths look alike."""
+  encoder, _, llm, params, batch = _parts()
+  adapter = adapters.get("qformer")(AdapterConfig(name="qformer", d_llm=LLM_CFG.d_model, embed_rms=0.5,
+                                                  num_queries=2, num_layers=1, d_model=16))
+  states, _, mask = encoder.apply({"params": params["encoder"]}, batch)
+  params = dict(params, adapter=adapter.init(jax.random.PRNGKey(3), states, mask)["params"])
+  shorter = dict(batch, lengths=np.maximum(batch["lengths"] - 3, 1))
+  for user, same in (("zeros", True), ("encoder", False)):
+    model = uqa_model.UQAModel(encoder, adapter, llm, user=user)
+    a, b = model.soft_tokens(params, batch), model.soft_tokens(params, shorter)
+    assert np.array_equal(a, b) == same, user
+
+
 def test_unknown_place_or_user_is_refused():
   model, _, _ = _setup()
   with pytest.raises(ValueError, match="align.user='shuffled'"):

@@ -6,7 +6,11 @@ starts from; plus whatever the caller records) and `params/` (Orbax) holding onl
 from the sources: the adapter always, the LLM after full fine-tuning, the encoder when it was
 trained or is the `random_encoder` control. `load` rebuilds the `UQAModel` from the sources and
 overlays the saved parameters, checking them tensor by tensor (missing, unexpected or
-mis-shaped tensors are an `ExportError` naming them), as `encoders.export.load` does.
+mis-shaped tensors are an `ExportError` naming them), as `encoders.export.load` does. The
+sources are checked too: the LLM's token-embedding RMS must equal the adapter's `embed_rms`
+(taken from that LLM at training time) and the encoder export's parameters the checksum saved
+with the aligned model, so a replaced LLM directory or encoder export is an error, not a
+silently different model.
 """
 
 import json
@@ -32,6 +36,15 @@ FORMAT = 1
 
 class ExportError(ValueError):
   """An align export that does not hold exactly the parameters its align.json describes."""
+
+
+def checksum(tree) -> float:
+  """Sum of squares of every parameter, in float64: what identifies a source's weights."""
+  return float(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+
+
+def embedding_rms(llm_params) -> float:
+  return float(np.sqrt(np.mean(np.square(np.asarray(llm_params["embedding"], np.float32)))))
 
 
 def save(directory: str, spec: dict, saved_params: dict) -> None:
@@ -70,6 +83,12 @@ def load(directory: str):
     raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
   encoder, encoder_params, _ = encoder_export.load(spec["encoder_export"])
   llm_cfg, llm_params = weights.load(spec["llm"]["model"])
+  if not np.isclose(embedding_rms(llm_params), spec["adapter"]["embed_rms"], rtol=1e-6):
+    raise ExportError(f"{path}: the LLM at {spec['llm']['model']} is not the one this model was aligned with "
+                      f"(token-embedding RMS {embedding_rms(llm_params):.6g}, aligned with {spec['adapter']['embed_rms']:.6g})")
+  if "encoder" not in spec["saved"] and not np.isclose(checksum(encoder_params), spec["encoder_checksum"], rtol=1e-9):
+    raise ExportError(f"{path}: the encoder export {spec['encoder_export']} holds other weights than the "
+                      "ones this model was aligned with")
   llm = llm_model.Decoder(llm_cfg.replace(dtype=spec["llm"]["dtype"]))
   adapter_cfg = AdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["adapter"].items()})
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)

@@ -42,14 +42,17 @@ class UQAModel:
   def soft_tokens(self, params, batch):
     """[B, K, M] float32 soft tokens of the batch's histories (zeros in, for the `zeros` control)."""
     states_BxLxD, _, mask_BxL = self.encoder.apply({"params": params["encoder"]}, batch)
-    if self.user == "zeros":
-      states_BxLxD = jnp.zeros_like(states_BxLxD)
+    if self.user == "zeros":  # no state and no length: a mask would tell the Q-Former how long the history is
+      states_BxLxD, mask_BxL = jnp.zeros_like(states_BxLxD), jnp.ones_like(mask_BxL)
     return self.adapter.apply({"params": params["adapter"]}, states_BxLxD, mask_BxL)
 
   def splice_at(self, batch):
     """[B] index where each row's soft tokens go: first valid token, or the question's first token."""
     if self.place == "prefix":
       return splice.prefix_index(batch["attention_mask"])
+    if "question_at" not in batch:
+      raise ValueError("align.place='placeholder' needs batch['question_at'] (the index of each row's "
+                       "question; the pipeline's align batches carry it)")
     return batch["question_at"]
 
   def spliced(self, params, batch):

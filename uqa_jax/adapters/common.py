@@ -43,5 +43,16 @@ class OutputNorm(nn.Module):
     return x * jnp.reciprocal(jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps)) * scale_M
 
 
-def dense(features: int, name: str):
-  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
+def dense(features: int, name: str, bias_init=nn.initializers.zeros):
+  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32, bias_init=bias_init, name=name)
+
+
+def token_dense(d_llm: int, name: str):
+  """The map into the LLM's width that `OutputNorm` follows; its bias starts small and random.
+
+  With a zero bias a zero input (the `zeros` control; a short row's empty `recent` slot) would
+  give an exactly zero soft token, and a zero vector stays zero through every layer of the LLM
+  while each RMSNorm's Jacobian there is 1/sqrt(eps) (~316): through SmolLM2's 30 layers the
+  gradient overflows to NaN. A random bias makes every soft token a token-sized vector.
+  """
+  return dense(d_llm, name, bias_init=nn.initializers.normal(0.1))  # ~ PyTorch Linear's bias scale

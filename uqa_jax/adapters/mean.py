@@ -21,5 +21,5 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, states_BxLxD, mask_BxL):
     pooled_BxD = common.masked_mean(states_BxLxD, mask_BxL)
-    token_BxM = common.dense(self.cfg.d_llm, "proj")(pooled_BxD)
+    token_BxM = common.token_dense(self.cfg.d_llm, "proj")(pooled_BxD)
     return common.OutputNorm(self.cfg.embed_rms, name="out_norm")(token_BxM[:, None, :])

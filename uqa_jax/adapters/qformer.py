@@ -78,5 +78,5 @@ class Model(nn.Module):
     x_BxQxC = jnp.broadcast_to(queries_QxC, (states_BxLxD.shape[0], *queries_QxC.shape))
     for i in range(c.num_layers):
       x_BxQxC = Layer(c, name=f"layer_{i}")(x_BxQxC, memory_BxLxC, keep_BxL)
-    tokens = common.dense(c.d_llm, "out")(nn.LayerNorm(dtype=jnp.float32, name="final_norm")(x_BxQxC))
+    tokens = common.token_dense(c.d_llm, "out")(nn.LayerNorm(dtype=jnp.float32, name="final_norm")(x_BxQxC))
     return common.OutputNorm(c.embed_rms, name="out_norm")(tokens)

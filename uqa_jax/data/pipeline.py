@@ -166,7 +166,10 @@ class ChatTokenizer:
     if not text.startswith(head):
       raise ValueError("the chat template does not render the system turn as a separate prefix; "
                        "set a system prompt (align.system_prompt) for this tokenizer")
-    return text[len(head):]
+    bos = self.tokenizer.bos_token or ""
+    opens_with_bos = bos and "bos_token" in (self.tokenizer.chat_template or "") and head.startswith(bos)
+    keep = bos if opens_with_bos else ""  # a template that writes BOS first (Llama 3) keeps it
+    return keep + text[len(head):]
 
   def prompt_ids(self, messages: list[dict], where: str = "") -> tuple[list[int], int]:
     """(ids of the prompt up to the assistant's turn, index of the last user turn's first token)."""

@@ -14,7 +14,8 @@ Every step guards itself: a non-finite loss, gradient norm or updated-parameter 
 the state as it was (the step is skipped and counted, the data moves on), and
 `align.max_bad_steps` skipped steps in a row stop the run; checkpoints only ever hold states
 that came out of good steps. Checkpoints hold the trainable parameters, optimizer state and the
-data iterator (Orbax), so a resumed run ends bit-identical to an uninterrupted one.
+data iterator (Orbax), so a resumed run ends with parameters bit-identical to an uninterrupted
+one (its result's `steps_per_s` covers the steps it ran; none ran: null).
 
 The frozen encoder's states are not cached: it runs forward (deterministic, no gradient) in
 every step. At the default shapes that forward is a small part of the step next to the LLM's
@@ -27,6 +28,7 @@ Shape letters as in `uqa_model`. The result holds the eval answer NLL overall an
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any
 
@@ -51,6 +53,7 @@ from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
 from uqa_jax.encoders import export as encoder_export
+from uqa_jax.llm import assets
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.llm import weights
@@ -84,7 +87,7 @@ class AlignConfig:
   max_bad_steps: int = dataclasses.field(default=10, metadata=RUN_ONLY)
   log_every: int = dataclasses.field(default=10, metadata=RUN_ONLY)
   eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
-  checkpoint_every: int = dataclasses.field(default=200, metadata=RUN_ONLY)
+  checkpoint_every: int = dataclasses.field(default=100, metadata=RUN_ONLY)
   max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)
 
   def __post_init__(self):
@@ -92,6 +95,8 @@ class AlignConfig:
                        ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES)):
       if getattr(self, key) not in valid:
         raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
+    if self.train_encoder and self.mode != "full":
+      raise ValueError("train_encoder=True needs mode='full' (mode 'adapter' trains the adapter only)")
     if self.train_encoder and self.user == "zeros":
       raise ValueError("train_encoder=True with user='zeros': the zeros control never reads the encoder")
     if self.max_bad_steps < 1:
@@ -177,9 +182,11 @@ def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model
 
   `frozen` holds the groups that do not train; they are an input, never an output, so they
   cannot change. A non-finite loss, gradient norm or updated-parameter norm keeps the old
-  parameters and optimizer state and counts the step as skipped.
+  parameters and optimizer state and counts the step as skipped (as `optax.apply_if_finite`
+  does: the schedule's step count then stays behind `state.step` by the skipped steps).
   """
-  loss, grads = jax.value_and_grad(lambda p: loss_fn({**frozen, **p}, batch, model=model))(state.params)
+  params_in = state.params
+  loss, grads = jax.value_and_grad(lambda p: loss_fn({**frozen, **p}, batch, model=model))(params_in)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
@@ -189,8 +196,10 @@ def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model
   state = state.replace(step=state.step + 1, params=keep(params, state.params),
                         opt_state=keep(opt_state, state.opt_state), bad_in_row=bad_in_row,
                         skipped=state.skipped + (~ok).astype(jnp.int32))
+  # The soft tokens of this step's loss (same inputs: XLA computes them once).
+  soft_norm = soft_token_norm(model, {**frozen, **jax.lax.stop_gradient(params_in)}, batch)
   return state, {"loss": loss, "grad_norm": grad_norm, "param_norm": param_norm, "skipped": ~ok,
-                 "bad_in_row": bad_in_row, "soft_norm": soft_token_norm(model, {**frozen, **state.params}, batch)}
+                 "bad_in_row": bad_in_row, "soft_norm": soft_norm}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,13 +228,12 @@ def _param_shardings(mesh, init_fn):
 def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> Parts:
   a = align_config(config)
   source = data_stage.llm_source(config)
-  export_dir = os.path.join(workdir, "pretrain", "export")
+  export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
   encoder, encoder_params, spec = encoder_export.load(export_dir)
   llm_cfg, llm_params = weights.load(source.model)
   llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype))
   embedding_VxM = np.asarray(llm_params["embedding"], np.float32)
-  adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model,
-                               embed_rms=float(np.sqrt(np.mean(embedding_VxM ** 2))))
+  adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model, embed_rms=align_export.embedding_rms(llm_params))
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a.place, user=a.user)
 
@@ -325,8 +333,7 @@ def run(config, workdir: str, log=print) -> dict:
         f"{parts.total_steps} steps of batch {a.batch_size}, mesh {dict(parts.mesh.shape)}")
     log("align: frozen encoder states are recomputed each step (not cached)"
         if not a.train_encoder and a.user != "zeros" else "align: no encoder cache needed")
-    start_eval = evaluate(parts, params_of(parts, state), data_dir)
-    log(f"align: eval answer NLL {start_eval['answer_nll']:.4f} at step {int(state.step)}")
+    start_eval = _eval_before(parts, state, data_dir, out_dir, log)
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
         batch_size=a.batch_size, max_bad_steps=a.max_bad_steps,
@@ -340,18 +347,42 @@ def run(config, workdir: str, log=print) -> dict:
       ", ".join(f"{t} {final[f'answer_nll/{t}']:.3f}" for t in schema.TASKS if f"answer_nll/{t}" in final) +
       f"); {skipped} steps skipped")
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
-            "examples_per_s": steps_per_s * a.batch_size, "skipped_steps": skipped}
+            "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
+            "skipped_steps": skipped}
   align_export.save(os.path.join(out_dir, "export"), {
       "adapter": dataclasses.asdict(model.adapter.cfg),
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
-      "llm": dataclasses.asdict(data_stage.llm_source(config)),
-      "encoder_export": parts.encoder_export, "metrics": result}, exported_params(parts, state))
+      "llm": dataclasses.asdict(_absolute(data_stage.llm_source(config))),
+      "encoder_export": parts.encoder_export, "encoder_checksum": align_export.checksum(parts.start_params["encoder"]),
+      "metrics": result}, exported_params(parts, state))
   return result
+
+
+def _absolute(source):
+  """The LLM source with its path absolute (the export is read from other directories)."""
+  if source.model == assets.DEFAULT_MODEL:
+    return source
+  return dataclasses.replace(source, model=os.path.abspath(source.model))
 
 
 def exported_params(parts: Parts, state: AlignState) -> dict:
   """What the export holds: the trained groups, and the encoder whenever it is not Stage 1's."""
   saved = dict(state.params)
-  if parts.cfg.user == "random_encoder":
+  if parts.cfg.user == "random_encoder" and "encoder" not in saved:
     saved["encoder"] = parts.frozen["encoder"]
   return saved
+
+
+def _eval_before(parts: Parts, state: AlignState, data_dir: str, out_dir: str, log) -> dict:
+  """The eval NLL before training: computed at step 0 and kept, so a resumed run reports the same."""
+  path = os.path.join(out_dir, "eval_before.json")
+  if int(state.step) == 0:
+    result = evaluate(parts, params_of(parts, state), data_dir)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump(result, f)
+    os.replace(path + ".tmp", path)
+  else:
+    with open(path, encoding="utf-8") as f:
+      result = json.load(f)
+  log(f"align: eval answer NLL {result['answer_nll']:.4f} before training")
+  return result

@@ -6,9 +6,9 @@ stays busy; at checkpoint and eval steps they are fetched at once, since the sta
 checked before it is saved (and it is donated to the next step). Every fetched metric (loss,
 gradient norm, parameter norm) is checked: a non-finite value stops the run with an error
 naming the first bad step and the newest good checkpoint, so no saved state went through a
-non-finite step or came out of one. A step that guards itself (align: a non-finite loss or
-gradient leaves the state as it was) reports `skipped` and `bad_in_row`; such steps are
-counted, and `max_bad_steps` of them in a row stop the run the same way.
+non-finite step or came out of one. A step that guards itself (align: a non-finite loss,
+gradient or updated parameter leaves the state as it was) reports `skipped` and `bad_in_row`;
+such steps are counted, and `max_bad_steps` of them in a row stop the run the same way.
 State and the data iterator are checkpointed together, so a resumed run sees exactly the
 batches an uninterrupted one would.
 """
@@ -51,7 +51,7 @@ def _fetch_checked(pending, ckpt, name: str, max_bad_steps: int) -> list[dict]:
       in_row = int(metrics["bad_in_row"])
       if in_row >= max_bad_steps:
         _stop(ckpt, f"{name}: {in_row} steps in a row (steps {step - in_row + 1}-{step}) had a non-finite "
-                    f"loss or gradient and were skipped (max_bad_steps={max_bad_steps})")
+                    f"loss, gradient or updated parameter and were skipped (max_bad_steps={max_bad_steps})")
       continue
     bad = {k: float(v) for k, v in metrics.items() if not np.all(np.isfinite(v))}
     if bad:
@@ -61,7 +61,7 @@ def _fetch_checked(pending, ckpt, name: str, max_bad_steps: int) -> list[dict]:
 
 def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None,
         batch_size: int | None = None, describe=None, max_bad_steps: int = 0):
-  """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s).
+  """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s or None).
 
   `cfg` supplies the cadence: `log_every`, `checkpoint_every`, `eval_every` (0: never; the
   caller evaluates at the end). `evaluate(state) -> str` is logged at eval steps. Progress
@@ -70,7 +70,8 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
   last step's metrics.
   """
   first = int(jax.device_get(state.step))
-  pending, window, skipped = [], [], 0
+  pending, window = [], []
+  skipped = int(jax.device_get(getattr(state, "skipped", 0)))  # a resumed run's earlier skips too
   timed_from, t0, log_due = None, None, None
 
   def take(values):
@@ -121,5 +122,6 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     if eval_now:
       log(f"{name}: eval at step {done}: {evaluate(state)}")
   ckpt.wait()
-  rate = (total_steps - timed_from) / max(time.time() - t0, 1e-9) if timed_from else 0.0
-  return state, rate
+  if timed_from is None or timed_from == total_steps:  # nothing ran, or only the compiling step
+    return state, None
+  return state, (total_steps - timed_from) / max(time.time() - t0, 1e-9)
