@@ -54,6 +54,16 @@ def build(cls, block, where: str, **derived):
     raise ConfigError(f"config {where}: {e}") from e
 
 
+def build_checked(cls, block, where: str, check, **derived):
+  """`build`, then `check(instance)`; a ValueError it raises becomes a ConfigError naming the block."""
+  obj = build(cls, block, where, **derived)
+  try:
+    check(obj)
+  except ValueError as e:
+    raise ConfigError(f"config {where}: {e}") from None
+  return obj
+
+
 def block(cls, *, exclude: tuple[str, ...] = (), **overrides) -> ml_collections.ConfigDict:
   """The config block for `cls`: every field at its default, `overrides` applied (checked)."""
   fields = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]

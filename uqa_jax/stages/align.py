@@ -121,12 +121,9 @@ def align_config(config) -> AlignConfig:
 
 
 def adapter_config(config, d_llm: int = 0, embed_rms: float = 1.0) -> AdapterConfig:
-  cfg = config_blocks.build(AdapterConfig, config.adapter, "adapter", d_llm=d_llm, embed_rms=embed_rms)
-  try:
-    adapter_lib.check_reads(cfg, adapters.reads(cfg.name))
-  except ValueError as e:
-    raise config_blocks.ConfigError(f"config adapter: {e}") from None
-  return cfg
+  return config_blocks.build_checked(AdapterConfig, config.adapter, "adapter",
+                                     lambda c: adapter_lib.check_reads(c, adapters.reads(c.name)),
+                                     d_llm=d_llm, embed_rms=embed_rms)
 
 
 def fingerprint(config) -> dict:

@@ -85,13 +85,9 @@ def pretrain_config(config) -> PretrainConfig:
 
 
 def encoder_config(config) -> EncoderConfig:
-  cfg = config_blocks.build(EncoderConfig, config.encoder, "encoder",
-                            max_len=data_stage.data_config(config).max_len)
-  try:
-    encoder_lib.check_reads(cfg, encoders.reads(cfg.name))
-  except ValueError as e:
-    raise config_blocks.ConfigError(f"config encoder: {e}") from None
-  return cfg
+  return config_blocks.build_checked(EncoderConfig, config.encoder, "encoder",
+                                     lambda c: encoder_lib.check_reads(c, encoders.reads(c.name)),
+                                     max_len=data_stage.data_config(config).max_len)
 
 
 def fingerprint(config) -> dict:
