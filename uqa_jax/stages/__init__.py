@@ -111,12 +111,12 @@ def check_paths(config) -> None:
     raise ValueError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
 
 
-def _read_json(path):
+def read_json(path):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
 
 
-def _write_json(path: str, value) -> None:
+def write_json(path: str, value) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(value, f, indent=2, sort_keys=True)
@@ -150,7 +150,7 @@ def status(workdir: str, name: str, config) -> str:
     raise StaleStateError(f"[{name}] {out} holds outputs without a {FINGERPRINT} (made by an older "
                           f"version or copied in); they cannot be checked against this config. "
                           + _how_to_proceed(name, workdir))
-  stored, wanted = _read_json(path), fingerprint(name, config)
+  stored, wanted = read_json(path), fingerprint(name, config)
   if stored != wanted:
     raise StaleStateError(f"[{name}] {out} was made with other settings; nothing was changed. "
                           "Differences (stored -> this config):\n" + "\n".join(_diff(stored, wanted))
@@ -168,13 +168,13 @@ def run(name: str, config, workdir: str, log=print) -> dict:
   state = status(workdir, name, config)
   if state == "done":
     log(f"[{name}] reusing {out}: finished with the same settings ({RESULT})")
-    return _read_json(os.path.join(out, RESULT))
+    return read_json(os.path.join(out, RESULT))
   if state == "started":
     log(f"[{name}] resuming in {out} (same settings)")
   os.makedirs(out, exist_ok=True)
-  _write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
+  write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
   result = get(name).run(config, workdir, log=log)
-  _write_json(os.path.join(out, RESULT), result)
+  write_json(os.path.join(out, RESULT), result)
   return result
 
 

@@ -28,7 +28,6 @@ Shape letters as in `uqa_model`. The result holds the eval answer NLL overall an
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -45,6 +44,7 @@ from uqa_jax import checkpoint as checkpoint_lib
 from uqa_jax import choices
 from uqa_jax import config_blocks
 from uqa_jax import parallel
+from uqa_jax import stages
 from uqa_jax import uqa_model
 from uqa_jax.adapters import config as adapter_lib
 from uqa_jax.adapters.config import AdapterConfig
@@ -227,6 +227,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   source = data_stage.llm_source(config)
   export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
   encoder, encoder_params, spec = encoder_export.load(export_dir)
+  d = data_stage.data_config(config)
+  if encoder.cfg.max_len != d.max_len:
+    raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
   llm_cfg, llm_params = weights.load(source.model)
   llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype))
   embedding_VxM = np.asarray(llm_params["embedding"], np.float32)
@@ -275,9 +278,6 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                      in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
                      donate_argnums=0)
   eval_jit = jax.jit(functools.partial(uqa_model.answer_nll, model=model), in_shardings=(shardings, batch_sh))
-  d = data_stage.data_config(config)
-  if encoder.cfg.max_len != d.max_len:
-    raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
   pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
                                                   num_epochs=None, system_prompt=a.system_prompt)
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model),
@@ -375,11 +375,8 @@ def _eval_before(parts: Parts, state: AlignState, data_dir: str, out_dir: str, l
   path = os.path.join(out_dir, "eval_before.json")
   if int(state.step) == 0:
     result = evaluate(parts, params_of(parts, state), data_dir)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(result, f)
-    os.replace(path + ".tmp", path)
+    stages.write_json(path, result)
   else:
-    with open(path, encoding="utf-8") as f:
-      result = json.load(f)
+    result = stages.read_json(path)
   log(f"align: eval answer NLL {result['answer_nll']:.4f} before training")
   return result
