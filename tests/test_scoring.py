@@ -39,3 +39,110 @@ def test_first_candidate_and_report():
   assert report["IP"]["first_candidate_accuracy"] == 0.5
   assert report["MF"]["first_candidate_accuracy"] is None
   assert report["MF"]["top_answers"] == [["3", 2]] and report["MF"]["best_constant_accuracy"] == 1.0
+
+
+# --- Scoring JSONL records: the official rule, strict, ranked, groups, intervals. ---------------
+import json
+import subprocess
+import sys
+
+# Hand-written official-format lines (no `task`: the official substring rule assigns it).
+OFFICIAL_LINES = [
+    # DF: gold as a list (its first element is the gold); the prediction continues past it.
+    {"question": "用户第3次（从1开始计数）浏览的商品的类目是什么？", "prediction": "手机壳，还有别的", "answer": ["手机壳", "x"]},
+    # DF by the other marker; the prediction only shares a prefix with the gold: wrong.
+    {"question": "用户最近2次浏览的商品的标题依次是什么？", "prediction": "红色", "answer": "红色连衣裙"},
+    # MF: "15" starts with "1": official credits it, strict does not.
+    {"question": "用户浏览历史的长度是多少？", "prediction": "15", "answer": "1"},
+    # Several markers: DF's comes first in the official order although MF's is present too.
+    {"question": "用户第1次（从1开始计数）浏览的商品有多少个？", "prediction": "2", "answer": "2"},
+    # IP contains AP's marker too ("用户下一个可能点击的商品的"): IP is checked first.
+    {"question": "用户下一个可能点击的商品的标题是什么？候选：甲；乙", "prediction": "乙", "answer": "甲"},
+    {"question": "用户下一个可能点击的商品的品牌是什么？候选：A；B", "prediction": " B", "answer": "B"},
+    {"question": "用户最感兴趣的3个类目是什么？", "prediction": "ａ、b、c。", "answer": "A、B、C"},
+    {"question": "用户近期最感兴趣的品牌是什么？", "prediction": "Nike", "answer": "Nike"},
+    {"question": "用户对类目偏好的转移路径是什么？", "prediction": "a -> b", "answer": "a -> b -> c"},
+]
+OFFICIAL_TASKS = ["DF", "DF", "MF", "DF", "IP", "AP", "LI", "SI", "IT"]
+OFFICIAL_RIGHT = [True, False, True, True, False, False, False, True, False]
+STRICT_RIGHT = [False, False, False, True, False, True, True, True, False]
+
+
+def test_official_rule_task_assignment_and_group_micro_averages():
+  assert [scoring.task_of_record(r) for r in OFFICIAL_LINES] == OFFICIAL_TASKS
+  assert [scoring.judge(r, "official") for r in OFFICIAL_LINES] == OFFICIAL_RIGHT
+  cells = scoring.score_records(OFFICIAL_LINES, "official")["cells"]
+  assert cells["task/DF"]["correct"] == 2 and cells["task/DF"]["n"] == 3
+  # Micro-averages: DF 2/3 + MF 1/1 -> 3/4 (a macro average would give 0.833).
+  assert cells["group/sequence understanding"]["accuracy"] == 0.75
+  assert cells["group/action prediction"]["accuracy"] == 0.0
+  assert cells["group/interest perception"]["accuracy"] == pytest.approx(1 / 3)
+  assert cells["overall"]["accuracy"] == pytest.approx(4 / 9)
+
+
+def test_strict_differs_from_official_exactly_where_it_should():
+  assert [scoring.judge(r, "strict") for r in OFFICIAL_LINES] == STRICT_RIGHT
+  differ = [i for i, (o, s) in enumerate(zip(OFFICIAL_RIGHT, STRICT_RIGHT)) if o != s]
+  # 0: a sentence that merely begins with the gold; 2: "15" for "1"; 5: leading space;
+  # 6: full-width, case and trailing punctuation.
+  assert differ == [0, 2, 5, 6]
+  assert scoring.is_correct_strict("Ｎｉｋｅ 。", "nike") and not scoring.is_correct_strict("12", "1")
+
+
+def test_ranked_scores_only_records_with_a_ranked_prediction():
+  records = [dict(r, task="IP", user="u", ranked_prediction=p) for r, p in
+             [(OFFICIAL_LINES[4], "甲"), (OFFICIAL_LINES[5], "A"), (OFFICIAL_LINES[0], None)]]
+  records[1]["task"] = "AP"
+  score = scoring.score_records(records, "ranked")
+  assert score["scored"] == 2 and score["cells"]["task/IP"]["accuracy"] == 1.0
+  assert score["cells"]["task/AP"]["accuracy"] == 0.0 and "task/DF" not in score["cells"]
+
+
+def test_bad_records_are_errors_naming_the_record():
+  with pytest.raises(ValueError, match="record 2: no `task` field"):
+    scoring.score_records([OFFICIAL_LINES[0], {"question": "?", "prediction": "a", "answer": "a"}])
+  with pytest.raises(ValueError, match="record 1: `prediction` is None"):
+    scoring.score_records([{"question": "用户浏览历史的长度是多少？", "prediction": None, "answer": "1"}])
+  with pytest.raises(ValueError, match="unknown task 'XX'"):
+    scoring.score_records([{"task": "XX", "question": "q", "prediction": "a", "answer": "a"}])
+
+
+def test_bootstrap_interval_resamples_users_and_matches_a_plain_loop():
+  rng = np.random.default_rng(1)
+  records = [{"task": "MF", "user": f"u{u}", "question": f"q{q}", "answer": "1",
+              "prediction": "1" if rng.random() < 0.3 + 0.1 * (u % 3) else "2"}
+             for u in range(20) for q in range(5)]
+  score = scoring.score_records(records, samples=400, seed=3)
+  # The same replicates by a plain loop over drawn users.
+  weights = np.random.default_rng(3).multinomial(20, np.full(20, 1 / 20), size=400)
+  right = np.array([[r["prediction"] == "1" for r in records[u * 5:(u + 1) * 5]] for u in range(20)])
+  reps = [sum(w[u] * right[u].sum() for u in range(20)) / sum(w[u] * 5 for u in range(20)) for w in weights]
+  assert score["cells"]["overall"]["ci"] == pytest.approx(list(np.percentile(reps, [2.5, 97.5])))
+  lo, hi = score["cells"]["overall"]["ci"]
+  assert lo < score["cells"]["overall"]["accuracy"] < hi and score["units"] == "users"
+
+
+def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
+  records = [{"task": "SI", "user": f"u{u}", "question": f"q{q}", "answer": "a", "prediction": "a"}
+             for u in range(30) for q in range(4)]
+  worse = [dict(r, prediction="b" if i % 2 else "a") for i, r in enumerate(records)]
+  assert scoring.compare(records, worse)["p_value"] < 0.01
+  assert scoring.compare(records, list(reversed(records)))["p_value"] == 1.0
+  with pytest.raises(ValueError, match="different questions"):
+    scoring.compare(records, records[:-1])
+
+
+def test_score_command_reads_official_jsonl(tmp_path):
+  path = tmp_path / "pred.jsonl"
+  path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in OFFICIAL_LINES) + "\n", encoding="utf-8")
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(path), "--json"], capture_output=True,
+                       text=True, check=True).stdout
+  score = json.loads(out)["score"]
+  assert score["units"] == "records" and score["cells"]["overall"]["correct"] == 4
+  strict = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(path), "--variant", "strict"],
+                          capture_output=True, text=True, check=True).stdout
+  assert "overall" in strict and "4/9" in strict.replace(" ", "")
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"question": "q"}\nnot json\n', encoding="utf-8")
+  run = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(bad)], capture_output=True, text=True)
+  assert run.returncode == 2 and "line 2: not JSON" in run.stderr

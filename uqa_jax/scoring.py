@@ -1,8 +1,22 @@
-"""Scoring QA answers: the official rule, and the floors every method must beat.
+"""Scoring QA answers: the official rule, two stricter variants, and the floors to beat.
 
-Official rule (UQABench's scorer): a prediction is correct iff `prediction.startswith(gold)`,
-with no normalisation. An empty gold would make every prediction correct, so it is an error
-here, never a point.
+Variants (`VARIANTS`), each a verdict per JSONL record in the official output format
+(`question`, `prediction`, `answer`; ours add `task`, `user`, `ranked_prediction`):
+  official  UQABench's scorer exactly: correct iff `prediction.startswith(gold)`, no
+            normalisation; a list gold is scored by its first element. An empty gold would
+            make every prediction correct, so it is an error here, never a point.
+  strict    both sides normalised (Unicode NFKC, which folds full-width to half-width; case
+            folded; whitespace runs collapsed; leading/trailing whitespace and trailing
+            punctuation stripped), then equal: "15" is not credited for gold "1", nor a
+            sentence that merely begins with the gold.
+  ranked    for questions that list candidates: the candidate the model gives the highest
+            length-normalised log-likelihood (`ranked_prediction`, written by the evaluate
+            stage) must equal the gold. Knowledge without format failures; records without a
+            ranked prediction are not scored under it.
+A record's task is its `task` field, or else the official substring rule (`schema.TASK_RULES`,
+`zh`, first match in the official order). Groups are micro-averages over their questions
+(`schema.GROUPS`), and so is `overall`. Every accuracy carries a 95% bootstrap interval that
+resamples users (the `user` field; without it, each record is its own unit: `bootstrap.py`).
 
 Floors, per sub-task, from the gold answers alone:
   best constant  the one answer that, given to every question, scores best under the rule
@@ -12,7 +26,18 @@ Floors, per sub-task, from the gold answers alone:
 """
 
 import collections
+import json
+import re
+import unicodedata
 from typing import Iterable, Sequence
+
+import numpy as np
+
+from uqa_jax import bootstrap
+from uqa_jax.data import schema
+
+VARIANTS = ("official", "strict", "ranked")
+BOOTSTRAP_SAMPLES = 1000
 
 TOP_ANSWERS = 10  # how many of the most frequent answers an answer histogram keeps
 
@@ -27,6 +52,173 @@ def is_correct(prediction: str, gold: str) -> bool:
   """The official rule."""
   check_gold(gold)
   return prediction.startswith(gold)
+
+
+def normalise(text: str) -> str:
+  """What `strict` compares: NFKC, case-folded, whitespace collapsed, trailing punctuation cut."""
+  text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+  while text and (text[-1].isspace() or unicodedata.category(text[-1]).startswith("P")):
+    text = text[:-1]
+  return text
+
+
+def is_correct_strict(prediction: str, gold: str) -> bool:
+  check_gold(gold)
+  return normalise(prediction) == normalise(gold)
+
+
+def gold_of(answer, where: str = "") -> str:
+  """The gold string of a record's `answer`: itself, or its first element when it is a list."""
+  if isinstance(answer, list):
+    if not answer:
+      raise ValueError(f"{where}: `answer` is an empty list")
+    answer = answer[0]
+  check_gold(answer, where)
+  return answer
+
+
+def task_of_record(record: dict, where: str = "") -> str:
+  """Its `task` field, else the official substring rule on its question; never a default."""
+  task = record.get("task")
+  if task is not None:
+    if task not in schema.TASKS:
+      raise ValueError(f"{where}: unknown task {task!r}; expected one of {', '.join(schema.TASKS)}")
+    return task
+  task = schema.classify_question(record.get("question", ""), "zh")
+  if task is None:
+    raise ValueError(f"{where}: no `task` field and the official rule classifies no task from the "
+                     f"question {record.get('question', '')[:60]!r}")
+  return task
+
+
+def judge(record: dict, variant: str, where: str = "") -> bool | None:
+  """The verdict on one record under `variant`; None when the variant does not score it."""
+  gold = gold_of(record.get("answer"), where)
+  if variant == "ranked":
+    ranked = record.get("ranked_prediction")
+    return None if ranked is None else ranked == gold
+  prediction = record.get("prediction")
+  if not isinstance(prediction, str):
+    raise ValueError(f"{where}: `prediction` is {prediction!r}; expected a string")
+  if variant == "official":
+    return is_correct(prediction, gold)
+  if variant == "strict":
+    return is_correct_strict(prediction, gold)
+  raise ValueError(f"unknown scoring variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a JSONL file; a line that is not a JSON object is an error naming it."""
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {n}: not JSON ({e.msg})") from None
+      if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(record).__name__}")
+      records.append(record)
+  if not records:
+    raise ValueError(f"{path}: no records")
+  return records
+
+
+def _verdicts(records, variant, where):
+  """(unit index [N], unit names, task [N], correct [N]) of the records the variant scores."""
+  use_users = all("user" in r for r in records)
+  units, unit_of, tasks, correct = {}, [], [], []
+  for n, r in enumerate(records):
+    at = f"{where}record {n + 1}"
+    verdict = judge(r, variant, at)
+    if verdict is None:
+      continue
+    key = str(r["user"]) if use_users else n
+    unit_of.append(units.setdefault(key, len(units)))
+    tasks.append(task_of_record(r, at))
+    correct.append(verdict)
+  return np.asarray(unit_of, np.int64), list(units), np.asarray(tasks), np.asarray(correct, np.float64), use_users
+
+
+def _cells(tasks_N):
+  cells = {f"task/{t}": (tasks_N == t) for t in schema.TASKS}
+  cells.update({f"group/{g}": np.isin(tasks_N, members) for g, members in schema.GROUPS.items()})
+  cells["overall"] = np.ones(tasks_N.shape, bool)
+  return {k: v for k, v in cells.items() if v.any()}
+
+
+def score_records(records: Sequence[dict], variant: str = "official", *, samples: int = BOOTSTRAP_SAMPLES,
+                  seed: int = 0, where: str = "") -> dict:
+  """Accuracy per task, group and overall with bootstrap intervals; see the module docstring.
+
+  -> {"variant", "units" ("users" | "records"), "num_units", "scored", "empty_predictions",
+      "cells": {"task/DF" | "group/<name>" | "overall": {"n", "correct", "accuracy", "ci"}}}
+  """
+  unit_N, units, tasks_N, correct_N, by_user = _verdicts(records, variant, where)
+  out = {"variant": variant, "units": "users" if by_user else "records", "num_units": len(units),
+         "scored": int(correct_N.size), "empty_predictions": sum(1 for r in records if not str(r.get("prediction", "")).strip()),
+         "cells": {}}
+  if not correct_N.size:
+    return out
+  weights = bootstrap.draws(len(units), samples, seed)
+  for name, in_cell in _cells(tasks_N).items():
+    count_U = np.bincount(unit_N[in_cell], minlength=len(units)).astype(np.float64)
+    correct_U = np.bincount(unit_N[in_cell], weights=correct_N[in_cell], minlength=len(units))
+    lo, hi = bootstrap.interval(weights, correct_U, count_U)
+    out["cells"][name] = {"n": int(count_U.sum()), "correct": int(correct_U.sum()),
+                          "accuracy": float(correct_U.sum() / count_U.sum()), "ci": [lo, hi]}
+  return out
+
+
+def _keys(records):
+  """(user, question, occurrence) per record: what pairs the same question across two runs."""
+  seen = collections.Counter()
+  out = []
+  for r in records:
+    key = (str(r.get("user", "")), r.get("question", ""))
+    out.append(key + (seen[key],))
+    seen[key] += 1
+  return out
+
+
+def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str = "official", *,
+            samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+  """Paired bootstrap of accuracy(a) - accuracy(b) over the questions both runs scored.
+
+  The runs must hold the same questions (by user, question and occurrence); the pairs are
+  resampled by user, as in `score_records`.
+  """
+  keys_a, keys_b = _keys(records_a), _keys(records_b)
+  if set(keys_a) != set(keys_b):
+    raise ValueError(f"compare: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in the "
+                     f"first, {len(set(keys_b) - set(keys_a))} only in the second)")
+  b_of = dict(zip(keys_b, records_b))
+  units, unit_of, correct_a, correct_b = {}, [], [], []
+  for n, (key, ra) in enumerate(zip(keys_a, records_a)):
+    va, vb = judge(ra, variant, f"record {n + 1}"), judge(b_of[key], variant, f"record {n + 1}")
+    if va is None or vb is None:
+      continue
+    unit_of.append(units.setdefault(key[0] if key[0] else n, len(units)))
+    correct_a.append(va)
+    correct_b.append(vb)
+  if not unit_of:
+    raise ValueError(f"compare: no question is scored under {variant!r} in both runs")
+  unit_N, u = np.asarray(unit_of), len(units)
+  sums = lambda w: np.bincount(unit_N, weights=np.asarray(w, np.float64), minlength=u)
+  out = bootstrap.paired(bootstrap.draws(u, samples, seed), sums(correct_a), sums(correct_b), sums(np.ones(len(unit_N))))
+  return {"variant": variant, "n": len(unit_N), **out}
+
+
+def format_score(score: dict) -> list[str]:
+  """One line per cell: accuracy, 95% interval, correct / n."""
+  lines = [f"{score['variant']}: {score['scored']} records scored, 95% bootstrap intervals over "
+           f"{score['num_units']} {score['units']}; {score['empty_predictions']} empty predictions"]
+  for name, c in score["cells"].items():
+    lines.append(f"  {name:32} {c['accuracy']:6.1%}  [{c['ci'][0]:6.1%}, {c['ci'][1]:6.1%}]  "
+                 f"{c['correct']:>6}/{c['n']}")
+  return lines
 
 
 def best_constant(golds: Sequence[str]) -> tuple[str, float]:

@@ -1,0 +1,47 @@
+"""`python -m uqa_jax.score FILE.jsonl [--variant official|strict|ranked]`: score any predictions file.
+
+Reads JSONL in the official output format (`question`, `prediction`, `answer`; `task`, `user`
+and `ranked_prediction` when present, as the evaluate stage writes them), so the PyTorch
+original's outputs are scored by the same code. Prints accuracy per sub-task, group and overall
+with 95% bootstrap intervals; `--compare OTHER.jsonl` adds the paired difference and p-value.
+"""
+
+import argparse
+import json
+import sys
+
+from uqa_jax import scoring
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m uqa_jax.score", description=__doc__.splitlines()[0])
+  parser.add_argument("file", help="predictions JSONL")
+  parser.add_argument("--variant", default="official", choices=scoring.VARIANTS)
+  parser.add_argument("--compare", help="a second JSONL over the same questions: paired bootstrap")
+  parser.add_argument("--samples", type=int, default=scoring.BOOTSTRAP_SAMPLES)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+  args = parser.parse_args(argv)
+  try:
+    records = scoring.read_jsonl(args.file)
+    score = scoring.score_records(records, args.variant, samples=args.samples, seed=args.seed,
+                                  where=f"{args.file}, ")
+    paired = None
+    if args.compare:
+      paired = scoring.compare(records, scoring.read_jsonl(args.compare), args.variant,
+                               samples=args.samples, seed=args.seed)
+  except (OSError, ValueError) as e:
+    print(f"uqa_jax.score: {e}", file=sys.stderr)
+    return 2
+  if args.json:
+    print(json.dumps({"score": score, "compare": paired}, indent=2))
+    return 0
+  print("\n".join(scoring.format_score(score)))
+  if paired:
+    print(f"  vs {args.compare}: {paired['difference']:+.1%} [{paired['ci'][0]:+.1%}, {paired['ci'][1]:+.1%}], "
+          f"paired bootstrap p={paired['p_value']:.3f} over {paired['n']} questions")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
