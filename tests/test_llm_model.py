@@ -150,3 +150,30 @@ def test_grouped_query_attention_equals_a_numpy_reference():
       p = np.exp(scores - scores.max(-1, keepdims=True))
       want[bi, :, hi] = (p / p.sum(-1, keepdims=True)) @ v[bi, :, hi // (h // kv)]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_soft_tokens_at_an_index_equal_the_tokens_they_embed_there(checkpoint):
+  _, cfg, params, _ = checkpoint
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  middle = [21, 22]
+  soft = np.asarray(params["embedding"])[middle][None].repeat(len(PROMPTS), 0)
+  at = [min(2, len(p)) for p in PROMPTS]
+  sampling = generate.SamplingConfig(max_new_tokens=6)
+  with_soft = gen.generate(PROMPTS, sampling, soft_prompt_BxPxD=soft, soft_at=at)
+  assert with_soft == gen.generate([p[:a] + middle + p[a:] for p, a in zip(PROMPTS, at)], sampling)
+
+
+def test_continuation_nll_equals_transformers_on_the_whole_sequence(checkpoint):
+  """Each candidate's NLL after a cached prompt, against PyTorch on prompt + candidate."""
+  model, cfg, params, _ = checkpoint
+  gen = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  continuations = [[[5, 6, 7], [8]], [[9, 10]], [[11], [12, 13, 14, 15], [16, 17]], [[3, 3]]]
+  ours = gen.continuation_nll(PROMPTS, continuations, length=6)
+  for prompt, cands, got in zip(PROMPTS, continuations, ours):
+    assert len(got) == len(cands)
+    for cand, (nll, count) in zip(cands, got):
+      ids = torch.tensor([prompt + cand])
+      with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1).numpy()
+      want = -sum(logp[len(prompt) - 1 + j, tok] for j, tok in enumerate(cand))
+      assert count == len(cand) and nll == pytest.approx(want, rel=1e-4)

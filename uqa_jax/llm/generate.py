@@ -5,12 +5,18 @@ Shape letters as in `model.py`; P soft-prompt tokens, N new tokens, T prompt buc
 Prompts are left-padded to a bucket length (a power of two >= 16), so prefill compiles once
 per bucket; the cache holds T + N slots and one jitted decode step serves every position
 (the slot index is traced). A soft prompt `[B, P, D]` is placed right before each prompt's
-tokens (the official code prepends it at position 0 of the sequence). Greedy by default;
-`temperature > 0` samples, optionally with nucleus (`top_p`) filtering.
+tokens (the official code prepends it at position 0 of the sequence), or at `soft_at[b]`, an
+index into row b's tokens. Greedy by default; `temperature > 0` samples, optionally with
+nucleus (`top_p`) filtering.
+
+`continuation_nll` scores given continuations of each prompt (e.g. an answer's candidates):
+the prompt is prefilled once and each continuation runs on that cache, so C candidates cost
+one prompt plus C short passes instead of C whole chats.
 """
 
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +67,7 @@ class Generator:
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("cache_len",))
     self._step = jax.jit(self._step_fn, donate_argnames=("cache",))
     self._full = jax.jit(self._full_fn)
+    self._continue = jax.jit(self._continue_fn)
 
   # --- jitted pieces -----------------------------------------------------------------
   def _prefill_fn(self, params, embeds_BxTxD, mask_BxT, cache_len):
@@ -77,6 +84,20 @@ class Generator:
                                      kv_mask=kv_mask_BxS, cache=cache, slot=slot)
     return logits[:, 0], cache
 
+  def _continue_fn(self, params, last_logits_BxV, cache, prompt_mask_BxT, position_B, tokens_BxA, mask_BxA):
+    """(summed NLL [B], token count [B]) of `tokens` (right-padded, `mask`) after the prompt."""
+    t, a = prompt_mask_BxT.shape[1], tokens_BxA.shape[1]
+    kv_mask_BxS = jnp.concatenate([prompt_mask_BxT, mask_BxA], axis=1)
+    positions_BxA = position_B[:, None] + 1 + jnp.arange(a)[None, :]
+    logits_BxAxV, _ = self.model.apply({"params": params}, tokens_BxA, positions=positions_BxA,
+                                       kv_mask=kv_mask_BxS, cache=cache, slot=t)
+    # Token j is predicted from the prompt's last position (j = 0) or from token j - 1.
+    predictors_BxAxV = jnp.concatenate([last_logits_BxV[:, None], logits_BxAxV[:, :-1]], axis=1)
+    logp_BxAxV = jax.nn.log_softmax(predictors_BxAxV.astype(jnp.float32), axis=-1)
+    nll_BxA = -jnp.take_along_axis(logp_BxAxV, tokens_BxA[..., None], axis=-1)[..., 0]
+    weights_BxA = mask_BxA.astype(jnp.float32)
+    return jnp.sum(nll_BxA * weights_BxA, axis=1), jnp.sum(weights_BxA, axis=1)
+
   def _full_fn(self, params, embeds_BxSxD, kv_mask_BxS, last):
     positions = model_lib.positions_from_mask(kv_mask_BxS)
     logits, _ = self.model.apply({"params": params}, embeds=embeds_BxSxD, positions=positions,
@@ -84,34 +105,80 @@ class Generator:
     return logits[:, last]
 
   # --- host-side driver --------------------------------------------------------------
-  def _prompt(self, prompts, soft_prompt_BxPxD):
-    """Left-padded embeddings [B, T, D] and mask [B, T] for token prompts (+ soft prefix)."""
+  def _prompt(self, prompts, soft_prompt_BxPxD, soft_at=None):
+    """Left-padded embeddings [B, T, D] and mask [B, T] for token prompts (+ soft tokens).
+
+    Row b's soft tokens go before its token `soft_at[b]` (default 0: before the first token).
+    """
     p = 0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1]
     t = bucket_length(max(len(x) for x in prompts) + p)
+    at = [0] * len(prompts) if soft_at is None else [int(a) for a in soft_at]
+    if len(at) != len(prompts) or any(not 0 <= a <= len(x) for a, x in zip(at, prompts)):
+      raise ValueError(f"soft_at must give one index in [0, len(prompt)] per prompt, got {soft_at}")
     ids = np.full((len(prompts), t), self.pad_id, np.int32)
     mask = np.zeros((len(prompts), t), np.int32)
+    soft = np.zeros((len(prompts), t, self.cfg.d_model), np.float32) if p else None
+    is_soft = np.zeros((len(prompts), t, 1), bool)
     for b, x in enumerate(prompts):
-      if len(x):
-        ids[b, t - len(x):] = x
-      mask[b, t - len(x) - p:] = 1
+      start = t - len(x) - p
+      ids[b, start:start + at[b]] = x[:at[b]]
+      ids[b, start + at[b] + p:] = x[at[b]:]
+      mask[b, start:] = 1
+      if p:
+        soft[b, start + at[b]:start + at[b] + p] = soft_prompt_BxPxD[b]
+        is_soft[b, start + at[b]:start + at[b] + p] = True
     embeds = self._embed(self.params, jnp.asarray(ids))
     if p:
-      soft = np.zeros(embeds.shape, np.float32)
-      is_soft = np.zeros((len(prompts), t, 1), bool)
-      for b, x in enumerate(prompts):
-        soft[b, t - len(x) - p: t - len(x)] = soft_prompt_BxPxD[b]
-        is_soft[b, t - len(x) - p: t - len(x)] = True
       embeds = jnp.where(is_soft, jnp.asarray(soft, embeds.dtype), embeds)
     return embeds, jnp.asarray(mask)
 
+  def prefill_seconds(self, prompts, soft_prompt_BxPxD=None, soft_at=None, new_tokens: int = 1) -> float:
+    """Wall time of one prefill of these prompts, after a first call that compiles it."""
+    embeds, mask = self._prompt(prompts, soft_prompt_BxPxD, soft_at)
+    cache_len = mask.shape[1] + new_tokens
+    jax.block_until_ready(self._prefill(self.params, embeds, mask, cache_len=cache_len))
+    start = time.perf_counter()
+    jax.block_until_ready(self._prefill(self.params, embeds, mask, cache_len=cache_len))
+    return time.perf_counter() - start
+
+  def continuation_nll(self, prompts: list[list[int]], continuations: list[list[list[int]]],
+                       soft_prompt_BxPxD=None, soft_at=None, length: int = 0) -> list[list[tuple[float, int]]]:
+    """Per prompt, per continuation: (summed NLL, token count) of the continuation after the prompt.
+
+    Continuations are right-padded to `length` (default: the longest), so one shape serves
+    every call with the same prompt bucket; a row with fewer continuations than the others
+    gets (0.0, 0) for the missing ones.
+    """
+    if len(continuations) != len(prompts):
+      raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")
+    a = max([length] + [len(c) for cs in continuations for c in cs])
+    if min((len(c) for cs in continuations for c in cs), default=1) < 1:
+      raise ValueError("an empty continuation has no likelihood to compare")
+    embeds, mask = self._prompt(prompts, soft_prompt_BxPxD, soft_at)
+    last_logits, cache, position = self._prefill(self.params, embeds, mask, cache_len=mask.shape[1] + a)
+    out = [[] for _ in prompts]
+    for c in range(max(len(cs) for cs in continuations)):
+      tokens = np.full((len(prompts), a), self.pad_id, np.int32)
+      cmask = np.zeros((len(prompts), a), np.int32)
+      for b, cs in enumerate(continuations):
+        if c < len(cs):
+          tokens[b, :len(cs[c])] = cs[c]
+          cmask[b, :len(cs[c])] = 1
+      nll, count = jax.device_get(self._continue(self.params, last_logits, cache, mask, position,
+                                                 jnp.asarray(tokens), jnp.asarray(cmask)))
+      for b, cs in enumerate(continuations):
+        if c < len(cs):
+          out[b].append((float(nll[b]), int(count[b])))
+    return out
+
   def generate(self, prompts: list[list[int]], sampling: SamplingConfig = SamplingConfig(),
-               soft_prompt_BxPxD=None, use_cache: bool = True) -> list[list[int]]:
+               soft_prompt_BxPxD=None, use_cache: bool = True, soft_at=None) -> list[list[int]]:
     """New tokens per prompt, up to (not including) the first end-of-sequence token."""
     if not prompts:
       return []
     if soft_prompt_BxPxD is not None and len(soft_prompt_BxPxD) != len(prompts):
       raise ValueError(f"soft prompt has batch {len(soft_prompt_BxPxD)}, prompts {len(prompts)}")
-    embeds, mask = self._prompt(prompts, soft_prompt_BxPxD)
+    embeds, mask = self._prompt(prompts, soft_prompt_BxPxD, soft_at)
     b, t = mask.shape
     n = sampling.max_new_tokens
     key = jax.random.PRNGKey(sampling.seed)
