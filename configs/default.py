@@ -41,7 +41,7 @@ def get_config(encoder: str = "sasrec") -> ml_collections.ConfigDict:
   # format from soft tokens alone (adapter-only: loss flat at ~4.9, chatty answers), so the
   # LLM trains too at a small rate; `recent` gives the last 4 encoder states and their mean as
   # 5 soft tokens (one mean token blurs the recent clicks the IP/AP/SI questions ask about).
-  c.stages = ("data", "pretrain", "align")
+  c.stages = ("data", "pretrain", "align", "evaluate", "report")
   c.input.max_text_len, c.input.max_answer_len = 96, 40  # the default data: chats <= 80, answers <= 32 tokens
   c.adapter.name, c.adapter.num_tokens = "recent", 4
   a = c.align

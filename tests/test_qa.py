@@ -39,6 +39,9 @@ def test_gold_answer_is_among_the_candidates(synthetic_dir):
       sep = qa.TEMPLATES[language]["candidate_sep"]
       cands = question.split("：" if language == "zh" else "Candidates: ", 1)[1].split(sep)
       assert answer in cands and len(cands) == len(set(cands)) == qa.NUM_CANDIDATES
+      assert qa.parse_candidates(question, language) == tuple(cands)
+    else:
+      assert qa.parse_candidates(question, language) == ()
 
 
 def test_answers_agree_with_the_history(en_dir):

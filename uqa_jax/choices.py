@@ -13,6 +13,8 @@ ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
 ALIGN_USERS = ("encoder", "zeros", "random_encoder")  # the real user and the built-in controls
 SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")
+# Stage 3: the aligned model, the free shuffled-user control, text baselines, the floors.
+EVAL_RUNS = ("aligned", "shuffled_user", "text20", "text50", "floor")
 
 
 def check(config) -> None:

@@ -185,10 +185,8 @@ class ChatTokenizer:
                        "cannot place a soft-token placeholder there")
     return ids, len(before)
 
-  def __call__(self, text: str, where: str = "") -> dict:
-    chat = json.loads(text)
-    scoring.check_gold(chat[-1]["content"], where)
-    prompt, question_at = self.prompt_ids(chat[:-1], where)
+  def _full_and_end(self, chat: list[dict], prompt: list[int], where: str) -> tuple[list[int], int]:
+    """(ids of the whole chat, index of the end-of-turn token after the answer)."""
     full = self.tokenizer.encode(self.render(chat, add_generation_prompt=False), add_special_tokens=False)
     if full[:len(prompt)] != prompt:
       raise ValueError(f"{where}: the chat template's prompt is not a prefix of the full chat; "
@@ -196,6 +194,19 @@ class ChatTokenizer:
     end = next((i for i in range(len(prompt), len(full)) if full[i] in self.special_ids), None)
     if end is None:
       raise ValueError(f"{where}: no end-of-turn token after the answer; cannot place the loss mask")
+    return full, end
+
+  def answer_ids(self, messages: list[dict], answer: str, prompt: list[int], where: str = "") -> list[int]:
+    """The tokens that follow `prompt` (the ids of `messages`) when `answer` is the assistant's
+    reply: the answer and its end-of-turn token, exactly as the training loss sees them."""
+    full, end = self._full_and_end(messages + [{"role": "assistant", "content": answer}], prompt, where)
+    return full[len(prompt):end + 1]
+
+  def __call__(self, text: str, where: str = "") -> dict:
+    chat = json.loads(text)
+    scoring.check_gold(chat[-1]["content"], where)
+    prompt, question_at = self.prompt_ids(chat[:-1], where)
+    full, end = self._full_and_end(chat, prompt, where)
     if len(full) > self.max_text_len:
       raise ValueError(f"{where}: chat is {len(full)} tokens, over max_text_len={self.max_text_len}; "
                        "raise `input.max_text_len`")

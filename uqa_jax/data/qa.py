@@ -64,6 +64,18 @@ TEMPLATES = {
 TRAJECTORY_SEP = " -> "
 
 
+CANDIDATE_MARKERS = {"zh": "候选：", "en": "Candidates: "}  # what precedes the list in IP/AP questions
+
+
+def parse_candidates(question: str, language: str) -> tuple[str, ...]:
+  """The candidates a question lists after its marker (`TEMPLATES`), or () when it lists none."""
+  marker = CANDIDATE_MARKERS[language]
+  at = question.rfind(marker)
+  if at < 0:
+    return ()
+  return tuple(c for c in question[at + len(marker):].split(TEMPLATES[language]["candidate_sep"]))
+
+
 @dataclasses.dataclass(frozen=True)
 class QA:
   task: str

@@ -2,8 +2,8 @@
 
 Shape letters as in `model.py`; P soft-prompt tokens, N new tokens, T prompt bucket.
 
-Prompts are left-padded to a bucket length (a power of two >= 16), so prefill compiles once
-per bucket; the cache holds T + N slots and one jitted decode step serves every position
+Prompts are left-padded to a bucket length (a power of two from 16 to 64, then a multiple of
+32: a 70-token prompt costs 96 slots, not 128), so prefill compiles once per bucket; the cache holds T + N slots and one jitted decode step serves every position
 (the slot index is traced). A soft prompt `[B, P, D]` is placed right before each prompt's
 tokens (the official code prepends it at position 0 of the sequence), or at `soft_at[b]`, an
 index into row b's tokens. Greedy by default; `temperature > 0` samples, optionally with
@@ -26,6 +26,7 @@ from uqa_jax.llm import model as model_lib
 from uqa_jax.llm.config import LLMConfig
 
 MIN_BUCKET = 16
+BUCKET_STEP = 32  # above 2 * BUCKET_STEP, buckets grow by this much
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class SamplingConfig:
 
 
 def bucket_length(n: int) -> int:
+  if n > 2 * BUCKET_STEP:
+    return -(-n // BUCKET_STEP) * BUCKET_STEP
   return max(MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
 
 
@@ -132,11 +135,14 @@ class Generator:
       embeds = jnp.where(is_soft, jnp.asarray(soft, embeds.dtype), embeds)
     return embeds, jnp.asarray(mask)
 
-  def prefill_seconds(self, prompts, soft_prompt_BxPxD=None, soft_at=None, new_tokens: int = 1) -> float:
-    """Wall time of one prefill of these prompts, after a first call that compiles it."""
+  def prefill_seconds(self, prompts, soft_prompt_BxPxD=None, soft_at=None, new_tokens: int = 1,
+                      warm: bool = True) -> float:
+    """Wall time of one prefill of these prompts (`warm`: after a first call that compiles it;
+    pass False when `generate` already ran this shape with `max_new_tokens = new_tokens`)."""
     embeds, mask = self._prompt(prompts, soft_prompt_BxPxD, soft_at)
     cache_len = mask.shape[1] + new_tokens
-    jax.block_until_ready(self._prefill(self.params, embeds, mask, cache_len=cache_len))
+    if warm:
+      jax.block_until_ready(self._prefill(self.params, embeds, mask, cache_len=cache_len))
     start = time.perf_counter()
     jax.block_until_ready(self._prefill(self.params, embeds, mask, cache_len=cache_len))
     return time.perf_counter() - start
@@ -145,13 +151,14 @@ class Generator:
                        soft_prompt_BxPxD=None, soft_at=None, length: int = 0) -> list[list[tuple[float, int]]]:
     """Per prompt, per continuation: (summed NLL, token count) of the continuation after the prompt.
 
-    Continuations are right-padded to `length` (default: the longest), so one shape serves
-    every call with the same prompt bucket; a row with fewer continuations than the others
+    Continuations are right-padded to `length`, or to the longest rounded up to a multiple of
+    8, so few shapes serve every call with the same prompt bucket; a row with fewer continuations than the others
     gets (0.0, 0) for the missing ones.
     """
     if len(continuations) != len(prompts):
       raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")
-    a = max([length] + [len(c) for cs in continuations for c in cs])
+    longest = max(len(c) for cs in continuations for c in cs)
+    a = max(length, -(-longest // 8) * 8)
     if min((len(c) for cs in continuations for c in cs), default=1) < 1:
       raise ValueError("an empty continuation has no likelihood to compare")
     embeds, mask = self._prompt(prompts, soft_prompt_BxPxD, soft_at)

@@ -2,6 +2,7 @@
 
 Each stage is a module `uqa_jax/stages/<name>.py` exporting
   BLOCKS                 the top-level config blocks it reads
+  ALWAYS_RUN             (optional) True: never reused, it runs every time (the report)
   UPSTREAM               the stages whose outputs it reads
   fingerprint(config)    the settings its outputs depend on (building them checks the config)
   run(config, workdir)   the work; returns a JSON-able dict
@@ -143,8 +144,8 @@ def status(workdir: str, name: str, config) -> str:
   outputs were made with other settings (or carry no fingerprint at all).
   """
   out = os.path.join(workdir, name)
-  if not os.path.isdir(out) or not os.listdir(out):
-    return "absent"
+  if not os.path.isdir(out) or not os.listdir(out) or getattr(get(name), "ALWAYS_RUN", False):
+    return "absent"  # an ALWAYS_RUN stage (report) rewrites its outputs from its inputs every time
   path = os.path.join(out, FINGERPRINT)
   if not os.path.exists(path):
     raise StaleStateError(f"[{name}] {out} holds outputs without a {FINGERPRINT} (made by an older "

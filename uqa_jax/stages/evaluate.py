@@ -1,0 +1,328 @@
+"""Stage 3: ask the aligned model every align-eval question, write predictions, score them.
+
+The aligned model is `workdir/align/export` (`align_export.load`: every tensor and both sources
+checked). Runs (`evaluate.runs`, `choices.EVAL_RUNS`), each written to
+`workdir/evaluate/<run>/predictions.jsonl` (official format: `question`, `prediction`,
+`answer`; plus `task`, `user`, `prompt_tokens`, `ranked_prediction` where candidates are
+listed) and scored into `workdir/evaluate/<run>/result.json`:
+  aligned        the user's own soft prompt through the trained adapter (whatever `align.user`
+                 trained: the encoder, or the `zeros` / `random_encoder` control)
+  shuffled_user  the same trained model, each user's questions asked with another user's soft
+                 prompt (one random cycle over users: never their own); free, evaluation only
+  text20/text50  no encoder: the last 20 / 50 clicked titles written into the question,
+                 decoded from the title tokens; answered by the LLM before alignment
+                 (`evaluate.text_llm='base'`, zero-shot as in the paper) or the aligned one
+  floor          `floor_constant`: each task's best constant answer under the official rule,
+                 chosen on the align-train golds; `floor_first_candidate`: the first listed
+                 candidate (IP, AP)
+Answers are decoded greedily with the KV cache until the end-of-turn token or
+`evaluate.max_new_tokens`, in batches of prompts sorted by length so each prompt bucket compiles
+once. `ranked` (for questions listing candidates): each candidate's answer tokens are scored
+after the same prompt (`Generator.continuation_nll`) and the lowest NLL per token is the
+ranked prediction. A finished run is reused when the stage resumes.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqa_jax import align_export
+from uqa_jax import choices
+from uqa_jax import config_blocks
+from uqa_jax import questions as questions_lib
+from uqa_jax import scoring
+from uqa_jax import stages
+from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.data import arrow_io
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.llm import generate
+from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.llm import weights
+from uqa_jax.stages import data as data_stage
+
+BLOCKS = ("evaluate",)
+UPSTREAM = ("align",)
+TEXT_CLICKS = {"text20": 20, "text50": 50}
+TEXT_LLMS = ("base", "aligned")
+FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+  runs: tuple[str, ...] = ("aligned", "shuffled_user", "floor")  # choices.EVAL_RUNS
+  max_new_tokens: int = 32
+  batch_size: int = 16
+  ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
+  text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
+  max_questions: int = 0  # 0: every align-eval question
+  bootstrap_samples: int = 1000
+  log_every: int = dataclasses.field(default=5, metadata=RUN_ONLY)  # batches
+
+  def __post_init__(self):
+    unknown = [r for r in self.runs if r not in choices.EVAL_RUNS]
+    if unknown or not self.runs or len(set(self.runs)) != len(self.runs):
+      raise ValueError(f"runs={tuple(self.runs)}: list each run once, from {', '.join(choices.EVAL_RUNS)}")
+    if self.text_llm not in TEXT_LLMS:
+      raise ValueError(f"text_llm={self.text_llm!r}; expected one of {', '.join(TEXT_LLMS)}")
+    for key in ("max_new_tokens", "batch_size", "bootstrap_samples"):
+      if getattr(self, key) < 1:
+        raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
+
+
+def evaluate_config(config) -> EvaluateConfig:
+  return config_blocks.build(EvaluateConfig, config.evaluate, "evaluate")
+
+
+def fingerprint(config) -> dict:
+  e = evaluate_config(config)
+  unused = () if any(r in TEXT_CLICKS for r in e.runs) else ("text_llm",)
+  return {"evaluate": {k: v for k, v in config_blocks.fingerprint(e).items() if k not in unused}}
+
+
+def run_names(e: EvaluateConfig) -> list[str]:
+  """The result directories the config's runs write (`floor` writes two)."""
+  return [n for r in e.runs for n in (FLOOR_RUNS if r == "floor" else (r,))]
+
+
+def describe(config, run: str) -> dict:
+  """What a run is, for the report: its label, kind, and the settings its tables group by."""
+  user = config.align.user
+  if run == "aligned":
+    label, kind = (config.encoder.name, "method") if user == "encoder" else (user, "control")
+  elif run == "shuffled_user":
+    label, kind = "shuffled_user", "control"
+  elif run in TEXT_CLICKS:
+    label, kind = run + ("" if evaluate_config(config).text_llm == "base" else " (aligned LLM)"), "baseline"
+  else:
+    label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate"}[run], "floor"
+  return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
+          "input_variant": config.encoder.input_variant, "pretrain_loss": config.pretrain.loss,
+          "adapter": config.adapter.name, "align_mode": config.align.mode, "align_user": user,
+          "llm": config.llm.model, "seed": config.seed}
+
+
+class Evaluator:
+  """The aligned model, its tokenizer and generators, and the eval questions with their soft tokens."""
+
+  def __init__(self, config, workdir: str, log=print):
+    self.e = evaluate_config(config)
+    self.log = log
+    self.seed = config.seed
+    export = os.path.join(workdir, "align", "export")
+    self.model, params, self.spec = align_export.load(export)
+    self.llm_source = self.spec["llm"]["model"]
+    self.tokenizer = tokenizer_lib.load_tokenizer(self.llm_source)
+    self.data_dir = data_stage.data_dir(workdir)
+    self.path = os.path.join(self.data_dir, schema.file_name("align", "eval"))
+    d = data_stage.data_config(config)
+    pipe = data_stage.input_config(config).pipeline(batch_size=self.e.batch_size, max_len=d.max_len,
+                                                    system_prompt=self.spec["align"]["system_prompt"])
+    self.chat = pipeline.ChatTokenizer(self.tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
+    start = time.time()
+    self.questions, histories, self.language = questions_lib.load(self.path, pipe, self.tokenizer, self.e.max_questions)
+    self.soft = questions_lib.soft_tokens(self.model, params, histories, self.e.batch_size)
+    self.place = self.spec["align"]["place"]
+    log(f"evaluate: {len(self.questions)} questions of {len(self.soft)} users from {self.path}; "
+        f"{self.model.adapter.cfg.name} adapter, {next(iter(self.soft.values())).shape[0]} soft tokens "
+        f"({self.place}), computed in {time.time() - start:.1f}s")
+    eos = generate.eos_ids_for(self.model.llm.cfg, self.tokenizer)
+    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    make = lambda p: generate.Generator(self.model.llm.cfg, jax.tree.map(jnp.asarray, p), eos_ids=eos, pad_id=pad)
+    self.aligned_llm = make(params["llm"])
+    self._base = (lambda: self.aligned_llm) if "llm" not in self.spec["saved"] else (lambda: make(weights.load(self.llm_source)[1]))
+
+  # --- what each run asks ------------------------------------------------------------
+  def soft_prompt(self, run: str):
+    """(soft tokens per question [N, K, M], splice index per question) for an embedding run."""
+    if run == "aligned":
+      users = [q.user for q in self.questions]
+    else:
+      partner = questions_lib.shuffled_partners([q.user for q in self.questions], self.seed)
+      users = [partner[q.user] for q in self.questions]
+    soft = np.stack([self.soft[u] for u in users])
+    at = [q.question_at if self.place == "placeholder" else 0 for q in self.questions]
+    return soft, at, users
+
+  def text_prompts(self, clicks: int):
+    """(prompt ids, chat messages) per question with the last `clicks` titles written into it."""
+    source = pipeline.SequenceSource(self.path)
+    prompts, messages = [], []
+    for q in self.questions:
+      history = questions_lib.history_text(source[q.row], clicks, self.tokenizer, self.language)
+      chat = q.messages[:-1] + [{"role": "user", "content": history + "\n\n" + q.question}]
+      prompts.append(self.chat.prompt_ids(chat, f"{self.path}, row {q.row}")[0])
+      messages.append(chat)
+    return prompts, messages
+
+  def check_text_tokenizer(self) -> None:
+    """The title tokens decode with the LLM's tokenizer only if the data was written with it."""
+    info = arrow_io.read_dataset_info(self.data_dir)
+    written = info.get("tokenizer")
+    if written is None:
+      self.log(f"evaluate: WARNING {self.data_dir} does not name the tokenizer its text features were "
+               f"written with; text runs decode them with {self.llm_source}'s")
+    elif written != tokenizer_lib.describe(self.llm_source):
+      raise ValueError(f"text runs: the title tokens in {self.data_dir} were written with {written!r}, "
+                       f"the LLM's tokenizer is {tokenizer_lib.describe(self.llm_source)!r}")
+
+  # --- asking ------------------------------------------------------------------------
+  def _batches(self, indices, prompts):
+    """Batches of question indices sorted by prompt length, each padded to `batch_size` by
+    repeating its last question: one shape per prompt bucket, one compilation each."""
+    order = sorted(indices, key=lambda i: len(prompts[i]))
+    size = self.e.batch_size
+    chunks = [order[i:i + size] for i in range(0, len(order), size)]
+    return [(idx, idx + [idx[-1]] * (size - len(idx))) for idx in chunks]
+
+  def _progress(self, run, what, done, total, start):
+    elapsed = time.time() - start
+    self.log(f"evaluate[{run}]: {what} {done}/{total} questions, {done / elapsed:.2f} questions/s, "
+             f"ETA {elapsed / done * (total - done):.0f}s")
+
+  def ask(self, run: str, gen, prompts, messages, soft=None, soft_at=None) -> tuple[list[dict], float]:
+    """Generate (and rank) every question -> (records in question order, prefill s per question)."""
+    e, n = self.e, len(self.questions)
+    pick = lambda idx: (None if soft is None else soft[idx], None if soft_at is None else [soft_at[i] for i in idx])
+    predictions, ranked = [None] * n, [None] * n
+    sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens)
+    batches, start = self._batches(range(n), prompts), time.time()
+    for b, (idx, full) in enumerate(batches):
+      soft_b, at_b = pick(full)
+      out = gen.generate([prompts[i] for i in full], sampling, soft_prompt_BxPxD=soft_b, soft_at=at_b)
+      for i, ids in zip(idx, out):
+        predictions[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+      if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
+        self._progress(run, "generated", sum(len(x) for x, _ in batches[:b + 1]), n, start)
+    # Prefill time (Table 7) on the first batch: its shape is compiled by now.
+    first = batches[0][1]
+    prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first), new_tokens=e.max_new_tokens,
+                                    warm=False) / len(first)
+    listed = [i for i in range(n) if self.questions[i].candidates]
+    if e.ranked and listed:
+      batches, start = self._batches(listed, prompts), time.time()
+      for b, (idx, full) in enumerate(batches):
+        self._rank(gen, idx, full, prompts, messages, *pick(full), ranked)
+        if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
+          self._progress(run, "ranked the candidates of", sum(len(x) for x, _ in batches[:b + 1]), len(listed), start)
+    k = 0 if soft is None else soft.shape[1]
+    records = []
+    for i, q in enumerate(self.questions):
+      record = {"question": q.question, "prediction": predictions[i], "answer": q.answer, "task": q.task,
+                "user": q.user, "row": q.row, "prompt_tokens": len(prompts[i]) + k}
+      if ranked[i] is not None:
+        record.update(ranked[i])
+      records.append(record)
+    return records, prefill_s
+
+  def _rank(self, gen, idx, full, prompts, messages, soft_b, at_b, ranked) -> None:
+    """Each listed candidate's NLL per answer token after the prompt; the lowest is the ranked prediction."""
+    conts = []
+    for i in full:
+      q = self.questions[i]
+      conts.append([self.chat.answer_ids(messages[i], c, prompts[i], f"{self.path}, row {q.row}") for c in q.candidates])
+    scores = gen.continuation_nll([prompts[i] for i in full], conts, soft_prompt_BxPxD=soft_b, soft_at=at_b)
+    for i, per_cand in zip(idx, scores):
+      q = self.questions[i]
+      nll = [s / c for s, c in per_cand]
+      ranked[i] = {"ranked_prediction": q.candidates[int(np.argmin(nll))], "candidate_nll": [round(x, 4) for x in nll]}
+
+  # --- the runs ----------------------------------------------------------------------
+  def run(self, run: str) -> tuple[list[dict], dict]:
+    """-> (records, cost {prefill_s_per_question})."""
+    messages = [q.messages for q in self.questions]
+    if run in ("aligned", "shuffled_user"):
+      soft, at, users = self.soft_prompt(run)
+      own = sum(u == q.user for u, q in zip(users, self.questions))
+      if run == "shuffled_user" and own:
+        raise RuntimeError(f"shuffled_user: {own} questions got their own user's prompt")
+      records, prefill_s = self.ask(run, self.aligned_llm, [q.prompt for q in self.questions], messages, soft, at)
+      if run == "shuffled_user":
+        for r, u in zip(records, users):
+          r["prompt_user"] = u
+      return records, {"prefill_s_per_question": prefill_s}
+    if run in TEXT_CLICKS:
+      self.check_text_tokenizer()
+      gen = self._base() if self.e.text_llm == "base" else self.aligned_llm
+      prompts, messages = self.text_prompts(TEXT_CLICKS[run])
+      records, prefill_s = self.ask(run, gen, prompts, messages)
+      return records, {"prefill_s_per_question": prefill_s}
+    return self.floor(run), {}
+
+  def train_constants(self) -> dict[str, str]:
+    """{task: the best constant answer under the official rule on the align-train golds}."""
+    path = os.path.join(self.data_dir, schema.file_name("align", "train"))
+    f = arrow_io.SequenceFile(path)
+    golds = {}
+    for r in range(len(f)):
+      question, answer = (m["content"] for m in json.loads(f.text(r))[-2:])
+      try:
+        task = schema.task_of(f.task(r), question, self.language)
+      except ValueError as e:
+        raise ValueError(f"{path}, row {r}: {e}") from None
+      golds.setdefault(task, []).append(answer)
+    return {t: scoring.best_constant(g)[0] for t, g in golds.items()}
+
+  def floor(self, run: str) -> list[dict]:
+    """Predictions of a floor: train-chosen constants per task, or the first listed candidate."""
+    constants = self.train_constants() if run == "floor_constant" else {}
+    records = []
+    for q in self.questions:
+      if run == "floor_constant":
+        prediction = constants.get(q.task)
+        if prediction is None:
+          raise ValueError(f"floor_constant: no align-train question of task {q.task} to choose a constant from")
+      else:
+        if not q.candidates:
+          continue
+        prediction = q.candidates[0]
+      records.append({"question": q.question, "prediction": prediction, "answer": q.answer, "task": q.task,
+                      "user": q.user, "row": q.row})
+    return records
+
+
+def score_all(records: list[dict], samples: int, seed: int) -> dict:
+  return {v: scoring.score_records(records, v, samples=samples, seed=seed) for v in scoring.VARIANTS}
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for r in records:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)
+
+
+def run(config, workdir: str, log=print) -> dict:
+  e = evaluate_config(config)
+  out_dir = os.path.join(workdir, "evaluate")
+  names = run_names(e)
+  todo = [r for r in names if not os.path.exists(os.path.join(out_dir, r, stages.RESULT))]
+  evaluator = Evaluator(config, workdir, log) if todo else None
+  summary = {}
+  for name in names:
+    run_dir = os.path.join(out_dir, name)
+    path = os.path.join(run_dir, stages.RESULT)
+    if name not in todo:
+      log(f"evaluate[{name}]: reusing {path}")
+      result = stages.read_json(path)
+    else:
+      os.makedirs(run_dir, exist_ok=True)
+      start = time.time()
+      records, cost = evaluator.run(name)
+      write_jsonl(os.path.join(run_dir, "predictions.jsonl"), records)
+      tokens = [r["prompt_tokens"] for r in records if "prompt_tokens" in r]
+      result = {**describe(config, name), "questions": len(records), "seconds": time.time() - start,
+                "scores": score_all(records, e.bootstrap_samples, config.seed),
+                "prompt_tokens_mean": float(np.mean(tokens)) if tokens else None, **cost}
+      stages.write_json(path, result)
+    summary[name] = {v: s["cells"].get("overall") for v, s in result["scores"].items()}
+    log(f"evaluate[{name}]: " + "; ".join(
+        f"{v} {c['accuracy']:.1%} [{c['ci'][0]:.1%}, {c['ci'][1]:.1%}] of {c['n']}"
+        for v, c in summary[name].items() if c) + f" ({result['questions']} questions)")
+  return {"runs": summary}

@@ -1,0 +1,211 @@
+"""Report: the paper's tables from stored results alone, every accuracy with its 95% interval.
+
+Reads `<workdir>/evaluate/<run>/result.json` (and `predictions.jsonl` for paired comparisons)
+of this workdir and of every workdir in `report.include` (e.g. the `zeros` control, trained in
+its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/report/`:
+  report.md    Table 2 (runs x DF, MF, IP, AP, LI, SI, IT, the three groups, overall; official
+               and strict), the ranked variant on the questions that list candidates, Tables
+               3/4 (input and pretrain-loss ablations, when runs differ in them), Table 7
+               (prompt tokens and prefill seconds per question), and the paired comparisons of
+               each trained encoder with the controls and floors
+  report.json  the same numbers
+  accuracy_<variant>.png  per-sub-task bars with interval whiskers, one bar per run
+It prints Table 2 and one line saying whether the trained encoder beats `shuffled_user` and
+`zeros` beyond noise (paired bootstrap over users, p < 0.05, and the difference's interval
+above zero). It runs every time (`ALWAYS_RUN`): an included workdir may have changed.
+"""
+
+import dataclasses
+import os
+
+from uqa_jax import config_blocks
+from uqa_jax import scoring
+from uqa_jax import stages
+from uqa_jax.data import schema
+
+BLOCKS = ("report",)
+UPSTREAM = ("evaluate",)
+ALWAYS_RUN = True
+COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
+HEADERS = list(schema.TASKS) + ["SU", "AcP", "IP-g", "Overall"]  # groups: sequence understanding, action prediction, interest perception
+CONTROLS = ("shuffled_user", "zeros", "random_encoder")
+ALPHA = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  include: tuple[str, ...] = ()  # other workdirs whose evaluate results join the tables
+  figures: bool = True
+
+
+def report_config(config) -> ReportConfig:
+  return config_blocks.build(ReportConfig, config.report, "report")
+
+
+def fingerprint(config) -> dict:
+  return {"report": config_blocks.fingerprint(report_config(config))}
+
+
+def collect(workdirs: list[str]) -> list[dict]:
+  """Every run's stored result, with the directory it came from; an empty workdir is an error."""
+  found = []
+  for workdir in workdirs:
+    root = os.path.join(workdir, "evaluate")
+    runs = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, stages.RESULT))) \
+        if os.path.isdir(root) else []
+    if not runs:
+      raise FileNotFoundError(f"report: no evaluate results under {root}; run the evaluate stage there first")
+    for run in runs:
+      result = stages.read_json(os.path.join(root, run, stages.RESULT))
+      found.append({**result, "dir": os.path.join(root, run), "workdir": workdir})
+  return found
+
+
+def _cell(c) -> str:
+  return "—" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
+
+
+def table(results: list[dict], variant: str, columns=COLUMNS, headers=HEADERS) -> list[str]:
+  """Markdown rows: one per run, accuracy % [95% interval] per column."""
+  lines = ["| run | kind | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
+  for r in results:
+    cells = r["scores"][variant]["cells"]
+    lines.append(f"| {r['label']} | {r['kind']} | " + " | ".join(_cell(cells.get(c)) for c in columns) + " |")
+  return lines
+
+
+def _records(result):
+  return scoring.read_jsonl(os.path.join(result["dir"], "predictions.jsonl"))
+
+
+def comparisons(results: list[dict], samples: int) -> list[dict]:
+  """Each trained encoder against every control and floor over the same questions (paired)."""
+  out = []
+  for method in (r for r in results if r["kind"] == "method"):
+    mine = _records(method)
+    for other in results:
+      if other is method or other["kind"] not in ("control", "floor", "baseline"):
+        continue
+      for variant in ("official", "strict", "ranked"):
+        try:
+          c = scoring.compare(mine, _records(other), variant, samples=samples)
+        except ValueError as e:  # different question sets, or none scored under the variant by both
+          c = {"variant": variant, "skipped": str(e)}
+        out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
+                    "other_dir": other["dir"], **c})
+  return out
+
+
+def beats(c: dict) -> bool:
+  return "p_value" in c and c["difference"] > 0 and c["ci"][0] > 0 and c["p_value"] < ALPHA
+
+
+def verdict(results: list[dict], comps: list[dict]) -> str:
+  """One line: does the trained encoder beat shuffled_user and zeros beyond noise (official rule)?"""
+  methods = [r["label"] for r in results if r["kind"] == "method"]
+  if not methods:
+    return "verdict: no trained-encoder run to judge"
+  parts = []
+  for m in methods:
+    for control in ("shuffled_user", "zeros"):
+      c = next((c for c in comps if c["method"] == m and c["other"] == control and c["variant"] == "official"
+                and "p_value" in c), None)
+      if c is None:
+        parts.append(f"{control}: not run")
+        continue
+      parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
+                   f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
+    return f"verdict (official rule, paired bootstrap over users): {m} " + "; ".join(parts)
+  return ""
+
+
+def ablation(results: list[dict], key: str, title: str) -> list[str]:
+  """Overall accuracy by `key` (input_variant, pretrain_loss) among trained-encoder runs, if they differ."""
+  methods = [r for r in results if r["kind"] == "method"]
+  if len({r[key] for r in methods}) < 2:
+    return []
+  lines = [f"### {title}", "", f"| {key} | encoder | official overall | strict overall |", "|---|---|---|---|"]
+  for r in sorted(methods, key=lambda r: (r[key], r["encoder"])):
+    lines.append(f"| {r[key]} | {r['encoder']} | {_cell(r['scores']['official']['cells'].get('overall'))} | "
+                 f"{_cell(r['scores']['strict']['cells'].get('overall'))} |")
+  return lines + [""]
+
+
+def cost_table(results: list[dict]) -> list[str]:
+  rows = [r for r in results if r.get("prompt_tokens_mean") is not None and r["run"] in ("aligned", "text20", "text50")]
+  lines = ["| input | run | prompt tokens / question | prefill s / question |", "|---|---|---|---|"]
+  for r in rows:
+    kind = "embedding" if r["run"] == "aligned" else r["run"]
+    lines.append(f"| {kind} | {r['label']} | {r['prompt_tokens_mean']:.1f} | {r['prefill_s_per_question']:.4f} |")
+  if not any(r["run"] in ("text20", "text50") for r in rows):
+    lines.append("| text20 / text50 | not run (add them to evaluate.runs) | | |")
+  return lines
+
+
+def figure(results: list[dict], variant: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  columns = [c for c in COLUMNS if any(c in r["scores"][variant]["cells"] for r in results)]
+  fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(columns)), 4.5))
+  width = 0.8 / max(len(results), 1)
+  for i, r in enumerate(results):
+    cells = r["scores"][variant]["cells"]
+    xs = [j + (i - (len(results) - 1) / 2) * width for j in range(len(columns))]
+    acc = [100 * cells[c]["accuracy"] if c in cells else 0 for c in columns]
+    err = [[100 * (cells[c]["accuracy"] - cells[c]["ci"][0]) if c in cells else 0 for c in columns],
+           [100 * (cells[c]["ci"][1] - cells[c]["accuracy"]) if c in cells else 0 for c in columns]]
+    ax.bar(xs, acc, width, yerr=err, capsize=2, label=r["label"])
+  ax.set_xticks(range(len(columns)), [HEADERS[COLUMNS.index(c)] for c in columns])
+  ax.set_ylabel(f"accuracy, % ({variant}; 95% bootstrap interval)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, log=print) -> dict:
+  """Builds the report from stored results alone; -> report.json's content."""
+  results = collect([workdir] + [os.path.abspath(w) for w in include])
+  results.sort(key=lambda r: (["method", "control", "baseline", "floor"].index(r["kind"]), r["label"]))
+  comps = comparisons(results, samples)
+  line = verdict(results, comps)
+  out_dir = os.path.join(workdir, "report")
+  os.makedirs(out_dir, exist_ok=True)
+  ranked = [r for r in results if r["scores"]["ranked"]["cells"]]
+  ranked_cols = ["task/IP", "task/AP", "group/action prediction", "overall"]
+  md = ["# UQABench report", "", f"Runs from {', '.join(sorted({r['workdir'] for r in results}))}. "
+        "Accuracy in %, with the 95% bootstrap interval over users in brackets.", "",
+        "## Table 2 — official rule (`prediction.startswith(gold)`)", "", *table(results, "official"), "",
+        "## Table 2 — strict (normalised exact match)", "", *table(results, "strict"), "",
+        "## Ranked: the most likely listed candidate (questions with candidates)", "",
+        *table(ranked, "ranked", ranked_cols, ["IP", "AP", "AcP", "All ranked"]), "",
+        *ablation(results, "input_variant", "Table 3 — input ablation"),
+        *ablation(results, "pretrain_loss", "Table 4 — pretrain loss ablation"),
+        "## Table 7 — prompt cost", "", *cost_table(results), "",
+        "## Paired comparisons (trained encoder minus other; bootstrap over users)", "",
+        "| method | other | variant | difference | 95% interval | p |", "|---|---|---|---|---|---|"]
+  for c in comps:
+    if "p_value" in c:
+      md.append(f"| {c['method']} | {c['other']} | {c['variant']} | {c['difference']:+.1%} | "
+                f"[{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}] | {c['p_value']:.3f} |")
+  md += ["", line, ""]
+  if figures:
+    for variant in ("official", "strict"):
+      name = f"accuracy_{variant}.png"
+      figure(results, variant, os.path.join(out_dir, name))
+      md += [f"![{variant}]({name})", ""]
+  report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps, "verdict": line}
+  stages.write_json(os.path.join(out_dir, "report.json"), report)
+  with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(md))
+  log("report: Table 2 (official rule; accuracy % [95% interval over users])\n" + "\n".join(table(results, "official")))
+  log(line)
+  log(f"report: {os.path.join(out_dir, 'report.md')}")
+  return {"verdict": line, "runs": len(results)}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  r = report_config(config)
+  from uqa_jax.stages import evaluate
+  return write(workdir, r.include, r.figures, evaluate.evaluate_config(config).bootstrap_samples, log)
