@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.py
 WORKDIR ?= workdir/default
 
-.PHONY: demo test test-slow test-all venv bench pretrain-table clean
+.PHONY: demo test test-slow test-all venv bench ablations pretrain-table clean
 
 $(STAMP): requirements.txt requirements-assets.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/llm.py
 	$(PY) benchmarks/encoders.py --batch 4 --length 512 --steps 2
 	$(PY) benchmarks/align_step.py
+
+ablations: $(STAMP)  # configs/ablations.py: Tables 3/4, controls, text baselines (hours on 2 cores)
+	for v in $$($(PY) -c "from configs import ablations; print(*ablations.VARIANTS)"); do \
+	  $(PY) -m uqa_jax.main --config configs/ablations.py:$$v || exit 1; done
 
 pretrain-table: $(STAMP)  # brief Stage 1 runs of all five encoders (~40 min on 2 cores)
 	$(PY) benchmarks/pretrain_table.py

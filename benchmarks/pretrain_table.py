@@ -4,7 +4,8 @@
       [extra --config.* overrides passed to every run]
 
 Each encoder runs `python -m uqa_jax.main --config configs/default.py:<encoder>` (stages data and
-pretrain only) in its own workdir; the table is read from each run's Stage 1 result (`<workdir>/<encoder>/pretrain/result.json`).
+pretrain only, 1,000 steps after 100 warm-up steps: the demo runs 300 to keep `make demo` short)
+in its own workdir; the table is read from each run's Stage 1 result (`<workdir>/<encoder>/pretrain/result.json`).
 A finished run is not repeated: main reuses it when its settings are the same, and stops,
 naming the differing keys, when they are not (pass another --workdir, or --config.restart=pretrain).
 """
@@ -16,6 +17,9 @@ import subprocess
 import sys
 
 
+STEPS = ("--config.pretrain.steps=1000", "--config.pretrain.warmup_steps=100")  # the README table's budget
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="workdir/brief")
@@ -25,7 +29,7 @@ def main():
   for name in args.encoders:
     workdir = os.path.join(args.workdir, name)
     command = [sys.executable, "-m", "uqa_jax.main", f"--config=configs/default.py:{name}",
-               f"--workdir={workdir}", "--config.stages=('data','pretrain')", *overrides]
+               f"--workdir={workdir}", "--config.stages=('data','pretrain')", *STEPS, *overrides]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     with open(os.path.join(workdir, "pretrain", "result.json"), encoding="utf-8") as f:

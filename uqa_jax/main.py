@@ -55,6 +55,10 @@ def main(argv):
   try:  # every listed stage's own outputs, before any work: a stale one stops the run here
     for name in config.stages:
       stages.status(workdir, name, config)
+      for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
+        if up not in config.stages and stages.status(workdir, up, config) != "done":
+          raise stages.StaleStateError(f"[{name}] needs the finished outputs of the {up} stage in "
+                                       f"{os.path.join(workdir, up)}; add {up!r} to config.stages")
   except stages.StaleStateError as e:
     sys.exit(f"uqa-jax: {e}")
   for name in config.stages:

@@ -51,6 +51,8 @@ UPSTREAM = ("align",)
 TEXT_CLICKS = {"text20": 20, "text50": 50}
 TEXT_LLMS = ("base", "aligned")
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
+COST_ROWS = 4  # questions per timed prefill (Table 7)
+COST_FILE = "cost.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +95,12 @@ def run_names(e: EvaluateConfig) -> list[str]:
 def describe(config, run: str) -> dict:
   """What a run is, for the report: its label, kind, and the settings its tables group by."""
   user = config.align.user
-  if run == "aligned":
-    label, kind = (config.encoder.name, "method") if user == "encoder" else (user, "control")
+  if run == "aligned" and user == "encoder":
+    label, kind = config.encoder.name, "method"
+    label += {"full": "", "no_text": " w/o text", "no_side": " w/o side info"}[config.encoder.input_variant]
+    label += "" if config.pretrain.loss == "sl" else f" ({config.pretrain.loss.upper()} loss)"
+  elif run == "aligned":
+    label, kind = user, "control"
   elif run == "shuffled_user":
     label, kind = "shuffled_user", "control"
   elif run in TEXT_CLICKS:
@@ -254,6 +260,29 @@ class Evaluator:
       return records, {"prefill_s_per_question": prefill_s}
     return self.floor(run), {}
 
+  def cost(self) -> dict:
+    """Table 7: prompt tokens per question (all questions) and prefill seconds per question
+    (one warm batch of `COST_ROWS` questions) for the soft prompt and for text20/text50."""
+    m = min(COST_ROWS, len(self.questions))
+    soft, at, _ = self.soft_prompt("aligned")
+    prompts = [q.prompt for q in self.questions]
+    out = {"embedding": {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
+                         "prefill_s_per_question": self.aligned_llm.prefill_seconds(prompts[:m], soft[:m], at[:m]) / m}}
+    try:
+      self.check_text_tokenizer()
+    except ValueError as e:
+      self.log(f"evaluate: Table 7 without text20/text50: {e}")
+      return out
+    gen = self._base() if self.e.text_llm == "base" else self.aligned_llm
+    for run, clicks in TEXT_CLICKS.items():
+      prompts, _ = self.text_prompts(clicks)
+      out[run] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
+                  "prefill_s_per_question": gen.prefill_seconds(prompts[:m]) / m}
+    self.log("evaluate: prompt cost (Table 7): " + "; ".join(
+        f"{k} {v['prompt_tokens_mean']:.0f} tokens, {1000 * v['prefill_s_per_question']:.0f} ms prefill per question"
+        for k, v in out.items()))
+    return out
+
   def train_constants(self) -> dict[str, str]:
     """{task: the best constant answer under the official rule on the align-train golds}."""
     path = os.path.join(self.data_dir, schema.file_name("align", "train"))
@@ -303,7 +332,10 @@ def run(config, workdir: str, log=print) -> dict:
   out_dir = os.path.join(workdir, "evaluate")
   names = run_names(e)
   todo = [r for r in names if not os.path.exists(os.path.join(out_dir, r, stages.RESULT))]
-  evaluator = Evaluator(config, workdir, log) if todo else None
+  cost_path = os.path.join(out_dir, COST_FILE)
+  evaluator = Evaluator(config, workdir, log) if todo or not os.path.exists(cost_path) else None
+  if not os.path.exists(cost_path):
+    stages.write_json(cost_path, evaluator.cost())
   summary = {}
   for name in names:
     run_dir = os.path.join(out_dir, name)
@@ -325,4 +357,4 @@ def run(config, workdir: str, log=print) -> dict:
     log(f"evaluate[{name}]: " + "; ".join(
         f"{v} {c['accuracy']:.1%} [{c['ci'][0]:.1%}, {c['ci'][1]:.1%}] of {c['n']}"
         for v, c in summary[name].items() if c) + f" ({result['questions']} questions)")
-  return {"runs": summary}
+  return {"runs": summary, "cost": stages.read_json(cost_path)}

@@ -131,14 +131,15 @@ def ablation(results: list[dict], key: str, title: str) -> list[str]:
   return lines + [""]
 
 
-def cost_table(results: list[dict]) -> list[str]:
-  rows = [r for r in results if r.get("prompt_tokens_mean") is not None and r["run"] in ("aligned", "text20", "text50")]
-  lines = ["| input | run | prompt tokens / question | prefill s / question |", "|---|---|---|---|"]
-  for r in rows:
-    kind = "embedding" if r["run"] == "aligned" else r["run"]
-    lines.append(f"| {kind} | {r['label']} | {r['prompt_tokens_mean']:.1f} | {r['prefill_s_per_question']:.4f} |")
-  if not any(r["run"] in ("text20", "text50") for r in rows):
-    lines.append("| text20 / text50 | not run (add them to evaluate.runs) | | |")
+def cost_table(workdir: str) -> list[str]:
+  """Table 7 from `evaluate/cost.json`: the soft prompt against the history written as text."""
+  path = os.path.join(workdir, "evaluate", "cost.json")
+  if not os.path.exists(path):
+    return [f"(no {path})"]
+  cost = stages.read_json(path)
+  lines = ["| input | prompt tokens / question | prefill ms / question |", "|---|---|---|"]
+  for kind, c in cost.items():
+    lines.append(f"| {kind} | {c['prompt_tokens_mean']:.1f} | {1000 * c['prefill_s_per_question']:.1f} |")
   return lines
 
 
@@ -182,7 +183,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
         *table(ranked, "ranked", ranked_cols, ["IP", "AP", "AcP", "All ranked"]), "",
         *ablation(results, "input_variant", "Table 3 — input ablation"),
         *ablation(results, "pretrain_loss", "Table 4 — pretrain loss ablation"),
-        "## Table 7 — prompt cost", "", *cost_table(results), "",
+        "## Table 7 — prompt cost (prefill timed on one warm batch of 4 questions)", "", *cost_table(workdir), "",
         "## Paired comparisons (trained encoder minus other; bootstrap over users)", "",
         "| method | other | variant | difference | 95% interval | p |", "|---|---|---|---|---|---|"]
   for c in comps:
@@ -200,6 +201,9 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(md))
   log("report: Table 2 (official rule; accuracy % [95% interval over users])\n" + "\n".join(table(results, "official")))
+  log("report: overall accuracy by variant (% [95% interval]):\n" + "\n".join(
+      f"  {r['label']:28} " + "  ".join(f"{v} {_cell(r['scores'][v]['cells'].get('overall')):20}" for v in scoring.VARIANTS)
+      for r in results))
   log(line)
   log(f"report: {os.path.join(out_dir, 'report.md')}")
   return {"verdict": line, "runs": len(results)}

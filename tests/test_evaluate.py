@@ -1,0 +1,199 @@
+"""Stage 3 and the report, end to end on a hand-built LLM whose answers are known in advance.
+
+The LLM (`_chain_llm`) has no attention or MLP output (both projections zero), so each
+position's logits depend on its own token only: logits(t) = RMSNorm(E[t]) @ lm_head, a bigram
+table we write by hand. After the assistant turn's last token ("\\n") it says "Yes", then "!",
+then <|im_end|>: every greedy answer is known, two tokens long, ended by the end-of-turn token.
+Its other rows are random, so the candidates' likelihoods differ and are computed here in NumPy.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from uqa_jax import questions as questions_lib
+from uqa_jax import scoring
+from uqa_jax import stages
+from uqa_jax.data import arrow_io
+from uqa_jax.data import pipeline
+from uqa_jax.llm import model as llm_model
+from uqa_jax.llm import weights
+from uqa_jax.llm.config import LLMConfig
+from uqa_jax.stages import evaluate
+from uqa_jax.stages import report
+
+QUIET = lambda *_: None
+D = 8  # LLM width
+SCALE = 30.0  # how strongly the chain's next token wins
+
+
+def _chain_llm(path, tokenizer):
+  """-> (dir, bigram logits [V, V] as NumPy computes them, the chain's token ids)."""
+  vocab = tokenizer.get_vocab()
+  newline, yes, bang, end = tokenizer.encode("\n")[0], tokenizer.encode("Yes")[0], tokenizer.encode("!")[0], vocab["<|im_end|>"]
+  v = len(tokenizer)
+  cfg = LLMConfig(vocab_size=v, d_model=D, d_ff=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=4,
+                  rope_theta=1e4, rms_eps=1e-6, qkv_bias=True, tie_embeddings=False, eos_token_ids=(end,))
+  ids = jnp.zeros((1, 2), jnp.int32)
+  params = jax.device_get(nn.unbox(llm_model.Decoder(cfg).init(jax.random.PRNGKey(0), ids, positions=ids,
+                                                                 kv_mask=jnp.ones((1, 2), jnp.int32))["params"]))
+  rng = np.random.default_rng(0)
+  slot = np.full(v, D - 1)  # each token's embedding is a one-hot row: the chain's own, the rest share one
+  slot[[newline, yes, bang]] = [0, 1, 2]
+  lm_head = rng.normal(size=(D, v)).astype(np.float32)
+  for i, nxt in enumerate((yes, bang, end)):
+    lm_head[i, nxt] += SCALE
+  params["embedding"], params["lm_head"] = np.eye(D, dtype=np.float32)[slot], lm_head
+  params["norm"]["scale"] = np.ones(D, np.float32)
+  params["layers"]["attn"]["o_kernel"] = np.zeros_like(params["layers"]["attn"]["o_kernel"])  # no attention output
+  params["layers"]["mlp"]["down_kernel"] = np.zeros_like(params["layers"]["mlp"]["down_kernel"])  # no MLP output
+  weights.save_hf(str(path), cfg, params)
+  tokenizer.save_pretrained(str(path))
+  # RMSNorm of a one-hot row e_i is e_i / sqrt(1/D + eps): logits(t) = that times lm_head[slot[t]].
+  return str(path), (lambda t: np.sqrt(D / (1 + 1e-6 * D)) * lm_head[slot[t]]), (yes, bang, end)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tokenizer):
+  """(config, workdir, logits_of, chain) after data -> pretrain -> align -> evaluate -> report."""
+  llm_dir, logits_of, chain = _chain_llm(tmp_path_factory.mktemp("chain-llm"), tokenizer)
+  config = smoke.get_config()
+  config.stages = ("data", "pretrain", "align", "evaluate", "report")
+  config.llm.model = llm_dir
+  config.input.max_text_len = 96
+  config.pretrain.steps = 3  # any trained encoder will do
+  a = config.align
+  a.mode, a.schedule, a.batch_size, a.steps, a.log_every, a.checkpoint_every = "adapter", "constant", 4, 2, 1, 2
+  e = config.evaluate
+  e.runs, e.max_questions, e.batch_size, e.max_new_tokens, e.bootstrap_samples = (
+      ("aligned", "shuffled_user", "text20", "floor"), 28, 8, 6, 200)
+  workdir = str(tmp_path_factory.mktemp("evaluate"))
+  for stage in config.stages:
+    stages.run(stage, config, workdir, log=QUIET)
+  return config, workdir, logits_of, chain
+
+
+def _log_softmax(logits):
+  logits = logits.astype(np.float64)
+  return logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+
+
+def _records(workdir, run):
+  return scoring.read_jsonl(os.path.join(workdir, "evaluate", run, "predictions.jsonl"))
+
+
+def test_generation_decodes_several_tokens_and_stops_at_end_of_turn(evaluated, tokenizer):
+  _, workdir, _, (yes, bang, _) = evaluated
+  records = _records(workdir, "aligned")
+  assert len(records) == 28
+  # max_new_tokens is 6: the answers stop because <|im_end|> came, after two tokens.
+  assert {r["prediction"] for r in records} == {tokenizer.decode([yes, bang])} == {"Yes!"}
+  for r in records:
+    assert set(r) >= {"question", "prediction", "answer", "task", "user", "prompt_tokens"}
+
+
+def test_ranked_prediction_is_the_candidate_a_numpy_bigram_prefers(evaluated, tokenizer):
+  config, workdir, logits_of, _ = evaluated
+  chat = pipeline.ChatTokenizer(tokenizer, config.input.max_text_len)
+  path = os.path.join(workdir, "data", "align_data_eval.arrow")
+  f = arrow_io.SequenceFile(path)
+  ranked = [r for r in _records(workdir, "aligned") if "ranked_prediction" in r]
+  assert {r["task"] for r in ranked} == {"IP", "AP"}
+  picks_not_first = 0
+  for r in ranked:
+    messages = json.loads(f.text(r["row"]))[:-1]
+    prompt, _ = chat.prompt_ids(messages)
+    cands = r["question"].split("Candidates: ")[1].split("; ")
+    want = []
+    for c in cands:
+      ids = chat.answer_ids(messages, c, prompt)
+      prev = [prompt[-1]] + ids[:-1]
+      want.append(-np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)]))
+    assert r["candidate_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
+    assert r["ranked_prediction"] == cands[int(np.argmin(want))]
+    picks_not_first += r["ranked_prediction"] != cands[0]
+  assert picks_not_first  # the pick follows the likelihoods, not the candidates' order
+
+
+def test_shuffled_user_never_gets_their_own_prompt(evaluated):
+  _, workdir, _, _ = evaluated
+  records = _records(workdir, "shuffled_user")
+  users = {r["user"] for r in records}
+  assert len(users) >= 3
+  assert all(r["prompt_user"] != r["user"] for r in records)
+  partner = {r["user"]: r["prompt_user"] for r in records}
+  assert sorted(partner.values()) == sorted(partner)  # a permutation: each user's prompt is used once
+  for seed in range(50):
+    pairs = questions_lib.shuffled_partners([f"u{i}" for i in range(seed % 5 + 2)], seed)
+    assert all(a != b for a, b in pairs.items()) and sorted(pairs.values()) == sorted(pairs)
+  with pytest.raises(ValueError, match="at least 2 users"):
+    questions_lib.shuffled_partners(["u0", "u0"], 0)
+
+
+def test_text_baseline_writes_the_last_titles_into_the_prompt(evaluated, tokenizer):
+  config, workdir, _, _ = evaluated
+  ev = evaluate.Evaluator(config, workdir, QUIET)
+  prompts, messages = ev.text_prompts(20)
+  source = pipeline.SequenceSource(ev.path)
+  for q, prompt, chat in zip(ev.questions[:5], prompts, messages):
+    titles = source[q.row][questions_lib.TITLE_COLUMN]
+    last = tokenizer.decode(titles.bag(titles.num_steps - 1).tolist())
+    text = tokenizer.decode(prompt)
+    assert f"{min(20, titles.num_steps)}. {last}\n\n{q.question}" in text and "\n1. " in text
+  text_records, own = _records(workdir, "text20"), _records(workdir, "aligned")
+  assert all(t["prompt_tokens"] > o["prompt_tokens"] for t, o in zip(text_records, own))
+
+
+def test_scores_equal_the_score_command_on_the_written_file(evaluated):
+  _, workdir, _, _ = evaluated
+  for run in ("aligned", "floor_constant"):
+    path = os.path.join(workdir, "evaluate", run, "predictions.jsonl")
+    stored = stages.read_json(os.path.join(workdir, "evaluate", run, "result.json"))["scores"]
+    for variant in ("official", "strict"):
+      out = subprocess.run([sys.executable, "-m", "uqa_jax.score", path, "--json", "--variant", variant,
+                            "--samples", "200"], capture_output=True, text=True, check=True).stdout
+      assert json.loads(out)["score"]["cells"] == stored[variant]["cells"]
+
+
+def test_floor_constant_is_chosen_on_the_train_golds(evaluated):
+  _, workdir, _, _ = evaluated
+  f = arrow_io.SequenceFile(os.path.join(workdir, "data", "align_data_train.arrow"))
+  golds = {}
+  for r in range(len(f)):
+    golds.setdefault(f.task(r), []).append(json.loads(f.text(r))[-1]["content"])
+  for rec in _records(workdir, "floor_constant"):
+    assert rec["prediction"] == scoring.best_constant(golds[rec["task"]])[0]
+  first = _records(workdir, "floor_first_candidate")
+  assert first and all(r["task"] in ("IP", "AP") for r in first)
+
+
+def test_report_is_written_from_stored_results_alone(evaluated, tmp_path):
+  _, workdir, _, _ = evaluated
+  shutil.copytree(os.path.join(workdir, "evaluate"), tmp_path / "evaluate")  # no data, no model
+  lines = []
+  report.write(str(tmp_path), samples=200, log=lines.append)
+  md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+  for needle in ("Table 2", "shuffled_user", "floor: best constant", "text20", "Table 7", "trmpp"):
+    assert needle in md
+  assert (tmp_path / "report" / "accuracy_official.png").stat().st_size > 1000
+  saved = json.loads((tmp_path / "report" / "report.json").read_text())
+  assert any(c["other"] == "shuffled_user" and "p_value" in c for c in saved["comparisons"])
+  assert any("does not beat shuffled_user" in l or "BEATS shuffled_user" in l for l in lines)
+
+
+def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):
+  config, workdir, _, _ = evaluated
+  lines = []
+  evaluate.run(config, workdir, log=lines.append)
+  assert any("reusing" in l for l in lines) and not any("generated" in l for l in lines)
+  with pytest.raises(ValueError, match="list each run once"):
+    evaluate.EvaluateConfig(runs=("aligned", "oracle"))
