@@ -197,3 +197,58 @@ def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):
   assert any("reusing" in l for l in lines) and not any("generated" in l for l in lines)
   with pytest.raises(ValueError, match="list each run once"):
     evaluate.EvaluateConfig(runs=("aligned", "oracle"))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, tokenizer):
+  """(config, workdir) with finished data and pretrain stages on a random tiny LLM (attention on)."""
+  from tests import tiny_llm
+  config = smoke.get_config()
+  config.stages = ("data", "pretrain", "align", "evaluate")
+  config.llm.model = tiny_llm.make_dir(str(tmp_path_factory.mktemp("tiny-llm")), tokenizer)
+  config.input.max_text_len = 96
+  config.pretrain.steps = 3
+  a = config.align
+  a.mode, a.schedule, a.batch_size, a.steps, a.checkpoint_every = "full", "constant", 4, 2, 2
+  e = config.evaluate
+  e.runs, e.max_questions, e.batch_size, e.max_new_tokens, e.bootstrap_samples = ("aligned",), 14, 8, 3, 50
+  workdir = str(tmp_path_factory.mktemp("tiny-base"))
+  for stage in ("data", "pretrain"):
+    stages.run(stage, config, workdir, log=QUIET)
+  return config, workdir
+
+
+# `placeholder` in the default run (soft tokens inside the prompt); `prefix` is also covered by
+# the bigram test above, so its run here is marked slow.
+@pytest.mark.parametrize("place", [pytest.param("prefix", marks=pytest.mark.slow), "placeholder"])
+def test_ranked_nll_equals_stage2_answer_nll_with_soft_tokens(place, tiny_base, tmp_path, tokenizer):
+  """Stage 3 scores a candidate on a cached, left-padded prompt with the soft tokens spliced in;
+  Stage 2's loss path (right-padded, whole sequence, no cache) must give the same NLL."""
+  from uqa_jax import align_export
+  from uqa_jax import uqa_model
+  config, base = tiny_base
+  config = config.copy_and_resolve_references()
+  config.align.place = place
+  workdir = str(tmp_path)
+  for stage in ("data", "pretrain"):
+    shutil.copytree(os.path.join(base, stage), os.path.join(workdir, stage))
+  for stage in ("align", "evaluate"):
+    stages.run(stage, config, workdir, log=QUIET)
+  model, params, _ = align_export.load(os.path.join(workdir, "align", "export"))
+  source = pipeline.SequenceSource(os.path.join(workdir, "data", "align_data_eval.arrow"))
+  pipe = pipeline.PipelineConfig(max_len=config.data.max_len, bag_sizes=tuple(config.input.bag_sizes.items()),
+                                 max_text_len=96, max_answer_len=config.input.max_answer_len)
+  mapper = pipeline.RowToArrays(pipe, source.path, pipeline.ChatTokenizer(tokenizer, 96), source.language)
+  nll_fn = jax.jit(lambda p, b: uqa_model.answer_nll(p, b, model=model))
+  ranked = [r for r in _records(workdir, "aligned") if "ranked_prediction" in r]
+  assert ranked
+  for r in ranked:
+    row = source[r["row"]]
+    chat = json.loads(row["text"])[:-1]
+    want = []
+    for cand in r["question"].split("Candidates: ")[1].split("; "):
+      arrays = mapper.map({**row, "text": json.dumps(chat + [{"role": "assistant", "content": cand}])})
+      del arrays["answer_at"]  # the reference path: logits at every position
+      nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
+      want.append(float(nll[0] / count[0]))
+    assert r["candidate_nll"] == pytest.approx(want, abs=2e-4)

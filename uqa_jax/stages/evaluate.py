@@ -59,6 +59,8 @@ COST_FILE = "cost.json"
 class EvaluateConfig:
   runs: tuple[str, ...] = ("aligned", "shuffled_user", "floor")  # choices.EVAL_RUNS
   max_new_tokens: int = 32
+  temperature: float = 0.0  # 0: greedy (the default); > 0 samples, seeded by config.seed
+  top_p: float = 1.0  # nucleus filtering when sampling
   batch_size: int = 16
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
   text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
@@ -84,6 +86,7 @@ def evaluate_config(config) -> EvaluateConfig:
 def fingerprint(config) -> dict:
   e = evaluate_config(config)
   unused = () if any(r in TEXT_CLICKS for r in e.runs) else ("text_llm",)
+  unused += ("top_p",) if e.temperature == 0 else ()
   return {"evaluate": {k: v for k, v in config_blocks.fingerprint(e).items() if k not in unused}}
 
 
@@ -196,7 +199,8 @@ class Evaluator:
     e, n = self.e, len(self.questions)
     pick = lambda idx: (None if soft is None else soft[idx], None if soft_at is None else [soft_at[i] for i in idx])
     predictions, ranked = [None] * n, [None] * n
-    sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens)
+    sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                       top_p=e.top_p, seed=self.seed)
     batches, start = self._batches(range(n), prompts), time.time()
     for b, (idx, full) in enumerate(batches):
       soft_b, at_b = pick(full)
