@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m uqa_jax.main --config $(CONFIG) --workdir $(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(STAMP)  # pytest exits 5 when no test is marked slow: that is not a failure
 	$(PY) -m pytest -q -m slow || test $$? -eq 5

@@ -11,13 +11,16 @@ Variants (each is configs/default.py with one change; same data, seed and budget
   cl              Table 4: the encoder pre-trained with the contrastive (InfoNCE) loss
   zeros           control: Stage 2 with zeros in place of the encoder's states
   random_encoder  control: Stage 2 with an untrained encoder of the same architecture
-On 2 CPU cores each variant takes about as long as `make demo`, the `full` one longer (the
-text50 prompts are ~15x longer than the soft prompt).
+  text20, text50  baselines aligned on the same budget: no encoder, the last 20 / 50 clicked
+                  titles written into every prompt, the LLM fine-tuned on them (`align.user`)
+On 2 CPU cores each variant takes about as long as `make demo`; `text20`/`text50` and `full`
+longer (their prompts are ~8x / ~17x longer than the soft prompt's).
 """
 
 from configs import default
 
-VARIANTS = ("no_text", "no_side", "cl", "zeros", "random_encoder", "full")
+VARIANTS = ("no_text", "no_side", "cl", "zeros", "random_encoder", "text20", "text50", "full")
+TEXT_MAX_LEN = {"text20": 512, "text50": 1024}  # chat tokens with the titles in: ~290 / ~640 on average
 
 
 def get_config(variant: str = "full"):
@@ -31,6 +34,9 @@ def get_config(variant: str = "full"):
     c.pretrain.loss = "cl"
   elif variant in ("zeros", "random_encoder"):
     c.align.user = variant
+  elif variant in TEXT_MAX_LEN:
+    c.align.user, c.input.max_text_len = variant, TEXT_MAX_LEN[variant]
+    c.evaluate.runs = ("aligned", "shuffled_user")  # does the text-aligned LLM read the history?
   else:
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "text50", "floor")
     c.report.include = tuple(f"workdir/ablations-{v}" for v in VARIANTS if v != "full")

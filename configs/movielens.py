@@ -20,4 +20,7 @@ def get_config():
   c.input.bag_sizes.uni_seq_cate_id = 6
   c.input.bag_sizes.uni_seq_cate_bpe_token_ids = 16
   c.input.bag_sizes.uni_seq_title_bpe_token_ids = 32
+  # ml-100k's chats reach 111 SmolLM2 tokens and their answers 48 (four candidate titles; three
+  # titles in order): the default's 96 / 40 would stop Stage 2 at the first such row.
+  c.input.max_text_len, c.input.max_answer_len = 128, 56
   return c

@@ -316,6 +316,8 @@ def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():
     align.AlignConfig(train_encoder=True)
   with pytest.raises(ValueError, match="the zeros control never reads the encoder"):
     align.AlignConfig(mode="full", train_encoder=True, user="zeros")
+  with pytest.raises(ValueError, match="user='text20' puts the history into the prompt as text"):
+    align.AlignConfig(mode="adapter", user="text20")
 
 
 @pytest.mark.parametrize("place", ["prefix", "placeholder"])

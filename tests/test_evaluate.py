@@ -25,6 +25,7 @@ from uqa_jax import scoring
 from uqa_jax import stages
 from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
+from uqa_jax.data import qa
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
@@ -145,7 +146,7 @@ def test_text_baseline_writes_the_last_titles_into_the_prompt(evaluated, tokeniz
   prompts, messages = ev.text_prompts(20)
   source = pipeline.SequenceSource(ev.path)
   for q, prompt, chat in zip(ev.questions[:5], prompts, messages):
-    titles = source[q.row][questions_lib.TITLE_COLUMN]
+    titles = source[q.row][qa.TITLE_COLUMN]
     last = tokenizer.decode(titles.bag(titles.num_steps - 1).tolist())
     text = tokenizer.decode(prompt)
     assert f"{min(20, titles.num_steps)}. {last}\n\n{q.question}" in text and "\n1. " in text
@@ -170,8 +171,14 @@ def test_floor_constant_is_chosen_on_the_train_golds(evaluated):
   golds = {}
   for r in range(len(f)):
     golds.setdefault(f.task(r), []).append(json.loads(f.text(r))[-1]["content"])
-  for rec in _records(workdir, "floor_constant"):
+  records = _records(workdir, "floor_constant")
+  for rec in records:
     assert rec["prediction"] == scoring.best_constant(golds[rec["task"]])[0]
+  # Chosen on the eval golds, some task's constant would differ: the test can tell the splits apart.
+  eval_golds = {}
+  for rec in records:
+    eval_golds.setdefault(rec["task"], []).append(rec["answer"])
+  assert any(scoring.best_constant(g)[0] != scoring.best_constant(golds[t])[0] for t, g in eval_golds.items())
   first = _records(workdir, "floor_first_candidate")
   assert first and all(r["task"] in ("IP", "AP") for r in first)
 
@@ -219,16 +226,22 @@ def tiny_base(tmp_path_factory, tokenizer):
 
 
 # `placeholder` in the default run (soft tokens inside the prompt); `prefix` is also covered by
-# the bigram test above, so its run here is marked slow.
-@pytest.mark.parametrize("place", [pytest.param("prefix", marks=pytest.mark.slow), "placeholder"])
-def test_ranked_nll_equals_stage2_answer_nll_with_soft_tokens(place, tiny_base, tmp_path, tokenizer):
-  """Stage 3 scores a candidate on a cached, left-padded prompt with the soft tokens spliced in;
-  Stage 2's loss path (right-padded, whole sequence, no cache) must give the same NLL."""
+# the bigram test above, so its run here is marked slow. `text20`: no soft tokens, the history
+# as text in the prompt (evaluate's text prompts against the pipeline's `history_clicks`).
+@pytest.mark.parametrize("place,user", [pytest.param("prefix", "encoder", marks=pytest.mark.slow),
+                                        ("placeholder", "encoder"), ("prefix", "text20")])
+def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, tokenizer):
+  """Stage 3 scores a candidate on a cached, left-padded prompt (soft tokens spliced in, or the
+  history as text); Stage 2's loss path (right-padded, whole sequence, no cache) must agree."""
   from uqa_jax import align_export
   from uqa_jax import uqa_model
   config, base = tiny_base
   config = config.copy_and_resolve_references()
-  config.align.place = place
+  config.align.place, config.align.user = place, user
+  text_clicks = 20 if user == "text20" else 0
+  if text_clicks:
+    config.input.max_text_len = 512
+    config.evaluate.runs = ("aligned", "shuffled_user")
   workdir = str(tmp_path)
   for stage in ("data", "pretrain"):
     shutil.copytree(os.path.join(base, stage), os.path.join(workdir, stage))
@@ -236,9 +249,10 @@ def test_ranked_nll_equals_stage2_answer_nll_with_soft_tokens(place, tiny_base, 
     stages.run(stage, config, workdir, log=QUIET)
   model, params, _ = align_export.load(os.path.join(workdir, "align", "export"))
   source = pipeline.SequenceSource(os.path.join(workdir, "data", "align_data_eval.arrow"))
+  n = config.input.max_text_len
   pipe = pipeline.PipelineConfig(max_len=config.data.max_len, bag_sizes=tuple(config.input.bag_sizes.items()),
-                                 max_text_len=96, max_answer_len=config.input.max_answer_len)
-  mapper = pipeline.RowToArrays(pipe, source.path, pipeline.ChatTokenizer(tokenizer, 96), source.language)
+                                 max_text_len=n, max_answer_len=config.input.max_answer_len, history_clicks=text_clicks)
+  mapper = pipeline.RowToArrays(pipe, source.path, pipeline.ChatTokenizer(tokenizer, n), source.language)
   nll_fn = jax.jit(lambda p, b: uqa_model.answer_nll(p, b, model=model))
   ranked = [r for r in _records(workdir, "aligned") if "ranked_prediction" in r]
   assert ranked
@@ -251,4 +265,30 @@ def test_ranked_nll_equals_stage2_answer_nll_with_soft_tokens(place, tiny_base, 
       del arrays["answer_at"]  # the reference path: logits at every position
       nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
       want.append(float(nll[0] / count[0]))
-    assert r["candidate_nll"] == pytest.approx(want, abs=2e-4)
+    assert r["candidate_nll"] == pytest.approx(want, rel=1e-4, abs=2e-4)
+  if text_clicks:
+    result = stages.read_json(os.path.join(workdir, "evaluate", "aligned", "result.json"))
+    assert result["label"] == "text20 (text-aligned LLM)" and result["prompt_tokens_mean"] > 150
+    shuffled = _records(workdir, "shuffled_user")
+    assert all(r["prompt_user"] != r["user"] for r in shuffled)
+
+
+def test_report_with_an_included_ablation_workdir(evaluated, tmp_path):
+  """Two trained encoders (the second an input ablation in its own workdir): Table 3 appears,
+  each gets its verdict line, and it is compared with the other's model, not its free controls."""
+  _, workdir, _, _ = evaluated
+  main, other = tmp_path / "main", tmp_path / "no_text"
+  for d in (main, other):
+    shutil.copytree(os.path.join(workdir, "evaluate"), d / "evaluate")
+  path = other / "evaluate" / "aligned" / "result.json"
+  result = json.loads(path.read_text())
+  path.write_text(json.dumps({**result, "input_variant": "no_text", "label": "trmpp w/o text"}))
+  lines = []
+  saved = report.write(str(main), include=[str(other)], figures=False, samples=100, log=lines.append)
+  md = (main / "report" / "report.md").read_text(encoding="utf-8")
+  assert "Table 3 — input ablation" in md and "Table 4" not in md
+  assert len(saved["verdict"].splitlines()) == 2
+  pairs = {(c["method"], c["other"], c["other_dir"].startswith(str(other)))
+           for c in json.loads((main / "report" / "report.json").read_text())["comparisons"]}
+  assert ("trmpp", "trmpp w/o text", True) in pairs
+  assert ("trmpp", "shuffled_user", True) not in pairs and ("trmpp", "shuffled_user", False) in pairs

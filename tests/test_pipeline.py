@@ -143,6 +143,24 @@ def test_a_configured_system_prompt_is_rendered(en_dir, tokenizer):
   assert tokenizer.decode(b["input_ids"][0][:b["question_at"][0]]).endswith("<|im_start|>user\n")
 
 
+def test_history_clicks_write_the_last_titles_above_the_question_and_keep_the_labels(en_dir, tokenizer):
+  base = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1, max_text_len=512)
+  plain = next(iter(_ds(en_dir, kind="align", cfg=base, tokenizer=tokenizer)))
+  cfg = pipeline.PipelineConfig(**{**base.__dict__, "history_clicks": 5})
+  b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
+  f = arrow_io.SequenceFile(os.path.join(en_dir, "align_data_train.arrow"))
+  for r in range(4):
+    titles = f.row(r)["uni_seq_title_bpe_token_ids"]
+    lines = [f"{i + 1}. {tokenizer.decode(titles.bag(t).tolist())}"
+             for i, t in enumerate(range(titles.num_steps - 5, titles.num_steps))]
+    question = json.loads(f.text(r))[0]["content"]
+    text = tokenizer.decode(b["input_ids"][r][:int(b["attention_mask"][r].sum())])
+    assert "Titles of the user's last 5 clicked items, oldest first:\n" + "\n".join(lines) + "\n\n" + question in text
+    supervised = lambda batch: tokenizer.decode(batch["input_ids"][r][batch["loss_mask"][r] == 1])
+    assert supervised(b) == supervised(plain)  # the answer and end-of-turn only, as without history
+    assert b["task"][r] == plain["task"][r]
+
+
 def test_too_long_chat_is_an_error_naming_the_file(en_dir, tokenizer):
   cfg = pipeline.PipelineConfig(batch_size=2, max_len=16, max_text_len=8, num_epochs=1)
   with pytest.raises(ValueError, match="align_data_train.arrow.*max_text_len=8"):

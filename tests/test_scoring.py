@@ -87,6 +87,10 @@ def test_strict_differs_from_official_exactly_where_it_should():
   # 6: full-width, case and trailing punctuation.
   assert differ == [0, 2, 5, 6]
   assert scoring.is_correct_strict("Ｎｉｋｅ 。", "nike") and not scoring.is_correct_strict("12", "1")
+  assert scoring.is_correct_strict("「A、 B」", "a、b") and scoring.is_correct_strict("a ->  b", "A->B")
+  assert not scoring.is_correct_strict("Nike Air", "NikeAir")  # spaces between words still count
+  with pytest.raises(ValueError, match="only punctuation"):
+    scoring.is_correct_strict("", "。")
 
 
 def test_ranked_scores_only_records_with_a_ranked_prediction():
@@ -103,6 +107,8 @@ def test_bad_records_are_errors_naming_the_record():
     scoring.score_records([OFFICIAL_LINES[0], {"question": "?", "prediction": "a", "answer": "a"}])
   with pytest.raises(ValueError, match="record 1: `prediction` is None"):
     scoring.score_records([{"question": "用户浏览历史的长度是多少？", "prediction": None, "answer": "1"}])
+  with pytest.raises(ValueError, match="1 of 2 records have no `user` field"):
+    scoring.score_records([dict(OFFICIAL_LINES[0], user="u"), OFFICIAL_LINES[1]])
   with pytest.raises(ValueError, match="unknown task 'XX'"):
     scoring.score_records([{"task": "XX", "question": "q", "prediction": "a", "answer": "a"}])
 
@@ -127,7 +133,11 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
              for u in range(30) for q in range(4)]
   worse = [dict(r, prediction="b" if i % 2 else "a") for i, r in enumerate(records)]
   assert scoring.compare(records, worse)["p_value"] < 0.01
-  assert scoring.compare(records, list(reversed(records)))["p_value"] == 1.0
+  # The same verdicts in another order: pairs are matched by (user, question), not by position.
+  shuffled = [worse[i] for i in np.random.default_rng(0).permutation(len(worse))]
+  same = scoring.compare(worse, shuffled)
+  assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["p_value"] == 1.0
+  assert scoring.compare(records, shuffled)["difference"] == pytest.approx(0.5)
   with pytest.raises(ValueError, match="different questions"):
     scoring.compare(records, records[:-1])
 
@@ -146,3 +156,30 @@ def test_score_command_reads_official_jsonl(tmp_path):
   bad.write_text('{"question": "q"}\nnot json\n', encoding="utf-8")
   run = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(bad)], capture_output=True, text=True)
   assert run.returncode == 2 and "line 2: not JSON" in run.stderr
+
+
+def test_resampling_users_widens_the_interval_when_a_users_answers_go_together():
+  """Each user all right or all wrong: 20 users carry the information of 20, not of 100 questions."""
+  records = [{"task": "SI", "user": f"u{u}", "question": f"q{q}", "answer": "a", "prediction": "a" if u % 2 else "b"}
+             for u in range(20) for q in range(5)]
+  by_user = scoring.score_records(records, samples=2000)["cells"]["overall"]["ci"]
+  by_record = scoring.score_records([{k: v for k, v in r.items() if k != "user"} for r in records],
+                                    samples=2000)["cells"]["overall"]["ci"]
+  # Binomial standard errors: sqrt(.25/20) = 0.112 vs sqrt(.25/100) = 0.05 -> 95% widths ~0.44 vs ~0.2.
+  assert by_user[1] - by_user[0] == pytest.approx(0.44, abs=0.08)
+  assert by_record[1] - by_record[0] == pytest.approx(0.2, abs=0.05)
+
+
+def test_paired_p_value_agrees_with_an_exact_sign_test():
+  """40 users, one question each: a right and b wrong for 14, the reverse for 4, both alike for 22.
+  The exact two-sided sign test on the 18 discordant pairs gives p = 0.031."""
+  from math import comb
+  pattern = [(1, 0)] * 14 + [(0, 1)] * 4 + [(1, 1)] * 11 + [(0, 0)] * 11
+  a = [{"task": "AP", "user": f"u{i}", "question": "q", "answer": "x", "prediction": "x" if ra else "y"}
+       for i, (ra, _) in enumerate(pattern)]
+  b = [dict(r, prediction="x" if rb else "y") for r, (_, rb) in zip(a, pattern)]
+  exact = 2 * sum(comb(18, k) for k in range(0, 5)) / 2 ** 18
+  assert exact == pytest.approx(0.0309, abs=1e-4)
+  paired = scoring.compare(a, b, samples=4000)
+  assert paired["difference"] == pytest.approx(10 / 40)
+  assert 0.3 * exact < paired["p_value"] < 3 * exact

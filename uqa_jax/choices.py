@@ -10,7 +10,10 @@ ENCODERS = ("gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp")
 INPUT_VARIANTS = ("full", "no_text", "no_side")  # paper Table 3 rows
 ADAPTERS = ("mean", "mlp", "recent", "qformer")  # mean: the official default
 ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
-ALIGN_USERS = ("encoder", "zeros", "random_encoder")  # the real user and the built-in controls
+# The real user, the built-in controls, and the text baselines (no encoder: the last N clicked
+# titles written into the prompt) aligned on the same budget.
+TEXT_CLICKS = {"text20": 20, "text50": 50}
+ALIGN_USERS = ("encoder", "zeros", "random_encoder", *TEXT_CLICKS)
 SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")
 # Stage 3: the aligned model, the free shuffled-user control, text baselines, the floors.

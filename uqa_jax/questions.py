@@ -5,7 +5,7 @@
 before the answer during training. A user is identified by the contents of their history (a
 hash of every feature array the encoder reads), not by row: the align files hold one row per
 question and no user id. `shuffled_partners` pairs each user with another one (never
-themselves), `history_text` writes a user's most recent clicks as text for the text baselines.
+themselves); `qa.history_text` writes a user's most recent clicks as text for the text baselines.
 """
 
 import dataclasses
@@ -15,13 +15,13 @@ import json
 import jax
 import numpy as np
 
+from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
 from uqa_jax.data import schema
+from uqa_jax.llm import tokenizer as tokenizer_lib
 
-TITLE_COLUMN = "uni_seq_title_bpe_token_ids"
 CHAT_KEYS = ("input_ids", "loss_mask", "attention_mask", "question_at", "answer_at", "task")
-TEXT_HEADER = {"zh": "用户最近浏览的{k}个商品的标题（按时间顺序）：", "en": "Titles of the user's last {k} clicked items, oldest first:"}
 
 
 @dataclasses.dataclass
@@ -91,9 +91,12 @@ def shuffled_partners(users: list[str], seed: int) -> dict[str, str]:
   return {u: order[(i + 1) % len(order)] for i, u in enumerate(order)}
 
 
-def history_text(row: dict, k: int, tokenizer, language: str) -> str:
-  """The last `k` clicks' titles, oldest first, one numbered line each, decoded from the title tokens."""
-  titles = row[TITLE_COLUMN]
-  steps = range(max(0, titles.num_steps - k), titles.num_steps)
-  lines = [f"{i + 1}. {tokenizer.decode(titles.bag(t).tolist())}" for i, t in enumerate(steps)]
-  return TEXT_HEADER[language].format(k=len(lines)) + "\n" + "\n".join(lines)
+def check_title_tokenizer(data_dir: str, llm_source: str, log=print) -> None:
+  """The title tokens decode to text with the LLM's tokenizer only if the data was written with it."""
+  written = arrow_io.read_dataset_info(data_dir).get("tokenizer")
+  if written is None:
+    log(f"WARNING {data_dir} does not name the tokenizer its text features were written with; the "
+        f"history text decodes them with {llm_source}'s")
+  elif written != tokenizer_lib.describe(llm_source):
+    raise ValueError(f"text prompts: the title tokens in {data_dir} were written with {written!r}, "
+                     f"the LLM's tokenizer is {tokenizer_lib.describe(llm_source)!r}")

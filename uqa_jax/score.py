@@ -4,6 +4,8 @@ Reads JSONL in the official output format (`question`, `prediction`, `answer`; `
 and `ranked_prediction` when present, as the evaluate stage writes them), so the PyTorch
 original's outputs are scored by the same code. Prints accuracy per sub-task, group and overall
 with 95% bootstrap intervals; `--compare OTHER.jsonl` adds the paired difference and p-value.
+A record without `task` gets the official (Chinese) substring rule's task; English questions
+(our `en` data) need the `task` field, which the evaluate stage always writes.
 """
 
 import argparse

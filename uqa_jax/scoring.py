@@ -6,9 +6,10 @@ Variants (`VARIANTS`), each a verdict per JSONL record in the official output fo
             normalisation; a list gold is scored by its first element. An empty gold would
             make every prediction correct, so it is an error here, never a point.
   strict    both sides normalised (Unicode NFKC, which folds full-width to half-width; case
-            folded; whitespace runs collapsed; leading/trailing whitespace and trailing
-            punctuation stripped), then equal: "15" is not credited for gold "1", nor a
-            sentence that merely begins with the gold.
+            folded; whitespace runs collapsed, and dropped next to punctuation; opening
+            quotes/brackets cut from the start, punctuation from the end), then equal: "15"
+            is not credited for gold "1", nor a sentence that merely begins with the gold.
+            A gold that is only punctuation is an error.
   ranked    for questions that list candidates: the candidate the model gives the highest
             length-normalised log-likelihood (`ranked_prediction`, written by the evaluate
             stage) must equal the gold. Knowledge without format failures; records without a
@@ -55,15 +56,22 @@ def is_correct(prediction: str, gold: str) -> bool:
 
 
 def normalise(text: str) -> str:
-  """What `strict` compares: NFKC, case-folded, whitespace collapsed, trailing punctuation cut."""
+  """What `strict` compares: NFKC (full-width -> half-width), case-folded, whitespace runs
+  collapsed and dropped next to punctuation ("A、 B" = "A、B", "a -> b" = "a->b"), opening
+  quotes/brackets cut from the start and punctuation from the end."""
   text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
-  while text and (text[-1].isspace() or unicodedata.category(text[-1]).startswith("P")):
-    text = text[:-1]
+  text = re.sub(r" (?=[^\w\s])|(?<=[^\w\s]) ", "", text)  # no space next to punctuation or a symbol
+  while text and (unicodedata.category(text[0]) in ("Ps", "Pi") or text[0] in "\"'"):
+    text = text[1:]
+  while text and unicodedata.category(text[-1]).startswith("P"):
+    text = text[:-1].rstrip()
   return text
 
 
 def is_correct_strict(prediction: str, gold: str) -> bool:
   check_gold(gold)
+  if not normalise(gold):
+    raise ValueError(f"gold answer {gold!r} is only punctuation: under `strict` it would match an empty prediction")
   return normalise(prediction) == normalise(gold)
 
 
@@ -128,7 +136,11 @@ def read_jsonl(path: str) -> list[dict]:
 
 def _verdicts(records, variant, where):
   """(unit index [N], unit names, task [N], correct [N]) of the records the variant scores."""
-  use_users = all("user" in r for r in records)
+  with_user = sum("user" in r for r in records)
+  if 0 < with_user < len(records):
+    raise ValueError(f"{where}{len(records) - with_user} of {len(records)} records have no `user` field: the "
+                     "bootstrap resamples users when every record names one, records when none does")
+  use_users = with_user == len(records)
   units, unit_of, tasks, correct = {}, [], [], []
   for n, r in enumerate(records):
     at = f"{where}record {n + 1}"

@@ -7,7 +7,8 @@ delimiters after it); soft tokens are never predicted. `user` is the built-in co
 "zeros" feeds zeros through the same adapter in every path that calls `soft_tokens` (training
 and evaluation alike), so a run can learn a constant prompt but nothing about the user;
 "random_encoder" is the same path as "encoder" with the parameters of an untrained encoder
-(the stage supplies them).
+(the stage supplies them); "text20"/"text50" have no soft tokens at all (K = 0: the pipeline
+writes the last clicked titles into the prompt instead).
 Shape letters: B batch, L history, D encoder width, K soft tokens, T chat tokens, S = T + K, V vocab.
 """
 
@@ -39,8 +40,15 @@ class UQAModel:
     if self.user not in USERS:
       raise ValueError(f"align.user={self.user!r}; expected one of {', '.join(USERS)}")
 
+  @property
+  def num_soft(self) -> int:
+    """K: soft tokens per row (none for a text user, whose history is in the prompt as text)."""
+    return 0 if self.user in choices.TEXT_CLICKS else adapters.num_tokens(self.adapter.cfg)
+
   def soft_tokens(self, params, batch):
     """[B, K, M] float32 soft tokens of the batch's histories (zeros in, for the `zeros` control)."""
+    if not self.num_soft:
+      return jnp.zeros((batch["input_ids"].shape[0], 0, self.llm.cfg.d_model), jnp.float32)
     states_BxLxD, _, mask_BxL = self.encoder.apply({"params": params["encoder"]}, batch)
     if self.user == "zeros":  # no state and no length: a mask would tell the Q-Former how long the history is
       states_BxLxD, mask_BxL = jnp.zeros_like(states_BxLxD), jnp.ones_like(mask_BxL)
@@ -59,8 +67,10 @@ class UQAModel:
     """(input embeddings [B, S, M], attention mask [B, S], token ids [B, S], loss mask [B, S])."""
     soft_BxKxM = self.soft_tokens(params, batch)
     k = soft_BxKxM.shape[1]
-    at_B = self.splice_at(batch)
     embeds_BxTxM = self.llm.apply({"params": params["llm"]}, batch["input_ids"], method="embed")
+    if not k:
+      return embeds_BxTxM, batch["attention_mask"], batch["input_ids"], batch["loss_mask"]
+    at_B = self.splice_at(batch)
     return (splice.splice_embeds(embeds_BxTxM, soft_BxKxM, at_B),
             splice.splice_values(batch["attention_mask"], at_B, k, 1),
             splice.splice_values(batch["input_ids"], at_B, k, 0),
@@ -91,7 +101,7 @@ def answer_nll(params, batch, *, model: UQAModel):
     t_BxA = batch["answer_at"]
     weights_BxA = (t_BxA >= 0).astype(jnp.float32)
     t_BxA = jnp.maximum(t_BxA, 0)
-    k = adapters.num_tokens(model.adapter.cfg)
+    k = model.num_soft
     spliced_BxA = t_BxA + k * (t_BxA >= model.splice_at(batch)[:, None])  # where token t sits after splicing
     logits_BxAxV, _, _ = model.logits(params, batch, logits_at=spliced_BxA - 1)
     nll_BxA = _nll(logits_BxAxV, jnp.take_along_axis(batch["input_ids"], t_BxA, axis=1))

@@ -31,6 +31,7 @@ import numpy as np
 
 from uqa_jax import scoring
 from uqa_jax.data import arrow_io
+from uqa_jax.data import qa
 from uqa_jax.data import schema
 
 DEFAULT_BAG_SIZES = {
@@ -66,6 +67,7 @@ class PipelineConfig:
   max_text_len: int = InputConfig.max_text_len
   max_answer_len: int = InputConfig.max_answer_len
   system_prompt: str = ""  # "": no system turn (the template's default one is removed)
+  history_clicks: int = 0  # > 0: the last this many clicked titles written above each question (text users)
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = 1  # None: repeat forever
@@ -239,6 +241,7 @@ class RowToArrays(grain.transforms.Map):
       raise ValueError(f"bag_sizes: unknown columns {sorted(unknown)}; expected {schema.FEATURE_COLUMNS}")
     self.path = path
     self.chat = chat
+    self.history_clicks = cfg.history_clicks
 
   def map(self, row: dict) -> dict:
     item = row[schema.ITEM_COLUMN]
@@ -250,8 +253,13 @@ class RowToArrays(grain.transforms.Map):
       out["timestamps"] = times_to_array(row[schema.TIME_COLUMN], self.max_len)
     if self.chat is not None:
       where = f"{self.path}, row {row.get('_row', '?')}"
-      out.update(self.chat(row[schema.TEXT_COLUMN], where=where))
-      question = json.loads(row[schema.TEXT_COLUMN])[-2]["content"]
+      chat = json.loads(row[schema.TEXT_COLUMN])
+      text = row[schema.TEXT_COLUMN]
+      if self.history_clicks:
+        history = qa.history_text(row, self.history_clicks, self.chat.tokenizer, self.language)
+        text = json.dumps(qa.with_history(chat[:-1], history) + chat[-1:], ensure_ascii=False)
+      out.update(self.chat(text, where=where))
+      question = chat[-2]["content"]
       try:
         task = schema.task_of(row.get(schema.TASK_COLUMN), question, self.language)
       except ValueError as e:

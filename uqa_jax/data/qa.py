@@ -64,6 +64,24 @@ TEMPLATES = {
 TRAJECTORY_SEP = " -> "
 
 
+TITLE_COLUMN = "uni_seq_title_bpe_token_ids"
+HISTORY_HEADER = {"zh": "用户最近浏览的{k}个商品的标题（按时间顺序）：", "en": "Titles of the user's last {k} clicked items, oldest first:"}
+
+
+def history_text(row: dict, k: int, tokenizer, language: str) -> str:
+  """The last `k` clicks' titles of a row, oldest first, one numbered line each, decoded from
+  the title tokens (the text baselines' prompt: what the user embedding stands in for)."""
+  titles = row[TITLE_COLUMN]
+  steps = range(max(0, titles.num_steps - k), titles.num_steps)
+  lines = [f"{i + 1}. {tokenizer.decode(titles.bag(t).tolist())}" for i, t in enumerate(steps)]
+  return HISTORY_HEADER[language].format(k=len(lines)) + "\n" + "\n".join(lines)
+
+
+def with_history(messages: list[dict], history: str) -> list[dict]:
+  """The chat with `history` written above the last user turn's question."""
+  return messages[:-1] + [{**messages[-1], "content": history + "\n\n" + messages[-1]["content"]}]
+
+
 CANDIDATE_MARKERS = {"zh": "候选：", "en": "Candidates: "}  # what precedes the list in IP/AP questions
 
 

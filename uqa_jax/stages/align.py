@@ -9,6 +9,9 @@ of the LLM's token embeddings. Modes (`align.mode`):
            `align.learning_rate`) when `align.train_encoder`
 Controls (`align.user`): `zeros` feeds zeros through the same adapter, `random_encoder` an
 untrained encoder of the same architecture (seeded); both get exactly the real run's budget.
+The text baselines `text20` / `text50` (mode `full` only) have no soft tokens: the pipeline
+writes the last 20 / 50 clicked titles above each question and the LLM is fine-tuned on that,
+on the same budget (raise `input.max_text_len`: ~290 / ~640 tokens on the default data).
 
 Every step guards itself: a non-finite loss, gradient norm or updated-parameter norm leaves
 the state as it was (the step is skipped and counted, the data moves on), and
@@ -44,6 +47,7 @@ from uqa_jax import checkpoint as checkpoint_lib
 from uqa_jax import choices
 from uqa_jax import config_blocks
 from uqa_jax import parallel
+from uqa_jax import questions
 from uqa_jax import stages
 from uqa_jax import uqa_model
 from uqa_jax.adapters import config as adapter_lib
@@ -97,8 +101,11 @@ class AlignConfig:
         raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
     if self.train_encoder and self.mode != "full":
       raise ValueError("train_encoder=True needs mode='full' (mode 'adapter' trains the adapter only)")
-    if self.train_encoder and self.user == "zeros":
-      raise ValueError("train_encoder=True with user='zeros': the zeros control never reads the encoder")
+    if self.train_encoder and self.user in ("zeros", *choices.TEXT_CLICKS):
+      raise ValueError(f"train_encoder=True with user={self.user!r}: the {self.user} control never reads the encoder")
+    if self.user in choices.TEXT_CLICKS and self.mode != "full":
+      raise ValueError(f"user={self.user!r} puts the history into the prompt as text and has no soft tokens: "
+                       "only the LLM can learn, so it needs mode='full'")
     if self.max_bad_steps < 1:
       raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
 
@@ -170,7 +177,9 @@ def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:
 
 
 def soft_token_norm(model, params, batch):
-  """Mean L2 norm of the batch's soft tokens (to compare with the LLM's token embeddings)."""
+  """Mean L2 norm of the batch's soft tokens (to compare with the LLM's token embeddings); 0 without any."""
+  if not model.num_soft:
+    return jnp.float32(0.0)
   return jnp.mean(jnp.linalg.norm(model.soft_tokens(params, batch), axis=-1))
 
 
@@ -256,6 +265,8 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   trainable = a.trainable()
   frozen = {g: parallel.shard_params(start_params[g], shardings[g]) for g in shardings if g not in trainable}
 
+  if a.user in choices.TEXT_CLICKS:
+    questions.check_title_tokenizer(data_stage.data_dir(workdir), source.model)
   info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
   rows = info["counts"][schema.file_name("align", "train")]
   total_steps = a.steps or a.epochs * max(1, rows // a.batch_size)
@@ -279,7 +290,8 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                      donate_argnums=0)
   eval_jit = jax.jit(functools.partial(uqa_model.answer_nll, model=model), in_shardings=(shardings, batch_sh))
   pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
-                                                  num_epochs=None, system_prompt=a.system_prompt)
+                                                  num_epochs=None, system_prompt=a.system_prompt,
+                                                  history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model),
                total_steps=total_steps, frozen=frozen, start_params=start_params,
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,
@@ -323,13 +335,15 @@ def run(config, workdir: str, log=print) -> dict:
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "align")
     count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
-    log(f"align: {model.encoder.cfg.name} encoder ({'trains' if a.train_encoder else 'frozen'}) -> "
-        f"{model.adapter.cfg.name} adapter ({adapters.num_tokens(model.adapter.cfg)} soft tokens, {a.place}) -> "
-        f"LLM {data_stage.llm_source(config).model} ({model.llm.cfg.dtype}); mode {a.mode}, user {a.user}; "
-        f"training {count(state.params):,} of {count(parts.start_params):,} parameters; "
+    source = (f"the last {choices.TEXT_CLICKS[a.user]} clicked titles as text (no encoder, no soft tokens)"
+              if a.user in choices.TEXT_CLICKS else
+              f"{model.encoder.cfg.name} encoder ({'trains' if a.train_encoder else 'frozen'}) -> "
+              f"{model.adapter.cfg.name} adapter ({model.num_soft} soft tokens, {a.place})")
+    log(f"align: {source} -> LLM {data_stage.llm_source(config).model} ({model.llm.cfg.dtype}); mode {a.mode}, "
+        f"user {a.user}; training {count(state.params):,} of {count(parts.start_params):,} parameters; "
         f"{parts.total_steps} steps of batch {a.batch_size}, mesh {dict(parts.mesh.shape)}")
-    log("align: frozen encoder states are recomputed each step (not cached)"
-        if not a.train_encoder and a.user != "zeros" else "align: no encoder cache needed")
+    if a.user in ("encoder", "random_encoder") and not a.train_encoder:
+      log("align: frozen encoder states are recomputed each step (not cached)")
     start_eval = _eval_before(parts, state, data_dir, out_dir, log)
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",

@@ -40,6 +40,7 @@ from uqa_jax import stages
 from uqa_jax.config_blocks import RUN_ONLY
 from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
+from uqa_jax.data import qa
 from uqa_jax.data import schema
 from uqa_jax.llm import generate
 from uqa_jax.llm import tokenizer as tokenizer_lib
@@ -48,7 +49,7 @@ from uqa_jax.stages import data as data_stage
 
 BLOCKS = ("evaluate",)
 UPSTREAM = ("align",)
-TEXT_CLICKS = {"text20": 20, "text50": 50}
+TEXT_CLICKS = choices.TEXT_CLICKS
 TEXT_LLMS = ("base", "aligned")
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
 COST_ROWS = 4  # questions per timed prefill (Table 7)
@@ -98,7 +99,9 @@ def run_names(e: EvaluateConfig) -> list[str]:
 def describe(config, run: str) -> dict:
   """What a run is, for the report: its label, kind, and the settings its tables group by."""
   user = config.align.user
-  if run == "aligned" and user == "encoder":
+  if run == "aligned" and user in TEXT_CLICKS:
+    label, kind = f"{user} (text-aligned LLM)", "baseline"
+  elif run == "aligned" and user == "encoder":
     label, kind = config.encoder.name, "method"
     label += {"full": "", "no_text": " w/o text", "no_side": " w/o side info"}[config.encoder.input_variant]
     label += "" if config.pretrain.loss == "sl" else f" ({config.pretrain.loss.upper()} loss)"
@@ -107,7 +110,7 @@ def describe(config, run: str) -> dict:
   elif run == "shuffled_user":
     label, kind = "shuffled_user", "control"
   elif run in TEXT_CLICKS:
-    label, kind = run + ("" if evaluate_config(config).text_llm == "base" else " (aligned LLM)"), "baseline"
+    label, kind = run + ("" if evaluate_config(config).text_llm == "base" else " (soft-prompt-aligned LLM)"), "baseline"
   else:
     label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate"}[run], "floor"
   return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
@@ -135,50 +138,74 @@ class Evaluator:
     self.chat = pipeline.ChatTokenizer(self.tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
     start = time.time()
     self.questions, histories, self.language = questions_lib.load(self.path, pipe, self.tokenizer, self.e.max_questions)
-    self.soft = questions_lib.soft_tokens(self.model, params, histories, self.e.batch_size)
+    self._check_candidates()
+    self.text_user = TEXT_CLICKS.get(self.spec["align"]["user"], 0)  # aligned with the history as text
+    self.user_row = {}
+    for q in self.questions:
+      self.user_row.setdefault(q.user, q.row)
     self.place = self.spec["align"]["place"]
-    log(f"evaluate: {len(self.questions)} questions of {len(self.soft)} users from {self.path}; "
-        f"{self.model.adapter.cfg.name} adapter, {next(iter(self.soft.values())).shape[0]} soft tokens "
-        f"({self.place}), computed in {time.time() - start:.1f}s")
+    if self.text_user:
+      self.soft = {}
+      log(f"evaluate: {len(self.questions)} questions of {len(self.user_row)} users from {self.path}; "
+          f"the LLM was aligned with the last {self.text_user} titles as text (no soft tokens)")
+    else:
+      self.soft = questions_lib.soft_tokens(self.model, params, histories, self.e.batch_size)
+      log(f"evaluate: {len(self.questions)} questions of {len(self.soft)} users from {self.path}; "
+          f"{self.model.adapter.cfg.name} adapter, {self.model.num_soft} soft tokens ({self.place}), "
+          f"computed in {time.time() - start:.1f}s")
     eos = generate.eos_ids_for(self.model.llm.cfg, self.tokenizer)
     pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
     make = lambda p: generate.Generator(self.model.llm.cfg, jax.tree.map(jnp.asarray, p), eos_ids=eos, pad_id=pad)
     self.aligned_llm = make(params["llm"])
-    self._base = (lambda: self.aligned_llm) if "llm" not in self.spec["saved"] else (lambda: make(weights.load(self.llm_source)[1]))
+    self._make, self._base_llm = make, None if "llm" in self.spec["saved"] else self.aligned_llm
+
+  def _base(self):
+    """The LLM before alignment (the zero-shot text baselines), loaded once."""
+    if self._base_llm is None:
+      self._base_llm = self._make(weights.load(self.llm_source)[1])
+    return self._base_llm
+
+  def _check_candidates(self) -> None:
+    """A listed candidate set must hold the gold; IP/AP questions that list none are counted."""
+    for q in self.questions:
+      if q.candidates and q.answer not in q.candidates:
+        raise ValueError(f"{self.path}, row {q.row}: the gold {q.answer!r} is not among the question's "
+                         f"candidates {list(q.candidates)}")
+    unlisted = [q for q in self.questions if q.task in ("IP", "AP") and not q.candidates]
+    listed = sum(1 for q in self.questions if q.candidates)
+    if unlisted:
+      self.log(f"evaluate: WARNING {len(unlisted)} IP/AP questions list no candidates after the marker "
+               f"{qa.CANDIDATE_MARKERS[self.language]!r} (first: row {unlisted[0].row}); the ranked variant "
+               f"covers the {listed} questions that do")
 
   # --- what each run asks ------------------------------------------------------------
-  def soft_prompt(self, run: str):
-    """(soft tokens per question [N, K, M], splice index per question) for an embedding run."""
+  def prompt_users(self, run: str) -> list[str]:
+    """Whose history each question is asked with: its own, or (shuffled_user) another user's."""
     if run == "aligned":
-      users = [q.user for q in self.questions]
-    else:
-      partner = questions_lib.shuffled_partners([q.user for q in self.questions], self.seed)
-      users = [partner[q.user] for q in self.questions]
+      return [q.user for q in self.questions]
+    partner = questions_lib.shuffled_partners([q.user for q in self.questions], self.seed)
+    return [partner[q.user] for q in self.questions]
+
+  def soft_prompt(self, users: list[str]):
+    """(soft tokens per question [N, K, M], splice index per question) from the given users' histories."""
     soft = np.stack([self.soft[u] for u in users])
     at = [q.question_at if self.place == "placeholder" else 0 for q in self.questions]
-    return soft, at, users
+    return soft, at
 
-  def text_prompts(self, clicks: int):
-    """(prompt ids, chat messages) per question with the last `clicks` titles written into it."""
+  def text_prompts(self, clicks: int, users: list[str] | None = None):
+    """(prompt ids, chat messages) per question with the last `clicks` titles of its own
+    history (or of `users[i]`'s) written above it."""
     source = pipeline.SequenceSource(self.path)
     prompts, messages = [], []
-    for q in self.questions:
-      history = questions_lib.history_text(source[q.row], clicks, self.tokenizer, self.language)
-      chat = q.messages[:-1] + [{"role": "user", "content": history + "\n\n" + q.question}]
+    for i, q in enumerate(self.questions):
+      row = source[q.row if users is None else self.user_row[users[i]]]
+      chat = qa.with_history(q.messages, qa.history_text(row, clicks, self.tokenizer, self.language))
       prompts.append(self.chat.prompt_ids(chat, f"{self.path}, row {q.row}")[0])
       messages.append(chat)
     return prompts, messages
 
   def check_text_tokenizer(self) -> None:
-    """The title tokens decode with the LLM's tokenizer only if the data was written with it."""
-    info = arrow_io.read_dataset_info(self.data_dir)
-    written = info.get("tokenizer")
-    if written is None:
-      self.log(f"evaluate: WARNING {self.data_dir} does not name the tokenizer its text features were "
-               f"written with; text runs decode them with {self.llm_source}'s")
-    elif written != tokenizer_lib.describe(self.llm_source):
-      raise ValueError(f"text runs: the title tokens in {self.data_dir} were written with {written!r}, "
-                       f"the LLM's tokenizer is {tokenizer_lib.describe(self.llm_source)!r}")
+    questions_lib.check_title_tokenizer(self.data_dir, self.llm_source, self.log)
 
   # --- asking ------------------------------------------------------------------------
   def _batches(self, indices, prompts):
@@ -247,11 +274,17 @@ class Evaluator:
     """-> (records, cost {prefill_s_per_question})."""
     messages = [q.messages for q in self.questions]
     if run in ("aligned", "shuffled_user"):
-      soft, at, users = self.soft_prompt(run)
+      users = self.prompt_users(run)
       own = sum(u == q.user for u, q in zip(users, self.questions))
       if run == "shuffled_user" and own:
         raise RuntimeError(f"shuffled_user: {own} questions got their own user's prompt")
-      records, prefill_s = self.ask(run, self.aligned_llm, [q.prompt for q in self.questions], messages, soft, at)
+      if self.text_user:  # the history is in the prompt as text; the LLM was aligned that way
+        self.check_text_tokenizer()
+        prompts, messages = self.text_prompts(self.text_user, users)
+        records, prefill_s = self.ask(run, self.aligned_llm, prompts, messages)
+      else:
+        soft, at = self.soft_prompt(users)
+        records, prefill_s = self.ask(run, self.aligned_llm, [q.prompt for q in self.questions], messages, soft, at)
       if run == "shuffled_user":
         for r, u in zip(records, users):
           r["prompt_user"] = u
@@ -268,15 +301,17 @@ class Evaluator:
     """Table 7: prompt tokens per question (all questions) and prefill seconds per question
     (one warm batch of `COST_ROWS` questions) for the soft prompt and for text20/text50."""
     m = min(COST_ROWS, len(self.questions))
-    soft, at, _ = self.soft_prompt("aligned")
-    prompts = [q.prompt for q in self.questions]
-    out = {"embedding": {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
-                         "prefill_s_per_question": self.aligned_llm.prefill_seconds(prompts[:m], soft[:m], at[:m]) / m}}
+    out = {}
+    if not self.text_user:
+      soft, at = self.soft_prompt(self.prompt_users("aligned"))
+      prompts = [q.prompt for q in self.questions]
+      out["embedding"] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
+                          "prefill_s_per_question": self.aligned_llm.prefill_seconds(prompts[:m], soft[:m], at[:m]) / m}
     try:
       self.check_text_tokenizer()
     except ValueError as e:
-      self.log(f"evaluate: Table 7 without text20/text50: {e}")
-      return out
+      self.log(f"evaluate: WARNING Table 7 without text20/text50: {e}")
+      return {**out, **{run: {"skipped": str(e)} for run in TEXT_CLICKS}}
     gen = self._base() if self.e.text_llm == "base" else self.aligned_llm
     for run, clicks in TEXT_CLICKS.items():
       prompts, _ = self.text_prompts(clicks)
@@ -284,7 +319,7 @@ class Evaluator:
                   "prefill_s_per_question": gen.prefill_seconds(prompts[:m]) / m}
     self.log("evaluate: prompt cost (Table 7): " + "; ".join(
         f"{k} {v['prompt_tokens_mean']:.0f} tokens, {1000 * v['prefill_s_per_question']:.0f} ms prefill per question"
-        for k, v in out.items()))
+        for k, v in out.items() if "skipped" not in v))
     return out
 
   def train_constants(self) -> dict[str, str]:

@@ -84,7 +84,9 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   for method in (r for r in results if r["kind"] == "method"):
     mine = _records(method)
     for other in results:
-      if other is method or other["kind"] not in ("control", "floor", "baseline"):
+      # Everything of its own workdir; of other workdirs, their trained models (the zeros and
+      # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
+      if other is method or (other["workdir"] != method["workdir"] and other["run"] != "aligned"):
         continue
       for variant in ("official", "strict", "ranked"):
         try:
@@ -101,34 +103,39 @@ def beats(c: dict) -> bool:
 
 
 def verdict(results: list[dict], comps: list[dict]) -> str:
-  """One line: does the trained encoder beat shuffled_user and zeros beyond noise (official rule)?"""
-  methods = [r["label"] for r in results if r["kind"] == "method"]
+  """One line per trained encoder: does it beat shuffled_user and zeros beyond noise (official rule)?
+
+  Beyond noise: the paired bootstrap's 95% interval of the difference lies above zero and its
+  two-sided p-value is below 0.05.
+  """
+  methods = [r for r in results if r["kind"] == "method"]
   if not methods:
     return "verdict: no trained-encoder run to judge"
-  parts = []
+  lines = []
   for m in methods:
+    parts = []
     for control in ("shuffled_user", "zeros"):
-      c = next((c for c in comps if c["method"] == m and c["other"] == control and c["variant"] == "official"
-                and "p_value" in c), None)
-      if c is None:
+      found = [c for c in comps if c["method_dir"] == m["dir"] and c["other"] == control and c["variant"] == "official"]
+      if not found:
         parts.append(f"{control}: not run")
-        continue
-      parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
-                   f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
-    return f"verdict (official rule, paired bootstrap over users): {m} " + "; ".join(parts)
-  return ""
+      elif "p_value" not in found[0]:
+        parts.append(f"{control}: not comparable ({found[0]['skipped']})")
+      else:
+        c = found[0]
+        parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
+                     f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
+    lines.append(f"verdict (official rule, paired bootstrap over users): {m['label']} " + "; ".join(parts))
+  return "\n".join(lines)
 
 
 def ablation(results: list[dict], key: str, title: str) -> list[str]:
-  """Overall accuracy by `key` (input_variant, pretrain_loss) among trained-encoder runs, if they differ."""
+  """Table 2's columns for the trained-encoder runs, when they differ in `key` (input_variant, pretrain_loss)."""
   methods = [r for r in results if r["kind"] == "method"]
   if len({r[key] for r in methods}) < 2:
     return []
-  lines = [f"### {title}", "", f"| {key} | encoder | official overall | strict overall |", "|---|---|---|---|"]
-  for r in sorted(methods, key=lambda r: (r[key], r["encoder"])):
-    lines.append(f"| {r[key]} | {r['encoder']} | {_cell(r['scores']['official']['cells'].get('overall'))} | "
-                 f"{_cell(r['scores']['strict']['cells'].get('overall'))} |")
-  return lines + [""]
+  methods = sorted(methods, key=lambda r: (r[key], r["label"]))
+  return [f"### {title} (official rule)", "", *table(methods, "official"), "",
+          f"### {title} (strict)", "", *table(methods, "strict"), ""]
 
 
 def cost_table(workdir: str) -> list[str]:
@@ -139,6 +146,9 @@ def cost_table(workdir: str) -> list[str]:
   cost = stages.read_json(path)
   lines = ["| input | prompt tokens / question | prefill ms / question |", "|---|---|---|"]
   for kind, c in cost.items():
+    if "skipped" in c:
+      lines.append(f"| {kind} | not measured: {c['skipped']} | |")
+      continue
     lines.append(f"| {kind} | {c['prompt_tokens_mean']:.1f} | {1000 * c['prefill_s_per_question']:.1f} |")
   return lines
 
@@ -178,6 +188,8 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   md = ["# UQABench report", "", f"Runs from {', '.join(sorted({r['workdir'] for r in results}))}. "
         "Accuracy in %, with the 95% bootstrap interval over users in brackets.", "",
         "## Table 2 — official rule (`prediction.startswith(gold)`)", "", *table(results, "official"), "",
+        "`floor: first candidate` answers only the questions that list candidates (IP, AP): its "
+        "groups and overall are over those questions alone.", "",
         "## Table 2 — strict (normalised exact match)", "", *table(results, "strict"), "",
         "## Ranked: the most likely listed candidate (questions with candidates)", "",
         *table(ranked, "ranked", ranked_cols, ["IP", "AP", "AcP", "All ranked"]), "",
@@ -190,6 +202,9 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
     if "p_value" in c:
       md.append(f"| {c['method']} | {c['other']} | {c['variant']} | {c['difference']:+.1%} | "
                 f"[{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}] | {c['p_value']:.3f} |")
+  skipped = [c for c in comps if "p_value" not in c]
+  if skipped:
+    md += ["", "Not compared:"] + [f"- {c['method']} vs {c['other']} ({c['variant']}): {c['skipped']}" for c in skipped]
   md += ["", line, ""]
   if figures:
     for variant in ("official", "strict"):
