@@ -194,6 +194,9 @@ def test_report_is_written_from_stored_results_alone(evaluated, tmp_path):
   assert (tmp_path / "report" / "accuracy_official.png").stat().st_size > 1000
   saved = json.loads((tmp_path / "report" / "report.json").read_text())
   assert any(c["other"] == "shuffled_user" and "p_value" in c for c in saved["comparisons"])
+  # Against the first-candidate floor: on the questions it answers (IP, AP), not skipped.
+  first = [c for c in saved["comparisons"] if c["other"] == "floor: first candidate" and c["variant"] == "official"]
+  assert first and "p_value" in first[0] and first[0]["n"] == len(_records(workdir, "floor_first_candidate"))
   assert any("does not beat shuffled_user" in l or "BEATS shuffled_user" in l for l in lines)
 
 

@@ -184,7 +184,7 @@ def score_records(records: Sequence[dict], variant: str = "official", *, samples
   return out
 
 
-def _keys(records):
+def question_keys(records):
   """(user, question, occurrence) per record: what pairs the same question across two runs."""
   seen = collections.Counter()
   out = []
@@ -202,7 +202,7 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   The runs must hold the same questions (by user, question and occurrence); the pairs are
   resampled by user, as in `score_records`.
   """
-  keys_a, keys_b = _keys(records_a), _keys(records_b)
+  keys_a, keys_b = question_keys(records_a), question_keys(records_b)
   if set(keys_a) != set(keys_b):
     raise ValueError(f"compare: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in the "
                      f"first, {len(set(keys_b) - set(keys_a))} only in the second)")

@@ -79,7 +79,8 @@ def _records(result):
 
 
 def comparisons(results: list[dict], samples: int) -> list[dict]:
-  """Each trained encoder against every control and floor over the same questions (paired)."""
+  """Each trained encoder against every control, baseline and floor over the same questions
+  (paired; against a run over part of the questions, e.g. the first-candidate floor, on that part)."""
   out = []
   for method in (r for r in results if r["kind"] == "method"):
     mine = _records(method)
@@ -88,9 +89,14 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
       if other is method or (other["workdir"] != method["workdir"] and other["run"] != "aligned"):
         continue
+      theirs = _records(other)
+      ours = mine
+      keys = set(scoring.question_keys(theirs))
+      if keys < set(scoring.question_keys(mine)):  # a run over part of the questions (first candidate)
+        ours = [r for r, k in zip(mine, scoring.question_keys(mine)) if k in keys]
       for variant in ("official", "strict", "ranked"):
         try:
-          c = scoring.compare(mine, _records(other), variant, samples=samples)
+          c = scoring.compare(ours, theirs, variant, samples=samples)
         except ValueError as e:  # different question sets, or none scored under the variant by both
           c = {"variant": variant, "skipped": str(e)}
         out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
