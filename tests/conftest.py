@@ -47,3 +47,27 @@ def en_dir(tmp_path_factory, tokenizer):
   out = tmp_path_factory.mktemp("synthetic-en-only")
   synthetic.build_dataset(str(out), SMALL, tokenizer, "smollm2", log=lambda *_: None)
   return str(out)
+
+
+def tiny_llm_config(llm_dir: str):
+  """configs/smoke.py on a tiny LLM directory, with Stage 2's chats cut at 96 tokens."""
+  from configs import smoke
+  config = smoke.get_config()
+  config.llm.model = llm_dir
+  config.input.max_text_len = 96
+  config.pretrain.steps = 3  # any trained encoder will do
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_base(tmp_path_factory, tokenizer):
+  """(tiny random LLM directory, workdir with finished data and pretrain stages) for Stages 2-3 tests;
+  copy the stage directories into a test's own workdir (`tiny_llm_config` gives the same fingerprints)."""
+  from tests import tiny_llm
+  from uqa_jax import stages
+  llm_dir = tiny_llm.make_dir(str(tmp_path_factory.mktemp("tiny-llm")), tokenizer)
+  workdir = str(tmp_path_factory.mktemp("tiny-llm-base"))
+  config = tiny_llm_config(llm_dir)
+  for stage in ("data", "pretrain"):
+    stages.run(stage, config, workdir, log=lambda *_: None)
+  return llm_dir, workdir

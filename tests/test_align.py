@@ -28,21 +28,17 @@ from uqa_jax.data import pipeline
 from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import weights
 from uqa_jax.stages import align
-from tests import tiny_llm
+from tests.conftest import tiny_llm_config
 
 QUIET = lambda *_: None
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, tokenizer):
-  """(config, workdir with finished data and pretrain stages) on the tiny LLM."""
-  llm_dir = tiny_llm.make_dir(str(tmp_path_factory.mktemp("tiny-llm")), tokenizer)
-  workdir = str(tmp_path_factory.mktemp("align-base"))
-  config = _config(llm_dir)
-  for stage in ("data", "pretrain"):
-    stages.run(stage, config, workdir, log=QUIET)
-  return config, workdir
+def base(tiny_llm_base):
+  """(config, workdir with finished data and pretrain stages) on the tiny LLM (shared per session)."""
+  llm_dir, workdir = tiny_llm_base
+  return _config(llm_dir), workdir
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +49,8 @@ def straight(base, tmp_path_factory):
 
 
 def _config(llm_dir, **align_fields):
-  config = smoke.get_config()
+  config = tiny_llm_config(llm_dir)
   config.stages = ("data", "pretrain", "align")
-  config.llm.model = llm_dir
-  config.input.max_text_len = 96
-  config.pretrain.steps = 3  # any trained encoder will do
   a = config.align
   a.batch_size, a.steps, a.log_every, a.checkpoint_every = 4, 6, 2, 2
   a.schedule, a.mode, a.learning_rate = "constant", "adapter", 1e-4  # the official recipe, not the demo's

@@ -31,6 +31,7 @@ from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
 from uqa_jax.stages import evaluate
 from uqa_jax.stages import report
+from tests.conftest import tiny_llm_config
 
 QUIET = lambda *_: None
 D = 8  # LLM width
@@ -210,29 +211,26 @@ def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):
 
 
 @pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory, tokenizer):
-  """(config, workdir) with finished data and pretrain stages on a random tiny LLM (attention on)."""
-  from tests import tiny_llm
-  config = smoke.get_config()
+def tiny_base(tiny_llm_base):
+  """(config, workdir with finished data and pretrain stages) on a random tiny LLM (attention on)."""
+  llm_dir, workdir = tiny_llm_base
+  config = tiny_llm_config(llm_dir)
   config.stages = ("data", "pretrain", "align", "evaluate")
-  config.llm.model = tiny_llm.make_dir(str(tmp_path_factory.mktemp("tiny-llm")), tokenizer)
-  config.input.max_text_len = 96
-  config.pretrain.steps = 3
   a = config.align
   a.mode, a.schedule, a.batch_size, a.steps, a.checkpoint_every = "full", "constant", 4, 2, 2
   e = config.evaluate
   e.runs, e.max_questions, e.batch_size, e.max_new_tokens, e.bootstrap_samples = ("aligned",), 14, 8, 3, 50
-  workdir = str(tmp_path_factory.mktemp("tiny-base"))
-  for stage in ("data", "pretrain"):
-    stages.run(stage, config, workdir, log=QUIET)
+  e.prompt_cost = False
   return config, workdir
 
 
 # `placeholder` in the default run (soft tokens inside the prompt); `prefix` is also covered by
-# the bigram test above, so its run here is marked slow. `text20`: no soft tokens, the history
-# as text in the prompt (evaluate's text prompts against the pipeline's `history_clicks`).
+# the bigram test above, so its run here is marked slow. `text20` (slow; its parts run by default
+# in test_pipeline's history test and test_uqa_model's text-user test): no soft tokens, the
+# history as text (evaluate's text prompts against the pipeline's `history_clicks`).
 @pytest.mark.parametrize("place,user", [pytest.param("prefix", "encoder", marks=pytest.mark.slow),
-                                        ("placeholder", "encoder"), ("prefix", "text20")])
+                                        ("placeholder", "encoder"),
+                                        pytest.param("prefix", "text20", marks=pytest.mark.slow)])
 def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, tokenizer):
   """Stage 3 scores a candidate on a cached, left-padded prompt (soft tokens spliced in, or the
   history as text); Stage 2's loss path (right-padded, whole sequence, no cache) must agree."""

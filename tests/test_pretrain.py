@@ -1,6 +1,7 @@
 """Stage 1 training: the pure step, resume after SIGKILL, non-finite steps never saved, stale runs refused."""
 
 import json
+import functools
 import os
 import re
 import signal
@@ -84,8 +85,9 @@ def data_workdir(tmp_path_factory):
 
 
 def test_train_step_is_a_pure_function_a_test_can_call(data_workdir):
-  """Two unjitted train_steps == loss_fn, a NumPy gradient norm and optax by hand; the jitted,
-  sharded, donating step == both. (Step 1 has learning rate 0 in warm-up: step 2 moves.)"""
+  """Two calls of the plain train_step function == loss_fn, a NumPy gradient norm and optax by
+  hand; the stage's sharded, donating step == both. (Step 1 has learning rate 0 in warm-up:
+  step 2 moves.) Both sides are wrapped in a bare `jax.jit`: op-by-op they took a minute."""
   config = smoke.get_config()
   parts = pretrain.build(config, data_workdir)
   data = iter(pipeline.make_dataset(os.path.join(data_workdir, "data", "pretrain_data_train.arrow"), parts.pipe))
@@ -93,10 +95,12 @@ def test_train_step_is_a_pure_function_a_test_can_call(data_workdir):
   tx = pretrain.make_optimizer(parts.cfg, parts.total_steps)
   state = parts.init(jax.random.PRNGKey(0))
   params, opt_state = state.params, tx.init(state.params)
+  step = jax.jit(functools.partial(pretrain.train_step, model=parts.model, tx=tx, cfg=parts.cfg))
+  reference = jax.jit(jax.value_and_grad(lambda p, batch, i: pretrain.loss_fn(
+      parts.model, parts.cfg, p, batch, jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), i))))
   for i, batch in enumerate(batches):
-    state, m = pretrain.train_step(state, batch, model=parts.model, tx=tx, cfg=parts.cfg)
-    loss, grads = jax.value_and_grad(lambda p: pretrain.loss_fn(
-        parts.model, parts.cfg, p, batch, jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), i)))(params)
+    state, m = step(state, batch)
+    loss, grads = reference(params, batch, i)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(m["loss"], loss, rtol=1e-6)

@@ -89,6 +89,30 @@ def test_placeholder_loss_equals_a_by_hand_insertion_before_the_question():
     np.testing.assert_allclose(got[b], nll, rtol=1e-5)
 
 
+def test_a_text_user_has_no_soft_tokens_and_its_loss_is_the_plain_llms():
+  """`text20`: the history is in the tokens; the loss is the LLM's own on them, by hand, in both paths."""
+  model, params, batch = _setup("text20")
+  assert model.num_soft == 0 and model.soft_tokens(params, batch).shape == (2, 0, LLM_CFG.d_model)
+  logits, _ = model.llm.apply({"params": params["llm"]}, jnp.asarray(batch["input_ids"]),
+                              positions=llm_model.positions_from_mask(jnp.asarray(batch["attention_mask"])),
+                              kv_mask=jnp.asarray(batch["attention_mask"]))
+  logits = np.asarray(logits, np.float64)
+  want = []
+  for b in range(2):
+    nll = 0.0
+    for t in np.flatnonzero(batch["loss_mask"][b]):
+      row = logits[b, t - 1]
+      nll += np.log(np.exp(row - row.max()).sum()) + row.max() - row[batch["input_ids"][b, t]]
+    want.append(nll)
+  np.testing.assert_allclose(np.asarray(uqa_model.answer_nll(params, batch, model=model)[0]), want, rtol=1e-5)
+  answer_at = np.full((2, 4), -1, np.int32)
+  for b in range(2):
+    idx = np.flatnonzero(batch["loss_mask"][b])
+    answer_at[b, :len(idx)] = idx
+  fast = uqa_model.answer_nll(params, dict(batch, answer_at=answer_at), model=model)[0]
+  np.testing.assert_allclose(np.asarray(fast), want, rtol=1e-5)
+
+
 def test_zeros_control_ignores_the_user_the_real_path_does_not():
   other = _batch(seed=5)
   for user, moves in (("encoder", True), ("zeros", False)):

@@ -66,6 +66,7 @@ class EvaluateConfig:
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
   text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
   max_questions: int = 0  # 0: every align-eval question
+  prompt_cost: bool = True  # Table 7: time the prefill of the soft prompt and of text20/text50
   bootstrap_samples: int = 1000
   log_every: int = dataclasses.field(default=5, metadata=RUN_ONLY)  # batches
 
@@ -372,8 +373,9 @@ def run(config, workdir: str, log=print) -> dict:
   names = run_names(e)
   todo = [r for r in names if not os.path.exists(os.path.join(out_dir, r, stages.RESULT))]
   cost_path = os.path.join(out_dir, COST_FILE)
-  evaluator = Evaluator(config, workdir, log) if todo or not os.path.exists(cost_path) else None
-  if not os.path.exists(cost_path):
+  need_cost = e.prompt_cost and not os.path.exists(cost_path)
+  evaluator = Evaluator(config, workdir, log) if todo or need_cost else None
+  if need_cost:
     stages.write_json(cost_path, evaluator.cost())
   summary = {}
   for name in names:
@@ -396,4 +398,4 @@ def run(config, workdir: str, log=print) -> dict:
     log(f"evaluate[{name}]: " + "; ".join(
         f"{v} {c['accuracy']:.1%} [{c['ci'][0]:.1%}, {c['ci'][1]:.1%}] of {c['n']}"
         for v, c in summary[name].items() if c) + f" ({result['questions']} questions)")
-  return {"runs": summary, "cost": stages.read_json(cost_path)}
+  return {"runs": summary, "cost": stages.read_json(cost_path) if e.prompt_cost else None}

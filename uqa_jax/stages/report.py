@@ -148,7 +148,7 @@ def cost_table(workdir: str) -> list[str]:
   """Table 7 from `evaluate/cost.json`: the soft prompt against the history written as text."""
   path = os.path.join(workdir, "evaluate", "cost.json")
   if not os.path.exists(path):
-    return [f"(no {path})"]
+    return [f"(not measured: no {path}; evaluate.prompt_cost was off)"]
   cost = stages.read_json(path)
   lines = ["| input | prompt tokens / question | prefill ms / question |", "|---|---|---|"]
   for kind, c in cost.items():
