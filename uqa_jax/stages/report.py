@@ -84,6 +84,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   out = []
   for method in (r for r in results if r["kind"] == "method"):
     mine = _records(method)
+    mine_keys = scoring.question_keys(mine)
     for other in results:
       # Everything of its own workdir; of other workdirs, their trained models (the zeros and
       # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
@@ -92,8 +93,8 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       theirs = _records(other)
       ours = mine
       keys = set(scoring.question_keys(theirs))
-      if keys < set(scoring.question_keys(mine)):  # a run over part of the questions (first candidate)
-        ours = [r for r, k in zip(mine, scoring.question_keys(mine)) if k in keys]
+      if keys < set(mine_keys):  # a run over part of the questions (first candidate)
+        ours = [r for r, k in zip(mine, mine_keys) if k in keys]
       for variant in ("official", "strict", "ranked"):
         try:
           c = scoring.compare(ours, theirs, variant, samples=samples)
