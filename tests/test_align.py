@@ -19,7 +19,6 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import smoke
 from uqa_jax import align_export
 from uqa_jax import config_blocks
 from uqa_jax import stages
