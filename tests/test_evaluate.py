@@ -126,6 +126,27 @@ def test_ranked_prediction_is_the_candidate_a_numpy_bigram_prefers(evaluated, to
   assert picks_not_first  # the pick follows the likelihoods, not the candidates' order
 
 
+def test_answer_nll_is_the_gold_likelihood_a_numpy_bigram_gives(evaluated, tokenizer):
+  """Every question's `answer_nll` (not only those listing candidates), in both runs; this LLM
+  ignores the soft tokens, so the report finds no gain of the own user's prompt at all."""
+  config, workdir, logits_of, _ = evaluated
+  chat = pipeline.ChatTokenizer(tokenizer, config.input.max_text_len)
+  f = arrow_io.SequenceFile(os.path.join(workdir, "data", "align_data_eval.arrow"))
+  for run in ("aligned", "shuffled_user"):
+    records = _records(workdir, run)
+    assert {r["task"] for r in records} - {"IP", "AP"}  # open questions too
+    for r in records:
+      messages = json.loads(f.text(r["row"]))[:-1]
+      prompt, _ = chat.prompt_ids(messages)
+      ids = chat.answer_ids(messages, r["answer"], prompt)
+      prev = [prompt[-1]] + ids[:-1]
+      want = -np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)])
+      assert r["answer_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
+  gains = report.nll_gains(report.collect([workdir]), samples=100)
+  assert len(gains) == 1 and gains[0]["cells"]["overall"]["gain"] == 0
+  assert gains[0]["cells"]["overall"]["ci"] == [0.0, 0.0] and gains[0]["cells"]["overall"]["p_value"] == 1.0
+
+
 def test_shuffled_user_never_gets_their_own_prompt(evaluated):
   _, workdir, _, _ = evaluated
   records = _records(workdir, "shuffled_user")
@@ -267,6 +288,11 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
       nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
       want.append(float(nll[0] / count[0]))
     assert r["candidate_nll"] == pytest.approx(want, rel=1e-4, abs=2e-4)
+  for r in _records(workdir, "aligned"):  # the gold's NLL, every question
+    arrays = mapper.map(source[r["row"]])
+    del arrays["answer_at"]
+    nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
+    assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)
   if text_clicks:
     result = stages.read_json(os.path.join(workdir, "evaluate", "aligned", "result.json"))
     assert result["label"] == "text20 (text-aligned LLM)" and result["prompt_tokens_mean"] > 150
@@ -288,7 +314,8 @@ def test_report_with_an_included_ablation_workdir(evaluated, tmp_path):
   saved = report.write(str(main), include=[str(other)], figures=False, samples=100, log=lines.append)
   md = (main / "report" / "report.md").read_text(encoding="utf-8")
   assert "Table 3 — input ablation" in md and "Table 4" not in md
-  assert len(saved["verdict"].splitlines()) == 2
+  lines_of = lambda prefix: [l for l in saved["verdict"].splitlines() if l.startswith(prefix)]
+  assert len(lines_of("verdict")) == 2 and len(lines_of("answer NLL")) == 2  # one of each per trained encoder
   pairs = {(c["method"], c["other"], c["other_dir"].startswith(str(other)))
            for c in json.loads((main / "report" / "report.json").read_text())["comparisons"]}
   assert ("trmpp", "trmpp w/o text", True) in pairs

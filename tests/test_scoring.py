@@ -183,3 +183,35 @@ def test_paired_p_value_agrees_with_an_exact_sign_test():
   paired = scoring.compare(a, b, samples=4000)
   assert paired["difference"] == pytest.approx(10 / 40)
   assert 0.3 * exact < paired["p_value"] < 3 * exact
+
+
+def test_answer_nll_gain_is_paired_per_task_and_matches_a_plain_loop():
+  rng = np.random.default_rng(4)
+  own, other = [], []
+  for u in range(25):
+    for t in ("SI", "AP"):
+      nll = float(rng.gamma(2.0, 0.5))
+      gain = 0.3 if t == "SI" else 0.0  # planted: the own prompt helps SI only
+      own.append({"task": t, "user": f"u{u}", "question": t, "answer": "a", "prediction": "", "answer_nll": nll})
+      other.append(dict(own[-1], answer_nll=nll + gain + float(rng.normal(0, 0.05)) * (t == "AP")))
+  # Pairs are matched by (user, question), not by position.
+  order = np.random.default_rng(0).permutation(len(other))
+  cells = scoring.compare_nll(own, [other[i] for i in order], samples=500, seed=2)
+  assert cells["task/SI"]["gain"] == pytest.approx(0.3) and cells["task/SI"]["ci"][0] > 0.29
+  assert cells["task/SI"]["p_value"] < 0.01
+  assert cells["task/AP"]["ci"][0] < 0 < cells["task/AP"]["ci"][1] and cells["task/AP"]["p_value"] > 0.05
+  # The overall interval by a plain loop over the same drawn users.
+  weights = np.random.default_rng(2).multinomial(25, np.full(25, 1 / 25), size=500)
+  diff_U = np.array([other[2 * u]["answer_nll"] + other[2 * u + 1]["answer_nll"]
+                     - own[2 * u]["answer_nll"] - own[2 * u + 1]["answer_nll"] for u in range(25)])
+  reps = [w @ diff_U / (2 * w.sum()) for w in weights]
+  assert cells["overall"]["ci"] == pytest.approx(list(np.percentile(reps, [2.5, 97.5])))
+  assert cells["overall"]["own"] == pytest.approx(np.mean([r["answer_nll"] for r in own]))
+
+
+def test_answer_nll_gain_refuses_missing_or_non_finite_likelihoods():
+  own = [{"task": "SI", "user": "u", "question": "q", "answer": "a", "prediction": "a", "answer_nll": 1.0}]
+  with pytest.raises(ValueError, match=r"record 1 \(second run\) has answer_nll None"):
+    scoring.compare_nll(own, [{k: v for k, v in own[0].items() if k != "answer_nll"}])
+  with pytest.raises(ValueError, match="record 1 \\(first run\\) has answer_nll nan"):
+    scoring.compare_nll([dict(own[0], answer_nll=float("nan"))], own)

@@ -223,6 +223,47 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   return {"variant": variant, "n": len(unit_N), **out}
 
 
+def compare_nll(records_own: Sequence[dict], records_other: Sequence[dict], *,
+                samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+  """The answer log-likelihood diagnostic: per question, the gold answer's NLL per token
+  (`answer_nll`) under another prompt minus under the own-user prompt, paired, per task and
+  overall -> {cell: {n, own, other, gain, ci, p_value}}. A gain above zero means the own
+  user's prompt makes the gold more likely; users are resampled as in `score_records`.
+
+  Both runs must hold the same questions, each with a finite `answer_nll`.
+  """
+  keys_a, keys_b = question_keys(records_own), question_keys(records_other)
+  if set(keys_a) != set(keys_b):
+    raise ValueError(f"compare_nll: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in "
+                     f"the first, {len(set(keys_b) - set(keys_a))} only in the second)")
+  b_of = dict(zip(keys_b, records_other))
+  units, unit_of, own, other, tasks = {}, [], [], [], []
+  for n, (key, ra) in enumerate(zip(keys_a, records_own)):
+    pair = []
+    for which, r in (("first", ra), ("second", b_of[key])):
+      value = r.get("answer_nll")
+      if not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"compare_nll: record {n + 1} ({which} run) has answer_nll {value!r}; expected a finite "
+                         f"number (run the evaluate stage with evaluate.answer_nll=True)")
+      pair.append(float(value))
+    unit_of.append(units.setdefault(key[0] if key[0] else n, len(units)))
+    own.append(pair[0])
+    other.append(pair[1])
+    tasks.append(task_of_record(ra, f"record {n + 1}"))
+  if not unit_of:
+    raise ValueError("compare_nll: no records")
+  unit_N, u = np.asarray(unit_of), len(units)
+  own_N, other_N = np.asarray(own), np.asarray(other)
+  weights_SxU = bootstrap.draws(u, samples, seed)
+  out = {}
+  for name, m in _cells(np.asarray(tasks)).items():
+    sums = lambda x: np.bincount(unit_N[m], weights=x[m], minlength=u)
+    paired = bootstrap.paired(weights_SxU, sums(other_N), sums(own_N), sums(np.ones(len(tasks))))
+    out[name] = {"n": int(m.sum()), "own": float(own_N[m].mean()), "other": float(other_N[m].mean()),
+                 "gain": paired["difference"], "ci": paired["ci"], "p_value": paired["p_value"]}
+  return out
+
+
 def format_score(score: dict) -> list[str]:
   """One line per cell: accuracy, 95% interval, correct / n."""
   lines = [f"{score['variant']}: {score['scored']} records scored, 95% bootstrap intervals over "

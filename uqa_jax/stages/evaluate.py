@@ -4,7 +4,8 @@ The aligned model is `workdir/align/export` (`align_export.load`: every tensor a
 checked). Runs (`evaluate.runs`, `choices.EVAL_RUNS`), each written to
 `workdir/evaluate/<run>/predictions.jsonl` (official format: `question`, `prediction`,
 `answer`; plus `task`, `user`, `prompt_tokens`, `ranked_prediction` where candidates are
-listed) and scored into `workdir/evaluate/<run>/result.json`:
+listed, `answer_nll` with `evaluate.answer_nll`) and scored into
+`workdir/evaluate/<run>/result.json`:
   aligned        the user's own soft prompt through the trained adapter (whatever `align.user`
                  trained: the encoder, or the `zeros` / `random_encoder` control)
   shuffled_user  the same trained model, each user's questions asked with another user's soft
@@ -19,7 +20,10 @@ Answers are decoded greedily with the KV cache until the end-of-turn token or
 `evaluate.max_new_tokens`, in batches of prompts sorted by length so each prompt bucket compiles
 once. `ranked` (for questions listing candidates): each candidate's answer tokens are scored
 after the same prompt (`Generator.continuation_nll`) and the lowest NLL per token is the
-ranked prediction. A finished run is reused when the stage resumes.
+ranked prediction. `answer_nll` (every question): the gold answer's NLL per token after the
+run's prompt, on the same cached prefill; the report pairs `aligned` with `shuffled_user`
+question by question (the answer log-likelihood diagnostic, more sensitive than accuracy).
+A finished run is reused when the stage resumes.
 """
 
 import dataclasses
@@ -64,6 +68,7 @@ class EvaluateConfig:
   top_p: float = 1.0  # nucleus filtering when sampling
   batch_size: int = 16
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
+  answer_nll: bool = True  # also score the gold answer's NLL per token (every question)
   text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
   max_questions: int = 0  # 0: every align-eval question
   prompt_cost: bool = True  # Table 7: time the prefill of the soft prompt and of text20/text50
@@ -226,7 +231,7 @@ class Evaluator:
     """Generate (and rank) every question -> (records in question order, prefill s per question)."""
     e, n = self.e, len(self.questions)
     pick = lambda idx: (None if soft is None else soft[idx], None if soft_at is None else [soft_at[i] for i in idx])
-    predictions, ranked = [None] * n, [None] * n
+    predictions, likely = [None] * n, [None] * n
     sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
                                        top_p=e.top_p, seed=self.seed)
     batches, start = self._batches(range(n), prompts), time.time()
@@ -241,34 +246,46 @@ class Evaluator:
     first = batches[0][1]
     prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first), new_tokens=e.max_new_tokens,
                                     warm=False) / len(first)
-    listed = [i for i in range(n) if self.questions[i].candidates]
-    if e.ranked and listed:
-      batches, start = self._batches(listed, prompts), time.time()
+    scored = [i for i in range(n) if e.answer_nll or (e.ranked and self.questions[i].candidates)]
+    if scored:
+      batches, start = self._batches(scored, prompts), time.time()
       for b, (idx, full) in enumerate(batches):
-        self._rank(gen, idx, full, prompts, messages, *pick(full), ranked)
+        self._likelihoods(gen, idx, full, prompts, messages, *pick(full), likely)
         if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
-          self._progress(run, "ranked the candidates of", sum(len(x) for x, _ in batches[:b + 1]), len(listed), start)
+          self._progress(run, "scored the answer likelihoods of", sum(len(x) for x, _ in batches[:b + 1]),
+                         len(scored), start)
     k = 0 if soft is None else soft.shape[1]
     records = []
     for i, q in enumerate(self.questions):
       record = {"question": q.question, "prediction": predictions[i], "answer": q.answer, "task": q.task,
                 "user": q.user, "row": q.row, "prompt_tokens": len(prompts[i]) + k}
-      if ranked[i] is not None:
-        record.update(ranked[i])
+      if likely[i]:
+        record.update(likely[i])
       records.append(record)
     return records, prefill_s
 
-  def _rank(self, gen, idx, full, prompts, messages, soft_b, at_b, ranked) -> None:
-    """Each listed candidate's NLL per answer token after the prompt; the lowest is the ranked prediction."""
+  def _options(self, q) -> tuple[str, ...]:
+    """The answers whose likelihood is scored: the listed candidates (ranked; the gold is one of
+    them), else the gold alone (`answer_nll`)."""
+    return q.candidates if self.e.ranked and q.candidates else (q.answer,)
+
+  def _likelihoods(self, gen, idx, full, prompts, messages, soft_b, at_b, out) -> None:
+    """Each option's NLL per answer token after the prompt, on one cached prefill per row; the
+    lowest among listed candidates is the ranked prediction, the gold's is `answer_nll`."""
     conts = []
     for i in full:
       q = self.questions[i]
-      conts.append([self.chat.answer_ids(messages[i], c, prompts[i], f"{self.path}, row {q.row}") for c in q.candidates])
+      conts.append([self.chat.answer_ids(messages[i], c, prompts[i], f"{self.path}, row {q.row}")
+                    for c in self._options(q)])
     scores = gen.continuation_nll([prompts[i] for i in full], conts, soft_prompt_BxPxD=soft_b, soft_at=at_b)
-    for i, per_cand in zip(idx, scores):
-      q = self.questions[i]
-      nll = [s / c for s, c in per_cand]
-      ranked[i] = {"ranked_prediction": q.candidates[int(np.argmin(nll))], "candidate_nll": [round(x, 4) for x in nll]}
+    for i, per_option in zip(idx, scores):
+      q, options = self.questions[i], self._options(self.questions[i])
+      nll = [s / c for s, c in per_option]
+      out[i] = {}
+      if self.e.answer_nll:
+        out[i]["answer_nll"] = round(nll[options.index(q.answer)], 5)
+      if self.e.ranked and q.candidates:
+        out[i].update(ranked_prediction=q.candidates[int(np.argmin(nll))], candidate_nll=[round(x, 4) for x in nll])
 
   # --- the runs ----------------------------------------------------------------------
   def run(self, run: str) -> tuple[list[dict], dict]:

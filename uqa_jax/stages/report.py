@@ -6,8 +6,9 @@ its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/repo
   report.md    Table 2 (runs x DF, MF, IP, AP, LI, SI, IT, the three groups, overall; official
                and strict), the ranked variant on the questions that list candidates, Tables
                3/4 (input and pretrain-loss ablations, when runs differ in them), Table 7
-               (prompt tokens and prefill seconds per question), and the paired comparisons of
-               each trained encoder with the controls and floors
+               (prompt tokens and prefill seconds per question), the paired comparisons of
+               each trained encoder with the controls and floors, and the answer NLL gain of
+               the own user's prompt over a shuffled user's per sub-task (paired)
   report.json  the same numbers
   accuracy_<variant>.png  per-sub-task bars with interval whiskers, one bar per run
 It prints Table 2 and one line saying whether the trained encoder beats `shuffled_user` and
@@ -105,6 +106,50 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   return out
 
 
+def nll_gains(results: list[dict], samples: int) -> list[dict]:
+  """Per trained encoder: the gold answer's NLL per token under a shuffled user's prompt minus
+  under the own user's, per task (`scoring.compare_nll`), from its workdir's `shuffled_user`."""
+  out = []
+  for method in (r for r in results if r["kind"] == "method"):
+    shuffled = [r for r in results if r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]]
+    if not shuffled:
+      out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
+      continue
+    try:
+      cells = scoring.compare_nll(_records(method), _records(shuffled[0]), samples=samples)
+    except ValueError as e:  # written before evaluate.answer_nll existed, or different questions
+      out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
+      continue
+    out.append({"method": method["label"], "method_dir": method["dir"], "cells": cells})
+  return out
+
+
+def nll_table(gains: list[dict]) -> list[str]:
+  lines = ["| method | cell | n | NLL own | NLL shuffled | gain (shuffled − own) | 95% interval | p |",
+           "|---|---|---|---|---|---|---|---|"]
+  for g in gains:
+    if "skipped" in g:
+      lines.append(f"| {g['method']} | not measured: {g['skipped']} | | | | | | |")
+      continue
+    for name, c in g["cells"].items():
+      lines.append(f"| {g['method']} | {name} | {c['n']} | {c['own']:.4f} | {c['other']:.4f} | {c['gain']:+.4f} | "
+                   f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] | {c['p_value']:.3f} |")
+  return lines
+
+
+def nll_verdict(gains: list[dict]) -> str:
+  lines = []
+  for g in gains:
+    if "skipped" in g:
+      continue
+    c = g["cells"]["overall"]
+    above = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    lines.append(f"answer NLL (paired over users): {g['method']}'s own prompt {'makes' if above else 'does not make'} "
+                 f"the gold more likely than a shuffled user's beyond noise (gain {c['gain']:+.4f} nats/token "
+                 f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p={c['p_value']:.3f})")
+  return "\n".join(lines)
+
+
 def beats(c: dict) -> bool:
   return "p_value" in c and c["difference"] > 0 and c["ci"][0] > 0 and c["p_value"] < ALPHA
 
@@ -187,7 +232,8 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   results = collect([workdir] + [os.path.abspath(w) for w in include])
   results.sort(key=lambda r: (["method", "control", "baseline", "floor"].index(r["kind"]), r["label"]))
   comps = comparisons(results, samples)
-  line = verdict(results, comps)
+  gains = nll_gains(results, samples)
+  line = "\n".join(x for x in (verdict(results, comps), nll_verdict(gains)) if x)
   out_dir = os.path.join(workdir, "report")
   os.makedirs(out_dir, exist_ok=True)
   ranked = [r for r in results if r["scores"]["ranked"]["cells"]]
@@ -212,13 +258,17 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   skipped = [c for c in comps if "p_value" not in c]
   if skipped:
     md += ["", "Not compared:"] + [f"- {c['method']} vs {c['other']} ({c['variant']}): {c['skipped']}" for c in skipped]
-  md += ["", line, ""]
+  md += ["", "## Answer log-likelihood: own user vs shuffled_user (paired per question)", "",
+         "The gold answer's NLL per token after each prompt, from the same trained model; the gain is "
+         "shuffled minus own, so above zero means the own user's soft prompt makes the gold more likely.", "",
+         *nll_table(gains), "", line, ""]
   if figures:
     for variant in ("official", "strict"):
       name = f"accuracy_{variant}.png"
       figure(results, variant, os.path.join(out_dir, name))
       md += [f"![{variant}]({name})", ""]
-  report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps, "verdict": line}
+  report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps,
+            "answer_nll_gains": gains, "verdict": line}
   stages.write_json(os.path.join(out_dir, "report.json"), report)
   with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(md))
