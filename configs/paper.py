@@ -24,6 +24,7 @@ from uqa_jax.data.pipeline import InputConfig
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.llm.assets import LLMSource
 from uqa_jax.stages.align import AlignConfig
+from uqa_jax.stages.diagnose import DiagnoseConfig
 from uqa_jax.stages.evaluate import EvaluateConfig
 from uqa_jax.stages.pretrain import PretrainConfig
 from uqa_jax.stages.report import ReportConfig
@@ -42,6 +43,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.align = block(AlignConfig)  # Stage 2 (configs/uqabench.py runs it with the paper's LLM)
   c.adapter = block(AdapterConfig, exclude=("d_llm", "embed_rms"))  # derived from the LLM
   c.evaluate = block(EvaluateConfig)  # Stage 3: generation, scoring, controls, floors
+  c.diagnose = block(DiagnoseConfig)  # where user information is lost: data ceiling, encoder probe
   c.report = block(ReportConfig)
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the other devices
   return c

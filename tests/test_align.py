@@ -347,3 +347,21 @@ def test_placeholder_splice_trains_and_differs_from_prefix(base, tmp_path):
     assert np.all(np.asarray(batch["question_at"]) > 0)
     losses[place] = float(parts.step(parts.init(None), batch)[1]["loss"])
   assert np.isfinite(losses["placeholder"]) and losses["placeholder"] != losses["prefix"]
+
+
+def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp_path):
+  """user=oracle_titles: the adapter reads the LLM's title embeddings (width d_llm), not the
+  encoder; the export reloads with that width; only the titles move the soft tokens."""
+  config, workdir = _workdir(base, tmp_path, user="oracle_titles", steps=2)
+  stages.run("align", config, workdir, log=QUIET)
+  model, params, spec = align_export.load(os.path.join(workdir, "align", "export"))
+  assert spec["align"]["user"] == "oracle_titles" and model.adapter_width == model.llm.cfg.d_model
+  parts = align.build(config, workdir)
+  batch = _batches(parts, workdir, 1)[0]
+  soft = lambda b: np.asarray(model.soft_tokens(params, b))
+  ids_changed = dict(batch, uni_seq_item_id=jnp.roll(batch["uni_seq_item_id"], 1, axis=0))
+  np.testing.assert_array_equal(soft(batch), soft(ids_changed))
+  titles = uqa_model.TITLE_COLUMN
+  assert not np.allclose(soft(batch), soft(dict(batch, **{titles: jnp.roll(batch[titles], 1, axis=0)})))
+  with pytest.raises(config_blocks.ConfigError, match="oracle_titles.*never reads the encoder"):
+    align.align_config(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True))

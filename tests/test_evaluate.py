@@ -66,11 +66,13 @@ def _chain_llm(path, tokenizer):
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tokenizer):
-  """(config, workdir, logits_of, chain) after data -> pretrain -> align -> evaluate -> report."""
+  """(config, workdir, logits_of, chain) after data -> pretrain -> align -> evaluate -> diagnose -> report."""
   llm_dir, logits_of, chain = _chain_llm(tmp_path_factory.mktemp("chain-llm"), tokenizer)
   config = smoke.get_config()
-  config.stages = ("data", "pretrain", "align", "evaluate", "report")
+  config.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   config.llm.model = llm_dir
+  config.diagnose.probe.min_train = 5
+  config.diagnose.bootstrap_samples = 50
   config.input.max_text_len = 96
   config.pretrain.steps = 3  # any trained encoder will do
   a = config.align
@@ -320,3 +322,32 @@ def test_report_with_an_included_ablation_workdir(evaluated, tmp_path):
            for c in json.loads((main / "report" / "report.json").read_text())["comparisons"]}
   assert ("trmpp", "trmpp w/o text", True) in pairs
   assert ("trmpp", "shuffled_user", True) not in pairs and ("trmpp", "shuffled_user", False) in pairs
+
+
+def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, tmp_path):
+  """With the diagnose stage's results and an oracle-reader workdir included, the report puts
+  the count ceiling, the probe, the trained model and the oracle side by side per sub-task and
+  says where the information is lost. The chain LLM ignores every soft token: no gain anywhere."""
+  _, workdir, _, _ = evaluated
+  main, oracle = tmp_path / "main", tmp_path / "oracle"
+  shutil.copytree(os.path.join(workdir, "evaluate"), main / "evaluate")
+  shutil.copytree(os.path.join(workdir, "diagnose"), main / "diagnose")
+  shutil.copytree(os.path.join(workdir, "evaluate"), oracle / "evaluate")
+  path = oracle / "evaluate" / "aligned" / "result.json"
+  path.write_text(json.dumps({**json.loads(path.read_text()), **evaluate.describe(_oracle_config(), "aligned")}))
+  lines = []
+  report.write(str(main), include=[str(oracle)], figures=False, samples=100, log=lines.append)
+  md = (main / "report" / "report.md").read_text(encoding="utf-8")
+  table = md[md.index("## Where user information is lost"):].splitlines()
+  assert "count ceiling" in table[2] and "encoder probe" in table[2] and "NLL gain, oracle reader" in table[2]
+  si = next(l for l in table if l.startswith("| SI |"))
+  assert si.split(" | ")[1].startswith("100.0")  # the count ceiling
+  said = next(l for l in lines if l.startswith("report: diagnosis:"))
+  assert "Data: counting the visible clicks answers" in said and "Encoder: a linear probe" in said
+  assert "the LLM does not use the user's tokens" in said and "does not carry user information" in said
+
+
+def _oracle_config():
+  config = smoke.get_config()
+  config.align.user = "oracle_titles"
+  return config

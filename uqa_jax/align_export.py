@@ -98,7 +98,7 @@ def load(directory: str):
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
   shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
-  d = encoder.cfg.d_model
+  d = model.adapter_width
   expected = {"encoder": shapes(encoder_params), "llm": shapes(llm_params),
               "adapter": jax.eval_shape(lambda r: adapter.init(r, jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32)),
                                         jax.random.PRNGKey(0))["params"]}

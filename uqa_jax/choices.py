@@ -4,16 +4,18 @@ Implementations register under exactly these names (`stages/<name>.py`, `encoder
 tests keep the lists and the modules in step.
 """
 
-STAGES = ("data", "pretrain", "align", "evaluate", "report")  # pipeline order
+STAGES = ("data", "pretrain", "align", "evaluate", "diagnose", "report")  # pipeline order
 DATA_SOURCES = ("synthetic", "movielens", "official")
 ENCODERS = ("gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp")
 INPUT_VARIANTS = ("full", "no_text", "no_side")  # paper Table 3 rows
 ADAPTERS = ("mean", "mlp", "recent", "qformer")  # mean: the official default
 ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
-# The real user, the built-in controls, and the text baselines (no encoder: the last N clicked
-# titles written into the prompt) aligned on the same budget.
+# The real user, the built-in controls, the oracle reader (soft tokens from the LLM's own
+# embeddings of the clicked titles: can the LLM learn to read soft tokens at all?), and the text
+# baselines (no encoder: the last N clicked titles written into the prompt), on the same budget.
 TEXT_CLICKS = {"text20": 20, "text50": 50}
-ALIGN_USERS = ("encoder", "zeros", "random_encoder", *TEXT_CLICKS)
+ORACLE = "oracle_titles"
+ALIGN_USERS = ("encoder", "zeros", "random_encoder", ORACLE, *TEXT_CLICKS)
 SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")
 # Stage 3: the aligned model, the free shuffled-user control, text baselines, the floors.

@@ -7,8 +7,11 @@ delimiters after it); soft tokens are never predicted. `user` is the built-in co
 "zeros" feeds zeros through the same adapter in every path that calls `soft_tokens` (training
 and evaluation alike), so a run can learn a constant prompt but nothing about the user;
 "random_encoder" is the same path as "encoder" with the parameters of an untrained encoder
-(the stage supplies them); "text20"/"text50" have no soft tokens at all (K = 0: the pipeline
-writes the last clicked titles into the prompt instead).
+(the stage supplies them); "oracle_titles" replaces the encoder's states by the mean of the LLM's
+own (input, not trained through) token embeddings of each clicked item's title: information the
+encoder should summarise, certainly present and already in the LLM's space, so a run that cannot
+use it says the reader, not the encoder, is where user information is lost; "text20"/"text50"
+have no soft tokens at all (K = 0: the pipeline writes the last clicked titles into the prompt).
 Shape letters: B batch, L history, D encoder width, K soft tokens, T chat tokens, S = T + K, V vocab.
 """
 
@@ -21,9 +24,26 @@ import jax.numpy as jnp
 from uqa_jax import adapters
 from uqa_jax import choices
 from uqa_jax import splice
+from uqa_jax.data import schema
 from uqa_jax.llm import model as llm_model
 
-USERS = choices.ALIGN_USERS  # encoder, zeros, random_encoder
+USERS = choices.ALIGN_USERS  # encoder, zeros, random_encoder, oracle_titles, text20, text50
+TITLE_COLUMN = "uni_seq_title_bpe_token_ids"
+
+
+def title_states(embedding_VxM, batch):
+  """(states [B, L, M] float32, mask [B, L]): per click, the mean embedding of its title's tokens
+  (id 0 pads a bag), with no gradient into the embedding table; the oracle reader's input."""
+  if TITLE_COLUMN not in batch:
+    raise ValueError(f"align.user={choices.ORACLE!r} needs the batch's {TITLE_COLUMN!r} (title tokens per click)")
+  tokens_BxLxW = batch[TITLE_COLUMN]
+  present_BxLxW = (tokens_BxLxW != schema.PAD_ID).astype(jnp.float32)
+  table_VxM = jax.lax.stop_gradient(embedding_VxM).astype(jnp.float32)
+  sums_BxLxM = jnp.einsum("blw,blwm->blm", present_BxLxW, table_VxM[tokens_BxLxW])
+  states_BxLxM = sums_BxLxM / jnp.maximum(present_BxLxW.sum(-1, keepdims=True), 1.0)
+  length = tokens_BxLxW.shape[1]
+  mask_BxL = (jnp.arange(length)[None, :] < batch["lengths"][:, None]).astype(jnp.int32)
+  return states_BxLxM * mask_BxL[..., None], mask_BxL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +65,18 @@ class UQAModel:
     """K: soft tokens per row (none for a text user, whose history is in the prompt as text)."""
     return 0 if self.user in choices.TEXT_CLICKS else adapters.num_tokens(self.adapter.cfg)
 
+  @property
+  def adapter_width(self) -> int:
+    """The width of the states the adapter reads: the encoder's, or the LLM's for the oracle."""
+    return self.llm.cfg.d_model if self.user == choices.ORACLE else self.encoder.cfg.d_model
+
   def soft_tokens(self, params, batch):
     """[B, K, M] float32 soft tokens of the batch's histories (zeros in, for the `zeros` control)."""
     if not self.num_soft:
       return jnp.zeros((batch["input_ids"].shape[0], 0, self.llm.cfg.d_model), jnp.float32)
+    if self.user == choices.ORACLE:
+      states_BxLxM, mask_BxL = title_states(params["llm"]["embedding"], batch)
+      return self.adapter.apply({"params": params["adapter"]}, states_BxLxM, mask_BxL)
     states_BxLxD, _, mask_BxL = self.encoder.apply({"params": params["encoder"]}, batch)
     if self.user == "zeros":  # no state and no length: a mask would tell the Q-Former how long the history is
       states_BxLxD, mask_BxL = jnp.zeros_like(states_BxLxD), jnp.ones_like(mask_BxL)

@@ -9,6 +9,9 @@ of the LLM's token embeddings. Modes (`align.mode`):
            `align.learning_rate`) when `align.train_encoder`
 Controls (`align.user`): `zeros` feeds zeros through the same adapter, `random_encoder` an
 untrained encoder of the same architecture (seeded); both get exactly the real run's budget.
+The reader diagnostic `oracle_titles` gives the adapter, instead of encoder states, each click's
+mean LLM embedding of its title (`uqa_model.title_states`): can the LLM learn to read soft tokens
+on this budget when the information is certainly in them?
 The text baselines `text20` / `text50` (mode `full` only) have no soft tokens: the pipeline
 writes the last 20 / 50 clicked titles above each question and the LLM is fine-tuned on that,
 on the same budget (raise `input.max_text_len`: ~290 / ~640 tokens on the default data).
@@ -74,7 +77,7 @@ LR_OF = {"adapter": "learning_rate", "encoder": "learning_rate", "llm": "llm_lea
 class AlignConfig:
   """The `align` block; defaults are the official recipe (adapter-only, AdamW 1e-4, 3 epochs)."""
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
-  user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder
+  user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
   place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
   system_prompt: str = ""  # "": no system turn at all
   batch_size: int = 32
@@ -101,7 +104,7 @@ class AlignConfig:
         raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
     if self.train_encoder and self.mode != "full":
       raise ValueError("train_encoder=True needs mode='full' (mode 'adapter' trains the adapter only)")
-    if self.train_encoder and self.user in ("zeros", *choices.TEXT_CLICKS):
+    if self.train_encoder and self.user in ("zeros", choices.ORACLE, *choices.TEXT_CLICKS):
       raise ValueError(f"train_encoder=True with user={self.user!r}: the {self.user} control never reads the encoder")
     if self.user in choices.TEXT_CLICKS and self.mode != "full":
       raise ValueError(f"user={self.user!r} puts the history into the prompt as text and has no soft tokens: "
@@ -246,7 +249,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a.place, user=a.user)
 
-  example_states = (jnp.zeros((1, 2, encoder.cfg.d_model)), jnp.ones((1, 2), jnp.int32))
+  example_states = (jnp.zeros((1, 2, model.adapter_width)), jnp.ones((1, 2), jnp.int32))
   encoder_init = lambda r: encoder.init({"params": r, "dropout": r},
                                         encoder_export._example_batch(spec["has_time"]))["params"]
   if a.user == "random_encoder":  # same architecture, untrained, seeded
@@ -337,6 +340,8 @@ def run(config, workdir: str, log=print) -> dict:
     count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
     source = (f"the last {choices.TEXT_CLICKS[a.user]} clicked titles as text (no encoder, no soft tokens)"
               if a.user in choices.TEXT_CLICKS else
+              f"oracle: each click's mean title embedding from the LLM -> {model.adapter.cfg.name} adapter "
+              f"({model.num_soft} soft tokens, {a.place})" if a.user == choices.ORACLE else
               f"{model.encoder.cfg.name} encoder ({'trains' if a.train_encoder else 'frozen'}) -> "
               f"{model.adapter.cfg.name} adapter ({model.num_soft} soft tokens, {a.place})")
     log(f"align: {source} -> LLM {data_stage.llm_source(config).model} ({model.llm.cfg.dtype}); mode {a.mode}, "

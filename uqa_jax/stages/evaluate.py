@@ -111,6 +111,8 @@ def describe(config, run: str) -> dict:
     label, kind = config.encoder.name, "method"
     label += {"full": "", "no_text": " w/o text", "no_side": " w/o side info"}[config.encoder.input_variant]
     label += "" if config.pretrain.loss == "sl" else f" ({config.pretrain.loss.upper()} loss)"
+  elif run == "aligned" and user == choices.ORACLE:
+    label, kind = "oracle reader (titles' LLM embeddings)", "diagnostic"
   elif run == "aligned":
     label, kind = user, "control"
   elif run == "shuffled_user":

@@ -10,6 +10,10 @@ its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/repo
                each trained encoder with the controls and floors, and the answer NLL gain of
                the own user's prompt over a shuffled user's per sub-task (paired)
   report.json  the same numbers
+               The last section says where user information is lost: per sub-task, the count
+               ceiling and the encoder probe (`workdir/diagnose`, when that stage ran), the
+               trained model, shuffled_user and the oracle reader (an included workdir aligned
+               with `align.user=oracle_titles`), with the answer-NLL gains and a verdict per level
   accuracy_<variant>.png  per-sub-task bars with interval whiskers, one bar per run
 It prints Table 2 and one line saying whether the trained encoder beats `shuffled_user` and
 `zeros` beyond noise (paired bootstrap over users, p < 0.05, and the difference's interval
@@ -30,6 +34,7 @@ ALWAYS_RUN = True
 COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
 HEADERS = list(schema.TASKS) + ["SU", "AcP", "IP-g", "Overall"]  # groups: sequence understanding, action prediction, interest perception
 CONTROLS = ("shuffled_user", "zeros", "random_encoder")
+KINDS = ("method", "control", "diagnostic", "baseline", "floor")  # the tables' row order
 ALPHA = 0.05
 
 
@@ -107,10 +112,11 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
 
 
 def nll_gains(results: list[dict], samples: int) -> list[dict]:
-  """Per trained encoder: the gold answer's NLL per token under a shuffled user's prompt minus
-  under the own user's, per task (`scoring.compare_nll`), from its workdir's `shuffled_user`."""
+  """Per aligned model (trained encoder, controls, oracle reader): the gold answer's NLL per token
+  under a shuffled user's prompt minus under the own user's, per task (`scoring.compare_nll`),
+  from its workdir's `shuffled_user`."""
   out = []
-  for method in (r for r in results if r["kind"] == "method"):
+  for method in (r for r in results if r["run"] == "aligned"):
     shuffled = [r for r in results if r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]]
     if not shuffled:
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
@@ -180,6 +186,69 @@ def verdict(results: list[dict], comps: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _task_cell(scores: dict, task: str):
+  return scores["official"]["cells"].get(f"task/{task}")
+
+
+def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[list[str], str]:
+  """(markdown table per sub-task, one-paragraph verdict): where user information is lost.
+
+  Columns: the count ceiling and the encoder probe (with its majority answer and shuffled-label
+  control) from `workdir/diagnose`, then the trained model, its shuffled_user control and the
+  oracle reader (any `oracle_titles` run among the results), with each one's answer-NLL gain.
+  """
+  path = os.path.join(workdir, "diagnose", stages.RESULT)
+  diag = stages.read_json(path) if os.path.exists(path) else None
+  method = next((r for r in results if r["kind"] == "method"), None)
+  shuffled = next((r for r in results if method and r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]), None)
+  oracle = next((r for r in results if r["kind"] == "diagnostic"), None)
+  gain_of = {g["method_dir"]: g["cells"] for g in gains if "cells" in g}
+  columns = []
+  if diag:
+    columns += [(name, lambda t, n=run: _task_cell(diag["runs"][n]["scores"], t))
+                for name, run in (("count ceiling", "ceiling"), ("encoder probe", "probe"),
+                                  ("majority answer", "probe_majority"), ("probe, shuffled labels", "probe_shuffled_labels"))]
+  for label, r in (("trained", method), ("shuffled_user", shuffled), ("oracle reader", oracle)):
+    if r is not None:
+      columns.append((label, lambda t, r=r: _task_cell(r["scores"], t)))
+  nll_cols = [(label, gain_of[r["dir"]]) for label, r in (("trained", method), ("oracle reader", oracle))
+              if r is not None and r["dir"] in gain_of]
+  head = [c for c, _ in columns] + [f"NLL gain, {label}" for label, _ in nll_cols]
+  lines = ["| task | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
+  for task in schema.TASKS:
+    cells = [_cell(f(task)) for _, f in columns]
+    cells += [(lambda c: "—" if c is None else f"{c['gain']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]")(g.get(f"task/{task}"))
+              for _, g in nll_cols]
+    lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  said = []
+  if diag:
+    ceil = diag["runs"]["ceiling"]["scores"]["official"]["cells"]
+    said.append("Data: counting the visible clicks answers " + ", ".join(
+        f"{t} {100 * ceil[f'task/{t}']['accuracy']:.0f}%" for t in schema.TASKS if f"task/{t}" in ceil) + ".")
+    c = diag.get("probe_vs_majority")
+    if c:
+      held = c["ci"][0] > 0 and c["p_value"] < ALPHA
+      said.append(f"Encoder: a linear probe of its state {'beats' if held else 'does not beat'} the majority answer "
+                  f"beyond noise ({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}, "
+                  f"{c['n']} probed questions).")
+  else:
+    said.append("Data and encoder: not diagnosed (add 'diagnose' to config.stages).")
+  if oracle is None:
+    said.append("Reader: not diagnosed (align with align.user=oracle_titles in its own workdir, with "
+                "evaluate.runs including shuffled_user, and list it in report.include).")
+  elif oracle["dir"] in gain_of:
+    c = gain_of[oracle["dir"]]["overall"]
+    read = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    said.append(f"Reader: with the oracle soft prompt the LLM {'uses' if read else 'does not use'} the user's "
+                f"tokens beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
+  if method is not None and method["dir"] in gain_of:
+    c = gain_of[method["dir"]]["overall"]
+    used = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    said.append(f"Trained encoder: its soft prompt {'carries' if used else 'does not carry'} user information into "
+                f"the answers beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
+  return lines, " ".join(said)
+
+
 def ablation(results: list[dict], key: str, title: str) -> list[str]:
   """Table 2's columns for the trained-encoder runs, when they differ in `key` (input_variant, pretrain_loss)."""
   methods = [r for r in results if r["kind"] == "method"]
@@ -230,7 +299,7 @@ def figure(results: list[dict], variant: str, path: str) -> None:
 def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, log=print) -> dict:
   """Builds the report from stored results alone; -> report.json's content."""
   results = collect([workdir] + [os.path.abspath(w) for w in include])
-  results.sort(key=lambda r: (["method", "control", "baseline", "floor"].index(r["kind"]), r["label"]))
+  results.sort(key=lambda r: (KINDS.index(r["kind"]), r["label"]))
   comps = comparisons(results, samples)
   gains = nll_gains(results, samples)
   line = "\n".join(x for x in (verdict(results, comps), nll_verdict(gains)) if x)
@@ -261,14 +330,17 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   md += ["", "## Answer log-likelihood: own user vs shuffled_user (paired per question)", "",
          "The gold answer's NLL per token after each prompt, from the same trained model; the gain is "
          "shuffled minus own, so above zero means the own user's soft prompt makes the gold more likely.", "",
-         *nll_table(gains), "", line, ""]
+         *nll_table(gains), ""]
+  diag_lines, diag_said = diagnosis(workdir, results, gains)
+  md += ["## Where user information is lost (official rule, % [95% interval]; NLL gain in nats/token)", "",
+         *diag_lines, "", diag_said, "", line, ""]
   if figures:
     for variant in ("official", "strict"):
       name = f"accuracy_{variant}.png"
       figure(results, variant, os.path.join(out_dir, name))
       md += [f"![{variant}]({name})", ""]
   report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps,
-            "answer_nll_gains": gains, "verdict": line}
+            "answer_nll_gains": gains, "diagnosis": diag_said, "verdict": line}
   stages.write_json(os.path.join(out_dir, "report.json"), report)
   with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(md))
@@ -277,6 +349,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
       f"  {r['label']:28} " + "  ".join(f"{v} {_cell(r['scores'][v]['cells'].get('overall')):20}" for v in scoring.VARIANTS)
       for r in results))
   log(line)
+  log("report: diagnosis: " + diag_said)
   log(f"report: {os.path.join(out_dir, 'report.md')}")
   return {"verdict": line, "runs": len(results)}
 

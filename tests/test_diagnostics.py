@@ -1,0 +1,196 @@
+"""The diagnostics find a planted signal and none where there is none: the linear probe on
+hand-built user vectors, the oracle reader on a tiny LLM trained here, the count ceiling on
+the synthetic data (an independent counting of the histories the questions were made from)."""
+
+import dataclasses
+import os
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from uqa_jax import adapters
+from uqa_jax import choices
+from uqa_jax import questions as questions_lib
+from uqa_jax import scoring
+from uqa_jax import stages
+from uqa_jax import uqa_model
+from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.data import pipeline
+from uqa_jax.data import qa
+from uqa_jax.diagnostics import ceiling
+from uqa_jax.diagnostics import probe as probe_lib
+from uqa_jax.llm import model as llm_model
+from uqa_jax.stages import report
+from tests.conftest import tiny_llm_config
+from tests.test_splice import CFG as LLM_CFG
+
+QUIET = lambda *_: None
+
+
+@dataclasses.dataclass
+class Q:
+  user: str
+  task: str
+  question: str
+  answer: str
+  candidates: tuple = ()
+  row: int = 0
+
+
+def _accuracy(records):
+  return float(np.mean([r["prediction"] == r["answer"] for r in records]))
+
+
+def _planted(n_users, seed, shuffle_labels=False):
+  """Users with 8-d vectors; SI's answer is the argmax of the first three coordinates, AP's the
+  sign of the fourth (among listed candidates), LI's two places the argmaxes of coordinates 0-2
+  and 4-6: a linear readout holds every answer. `shuffle_labels` breaks the link."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n_users, 8)).astype(np.float32)
+  names, second = np.array(["red", "green", "blue"]), np.array(["cyan", "magenta", "yellow"])
+  si = names[np.argmax(x[:, :3], 1)]
+  ap = np.where(x[:, 3] > 0, "up", "down")
+  li = [f"{a}, {b}" for a, b in zip(si, second[np.argmax(x[:, 4:7], 1)])]
+  if shuffle_labels:
+    si, ap, li = si[rng.permutation(n_users)], ap[rng.permutation(n_users)], [li[i] for i in rng.permutation(n_users)]
+  users = [f"u{seed}-{i}" for i in range(n_users)]
+  qs = []
+  for i, u in enumerate(users):
+    cands = tuple(rng.permutation(["up", "down", "flat"]))
+    qs += [Q(u, "SI", "Which colour is the user most interested in recently?", si[i]),
+           Q(u, "AP", "Which way next? Candidates: " + "; ".join(cands), ap[i], cands),
+           Q(u, "LI", "What are the user's top 3 colours, from most to least interested?", li[i])]
+  return qs, dict(zip(users, x))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_probe_recovers_a_planted_signal_and_finds_none_in_shuffled_labels(shuffle):
+  train, f_train = _planted(300, 0, shuffle)
+  eval_, f_eval = _planted(150, 1, shuffle)
+  out = probe_lib.probe(train, eval_, {**f_train, **f_eval}, "en")
+  assert {s["task"] for s in out["stems"]} == {"SI", "AP", "LI"} and not out["unprobed"]
+  by_task = lambda name, task: [r for r in out["records"][name] if r["task"] == task]
+  for task in ("SI", "AP", "LI"):
+    probe, majority = _accuracy(by_task("probe", task)), _accuracy(by_task("majority", task))
+    control = _accuracy(by_task("shuffled_labels", task))
+    # A probe fit to noise is a random direction in 8 dimensions: on a binary answer (AP) its
+    # accuracy spreads about +-0.1 around chance, hence the margin of 0.2.
+    if shuffle:  # nothing to find: the probe is no better than the majority answer
+      assert probe < majority + 0.2, task
+    else:
+      assert probe > 0.85 and probe > majority + 0.3, task
+      assert control < majority + 0.2 and control < probe - 0.25, task  # the same probe on shuffled train labels
+  # AP answers among the listed candidates only; LI joins its per-place answers with the list separator.
+  assert all(r["prediction"] in ("up", "down") for r in by_task("probe", "AP"))
+  assert all(r["prediction"].count(", ") == 1 for r in by_task("probe", "LI"))
+
+
+def test_probe_leaves_out_stems_with_too_few_train_questions():
+  train, f = _planted(10, 0)
+  out = probe_lib.probe(train, train, f, "en", probe_lib.ProbeConfig(min_train=11))
+  assert not out["stems"] and out["unprobed"] == {"SI": 10, "AP": 10, "LI": 10}
+  assert not any(out["records"].values())
+
+
+def _oracle_reader_gain(planted: bool, seed: int = 0) -> float:
+  """Trains adapter + tiny LLM on soft tokens from the title embeddings of 6 clicks; the answer
+  token is the last click's item mod 8 (planted) or random. -> eval NLL shuffled minus own."""
+  rng = np.random.default_rng(seed)
+  adapter = adapters.get("recent")(AdapterConfig(name="recent", num_tokens=2, d_llm=LLM_CFG.d_model, embed_rms=1.0))
+  llm = llm_model.Decoder(LLM_CFG)
+  model = uqa_model.UQAModel(None, adapter, llm, place="prefix", user=choices.ORACLE)
+
+  def batch(n):
+    items = rng.integers(0, 16, size=(n, 6))
+    titles = np.zeros((n, 6, 2), np.int32)
+    titles[:, :, 0] = 10 + items  # one title token per item (the second slot pads)
+    answer = 30 + (items[:, -1] % 8 if planted else rng.integers(0, 8, size=n))
+    ids = np.stack([np.full(n, 3), np.full(n, 4), answer, np.full(n, 5)], 1).astype(np.int32)
+    return {uqa_model.TITLE_COLUMN: titles, "lengths": np.full(n, 6, np.int32), "input_ids": ids,
+            "attention_mask": np.ones_like(ids), "loss_mask": np.tile(np.array([0, 0, 1, 0], np.int32), (n, 1))}
+
+  train, test = batch(256), batch(256)
+  ids = jnp.zeros((1, 2), jnp.int32)
+  params = {"adapter": adapter.init(jax.random.PRNGKey(1), jnp.zeros((1, 2, LLM_CFG.d_model)), jnp.ones((1, 2), jnp.int32))["params"],
+            "llm": nn.unbox(llm.init(jax.random.PRNGKey(2), ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"])}
+  tx = optax.adam(3e-3)
+
+  @jax.jit
+  def fit(params):
+    def step(carry, _):
+      p, s = carry
+      g = jax.grad(lambda p: uqa_model.answer_loss(p, train, model=model))(p)
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    return jax.lax.scan(step, (params, tx.init(params)), None, length=300)[0][0]
+
+  params = fit(params)
+  nll = lambda b: float(uqa_model.answer_loss(params, b, model=model))
+  others = dict(test, **{uqa_model.TITLE_COLUMN: np.roll(test[uqa_model.TITLE_COLUMN], 1, axis=0)})
+  return nll(others) - nll(test)
+
+
+def test_oracle_reader_learns_to_read_soft_tokens_when_they_hold_the_answer():
+  assert _oracle_reader_gain(planted=True) > 1.0  # chance is ln 8 = 2.08 nats
+
+
+def test_oracle_reader_finds_nothing_when_the_answer_is_not_in_the_history():
+  assert abs(_oracle_reader_gain(planted=False)) < 0.25
+
+
+def test_oracle_states_are_mean_title_embeddings_and_need_the_title_column():
+  table = np.arange(40, dtype=np.float32).reshape(10, 4)
+  titles = np.array([[[1, 2, 0], [3, 0, 0], [0, 0, 0]]], np.int32)  # step 3 is padding (length 2)
+  states, mask = uqa_model.title_states(jnp.asarray(table), {uqa_model.TITLE_COLUMN: titles,
+                                                              "lengths": np.array([2], np.int32)})
+  np.testing.assert_allclose(states[0, 0], (table[1] + table[2]) / 2)
+  np.testing.assert_allclose(states[0, 1], table[3])
+  np.testing.assert_allclose(states[0, 2], 0)
+  assert mask.tolist() == [[1, 1, 0]]
+  with pytest.raises(ValueError, match="oracle_titles.*title tokens"):
+    uqa_model.title_states(jnp.asarray(table), {"lengths": np.array([2], np.int32)})
+
+
+def test_count_ceiling_reads_the_interest_labels_off_the_history(en_dir, tokenizer):
+  """SI, LI and IT are functions of the clicks the model sees: counting them (decoded from the
+  text features, no code shared with `qa`) gives every label; another user's clicks do not.
+  The next click (IP, AP) is predictable well above the first-candidate floor."""
+  path = os.path.join(en_dir, "align_data_train.arrow")  # more questions than the eval file's 8 users
+  pipe = pipeline.PipelineConfig(max_len=512, max_text_len=256, max_answer_len=64)
+  qs, _, language = questions_lib.load(path, pipe, tokenizer)
+  source = pipeline.SequenceSource(path)
+  records, skipped = ceiling.records(qs, source, tokenizer, language)
+  assert set(skipped) == {"DF", "MF"}
+  cells = scoring.score_records(records, samples=100)["cells"]
+  for task in ("SI", "LI", "IT"):
+    assert cells[f"task/{task}"]["accuracy"] == 1.0, task
+  first = {t: np.mean([q.candidates[0] == q.answer for q in qs if q.task == t]) for t in ("IP", "AP")}
+  for task in ("IP", "AP"):
+    assert cells[f"task/{task}"]["accuracy"] > first[task] + 0.15, task
+  # Another user's history (the previous question's row of another user).
+  rows = [q.row for q in qs]
+  moved = [dataclasses.replace(q, row=rows[(i + 7) % len(rows)]) for i, q in enumerate(qs)]
+  other = scoring.score_records(ceiling.records(moved, source, tokenizer, language)[0], samples=100)["cells"]
+  assert other["task/SI"]["accuracy"] < 0.5 and other["task/LI"]["accuracy"] < 0.2
+
+
+def test_diagnose_stage_and_report(tiny_llm_base, tmp_path):
+  llm_dir, base = tiny_llm_base
+  config = tiny_llm_config(llm_dir)
+  config.diagnose.probe.min_train = 5
+  config.diagnose.bootstrap_samples = 50
+  workdir = str(tmp_path)
+  for stage in ("data", "pretrain"):
+    shutil.copytree(os.path.join(base, stage), os.path.join(workdir, stage))
+  lines = []
+  result = stages.run("diagnose", config, workdir, log=lines.append)
+  assert set(result["runs"]) == {"ceiling", "probe", "probe_majority", "probe_shuffled_labels"}
+  assert result["runs"]["ceiling"]["scores"]["official"]["cells"]["task/SI"]["accuracy"] == 1.0
+  assert result["runs"]["probe"]["questions"] == result["runs"]["probe_majority"]["questions"] > 0
+  assert any(l.startswith("diagnose (official rule") for l in lines)
+  assert os.path.exists(os.path.join(workdir, "diagnose", "probe", "predictions.jsonl"))

@@ -1,0 +1,104 @@
+"""The count ceiling: what a reader that only counts the clicks it is shown gets right.
+
+For each align-eval question this reader decodes the history's text features (the side names
+and titles the encoder reads, not the generator's hidden plan) and answers by counting:
+  SI  the attribute value most clicked in the last `qa.SHORT_WINDOW` clicks
+  LI  the three most clicked values, most first
+  IT  the most clicked value in each of `qa.TRAJECTORY_PARTS` consecutive parts, repeats merged
+  AP  the listed value most clicked in the last window (then in the whole history)
+  IP  the listed title scoring most on the last window: 2 per click on that very title, 1 per
+      click whose brand, and 1 per click whose category, appears in the title
+(ties: the more recent last click, then the name; for AP/IP the first listed). SI, LI and IT are
+functions of the visible history, so 100% here checks the data (a lower figure means the
+labels were not computed from what the model sees); IP and AP predict the next click, so their
+figure measures how much of the planted structure a simple count recovers — the ceiling to
+read a trained model's score against, next to the floors. DF and MF ask for a lookup or a count
+named in the question and are not answered here. The attribute a question asks about is found
+from its words (`ATTR_WORDS`); attributes with several values per click are not supported.
+"""
+
+import collections
+
+import numpy as np
+
+from uqa_jax.data import qa
+from uqa_jax.diagnostics import probe as probe_lib
+
+ATTR_WORDS = {"cate": ("categor", "类目"), "brand": ("brand", "品牌"), "shop": ("shop", "店铺")}
+TASKS = ("IP", "AP", "LI", "SI", "IT")
+TITLES = "uni_seq_title_bpe_token_ids"
+
+
+def column(attr: str) -> str:
+  return f"uni_seq_{attr}_bpe_token_ids"
+
+
+def attr_of(question: str, language: str) -> str | None:
+  """The one attribute whose word the question's stem names (None: none or several)."""
+  text = probe_lib.stem(question, language).casefold()
+  found = [a for a, words in ATTR_WORDS.items() if any(w in text for w in words)]
+  return found[0] if len(found) == 1 else None
+
+
+class History:
+  """One row's clicks as decoded names per attribute and titles, oldest first."""
+
+  def __init__(self, row: dict, tokenizer):
+    self._row, self._tokenizer, self._cache = row, tokenizer, {}
+
+  def names(self, col: str) -> list[str]:
+    if col not in self._cache:
+      bags = self._row[col]
+      self._cache[col] = [self._tokenizer.decode(bags.bag(t).tolist()) for t in range(bags.num_steps)]
+    return self._cache[col]
+
+
+def ranked(names: list[str]) -> list[str]:
+  """Distinct non-empty names by count, then the more recent last click, then name."""
+  count, last = collections.Counter(), {}
+  for t, n in enumerate(names):
+    if n:
+      count[n] += 1
+      last[n] = t
+  return sorted(count, key=lambda n: (-count[n], -last[n], n))
+
+
+def answer(task: str, question: str, candidates: tuple, h: History, language: str) -> str | None:
+  """The count reader's answer, or None where it does not answer (DF, MF, an unnamed attribute)."""
+  t = qa.TEMPLATES[language]
+  if task == "IP":
+    titles = h.names(TITLES)[-qa.SHORT_WINDOW:]
+    brands, cates = h.names(column("brand"))[-qa.SHORT_WINDOW:], h.names(column("cate"))[-qa.SHORT_WINDOW:]
+    score = lambda c: 2 * titles.count(c) + sum(b in c for b in brands if b) + sum(k in c for k in cates if k)
+    return max(candidates, key=lambda c: (score(c), -candidates.index(c))) if candidates else None
+  attr = attr_of(question, language)
+  if task not in TASKS or attr is None:
+    return None
+  names = h.names(column(attr))
+  if task == "AP":
+    recent, whole = collections.Counter(names[-qa.SHORT_WINDOW:]), collections.Counter(names)
+    return max(candidates, key=lambda c: (recent[c], whole[c], -candidates.index(c))) if candidates else None
+  if task == "SI":
+    top = ranked(names[-qa.SHORT_WINDOW:])
+    return top[0] if top else None
+  if task == "LI":
+    return t["list_sep"].join(ranked(names)[:3])
+  path = []
+  for part in np.array_split(np.arange(len(names)), qa.TRAJECTORY_PARTS):
+    top = ranked([names[i] for i in part])
+    if top and (not path or path[-1] != top[0]):
+      path.append(top[0])
+  return qa.TRAJECTORY_SEP.join(path)
+
+
+def records(questions, source, tokenizer, language: str) -> tuple[list[dict], collections.Counter]:
+  """-> (official-format records of the questions the reader answers, unanswered count per task)."""
+  out, skipped = [], collections.Counter()
+  for q in questions:
+    prediction = answer(q.task, q.question, q.candidates, History(source[q.row], tokenizer), language)
+    if prediction is None:
+      skipped[q.task] += 1
+      continue
+    out.append({"question": q.question, "prediction": prediction, "answer": q.answer, "task": q.task,
+                "user": q.user, "row": q.row})
+  return out, skipped

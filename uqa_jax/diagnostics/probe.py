@@ -1,0 +1,147 @@
+"""A linear probe: does a fixed user vector hold the answer to a closed-set question?
+
+Questions are grouped by their *stem* (the text before the candidate list, else the whole
+question): every question of one stem asks the same thing of a different user ("Which category
+is the user most interested in recently?"), so the answer is a function of the user alone. A
+stem with at least `min_train` align-train questions gets one multinomial logistic regression
+(features standardised on train; L2; full-batch Adam from zeros: deterministic) from the user's
+vector to the answer string; it answers each align-eval question of that stem with the most
+probable answer — among the listed candidates where the question lists them. Two references
+are computed on the same questions: the majority answer (the stem's most frequent train answer,
+among the candidates where listed) and the same probe trained on labels shuffled across train
+users (a probe that finds signal there is fitting noise).
+
+Shape letters: N examples, F features, C classes.
+"""
+
+import collections
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from uqa_jax.data import qa
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+  min_train: int = 20  # train questions a stem needs to be probed
+  l2: float = 1e-3  # on standardised features
+  steps: int = 300
+  learning_rate: float = 0.05
+  seed: int = 0  # the label shuffle of the control
+
+
+def stem(question: str, language: str) -> str:
+  """The question without its candidate list: what every question of a group asks."""
+  at = question.rfind(qa.CANDIDATE_MARKERS[language])
+  return question if at < 0 else question[:at]
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def _fit(x_NxF, y_N, *, num_classes, l2, steps, learning_rate):
+  params = {"w": jnp.zeros((x_NxF.shape[1], num_classes)), "b": jnp.zeros(num_classes)}
+  tx = optax.adam(learning_rate)
+
+  def loss(p):
+    logits = x_NxF @ p["w"] + p["b"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y_N).mean() + l2 * jnp.sum(p["w"] ** 2)
+
+  def step(carry, _):
+    p, s = carry
+    g = jax.grad(loss)(p)
+    u, s = tx.update(g, s, p)
+    return (optax.apply_updates(p, u), s), None
+
+  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+  return params
+
+
+def fit_predict(x_train_NxF, labels_train, x_eval_NxF, cfg: ProbeConfig) -> tuple[list[str], np.ndarray]:
+  """-> (classes, eval log-probabilities [N_eval, C]) of a softmax regression on standardised features."""
+  classes = sorted(set(labels_train))
+  index = {c: i for i, c in enumerate(classes)}
+  mean, std = x_train_NxF.mean(0), x_train_NxF.std(0) + 1e-6
+  x_train = (x_train_NxF - mean) / std
+  x_eval = (x_eval_NxF - mean) / std
+  p = _fit(jnp.asarray(x_train, jnp.float32), jnp.asarray([index[c] for c in labels_train], jnp.int32),
+           num_classes=len(classes), l2=cfg.l2, steps=cfg.steps, learning_rate=cfg.learning_rate)
+  logits = np.asarray(jnp.asarray(x_eval, jnp.float32) @ p["w"] + p["b"], np.float64)
+  return classes, logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+
+
+def _pick(scores: dict, candidates: tuple, fallback: str) -> str:
+  """The highest-scoring option: among `candidates` when listed (one never seen in train scores
+  -inf; if none was seen, the first listed), else among every scored answer."""
+  if candidates:
+    scored = [(scores.get(c, -np.inf), -i) for i, c in enumerate(candidates)]
+    best = max(range(len(candidates)), key=lambda i: scored[i])
+    return candidates[best]
+  return max(scores, key=lambda c: (scores[c], c == fallback)) if scores else fallback
+
+
+def separator(task: str, language: str) -> str | None:
+  """How a list answer's parts are joined (LI: a list, IT: a path); None for one-part answers."""
+  return {"LI": qa.TEMPLATES[language]["list_sep"], "IT": qa.TRAJECTORY_SEP}.get(task)
+
+
+def _parts(answers: list[str], sep: str | None) -> list[list[str]]:
+  """[position][example] part labels ("" past an answer's end); one position without `sep`."""
+  split = [a.split(sep) if sep else [a] for a in answers]
+  width = max(len(x) for x in split)
+  return [[x[p] if p < len(x) else "" for x in split] for p in range(width)]
+
+
+def _join(parts: list[str], sep: str | None) -> str:
+  return sep.join(p for p in parts if p) if sep else parts[0]
+
+
+def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeConfig()) -> dict:
+  """Probe every stem with enough train questions.
+
+  `train`, `eval_`: question objects with `.user`, `.question`, `.answer`, `.candidates`,
+  `.task`, `.row`; `features`: {user: [F] vector}. A list answer (LI, IT) is probed part by
+  part (one regression per position; "" where an answer is shorter) and the parts joined.
+  -> {"records": {"probe" | "majority" | "shuffled_labels": official-format records (`task`,
+  `user`, `row`)}, "stems": per-stem counts, "unprobed": eval questions of stems without
+  enough train questions, per task}.
+  """
+  by_stem = collections.defaultdict(list)
+  for q in train:
+    by_stem[stem(q.question, language)].append(q)
+  rng = np.random.default_rng(cfg.seed)
+  records = {"probe": [], "majority": [], "shuffled_labels": []}
+  stems, unprobed = [], collections.Counter()
+  eval_by_stem = collections.defaultdict(list)
+  for q in eval_:
+    eval_by_stem[stem(q.question, language)].append(q)
+  for s, questions in sorted(eval_by_stem.items()):
+    seen = by_stem.get(s, [])
+    if len(seen) < cfg.min_train:
+      unprobed.update(q.task for q in questions)
+      continue
+    sep = separator(questions[0].task, language)
+    x_train = np.stack([features[q.user] for q in seen])
+    x_eval = np.stack([features[q.user] for q in questions])
+    order = rng.permutation(len(seen))
+    answers = {"probe": [], "majority": [], "shuffled_labels": []}  # [position] -> per eval question
+    for labels in _parts([q.answer for q in seen], sep):
+      counts = collections.Counter(labels)
+      majority = max(sorted(counts), key=counts.get)
+      fits = {"probe": fit_predict(x_train, labels, x_eval, cfg),
+              "shuffled_labels": fit_predict(x_train, [labels[i] for i in order], x_eval, cfg)}
+      for name, (classes, logp) in fits.items():
+        answers[name].append([_pick(dict(zip(classes, logp[i])), q.candidates, majority)
+                              for i, q in enumerate(questions)])
+      answers["majority"].append([_pick({c: float(n) for c, n in counts.items()}, q.candidates, majority)
+                                  for q in questions])
+    for i, q in enumerate(questions):
+      base = {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row}
+      for name, per_position in answers.items():
+        records[name].append({**base, "prediction": _join([p[i] for p in per_position], sep)})
+    stems.append({"stem": s, "task": questions[0].task, "train": len(seen), "eval": len(questions),
+                  "classes": len({q.answer for q in seen})})
+  return {"records": records, "stems": stems, "unprobed": dict(unprobed)}

@@ -1,0 +1,135 @@
+"""Diagnose: does the data determine the answers, and does the frozen encoder's state hold them?
+
+Runs on the Stage 1 export and the align files alone (no LLM weights; the tokenizer decodes the
+text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one `result.json`:
+  ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question it
+                   answers: 100% on SI/LI/IT checks the labels; IP/AP show how predictable the
+                   next click is from the last clicks
+  probe            a linear probe (`diagnostics/probe.py`) per question stem from the encoder's
+                   state — the last valid state and the masked mean of the states, the two
+                   things the adapters pool — trained on align-train users, scored on align-eval
+  probe_majority   the stem's most frequent train answer on the same questions
+  probe_shuffled_labels  the probe trained on train labels shuffled across users
+Each is scored like an evaluation run (official and strict, 95% intervals over users); the
+probe is compared with the majority answer by the paired bootstrap. The reader diagnostic
+(`align.user=oracle_titles`) and the answer-NLL gain are alignment and evaluation runs; the
+report shows all of them together.
+"""
+
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqa_jax import config_blocks
+from uqa_jax import questions as questions_lib
+from uqa_jax import scoring
+from uqa_jax import stages
+from uqa_jax.adapters import common
+from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.data import pipeline
+from uqa_jax.data import schema
+from uqa_jax.diagnostics import ceiling
+from uqa_jax.diagnostics import probe as probe_lib
+from uqa_jax.encoders import export as encoder_export
+from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.stages import data as data_stage
+from uqa_jax.stages import evaluate as evaluate_stage
+from uqa_jax.stages import pretrain as pretrain_stage
+
+BLOCKS = ("diagnose",)
+UPSTREAM = ("pretrain",)
+RUNS = ("ceiling", "probe", "probe_majority", "probe_shuffled_labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnoseConfig:
+  probe: probe_lib.ProbeConfig = probe_lib.ProbeConfig()
+  batch_size: int = dataclasses.field(default=32, metadata=RUN_ONLY)  # histories per encoder call
+  bootstrap_samples: int = 1000
+
+
+def diagnose_config(config) -> DiagnoseConfig:
+  return config_blocks.build(DiagnoseConfig, config.diagnose, "diagnose")
+
+
+def fingerprint(config) -> dict:
+  return {"diagnose": config_blocks.fingerprint(diagnose_config(config)), **pretrain_stage.fingerprint(config)}
+
+
+def user_features(model, params, histories: dict, batch_size: int) -> dict:
+  """{user: [2D] float32}: the last valid encoder state and the masked mean of the states."""
+  def features(p, batch):
+    states_BxLxD, _, mask_BxL = model.apply({"params": p}, batch)
+    last_BxD = common.last_states(states_BxLxD, mask_BxL, 1)[:, 0]
+    return jnp.concatenate([last_BxD, common.masked_mean(states_BxLxD, mask_BxL)], -1)
+  fn = jax.jit(features)
+  users, out = list(histories), {}
+  for start in range(0, len(users), batch_size):
+    chunk = users[start:start + batch_size]
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))  # one shape: one compilation
+    batch = {k: np.stack([histories[u][k] for u in padded]) for k in histories[chunk[0]]}
+    x = np.asarray(fn(params, batch), np.float32)
+    out.update({u: x[i] for i, u in enumerate(chunk)})
+  return out
+
+
+def _score(records: list[dict], samples: int, seed: int) -> dict:
+  return {v: scoring.score_records(records, v, samples=samples, seed=seed) for v in ("official", "strict")}
+
+
+def run(config, workdir: str, log=print) -> dict:
+  c = diagnose_config(config)
+  start = time.time()
+  d = data_stage.data_config(config)
+  data_dir = data_stage.data_dir(workdir)
+  tokenizer = tokenizer_lib.load_tokenizer(data_stage.llm_source(config).model)
+  questions_lib.check_title_tokenizer(data_dir, data_stage.llm_source(config).model, log)
+  pipe = data_stage.input_config(config).pipeline(batch_size=c.batch_size, max_len=d.max_len)
+  loaded = {split: questions_lib.load(os.path.join(data_dir, schema.file_name("align", split)), pipe, tokenizer)
+            for split in schema.SPLITS}
+  (train, train_hist, language), (eval_, eval_hist, _) = loaded["train"], loaded["eval"]
+  log(f"diagnose: {len(train)} align-train questions of {len(train_hist)} users, {len(eval_)} align-eval "
+      f"questions of {len(eval_hist)} users")
+  eval_path = os.path.join(data_dir, schema.file_name("align", "eval"))
+  count_records, unanswered = ceiling.records(eval_, pipeline.SequenceSource(eval_path), tokenizer, language)
+  model, params, _ = encoder_export.load(os.path.join(workdir, "pretrain", "export"))
+  features = user_features(model, params, {**train_hist, **eval_hist}, c.batch_size)
+  probed = probe_lib.probe(train, eval_, features, language, c.probe)
+  runs = {"ceiling": count_records, **{f"probe_{k}" if k != "probe" else k: v for k, v in probed["records"].items()}}
+  out_dir = os.path.join(workdir, "diagnose")
+  result = {"runs": {}, "probe_stems": probed["stems"], "unprobed": probed["unprobed"],
+            "ceiling_unanswered": dict(unanswered), "encoder": model.cfg.name,
+            "feature_width": int(next(iter(features.values())).size)}
+  for name, records in runs.items():
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    scoring_path = os.path.join(out_dir, name, "predictions.jsonl")
+    evaluate_stage.write_jsonl(scoring_path, records)
+    result["runs"][name] = {"questions": len(records), "scores": _score(records, c.bootstrap_samples, config.seed)}
+  if probed["records"]["probe"]:
+    result["probe_vs_majority"] = scoring.compare(probed["records"]["probe"], probed["records"]["majority"],
+                                                  "official", samples=c.bootstrap_samples, seed=config.seed)
+  for line in summary(result):
+    log(line)
+  log(f"diagnose: done in {time.time() - start:.0f}s")
+  return result
+
+
+def summary(result: dict) -> list[str]:
+  """Per task: the count ceiling, the probe, the majority answer, the shuffled-label probe."""
+  cell = lambda run, task: result["runs"][run]["scores"]["official"]["cells"].get(f"task/{task}")
+  fmt = lambda c: "—" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
+  lines = ["diagnose (official rule, % [95% interval over users]): task | count ceiling | encoder probe | "
+           "majority answer | probe on shuffled labels"]
+  for task in schema.TASKS:
+    row = [fmt(cell(r, task)) for r in RUNS]
+    if any(x != "—" for x in row):
+      lines.append(f"  {task:3} | " + " | ".join(f"{x:20}" for x in row))
+  if "probe_vs_majority" in result:
+    c = result["probe_vs_majority"]
+    lines.append(f"  probe minus majority, all probed questions: {c['difference']:+.1%} "
+                 f"[{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f} (n={c['n']})")
+  return lines
