@@ -11,6 +11,9 @@ Variants (each is configs/default.py with one change; same data, seed and budget
   cl              Table 4: the encoder pre-trained with the contrastive (InfoNCE) loss
   zeros           control: Stage 2 with zeros in place of the encoder's states
   random_encoder  control: Stage 2 with an untrained encoder of the same architecture
+  oracle_titles   diagnostic: Stage 2 with each click's mean title embedding from the LLM in
+                  place of the encoder's states (can the LLM learn to read soft tokens at all?);
+                  also evaluated with shuffled_user, for its answer-NLL gain
   text20, text50  baselines aligned on the same budget: no encoder, the last 20 / 50 clicked
                   titles written into every prompt, the LLM fine-tuned on them (`align.user`)
 On 2 CPU cores each variant takes about as long as `make demo`; `text20`/`text50` and `full`
@@ -19,7 +22,7 @@ longer (their prompts are ~8x / ~17x longer than the soft prompt's).
 
 from configs import default
 
-VARIANTS = ("no_text", "no_side", "cl", "zeros", "random_encoder", "text20", "text50", "full")
+VARIANTS = ("no_text", "no_side", "cl", "zeros", "random_encoder", "oracle_titles", "text20", "text50", "full")
 TEXT_MAX_LEN = {"text20": 512, "text50": 1024}  # chat tokens with the titles in: ~290 / ~640 on average
 
 
@@ -34,6 +37,9 @@ def get_config(variant: str = "full"):
     c.pretrain.loss = "cl"
   elif variant in ("zeros", "random_encoder"):
     c.align.user = variant
+  elif variant == "oracle_titles":
+    c.align.user = variant
+    c.evaluate.runs = ("aligned", "shuffled_user")
   elif variant in TEXT_MAX_LEN:
     c.align.user, c.input.max_text_len = variant, TEXT_MAX_LEN[variant]
     c.evaluate.runs = ("aligned", "shuffled_user")  # does the text-aligned LLM read the history?

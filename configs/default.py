@@ -44,7 +44,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   # LLM trains too at a small rate; `recent` gives the last 4 encoder states and their mean as
   # 5 soft tokens (one mean token blurs the recent clicks the IP/AP/SI questions ask about).
   # 50 steps keep `make demo` near 12 minutes; the format is only partly learned by then.
-  c.stages = ("data", "pretrain", "align", "evaluate", "report")
+  c.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   c.input.max_text_len, c.input.max_answer_len = 96, 40  # the default data: chats <= 80, answers <= 32 tokens
   c.adapter.name, c.adapter.num_tokens = "recent", 4
   a = c.align

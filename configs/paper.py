@@ -33,7 +33,7 @@ from uqa_jax.stages.report import ReportConfig
 def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.stages = ("data", "pretrain")  # Stage 1; configs/uqabench.py adds align (evaluate, report: not built yet)
+  c.stages = ("data", "pretrain")  # Stage 1; configs/uqabench.py and configs/default.py run Stages 1-3
   c.restart = ""  # a stage name: delete that stage's outputs and all after it, then run
   c.data = block(DataConfig)  # what the data set is: changing it rebuilds the data
   c.input = block(InputConfig)  # how batches are cut from it: never rebuilds the data

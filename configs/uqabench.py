@@ -25,7 +25,7 @@ QWEN_DIR = "models/Qwen2.5-3B-Instruct"  # override with --config.llm.model
 
 def get_config():
   c = official.get_config()
-  c.stages = ("data", "pretrain", "align", "evaluate", "report")
+  c.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   c.data.path = DATA_DIR
   c.llm.model = QWEN_DIR
   c.llm.dtype = "bfloat16"
