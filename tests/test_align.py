@@ -147,6 +147,30 @@ def test_optimizer_equals_optax_adamw_per_group(base):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
+def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
+  """An adapter-only warm-up: the LLM's rate is 0 for the first steps, then its own warm-up and
+  cosine run over the remaining steps; the adapter's schedule is not delayed."""
+  a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
+                        warmup_steps=2, llm_frozen_steps=3)
+  params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
+  tx = align.make_optimizer(a, total_steps=10)
+  state, p = tx.init(params), params
+  moved = []
+  for _ in range(6):
+    grads = jax.tree.map(np.ones_like, params)
+    u, state = tx.update(grads, state, p)
+    moved.append({g: float(np.abs(np.asarray(u[g][k])).max()) for g, k in (("adapter", "w"), ("llm", "a"))})
+    p = optax.apply_updates(p, u)
+  llm_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-4, 2, 7, end_value=1e-5)
+  adapter_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 10, end_value=1e-3)
+  for step, m in enumerate(moved):  # Adam's |m / sqrt(v)| is 1 under constant gradients
+    assert m["llm"] == pytest.approx(0.0 if step < 3 else float(llm_rate(step - 3)), abs=1e-9), step
+    assert m["adapter"] == pytest.approx(float(adapter_rate(step)), rel=1e-4, abs=1e-9), step
+  assert moved[4]["llm"] > 0
+  with pytest.raises(ValueError, match="llm_frozen_steps=3 needs mode='full'"):
+    align.AlignConfig(mode="adapter", llm_frozen_steps=3)
+
+
 def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path):
   """Adam's first step moves each weight by about its rate (|m/sqrt(v)| = 1): LLM 1e-5, adapter 1e-3."""
   config, workdir = _workdir(base, tmp_path, mode="full", learning_rate=1e-3, llm_learning_rate=1e-5)

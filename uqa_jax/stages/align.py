@@ -85,6 +85,7 @@ class AlignConfig:
   steps: int = 0  # 0: epochs x rows // batch_size
   learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
   llm_learning_rate: float = 1e-6  # mode full only (official: 1e-6 for every non-adapter parameter)
+  llm_frozen_steps: int = 0  # mode full: the LLM's rate is 0 for this many first steps (adapter-only warm-up)
   train_encoder: bool = False
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only
@@ -109,6 +110,10 @@ class AlignConfig:
     if self.user in choices.TEXT_CLICKS and self.mode != "full":
       raise ValueError(f"user={self.user!r} puts the history into the prompt as text and has no soft tokens: "
                        "only the LLM can learn, so it needs mode='full'")
+    if self.llm_frozen_steps and self.mode != "full":
+      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps} needs mode='full' (mode 'adapter' never trains the LLM)")
+    if self.llm_frozen_steps < 0:
+      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps}; expected 0 or more")
     if self.max_bad_steps < 1:
       raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
 
@@ -139,7 +144,7 @@ def adapter_config(config, d_llm: int = 0, embed_rms: float = 1.0) -> AdapterCon
 def fingerprint(config) -> dict:
   a = align_config(config)
   unused = ("epochs",) if a.steps else ()
-  unused += () if a.mode == "full" else ("llm_learning_rate",)
+  unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps")
   unused += () if a.schedule == "warmup_cosine" else ("warmup_steps",)
   ad = adapter_config(config)
   return {"align": {k: v for k, v in config_blocks.fingerprint(a).items() if k not in unused},
@@ -155,14 +160,17 @@ def make_optimizer(a: AlignConfig, total_steps: int):
   chains, with the last link per group). The optimizer state then holds only arrays shaped
   like the parameters (no `optax.multi_transform` masks), which Orbax saves and restores as is.
   """
-  def schedule(lr):
+  def schedule(lr, delay=0):
     if a.schedule == "constant":
-      return optax.constant_schedule(lr)
-    return optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, total_steps, end_value=lr * 0.1)
+      after = optax.constant_schedule(lr)
+    else:
+      after = optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, total_steps - delay, end_value=lr * 0.1)
+    return optax.join_schedules([optax.constant_schedule(0.0), after], [delay]) if delay else after
+  delays = {"llm": a.llm_frozen_steps}  # the LLM's schedule starts after its frozen steps
   return optax.chain(optax.clip_by_global_norm(a.grad_clip),
                      optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
                      optax.add_decayed_weights(a.weight_decay),
-                     scale_by_group_schedule({g: schedule(getattr(a, LR_OF[g])) for g in a.trainable()}))
+                     scale_by_group_schedule({g: schedule(getattr(a, LR_OF[g]), delays.get(g, 0)) for g in a.trainable()}))
 
 
 def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:
@@ -273,6 +281,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
   rows = info["counts"][schema.file_name("align", "train")]
   total_steps = a.steps or a.epochs * max(1, rows // a.batch_size)
+  if a.llm_frozen_steps and (a.llm_frozen_steps + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
+    raise config_blocks.ConfigError(f"config align.llm_frozen_steps={a.llm_frozen_steps}: with the LLM's warm-up "
+                                    f"it leaves no step of the run's {total_steps} for the LLM to train")
   if a.schedule == "warmup_cosine" and a.warmup_steps >= total_steps:
     raise config_blocks.ConfigError(f"config align.warmup_steps={a.warmup_steps}: not below the run's "
                                     f"{total_steps} steps; lower it or use align.schedule='constant'")
