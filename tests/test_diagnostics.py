@@ -4,7 +4,6 @@ the synthetic data (an independent counting of the histories the questions were 
 
 import dataclasses
 import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -17,19 +16,13 @@ from uqa_jax import adapters
 from uqa_jax import choices
 from uqa_jax import questions as questions_lib
 from uqa_jax import scoring
-from uqa_jax import stages
 from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.data import pipeline
-from uqa_jax.data import qa
 from uqa_jax.diagnostics import ceiling
 from uqa_jax.diagnostics import probe as probe_lib
 from uqa_jax.llm import model as llm_model
-from uqa_jax.stages import report
-from tests.conftest import tiny_llm_config
 from tests.test_splice import CFG as LLM_CFG
-
-QUIET = lambda *_: None
 
 
 @dataclasses.dataclass
@@ -177,20 +170,3 @@ def test_count_ceiling_reads_the_interest_labels_off_the_history(en_dir, tokeniz
   moved = [dataclasses.replace(q, row=rows[(i + 7) % len(rows)]) for i, q in enumerate(qs)]
   other = scoring.score_records(ceiling.records(moved, source, tokenizer, language)[0], samples=100)["cells"]
   assert other["task/SI"]["accuracy"] < 0.5 and other["task/LI"]["accuracy"] < 0.2
-
-
-def test_diagnose_stage_and_report(tiny_llm_base, tmp_path):
-  llm_dir, base = tiny_llm_base
-  config = tiny_llm_config(llm_dir)
-  config.diagnose.probe.min_train = 5
-  config.diagnose.bootstrap_samples = 50
-  workdir = str(tmp_path)
-  for stage in ("data", "pretrain"):
-    shutil.copytree(os.path.join(base, stage), os.path.join(workdir, stage))
-  lines = []
-  result = stages.run("diagnose", config, workdir, log=lines.append)
-  assert set(result["runs"]) == {"ceiling", "probe", "probe_majority", "probe_shuffled_labels"}
-  assert result["runs"]["ceiling"]["scores"]["official"]["cells"]["task/SI"]["accuracy"] == 1.0
-  assert result["runs"]["probe"]["questions"] == result["runs"]["probe_majority"]["questions"] > 0
-  assert any(l.startswith("diagnose (official rule") for l in lines)
-  assert os.path.exists(os.path.join(workdir, "diagnose", "probe", "predictions.jsonl"))

@@ -335,6 +335,10 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   shutil.copytree(os.path.join(workdir, "evaluate"), oracle / "evaluate")
   path = oracle / "evaluate" / "aligned" / "result.json"
   path.write_text(json.dumps({**json.loads(path.read_text()), **evaluate.describe(_oracle_config(), "aligned")}))
+  diagnosed = stages.read_json(os.path.join(workdir, "diagnose", "result.json"))  # the stage's own result
+  assert set(diagnosed["runs"]) == {"ceiling", "probe", "probe_majority", "probe_shuffled_labels"}
+  assert diagnosed["runs"]["probe"]["questions"] == diagnosed["runs"]["probe_majority"]["questions"] > 0
+  assert os.path.exists(os.path.join(workdir, "diagnose", "probe", "predictions.jsonl"))
   lines = []
   report.write(str(main), include=[str(oracle)], figures=False, samples=100, log=lines.append)
   md = (main / "report" / "report.md").read_text(encoding="utf-8")

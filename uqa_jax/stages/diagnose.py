@@ -27,7 +27,6 @@ import numpy as np
 from uqa_jax import config_blocks
 from uqa_jax import questions as questions_lib
 from uqa_jax import scoring
-from uqa_jax import stages
 from uqa_jax.adapters import common
 from uqa_jax.config_blocks import RUN_ONLY
 from uqa_jax.data import pipeline
