@@ -67,20 +67,35 @@ def test_probe_recovers_a_planted_signal_and_finds_none_in_shuffled_labels(shuff
   eval_, f_eval = _planted(150, 1, shuffle)
   out = probe_lib.probe(train, eval_, {**f_train, **f_eval}, "en")
   assert {s["task"] for s in out["stems"]} == {"SI", "AP", "LI"} and not out["unprobed"]
+  assert not out["no_known_candidate"] and not out["unseen_answer"]
   by_task = lambda name, task: [r for r in out["records"][name] if r["task"] == task]
   for task in ("SI", "AP", "LI"):
     probe, majority = _accuracy(by_task("probe", task)), _accuracy(by_task("majority", task))
     control = _accuracy(by_task("shuffled_labels", task))
     # A probe fit to noise is a random direction in 8 dimensions: on a binary answer (AP) its
     # accuracy spreads about +-0.1 around chance, hence the margin of 0.2.
-    if shuffle:  # nothing to find: the probe is no better than the majority answer
-      assert probe < majority + 0.2, task
+    if shuffle:  # nothing to find: neither probe is better than the majority answer
+      assert probe < majority + 0.2 and control < majority + 0.2, task
     else:
       assert probe > 0.85 and probe > majority + 0.3, task
       assert control < majority + 0.2 and control < probe - 0.25, task  # the same probe on shuffled train labels
   # AP answers among the listed candidates only; LI joins its per-place answers with the list separator.
   assert all(r["prediction"] in ("up", "down") for r in by_task("probe", "AP"))
   assert all(r["prediction"].count(", ") == 1 for r in by_task("probe", "LI"))
+
+
+def test_probe_counts_what_it_cannot_answer():
+  """Item-like answers (every gold new): an eval question none of whose candidates was a train
+  answer is left out and counted; one with a known distractor is probed but counted unseen."""
+  train = [Q(f"t{i}", "IP", "Next? Candidates: " + f"item{i}; item{i + 1}", f"item{i}", (f"item{i}", f"item{i + 1}"))
+           for i in range(30)]
+  eval_ = [Q("e0", "IP", "Next? Candidates: new1; new2", "new1", ("new1", "new2")),
+           Q("e1", "IP", "Next? Candidates: new3; item5", "new3", ("new3", "item5"))]
+  features = {q.user: np.ones(2, np.float32) * i for i, q in enumerate(train + eval_)}
+  out = probe_lib.probe(train, eval_, features, "en")
+  assert out["no_known_candidate"] == {"IP": 1} and out["unseen_answer"] == {"IP": 1}
+  assert [r["user"] for r in out["records"]["probe"]] == ["e1"] and out["records"]["probe"][0]["prediction"] == "item5"
+  assert out["records"]["probe"][0]["seen_answer"] is False
 
 
 def test_probe_leaves_out_stems_with_too_few_train_questions():

@@ -343,7 +343,10 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   report.write(str(main), include=[str(oracle)], figures=False, samples=100, log=lines.append)
   md = (main / "report" / "report.md").read_text(encoding="utf-8")
   table = md[md.index("## Where user information is lost"):].splitlines()
-  assert "count ceiling" in table[2] and "encoder probe" in table[2] and "NLL gain, oracle reader" in table[2]
+  header = next(l for l in table if l.startswith("| task |"))
+  for column in ("count ceiling", "encoder probe", "majority answer", "floor: constant", "floor: first candidate",
+                 "trained", "shuffled_user", "oracle reader", "NLL gain, oracle reader"):
+    assert f"| {column} |" in header, column
   si = next(l for l in table if l.startswith("| SI |"))
   assert si.split(" | ")[1].startswith("100.0")  # the count ceiling
   said = next(l for l in lines if l.startswith("report: diagnosis:"))

@@ -211,7 +211,7 @@ def test_answer_nll_gain_is_paired_per_task_and_matches_a_plain_loop():
 
 def test_answer_nll_gain_refuses_missing_or_non_finite_likelihoods():
   own = [{"task": "SI", "user": "u", "question": "q", "answer": "a", "prediction": "a", "answer_nll": 1.0}]
-  with pytest.raises(ValueError, match=r"record 1 \(second run\) has answer_nll None"):
+  with pytest.raises(scoring.MissingLikelihood, match=r"record 1 \(second run\) has no answer_nll"):
     scoring.compare_nll(own, [{k: v for k, v in own[0].items() if k != "answer_nll"}])
-  with pytest.raises(ValueError, match="record 1 \\(first run\\) has answer_nll nan"):
+  with pytest.raises(FloatingPointError, match="record 1 \\(first run\\) has answer_nll nan"):
     scoring.compare_nll([dict(own[0], answer_nll=float("nan"))], own)

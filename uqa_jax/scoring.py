@@ -223,6 +223,10 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   return {"variant": variant, "n": len(unit_N), **out}
 
 
+class MissingLikelihood(ValueError):
+  """A record without `answer_nll`: the run did not score the gold's likelihood."""
+
+
 def compare_nll(records_own: Sequence[dict], records_other: Sequence[dict], *,
                 samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
   """The answer log-likelihood diagnostic: per question, the gold answer's NLL per token
@@ -242,9 +246,12 @@ def compare_nll(records_own: Sequence[dict], records_other: Sequence[dict], *,
     pair = []
     for which, r in (("first", ra), ("second", b_of[key])):
       value = r.get("answer_nll")
+      if value is None:
+        raise MissingLikelihood(f"compare_nll: record {n + 1} ({which} run) has no answer_nll (written with "
+                                f"evaluate.answer_nll=False, or before it existed)")
       if not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"compare_nll: record {n + 1} ({which} run) has answer_nll {value!r}; expected a finite "
-                         f"number (run the evaluate stage with evaluate.answer_nll=True)")
+        raise FloatingPointError(f"compare_nll: record {n + 1} ({which} run) has answer_nll {value!r}; "
+                                 "expected a finite number")
       pair.append(float(value))
     unit_of.append(units.setdefault(key[0] if key[0] else n, len(units)))
     own.append(pair[0])

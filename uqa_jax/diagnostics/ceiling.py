@@ -14,7 +14,10 @@ labels were not computed from what the model sees); IP and AP predict the next c
 figure measures how much of the planted structure a simple count recovers — the ceiling to
 read a trained model's score against, next to the floors. DF and MF ask for a lookup or a count
 named in the question and are not answered here. The attribute a question asks about is found
-from its words (`ATTR_WORDS`); attributes with several values per click are not supported.
+from its words (`ATTR_WORDS`: the synthetic templates' English words and the official Chinese
+ones); a question naming none (MovieLens' "genre", "decade"), and any question about an
+attribute with several values on some click (a decoded bag would run the names together), is
+not answered and is counted, per task, as unanswered.
 """
 
 import collections
@@ -46,6 +49,11 @@ class History:
   def __init__(self, row: dict, tokenizer):
     self._row, self._tokenizer, self._cache = row, tokenizer, {}
 
+  def single_valued(self, attr: str) -> bool:
+    """Every click carries at most one value of `attr` (its id bags)."""
+    bags = self._row[f"uni_seq_{attr}_id"]
+    return all(bags.bag(t).size <= 1 for t in range(bags.num_steps))
+
   def names(self, col: str) -> list[str]:
     if col not in self._cache:
       bags = self._row[col]
@@ -67,12 +75,14 @@ def answer(task: str, question: str, candidates: tuple, h: History, language: st
   """The count reader's answer, or None where it does not answer (DF, MF, an unnamed attribute)."""
   t = qa.TEMPLATES[language]
   if task == "IP":
+    if not candidates or not (h.single_valued("brand") and h.single_valued("cate")):
+      return None
     titles = h.names(TITLES)[-qa.SHORT_WINDOW:]
     brands, cates = h.names(column("brand"))[-qa.SHORT_WINDOW:], h.names(column("cate"))[-qa.SHORT_WINDOW:]
     score = lambda c: 2 * titles.count(c) + sum(b in c for b in brands if b) + sum(k in c for k in cates if k)
-    return max(candidates, key=lambda c: (score(c), -candidates.index(c))) if candidates else None
+    return max(candidates, key=lambda c: (score(c), -candidates.index(c)))
   attr = attr_of(question, language)
-  if task not in TASKS or attr is None:
+  if task not in TASKS or attr is None or not h.single_valued(attr):
     return None
   names = h.names(column(attr))
   if task == "AP":

@@ -75,12 +75,12 @@ def fit_predict(x_train_NxF, labels_train, x_eval_NxF, cfg: ProbeConfig) -> tupl
 
 def _pick(scores: dict, candidates: tuple, fallback: str) -> str:
   """The highest-scoring option: among `candidates` when listed (one never seen in train scores
-  -inf; if none was seen, the first listed), else among every scored answer."""
+  -inf; `probe` leaves out questions none of whose candidates was seen), else among every
+  scored answer (ties: `fallback`, the majority answer)."""
   if candidates:
     scored = [(scores.get(c, -np.inf), -i) for i, c in enumerate(candidates)]
-    best = max(range(len(candidates)), key=lambda i: scored[i])
-    return candidates[best]
-  return max(scores, key=lambda c: (scores[c], c == fallback)) if scores else fallback
+    return candidates[max(range(len(candidates)), key=lambda i: scored[i])]
+  return max(scores, key=lambda c: (scores[c], c == fallback))
 
 
 def separator(task: str, language: str) -> str | None:
@@ -105,43 +105,62 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
   `train`, `eval_`: question objects with `.user`, `.question`, `.answer`, `.candidates`,
   `.task`, `.row`; `features`: {user: [F] vector}. A list answer (LI, IT) is probed part by
   part (one regression per position; "" where an answer is shorter) and the parts joined.
+  Counted per task, never silent: `unprobed` (the stem has fewer than `min_train` train
+  questions), `no_known_candidate` (none of the question's candidates is a train answer of its
+  stem: no probe can choose, so the question is left out), `unseen_answer` (probed, but the gold,
+  or a part of it, is no train answer of its stem: the probe cannot be right; e.g. item titles).
   -> {"records": {"probe" | "majority" | "shuffled_labels": official-format records (`task`,
-  `user`, `row`)}, "stems": per-stem counts, "unprobed": eval questions of stems without
-  enough train questions, per task}.
+  `user`, `row`, `seen_answer`)}, "stems": per-stem counts, and the three counts}.
   """
   by_stem = collections.defaultdict(list)
   for q in train:
     by_stem[stem(q.question, language)].append(q)
   rng = np.random.default_rng(cfg.seed)
   records = {"probe": [], "majority": [], "shuffled_labels": []}
-  stems, unprobed = [], collections.Counter()
+  stems = []
+  counts = {k: collections.Counter() for k in ("unprobed", "no_known_candidate", "unseen_answer")}
   eval_by_stem = collections.defaultdict(list)
   for q in eval_:
     eval_by_stem[stem(q.question, language)].append(q)
   for s, questions in sorted(eval_by_stem.items()):
     seen = by_stem.get(s, [])
     if len(seen) < cfg.min_train:
-      unprobed.update(q.task for q in questions)
+      counts["unprobed"].update(q.task for q in questions)
+      continue
+    known = {q.answer for q in seen}
+    dropped = [q for q in questions if q.candidates and not known & set(q.candidates)]
+    counts["no_known_candidate"].update(q.task for q in dropped)
+    questions = [q for q in questions if not (q.candidates and not known & set(q.candidates))]
+    if not questions:
       continue
     sep = separator(questions[0].task, language)
+    train_parts = _parts([q.answer for q in seen], sep)
+    known_parts = [set(p) for p in train_parts]
+    seen_answer = []
+    for q in questions:
+      parts = q.answer.split(sep) if sep else [q.answer]
+      seen_answer.append(len(parts) <= len(known_parts) and all(p in known_parts[i] for i, p in enumerate(parts)))
+      if not seen_answer[-1]:
+        counts["unseen_answer"][q.task] += 1
     x_train = np.stack([features[q.user] for q in seen])
     x_eval = np.stack([features[q.user] for q in questions])
     order = rng.permutation(len(seen))
     answers = {"probe": [], "majority": [], "shuffled_labels": []}  # [position] -> per eval question
-    for labels in _parts([q.answer for q in seen], sep):
-      counts = collections.Counter(labels)
-      majority = max(sorted(counts), key=counts.get)
+    for labels in train_parts:
+      freq = collections.Counter(labels)
+      majority = max(sorted(freq), key=freq.get)
       fits = {"probe": fit_predict(x_train, labels, x_eval, cfg),
               "shuffled_labels": fit_predict(x_train, [labels[i] for i in order], x_eval, cfg)}
       for name, (classes, logp) in fits.items():
         answers[name].append([_pick(dict(zip(classes, logp[i])), q.candidates, majority)
                               for i, q in enumerate(questions)])
-      answers["majority"].append([_pick({c: float(n) for c, n in counts.items()}, q.candidates, majority)
+      answers["majority"].append([_pick({c: float(n) for c, n in freq.items()}, q.candidates, majority)
                                   for q in questions])
     for i, q in enumerate(questions):
-      base = {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row}
+      base = {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row,
+              "seen_answer": seen_answer[i]}
       for name, per_position in answers.items():
         records[name].append({**base, "prediction": _join([p[i] for p in per_position], sep)})
     stems.append({"stem": s, "task": questions[0].task, "train": len(seen), "eval": len(questions),
-                  "classes": len({q.answer for q in seen})})
-  return {"records": records, "stems": stems, "unprobed": dict(unprobed)}
+                  "classes": len(known)})
+  return {"records": records, "stems": stems, **{k: dict(v) for k, v in counts.items()}}

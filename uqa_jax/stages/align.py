@@ -85,7 +85,7 @@ class AlignConfig:
   steps: int = 0  # 0: epochs x rows // batch_size
   learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
   llm_learning_rate: float = 1e-6  # mode full only (official: 1e-6 for every non-adapter parameter)
-  llm_frozen_steps: int = 0  # mode full: the LLM's rate is 0 for this many first steps (adapter-only warm-up)
+  llm_frozen_steps: int = 0  # mode full: the LLM's rate is 0 for this many first steps (the adapter, and a training encoder, start at once)
   train_encoder: bool = False
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only

@@ -5,13 +5,16 @@ text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one 
   ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question it
                    answers: 100% on SI/LI/IT checks the labels; IP/AP show how predictable the
                    next click is from the last clicks
-  probe            a linear probe (`diagnostics/probe.py`) per question stem from the encoder's
-                   state — the last valid state and the masked mean of the states, the two
-                   things the adapters pool — trained on align-train users, scored on align-eval
+  probe            a linear probe (`diagnostics/probe.py`) per question stem from the Stage 1
+                   encoder's states — the masked mean and the last `adapter.num_tokens` valid
+                   states for the `recent` adapter (exactly what it reads), the last one for the
+                   others (a Q-Former reads every state: the probe sees less than it does) —
+                   trained on align-train users, scored on align-eval
   probe_majority   the stem's most frequent train answer on the same questions
   probe_shuffled_labels  the probe trained on train labels shuffled across users
 Each is scored like an evaluation run (official and strict, 95% intervals over users); the
-probe is compared with the majority answer by the paired bootstrap. The reader diagnostic
+probe is compared with the majority answer by the paired bootstrap on the probed questions whose
+gold is a train answer of its stem (elsewhere no probe can be right: item titles, most counts). The reader diagnostic
 (`align.user=oracle_titles`) and the answer-NLL gain are alignment and evaluation runs; the
 report shows all of them together.
 """
@@ -56,15 +59,23 @@ def diagnose_config(config) -> DiagnoseConfig:
 
 
 def fingerprint(config) -> dict:
-  return {"diagnose": config_blocks.fingerprint(diagnose_config(config)), **pretrain_stage.fingerprint(config)}
+  return {"diagnose": {**config_blocks.fingerprint(diagnose_config(config)), "recent_states": recent_states(config)},
+          **pretrain_stage.fingerprint(config)}
 
 
-def user_features(model, params, histories: dict, batch_size: int) -> dict:
-  """{user: [2D] float32}: the last valid encoder state and the masked mean of the states."""
+def recent_states(config) -> int:
+  """How many of the last valid states the probe reads: what the `recent` adapter reads, else 1."""
+  return config.adapter.num_tokens if config.adapter.name == "recent" else 1
+
+
+def user_features(model, params, histories: dict, batch_size: int, recent: int = 1) -> dict:
+  """{user: [(recent + 1) * D] float32}: the masked mean of the encoder's states and its last
+  `recent` valid states (zeros before a short history's start, as the adapter sees them)."""
   def features(p, batch):
     states_BxLxD, _, mask_BxL = model.apply({"params": p}, batch)
-    last_BxD = common.last_states(states_BxLxD, mask_BxL, 1)[:, 0]
-    return jnp.concatenate([last_BxD, common.masked_mean(states_BxLxD, mask_BxL)], -1)
+    last_BxKxD = common.last_states(states_BxLxD, mask_BxL, recent)
+    flat_BxKD = last_BxKxD.reshape(last_BxKxD.shape[0], -1)
+    return jnp.concatenate([common.masked_mean(states_BxLxD, mask_BxL), flat_BxKD], -1)
   fn = jax.jit(features)
   users, out = list(histories), {}
   for start in range(0, len(users), batch_size):
@@ -96,20 +107,24 @@ def run(config, workdir: str, log=print) -> dict:
   eval_path = os.path.join(data_dir, schema.file_name("align", "eval"))
   count_records, unanswered = ceiling.records(eval_, pipeline.SequenceSource(eval_path), tokenizer, language)
   model, params, _ = encoder_export.load(os.path.join(workdir, "pretrain", "export"))
-  features = user_features(model, params, {**train_hist, **eval_hist}, c.batch_size)
+  features = user_features(model, params, {**train_hist, **eval_hist}, c.batch_size, recent_states(config))
   probed = probe_lib.probe(train, eval_, features, language, c.probe)
   runs = {"ceiling": count_records, **{f"probe_{k}" if k != "probe" else k: v for k, v in probed["records"].items()}}
   out_dir = os.path.join(workdir, "diagnose")
-  result = {"runs": {}, "probe_stems": probed["stems"], "unprobed": probed["unprobed"],
-            "ceiling_unanswered": dict(unanswered), "encoder": model.cfg.name,
+  result = {"runs": {}, "probe_stems": probed["stems"], "ceiling_unanswered": dict(unanswered),
+            **{f"probe_{k}": probed[k] for k in ("unprobed", "no_known_candidate", "unseen_answer")},
+            "encoder": model.cfg.name, "recent_states": recent_states(config),
             "feature_width": int(next(iter(features.values())).size)}
   for name, records in runs.items():
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
     scoring_path = os.path.join(out_dir, name, "predictions.jsonl")
     evaluate_stage.write_jsonl(scoring_path, records)
     result["runs"][name] = {"questions": len(records), "scores": _score(records, c.bootstrap_samples, config.seed)}
-  if probed["records"]["probe"]:
-    result["probe_vs_majority"] = scoring.compare(probed["records"]["probe"], probed["records"]["majority"],
+  # The probe against the majority answer where a probe can be right (the gold is a train answer).
+  answerable = lambda rs: [r for r in rs if r["seen_answer"]]
+  if answerable(probed["records"]["probe"]):
+    result["probe_vs_majority"] = scoring.compare(answerable(probed["records"]["probe"]),
+                                                  answerable(probed["records"]["majority"]),
                                                   "official", samples=c.bootstrap_samples, seed=config.seed)
   for line in summary(result):
     log(line)
@@ -127,8 +142,14 @@ def summary(result: dict) -> list[str]:
     row = [fmt(cell(r, task)) for r in RUNS]
     if any(x != "—" for x in row):
       lines.append(f"  {task:3} | " + " | ".join(f"{x:20}" for x in row))
+  for key, what in (("ceiling_unanswered", "not answered by the count reader"),
+                    ("probe_unprobed", "not probed (fewer train questions of their stem than diagnose.probe.min_train)"),
+                    ("probe_no_known_candidate", "left out of the probe (no listed candidate is a train answer)"),
+                    ("probe_unseen_answer", "probed, gold never a train answer (no probe can be right)")):
+    if result[key]:
+      lines.append(f"  {what}: " + ", ".join(f"{t} {n}" for t, n in sorted(result[key].items())))
   if "probe_vs_majority" in result:
     c = result["probe_vs_majority"]
-    lines.append(f"  probe minus majority, all probed questions: {c['difference']:+.1%} "
+    lines.append(f"  probe minus majority, probed questions whose gold is a train answer: {c['difference']:+.1%} "
                  f"[{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f} (n={c['n']})")
   return lines

@@ -123,7 +123,7 @@ def nll_gains(results: list[dict], samples: int) -> list[dict]:
       continue
     try:
       cells = scoring.compare_nll(_records(method), _records(shuffled[0]), samples=samples)
-    except ValueError as e:  # written before evaluate.answer_nll existed, or different questions
+    except scoring.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
       continue
     out.append({"method": method["label"], "method_dir": method["dir"], "cells": cells})
@@ -208,7 +208,10 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
     columns += [(name, lambda t, n=run: _task_cell(diag["runs"][n]["scores"], t))
                 for name, run in (("count ceiling", "ceiling"), ("encoder probe", "probe"),
                                   ("majority answer", "probe_majority"), ("probe, shuffled labels", "probe_shuffled_labels"))]
-  for label, r in (("trained", method), ("shuffled_user", shuffled), ("oracle reader", oracle)):
+  floors = [next((r for r in results if method and r["run"] == run and r["workdir"] == method["workdir"]), None)
+            for run in ("floor_constant", "floor_first_candidate")]
+  for label, r in (("floor: constant", floors[0]), ("floor: first candidate", floors[1]), ("trained", method),
+                   ("shuffled_user", shuffled), ("oracle reader", oracle)):
     if r is not None:
       columns.append((label, lambda t, r=r: _task_cell(r["scores"], t)))
   nll_cols = [(label, gain_of[r["dir"]]) for label, r in (("trained", method), ("oracle reader", oracle))
@@ -230,7 +233,13 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
       held = c["ci"][0] > 0 and c["p_value"] < ALPHA
       said.append(f"Encoder: a linear probe of its state {'beats' if held else 'does not beat'} the majority answer "
                   f"beyond noise ({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}, "
-                  f"{c['n']} probed questions).")
+                  f"on the {c['n']} probed questions whose gold is a train answer).")
+    lines += [""] + [f"- {what}: " + ", ".join(f"{t} {n}" for t, n in sorted(diag[key].items()))
+                     for key, what in (("ceiling_unanswered", "not answered by the count reader"),
+                                       ("probe_unprobed", "not probed (too few train questions of their stem)"),
+                                       ("probe_no_known_candidate", "left out of the probe (no candidate is a train answer)"),
+                                       ("probe_unseen_answer", "probed, but the gold is no train answer"))
+                     if diag.get(key)]
   else:
     said.append("Data and encoder: not diagnosed (add 'diagnose' to config.stages).")
   if oracle is None:
@@ -246,6 +255,8 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
     used = c["ci"][0] > 0 and c["p_value"] < ALPHA
     said.append(f"Trained encoder: its soft prompt {'carries' if used else 'does not carry'} user information into "
                 f"the answers beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
+  if method is not None:
+    lines = [f"For {method['label']} ({method['workdir']}):", ""] + lines
   return lines, " ".join(said)
 
 
