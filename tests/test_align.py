@@ -381,6 +381,9 @@ def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp
   model, params, spec = align_export.load(os.path.join(workdir, "align", "export"))
   assert spec["align"]["user"] == "oracle_titles" and model.adapter_width == model.llm.cfg.d_model
   parts = align.build(config, workdir)
+  d = model.llm.cfg.d_model  # the oracle's map starts as the identity (states are LLM embeddings)
+  np.testing.assert_array_equal(parts.start_params["adapter"]["proj"]["kernel"], np.eye(d, dtype=np.float32))
+  assert np.abs(parts.start_params["adapter"]["proj"]["bias"]).max() < 0.01
   batch = _batches(parts, workdir, 1)[0]
   soft = lambda b: np.asarray(model.soft_tokens(params, b))
   ids_changed = dict(batch, uni_seq_item_id=jnp.roll(batch["uni_seq_item_id"], 1, axis=0))

@@ -10,8 +10,9 @@ of the LLM's token embeddings. Modes (`align.mode`):
 Controls (`align.user`): `zeros` feeds zeros through the same adapter, `random_encoder` an
 untrained encoder of the same architecture (seeded); both get exactly the real run's budget.
 The reader diagnostic `oracle_titles` gives the adapter, instead of encoder states, each click's
-mean LLM embedding of its title (`uqa_model.title_states`): can the LLM learn to read soft tokens
-on this budget when the information is certainly in them?
+mean LLM embedding of its title (`uqa_model.title_states`), through the adapter with its square
+maps set to the identity (`identity_maps`): can the LLM learn to read soft tokens on this budget
+when the information is certainly in them, in its own embedding space?
 The text baselines `text20` / `text50` (mode `full` only) have no soft tokens: the pipeline
 writes the last 20 / 50 clicked titles above each question and the LLM is fine-tuned on that,
 on the same budget (raise `input.max_text_len`: ~290 / ~640 tokens on the default data).
@@ -262,8 +263,10 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                                         encoder_export._example_batch(spec["has_time"]))["params"]
   if a.user == "random_encoder":  # same architecture, untrained, seeded
     encoder_params = jax.device_get(nn.unbox(encoder_init(jax.random.PRNGKey(config.seed + 2))))
-  start_params = {"encoder": encoder_params, "llm": llm_params,
-                  "adapter": jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])}
+  adapter_params = jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])
+  if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
+    adapter_params = identity_maps(adapter_params)
+  start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
 
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
   # Parameter shardings from the modules' logical axis names (the adapter has none: replicated).
@@ -312,6 +315,23 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                init=lambda _rng: init_jit({g: start_params[g] for g in trainable}),
                step=lambda state, batch: step_jit(state, frozen, batch), eval_nll=eval_jit,
                encoder_export=export_dir)
+
+
+def identity_maps(adapter_params):
+  """The adapter with every square Dense map (d_llm -> d_llm) set to the identity, its bias cut to
+  1/100: for the oracle reader, whose inputs are LLM embeddings, soft tokens start as those
+  embeddings (then the output norm), not a random projection of them. (A token embedding's
+  entries are ~0.1, the size of `common.token_dense`'s random bias; a hundredth keeps a zero
+  input from giving an exactly zero token.)"""
+  def visit(tree):
+    if not isinstance(tree, dict):
+      return tree
+    kernel = tree.get("kernel")
+    if kernel is not None and np.ndim(kernel) == 2 and kernel.shape[0] == kernel.shape[1]:
+      return {**tree, "kernel": np.eye(kernel.shape[0], dtype=np.asarray(kernel).dtype),
+              **({"bias": np.asarray(tree["bias"]) / 100} if "bias" in tree else {})}
+    return {k: visit(v) for k, v in tree.items()}
+  return visit(adapter_params)
 
 
 def params_of(parts: Parts, state: AlignState) -> dict:
