@@ -132,6 +132,18 @@ def run(config, workdir: str, log=print) -> dict:
   return result
 
 
+COUNTED = (("ceiling_unanswered", "not answered by the count reader"),
+           ("probe_unprobed", "not probed (fewer train questions of their stem than diagnose.probe.min_train)"),
+           ("probe_no_known_candidate", "left out of the probe (no listed candidate is a train answer)"),
+           ("probe_unseen_answer", "probed, gold never a train answer (no probe can be right)"))
+
+
+def counted(result: dict) -> list[str]:
+  """One line per non-empty count of questions a diagnostic skipped or cannot answer, per task."""
+  return [f"{what}: " + ", ".join(f"{t} {n}" for t, n in sorted(result[key].items()))
+          for key, what in COUNTED if result.get(key)]
+
+
 def summary(result: dict) -> list[str]:
   """Per task: the count ceiling, the probe, the majority answer, the shuffled-label probe."""
   cell = lambda run, task: result["runs"][run]["scores"]["official"]["cells"].get(f"task/{task}")
@@ -142,12 +154,7 @@ def summary(result: dict) -> list[str]:
     row = [fmt(cell(r, task)) for r in RUNS]
     if any(x != "—" for x in row):
       lines.append(f"  {task:3} | " + " | ".join(f"{x:20}" for x in row))
-  for key, what in (("ceiling_unanswered", "not answered by the count reader"),
-                    ("probe_unprobed", "not probed (fewer train questions of their stem than diagnose.probe.min_train)"),
-                    ("probe_no_known_candidate", "left out of the probe (no listed candidate is a train answer)"),
-                    ("probe_unseen_answer", "probed, gold never a train answer (no probe can be right)")):
-    if result[key]:
-      lines.append(f"  {what}: " + ", ".join(f"{t} {n}" for t, n in sorted(result[key].items())))
+  lines += [f"  {line}" for line in counted(result)]
   if "probe_vs_majority" in result:
     c = result["probe_vs_majority"]
     lines.append(f"  probe minus majority, probed questions whose gold is a train answer: {c['difference']:+.1%} "

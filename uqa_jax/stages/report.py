@@ -234,12 +234,8 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
       said.append(f"Encoder: a linear probe of its state {'beats' if held else 'does not beat'} the majority answer "
                   f"beyond noise ({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}, "
                   f"on the {c['n']} probed questions whose gold is a train answer).")
-    lines += [""] + [f"- {what}: " + ", ".join(f"{t} {n}" for t, n in sorted(diag[key].items()))
-                     for key, what in (("ceiling_unanswered", "not answered by the count reader"),
-                                       ("probe_unprobed", "not probed (too few train questions of their stem)"),
-                                       ("probe_no_known_candidate", "left out of the probe (no candidate is a train answer)"),
-                                       ("probe_unseen_answer", "probed, but the gold is no train answer"))
-                     if diag.get(key)]
+    from uqa_jax.stages import diagnose
+    lines += [""] + [f"- {line}" for line in diagnose.counted(diag)]
   else:
     said.append("Data and encoder: not diagnosed (add 'diagnose' to config.stages).")
   if oracle is None:
