@@ -228,3 +228,61 @@ def test_a_template_that_writes_bos_first_keeps_it_when_the_system_turn_is_cut(t
   # SmolLM2's own template: its BOS (<|im_start|>) opens every turn, not the document; nothing kept.
   plain = pipeline.ChatTokenizer(tokenizer, 64).render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
   assert plain == "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _align_cfg(**kw):
+  return pipeline.PipelineConfig(**{**CFG.__dict__, "batch_size": 4, "max_answer_len": 48, **kw})
+
+
+def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, tokenizer):
+  path = os.path.join(en_dir, "align_data_train.arrow")
+  lengths_R = pipeline.chat_lengths(path)
+  f = arrow_io.SequenceFile(path)
+  assert [len(f.text(r)) for r in (0, 5)] == lengths_R[[0, 5]].tolist()
+  import grain
+  plain = grain.MapDataset.range(len(lengths_R)).shuffle(seed=0)
+  window, batch = 3, 4
+  grouped = pipeline.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
+  span = window * batch
+  got = [grouped[i] for i in range(len(plain))]
+  for start in range(0, len(plain) - span + 1, span):
+    want = sorted(plain[i] for i in range(start, start + span))
+    window_rows = got[start:start + span]
+    assert sorted(window_rows) == want  # the same rows, each once
+    batches = [window_rows[i:i + batch] for i in range(0, span, batch)]
+    # Sorted by length, then cut: the batches' length ranges do not interleave.
+    ranges = sorted((lengths_R[b].min(), lengths_R[b].max()) for b in batches)
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(ranges, ranges[1:]))
+  # Batches of similar lengths: the mean spread within a batch shrinks against the plain order.
+  spread = lambda rows: np.mean([np.ptp(lengths_R[rows[i:i + batch]]) for i in range(0, len(rows) - batch + 1, batch)])
+  assert spread(got) < 0.5 * spread([plain[i] for i in range(len(plain))])
+  # Through make_dataset the batches are those rows, and resume at the same batch.
+  cfg = _align_cfg(length_window=window, seed=0, shuffle=True)
+  it = iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer))
+  next(it)
+  state = it.get_state()
+  want = next(it)
+  resumed = iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer))
+  resumed.set_state(state)
+  np.testing.assert_array_equal(next(resumed)["input_ids"], want["input_ids"])
+
+
+def test_pad_multiple_cuts_only_padding(en_dir, tokenizer):
+  full = list(_ds(en_dir, kind="align", cfg=_align_cfg(shuffle=False, num_epochs=1), tokenizer=tokenizer))
+  cut = list(_ds(en_dir, kind="align", cfg=_align_cfg(shuffle=False, num_epochs=1, pad_multiple=16),
+                 tokenizer=tokenizer))
+  assert len(full) == len(cut) > 0
+  shorter = 0
+  for f, c in zip(full, cut):
+    t, a = c["input_ids"].shape[1], c["answer_at"].shape[1]
+    assert t % 16 == 0 or t == 192
+    assert a % 16 == 0 or a == 48
+    assert t - 16 < f["attention_mask"].sum(axis=1).max() <= t  # the longest row, rounded up
+    for k in ("input_ids", "loss_mask", "attention_mask"):
+      np.testing.assert_array_equal(c[k], f[k][:, :t])
+      assert not f["attention_mask"][:, t:].any() and not f["loss_mask"][:, t:].any()
+    np.testing.assert_array_equal(c["answer_at"], f["answer_at"][:, :a])
+    assert (f["answer_at"][:, a:] == -1).all()
+    np.testing.assert_array_equal(c["task"], f["task"])
+    shorter += t < 192
+  assert shorter == len(full)

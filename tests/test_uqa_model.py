@@ -144,3 +144,23 @@ def test_unknown_place_or_user_is_refused():
     uqa_model.UQAModel(model.encoder, model.adapter, model.llm, user="shuffled")
   with pytest.raises(ValueError, match="align.place='suffix'"):
     uqa_model.UQAModel(model.encoder, model.adapter, model.llm, place="suffix")
+
+
+@pytest.mark.parametrize("place", ["prefix", "placeholder"])
+def test_extra_right_padding_does_not_change_the_answer_nll(place):
+  """What `input.pad_multiple` cuts (padding after every row, -1 answer slots) changes no number."""
+  model, params, batch = _setup()
+  model = uqa_model.UQAModel(model.encoder, model.adapter, model.llm, place=place)
+  batch["question_at"] = np.array([3, 2], np.int32)
+  answer_at = np.full((2, 4), -1, np.int32)
+  for b in range(2):
+    idx = np.flatnonzero(batch["loss_mask"][b])
+    answer_at[b, :len(idx)] = idx
+  padded = dict(batch, answer_at=np.pad(answer_at, ((0, 0), (0, 5)), constant_values=-1),
+                **{k: np.pad(batch[k], ((0, 0), (0, 7))) for k in ("input_ids", "attention_mask", "loss_mask")})
+  without_answer_at = lambda b: {k: v for k, v in b.items() if k != "answer_at"}
+  for fast in (False, True):  # logits at the answer positions only, or at every position
+    got = uqa_model.answer_nll(params, padded if fast else without_answer_at(padded), model=model)
+    want = uqa_model.answer_nll(params, dict(batch, answer_at=answer_at) if fast else batch, model=model)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))

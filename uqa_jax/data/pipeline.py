@@ -20,6 +20,14 @@ An align batch adds
 Histories longer than L keep their most recent L steps; bags wider than K keep their first K
 ids. Order: shard by JAX process, shuffle (seeded, reshuffled every epoch), repeat, map,
 batch. The iterator's `get_state()` / `set_state()` resume at the same batch.
+
+Two options make align batches cheaper (off by default; `input` block):
+  length_window  > 0: after shuffling, each window of this many batches is sorted by chat
+                 length (characters, a proxy for tokens) and cut into batches whose order is then
+                 shuffled (seeded per window): rows of a batch have similar lengths.
+  pad_multiple   > 0: each batch's T and A axes are cut to its longest row, rounded up to this
+                 multiple (at most `max_text_len` / `max_answer_len`): fewer padded positions,
+                 one compiled shape per length bucket.
 """
 
 import dataclasses
@@ -48,15 +56,21 @@ class InputConfig:
   bag_sizes: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_BAG_SIZES))  # K per column
   max_text_len: int = 192  # T: chat tokens per align row
   max_answer_len: int = 64  # A: answer + end-of-turn tokens per align row
+  length_window: int = 0  # > 0: align rows sorted by length within windows of this many batches
+  pad_multiple: int = 0  # > 0: align batches cut to their longest row, rounded up to this multiple
 
   def __post_init__(self):
+    if self.length_window < 0 or self.pad_multiple < 0:
+      raise ValueError(f"input.length_window={self.length_window}, input.pad_multiple={self.pad_multiple}: "
+                       "expected >= 0 (0 = off)")
     unknown = sorted(set(self.bag_sizes) - set(schema.FEATURE_COLUMNS[1:]))
     if unknown:
       raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
 
   def pipeline(self, **kwargs) -> "PipelineConfig":
     return PipelineConfig(bag_sizes=tuple(self.bag_sizes.items()), max_text_len=self.max_text_len,
-                          max_answer_len=self.max_answer_len, **kwargs)
+                          max_answer_len=self.max_answer_len, length_window=self.length_window,
+                          pad_multiple=self.pad_multiple, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +80,8 @@ class PipelineConfig:
   bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
   max_text_len: int = InputConfig.max_text_len
   max_answer_len: int = InputConfig.max_answer_len
+  length_window: int = 0  # see the module docstring; align files only
+  pad_multiple: int = 0
   system_prompt: str = ""  # "": no system turn (the template's default one is removed)
   history_clicks: int = 0  # > 0: the last this many clicked titles written above each question (text users)
   seed: int = 0
@@ -296,6 +312,74 @@ def _padded_batch(batch_size: int):
   return batch_fn
 
 
+class LengthGrouped(grain.MapDataset):
+  """Row indices regrouped so that each batch holds rows of similar length.
+
+  Window w covers the parent's elements [w*W*B, (w+1)*W*B) (W = `window` batches of B rows):
+  they are sorted by `lengths_R` (stable) and cut into W batches, which come out in an order
+  drawn from (`seed`, w). Every parent element appears exactly once; a window is computed once.
+  """
+
+  def __init__(self, parent: grain.MapDataset, lengths_R: np.ndarray, *, window: int, batch_size: int, seed: int):
+    super().__init__(parent)
+    self.lengths_R = np.asarray(lengths_R)
+    self.span, self.batch_size, self.seed = window * batch_size, batch_size, seed
+    self._cached = (-1, None)
+
+  def __len__(self):
+    return len(self._parent)
+
+  def _window(self, w: int) -> np.ndarray:
+    if self._cached[0] != w:
+      start = w * self.span
+      rows = np.array([self._parent[i] for i in range(start, min(start + self.span, len(self._parent)))])
+      rows = rows[np.argsort(self.lengths_R[rows], kind="stable")]
+      batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+      order = np.random.default_rng((self.seed, w)).permutation(len(batches))
+      self._cached = (w, np.concatenate([batches[b] for b in order]))
+    return self._cached[1]
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return int(self._window(index // self.span)[index % self.span])
+
+  def __str__(self):
+    return f"LengthGrouped(window={self.span // self.batch_size} batches)"
+
+
+class ReadRow(grain.transforms.Map):
+  """Row index -> the source's row."""
+
+  def __init__(self, source: SequenceSource):
+    self.source = source
+
+  def map(self, index):
+    return self.source[index]
+
+
+class CutPadding(grain.transforms.Map):
+  """An align batch with its T and A axes cut to its longest row, rounded up to `multiple`."""
+
+  def __init__(self, multiple: int, max_text_len: int, max_answer_len: int):
+    self.multiple, self.max_text_len, self.max_answer_len = multiple, max_text_len, max_answer_len
+
+  def _cut(self, n: int, most: int) -> int:
+    return min(most, max(self.multiple, -(-n // self.multiple) * self.multiple))
+
+  def map(self, batch: dict) -> dict:
+    t = self._cut(int(batch["attention_mask"].sum(axis=1).max()), self.max_text_len)
+    a = self._cut(int((batch["answer_at"] >= 0).sum(axis=1).max()), self.max_answer_len)
+    return {**batch, **{k: batch[k][:, :t] for k in ("input_ids", "loss_mask", "attention_mask")},
+            "answer_at": batch["answer_at"][:, :a]}
+
+
+def chat_lengths(path: str) -> np.ndarray:
+  """Characters of each row's chat text: `length_window`'s sort key (no tokenizer needed)."""
+  file = arrow_io.SequenceFile(path)
+  return np.array([len(file.text(r)) for r in range(len(file))], np.int64)
+
+
 def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_index: int | None = None,
                  process_count: int | None = None) -> grain.IterDataset:
   """The batched dataset over `path`; pass `tokenizer` for align files (chat columns)."""
@@ -306,16 +390,21 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
   if source.has_text != (tokenizer is not None):
     raise ValueError(f"{path}: {'align' if source.has_text else 'pretrain'} file; "
                      f"a tokenizer is {'required' if source.has_text else 'not used'}")
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = grain.MapDataset.range(len(source))[process_index::process_count]
   if len(ds) == 0:
     raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
+  if cfg.length_window and tokenizer is not None:
+    ds = LengthGrouped(ds, chat_lengths(path), window=cfg.length_window, batch_size=cfg.batch_size, seed=cfg.seed)
+  ds = ds.map(ReadRow(source))
   chat = ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len) if tokenizer is not None else None
   ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
   if cfg.drop_remainder:
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
   else:
     ds = ds.batch(cfg.batch_size, drop_remainder=False, batch_fn=_padded_batch(cfg.batch_size))
+  if cfg.pad_multiple and tokenizer is not None:
+    ds = ds.map(CutPadding(cfg.pad_multiple, cfg.max_text_len, cfg.max_answer_len))
   return ds.to_iter_dataset()
