@@ -51,7 +51,7 @@ def get_config(arg: str = "trained-s0"):
   a = c.align
   a.steps, a.warmup_steps, a.place = 400, 40, "placeholder"
   a.log_every, a.checkpoint_every = 20, 100
-  c.input.length_window, c.input.pad_multiple = 8, 16  # ~1.4x the align steps/s (README, "Speed")
+  c.input.length_window, c.input.pad_multiple = 8, 16  # ~1.4x the align steps/s (README, "Batches")
   c.evaluate.prompt_cost = False
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
