@@ -46,9 +46,16 @@ ablations: $(STAMP)  # configs/ablations.py: Tables 3/4, controls, text baseline
 	for v in $$($(PY) -c "from configs import ablations; print(*ablations.VARIANTS)"); do \
 	  $(PY) -m uqa_jax.main --config configs/ablations.py:$$v || exit 1; done
 
-full: $(STAMP)  # configs/default_full.py: every variant per seed, trained last (about 4 hours per seed on 2 cores)
-	for s in $(SEEDS); do for v in $$($(PY) -c "from configs import default_full; print(*default_full.VARIANTS)"); do \
-	  $(PY) -m uqa_jax.main --config configs/default_full.py:$$v-s$$s || exit 1; done; done
+full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a copy of its Stage 1, the report (~3 h per seed on 2 cores)
+	for s in $(SEEDS); do w=workdir/default_full; \
+	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s \
+	    --config.stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')" || exit 1; \
+	  for v in $$($(PY) -c "from configs import default_full; print(*default_full.CONTROLS)"); do \
+	    mkdir -p $$w-$$v-s$$s; for st in data pretrain; do \
+	      [ -e $$w-$$v-s$$s/$$st ] || cp -r $$w-trained-s$$s/$$st $$w-$$v-s$$s/ || exit 1; done; \
+	    $(PY) -m uqa_jax.main --config configs/default_full.py:$$v-s$$s || exit 1; done; \
+	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s --config.stages="('report',)" || exit 1; \
+	done
 
 pretrain-table: $(STAMP)  # brief Stage 1 runs of all five encoders (~40 min on 2 cores)
 	$(PY) benchmarks/pretrain_table.py

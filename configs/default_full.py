@@ -2,9 +2,12 @@
 the oracle reader and the text baseline, for a given seed; about an hour per workdir on 2 CPU
 cores (Stage 2 dominates: ~1.2 examples/s), minutes on one GPU.
 
-  python -m uqa_jax.main --config configs/default_full.py:zeros-s0            # a control first ...
-  python -m uqa_jax.main --config configs/default_full.py:trained-s0          # ... the report joins them
-  make full SEEDS="0 1"                     # every variant for each seed, trained last
+  make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
+  python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
+The report of `trained` joins the other variants' workdirs: it fails, naming the missing one,
+until they exist. Stage 1 (data, pretrain) is the same for every variant of a seed (only align,
+evaluate and the report differ), so `make full` copies it from the trained workdir instead of
+recomputing it (the fingerprints match: the copy is reused, not retrained).
 Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   trained         Trm++ through the `recent` adapter; also evaluates shuffled_user, the zero-shot
                   text20 baseline and the floors; its report includes the other variants' workdirs
@@ -31,7 +34,8 @@ The two-seed Table 2 of this config is not measured yet.
 
 from configs import default
 
-VARIANTS = ("zeros", "random_encoder", "oracle_titles", "trained")  # run order: trained last (its report)
+CONTROLS = ("zeros", "random_encoder", "oracle_titles")  # each aligned on its own, on the trained run's Stage 1
+VARIANTS = ("trained",) + CONTROLS
 
 
 def parse(arg: str) -> tuple[str, int]:
