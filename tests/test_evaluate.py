@@ -22,6 +22,7 @@ import pytest
 from configs import smoke
 from uqa_jax import questions as questions_lib
 from uqa_jax import scoring
+from uqa_jax import seeds
 from uqa_jax import stages
 from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
@@ -358,3 +359,28 @@ def _oracle_config():
   config = smoke.get_config()
   config.align.user = "oracle_titles"
   return config
+
+
+def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
+  """`python -m uqa_jax.seeds` on two workdirs' reports: every run in both seeds with each value,
+  the ceiling and probe rows from diagnose, comparisons and NLL gains per seed, one verdict per control."""
+  _, workdir, _, _ = evaluated
+  dirs = [tmp_path / f"main-s{i}" for i in (0, 1)]
+  for d in dirs:
+    for stage in ("evaluate", "diagnose"):
+      shutil.copytree(os.path.join(workdir, stage), d / stage)
+    report.write(str(d), figures=False, samples=100, log=lambda _: None)
+  out = tmp_path / "seeds.md"
+  assert seeds.main([str(d) for d in dirs] + ["--out", str(out)]) == 0
+  md = out.read_text(encoding="utf-8")
+  saved = json.loads((dirs[0] / "report" / "report.json").read_text())
+  trained = next(r for r in saved["results"] if r["kind"] == "method")
+  acc = 100 * trained["scores"]["official"]["cells"]["overall"]["accuracy"]
+  row = next(l for l in md.splitlines() if l.startswith(f"| {trained['label']} | method |"))
+  assert row.rstrip(" |").endswith(f"{acc:.1f} ({acc:.1f} / {acc:.1f})")
+  for needle in ("| shuffled_user | control |", "| count ceiling | diagnose |", "| encoder probe | diagnose |",
+                 "| floor: best constant | floor |", "| text20 |", f"| {trained['label']} | shuffled_user | official |",
+                 f"| {trained['label']} | overall |", "shuffled_user (official, overall): differences"):
+    assert needle in md, needle
+  with pytest.raises(FileNotFoundError, match="main-s2"):
+    seeds.write([str(dirs[0]), str(tmp_path / "main-s2")])

@@ -1,0 +1,204 @@
+"""One report per seed joined: the tables the README quotes for a run repeated over seeds.
+
+  python -m uqa_jax.seeds workdir/default_full-trained-s0 workdir/default_full-trained-s1 [--out FILE.md]
+
+Reads each workdir's `report/report.json` (the report stage, every included workdir's runs with
+it) and `diagnose/result.json` (when that stage ran), and prints
+  * Table 2 per scoring variant: each run's accuracy per sub-task as the mean over seeds with
+    every seed's value, next to the count ceiling and the encoder probe;
+  * every paired comparison (trained encoder minus a control, baseline or floor) per seed, with
+    its 95% interval and p;
+  * the answer-NLL gain over shuffled_user per sub-task and seed;
+  * one verdict per control and variant: the trained encoder beats it when, in every seed, the
+    paired difference's 95% interval is above zero with p < 0.05, and the mean difference is
+    larger than the seed-to-seed spread (max - min) of the trained encoder's own accuracy.
+A run is keyed by its label and the workdir it came from, the seed suffix (`-s<N>`) dropped;
+one missing from a seed is listed, never averaged over fewer seeds silently.
+"""
+
+import argparse
+import os
+import re
+
+import numpy as np
+
+from uqa_jax import stages
+from uqa_jax.stages import report as report_lib
+
+DIAGNOSE_ROWS = (("count ceiling", "ceiling"), ("encoder probe", "probe"), ("majority answer", "probe_majority"))
+
+
+def _workdir_of(run_dir: str) -> str:
+  """`<workdir>/evaluate/<run>` -> `<workdir>`."""
+  return os.path.dirname(os.path.dirname(os.path.normpath(run_dir)))
+
+
+def _role(workdir: str) -> str:
+  return re.sub(r"-s\d+$", "", os.path.basename(os.path.normpath(workdir)))
+
+
+def load(workdirs: list[str]) -> list[dict]:
+  """Per seed: {"workdir", "report", "diagnose" (or None)}; a missing report is an error naming it."""
+  if len(workdirs) < 2:
+    raise ValueError(f"seeds: expected the workdirs of two or more seeds, got {workdirs}")
+  out = []
+  for w in workdirs:
+    path = os.path.join(w, "report", "report.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"seeds: {path} is missing; run the report stage in {w} first")
+    diag = os.path.join(w, "diagnose", stages.RESULT)
+    out.append({"workdir": w, "report": stages.read_json(path),
+                "diagnose": stages.read_json(diag) if os.path.exists(diag) else None})
+  return out
+
+
+def runs(seed: dict) -> dict:
+  """{(role, label): {"kind", "scores"}} of one seed: its report's runs, then the diagnose rows."""
+  main_role = _role(seed["workdir"])
+  out = {(_role(r["workdir"]), r["label"]): r for r in seed["report"]["results"]}
+  if seed["diagnose"]:
+    for label, name in DIAGNOSE_ROWS:
+      out[(main_role, label)] = {"kind": "diagnose", "scores": seed["diagnose"]["runs"][name]["scores"]}
+  return out
+
+
+def _display(key, main_role) -> str:
+  role, label = key
+  return label if role == main_role else f"{label} [{role}]"
+
+
+def accuracy_table(seeds: list[dict], variant: str, columns=report_lib.COLUMNS,
+                   headers=report_lib.HEADERS) -> tuple[list[str], list[str]]:
+  """(markdown rows: mean % over seeds with each seed's value, runs missing from some seed)."""
+  per_seed = [runs(s) for s in seeds]
+  main_role = _role(seeds[0]["workdir"])
+  keys = [k for k in per_seed[0] if all(k in p for p in per_seed)]
+  kinds = report_lib.KINDS + ("diagnose",)
+  keys.sort(key=lambda k: (kinds.index(per_seed[0][k]["kind"]), k[1]))
+  missing = sorted({_display(k, main_role) for p in per_seed for k in p if not all(k in q for q in per_seed)})
+  lines = ["| run | kind | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
+  for k in keys:
+    cells = []
+    for c in columns:
+      values = [p[k]["scores"].get(variant, {}).get("cells", {}).get(c) for p in per_seed]
+      if any(v is None for v in values):
+        cells.append("—")
+        continue
+      acc = [100 * v["accuracy"] for v in values]
+      cells.append(f"{np.mean(acc):.1f} ({' / '.join(f'{a:.1f}' for a in acc)})")
+    if any(c != "—" for c in cells):
+      lines.append(f"| {_display(k, main_role)} | {per_seed[0][k]['kind']} | " + " | ".join(cells) + " |")
+  return lines, missing
+
+
+def _by_key(items: list[dict], key_fn) -> dict:
+  return {key_fn(x): x for x in items}
+
+
+def comparison_table(seeds: list[dict]) -> list[str]:
+  comp_key = lambda c: (c["method"], _role(_workdir_of(c["other_dir"])),
+                        c["other"], c["variant"])
+  per_seed = [_by_key(s["report"]["comparisons"], comp_key) for s in seeds]
+  lines = ["| method | other | variant | " + " | ".join(f"seed {i}" for i in range(len(seeds))) + " |",
+           "|" + "---|" * (len(seeds) + 3)]
+  main_role = _role(seeds[0]["workdir"])
+  for k in per_seed[0]:
+    cells = []
+    for p in per_seed:
+      c = p.get(k)
+      cells.append("—" if c is None else f"not compared: {c['skipped']}" if "p_value" not in c else
+                   f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}")
+    lines.append(f"| {k[0]} | {_display((k[1], k[2]), main_role)} | {k[3]} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _cell_order(cell: str) -> tuple:
+  """overall, then the sub-tasks in the paper's order, then the groups."""
+  if cell in report_lib.COLUMNS:
+    return (report_lib.COLUMNS.index(cell) + 1) % len(report_lib.COLUMNS), cell
+  return len(report_lib.COLUMNS), cell
+
+
+def nll_table(seeds: list[dict]) -> list[str]:
+  gain_key = lambda g: (_role(_workdir_of(g["method_dir"])), g["method"])
+  per_seed = [_by_key(s["report"]["answer_nll_gains"], gain_key) for s in seeds]
+  main_role = _role(seeds[0]["workdir"])
+  lines = ["| aligned model | cell | " + " | ".join(f"seed {i}" for i in range(len(seeds))) + " |",
+           "|" + "---|" * (len(seeds) + 2)]
+  for k, first in per_seed[0].items():
+    if "cells" not in first:
+      continue
+    for cell in sorted(first["cells"], key=_cell_order):
+      out = []
+      for p in per_seed:
+        c = p.get(k, {}).get("cells", {}).get(cell)
+        out.append("—" if c is None else f"{c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p={c['p_value']:.3f}")
+      lines.append(f"| {_display(k, main_role)} | {cell} | " + " | ".join(out) + " |")
+  return lines
+
+
+def verdicts(seeds: list[dict], variant: str = "official") -> list[str]:
+  """Per control of the trained encoder's own comparisons: beaten in every seed, beyond the spread?"""
+  lines = []
+  methods = [r for r in seeds[0]["report"]["results"] if r["kind"] == "method"]
+  for method in methods:
+    acc = []
+    for s in seeds:
+      m = next((r for r in s["report"]["results"] if r["kind"] == "method" and r["label"] == method["label"]), None)
+      acc.append(None if m is None else m["scores"][variant]["cells"]["overall"]["accuracy"])
+    if any(a is None for a in acc):
+      lines.append(f"{method['label']}: not in every seed")
+      continue
+    spread = max(acc) - min(acc)
+    for other in report_lib.CONTROLS:
+      diffs = []
+      for s in seeds:
+        c = next((c for c in s["report"]["comparisons"] if c["method"] == method["label"] and c["other"] == other
+                  and c["variant"] == variant and "p_value" in c), None)
+        diffs.append(c)
+      if any(c is None for c in diffs):
+        lines.append(f"{method['label']} vs {other} ({variant}): not compared in every seed")
+        continue
+      every = all(c["ci"][0] > 0 and c["p_value"] < report_lib.ALPHA for c in diffs)
+      mean = float(np.mean([c["difference"] for c in diffs]))
+      beats = every and mean > spread
+      lines.append(
+          f"{method['label']} {'beats' if beats else 'does not beat'} {other} ({variant}, overall): differences "
+          + ", ".join(f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}]" for c in diffs)
+          + f"; mean {mean:+.1%}; {'above zero in every seed' if every else 'not above zero in every seed'}; "
+          f"seed-to-seed spread of {method['label']}'s accuracy {spread:.1%}")
+  return lines
+
+
+def write(workdirs: list[str]) -> str:
+  seeds = load(workdirs)
+  md = [f"# Across {len(seeds)} seeds: {', '.join(workdirs)}", "",
+        "Accuracy in %: the mean over seeds, each seed's value in brackets (seed order as given).", ""]
+  for variant, title in (("official", "official rule"), ("strict", "strict"), ("ranked", "ranked (questions with candidates)")):
+    columns = report_lib.COLUMNS if variant != "ranked" else ["task/IP", "task/AP", "overall"]
+    headers = report_lib.HEADERS if variant != "ranked" else ["IP", "AP", "All ranked"]
+    lines, missing = accuracy_table(seeds, variant, columns, headers)
+    md += [f"## Table 2 — {title}", "", *lines, ""]
+    if missing:
+      md += [f"Not in every seed (left out): {', '.join(missing)}", ""]
+  md += ["## Paired comparisons per seed (trained minus other)", "", *comparison_table(seeds), "",
+         "## Answer-NLL gain over shuffled_user per seed (nats/token)", "", *nll_table(seeds), "",
+         "## Verdict", "", *[f"- {line}" for line in verdicts(seeds)], ""]
+  return "\n".join(md)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("workdirs", nargs="+")
+  parser.add_argument("--out", help="also write the markdown here")
+  args = parser.parse_args(argv)
+  text = write(args.workdirs)
+  print(text)
+  if args.out:
+    with open(args.out, "w", encoding="utf-8") as f:
+      f.write(text)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
