@@ -13,6 +13,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   text20 baseline and the floors; its report includes the other variants' workdirs
   zeros, random_encoder   the controls, each with its own Stage 2 on the same budget
   oracle_titles   the reader diagnostic (each click's LLM title embedding as the adapter's input)
+  titles_init     an experiment: trained, its adapter map starting as the ridge fit of the clicked
+                  titles' LLM embeddings on the encoder states (`align.adapter_init="titles"`)
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -35,7 +37,8 @@ The two-seed Table 2 of this config is not measured yet.
 from configs import default
 
 CONTROLS = ("zeros", "random_encoder", "oracle_titles")  # each aligned on its own, on the trained run's Stage 1
-VARIANTS = ("trained",) + CONTROLS
+EXPERIMENTS = ("titles_init",)  # trained with align.adapter_init="titles" (README: what it did)
+VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
 def parse(arg: str) -> tuple[str, int]:
@@ -60,6 +63,9 @@ def get_config(arg: str = "trained-s0"):
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
     c.report.include = tuple(f"workdir/default_full-{v}-s{seed}" for v in VARIANTS if v != "trained")
+  elif variant == "titles_init":
+    c.align.adapter_init = "titles"
+    c.evaluate.runs = ("aligned", "shuffled_user")
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant == "oracle_titles" else ("aligned",)

@@ -5,6 +5,7 @@ resume ends bit-identical, the zeros control never sees the user, bfloat16 works
 A tiny random LLM with SmolLM2's tokenizer (`tests/tiny_llm.py`) stands in for the real one.
 """
 
+import dataclasses
 import os
 import re
 import shutil
@@ -392,3 +393,48 @@ def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp
   assert not np.allclose(soft(batch), soft(dict(batch, **{titles: jnp.roll(batch[titles], 1, axis=0)})))
   with pytest.raises(config_blocks.ConfigError, match="oracle_titles.*never reads the encoder"):
     align.align_config(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True))
+
+
+@pytest.mark.parametrize("user", ["encoder", "zeros"])
+def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, user):
+  """adapter_init='titles': `proj` starts as the least-squares map from each click's encoder state
+  (zeros for the zeros control) to its title's mean LLM embedding, checked against NumPy's lstsq
+  on title means computed by a plain loop; the oracle and text users are refused."""
+  config, workdir = _workdir(base, tmp_path, adapter_init="titles", title_fit_rows=12, user=user)
+  config.adapter.name, config.adapter.num_tokens = "recent", 2
+  parts = align.build(config, workdir)
+  table_VxM = np.asarray(parts.start_params["llm"]["embedding"], np.float64)
+  cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
+  path = os.path.join(workdir, "data", "align_data_train.arrow")
+  xs, ys, rows = [], [], 0
+  for batch in pipeline.make_dataset(path, cfg, tokenizer=parts.tokenizer):
+    states = np.asarray(parts.model.encoder.apply({"params": parts.start_params["encoder"]}, batch)[0])
+    for b in np.flatnonzero(batch["valid"]):
+      for t in range(int(batch["lengths"][b])):
+        tokens = [i for i in batch[uqa_model.TITLE_COLUMN][b, t] if i != 0]
+        xs.append(states[b, t] if user == "encoder" else np.zeros(states.shape[-1]))
+        ys.append(table_VxM[tokens].mean(0) if tokens else np.zeros(table_VxM.shape[1]))
+      rows += 1
+    if rows >= 12:
+      break
+  x, y = np.array(xs), np.array(ys)
+  assert parts.title_fit["clicks"] == len(x) and parts.title_fit["rows"] == rows
+  # Ridge as documented (penalty 1e-3 x the centred Gram's mean diagonal, intercept free), solved
+  # as least squares on rows augmented by sqrt(penalty) x identity.
+  xc, yc = x - x.mean(0), y - y.mean(0)
+  penalty = 1e-3 * max((xc ** 2).sum() / x.shape[1], 1e-12)
+  kernel = np.linalg.lstsq(np.r_[xc, np.sqrt(penalty) * np.eye(x.shape[1])],
+                           np.r_[yc, np.zeros((x.shape[1], y.shape[1]))], rcond=None)[0]
+  theirs = xc @ kernel + y.mean(0)
+  proj = parts.start_params["adapter"]["proj"]
+  ours = x @ proj["kernel"] + proj["bias"]
+  np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max())
+  want_r2 = 1 - ((y - theirs) ** 2).sum() / (yc ** 2).sum()
+  assert parts.title_fit["r2"] == pytest.approx(want_r2, abs=1e-3)
+  if user == "zeros":
+    assert not np.asarray(proj["kernel"]).any()
+  else:
+    assert parts.title_fit["r2"] > 0.05  # the states say something about the clicked titles
+  for other in ("oracle_titles", "text20"):
+    with pytest.raises(config_blocks.ConfigError, match="adapter_init='titles'"):
+      align.align_config(_config(config.llm.model, user=other, mode="full", adapter_init="titles"))

@@ -128,6 +128,19 @@ def test_fingerprints_hold_what_changes_results_and_only_that():
   assert stages.fingerprint("data", movielens) == stages.fingerprint("data", other)
 
 
+def test_a_field_added_later_keeps_old_workdirs_valid_at_its_old_behaviour():
+  """align.adapter_init came after workdirs existed: at "random" (what the code did before) the
+  align fingerprint is the one stored then; "titles" changes it."""
+  base = stages.fingerprint("align", smoke.get_config())
+  assert not any(k.startswith(("align.adapter_init", "align.title_fit_rows")) for k in base)
+  titles = smoke.get_config()
+  titles.align.adapter_init = "titles"
+  assert stages.fingerprint("align", titles)["align.adapter_init"] == "titles"
+  rows = smoke.get_config()
+  rows.align.title_fit_rows = 64
+  assert {k for k in stages.fingerprint("align", rows)} - set(base) == {"align.title_fit_rows"}
+
+
 def test_default_workdir_is_named_after_the_config_and_its_argument():
   assert main_lib.default_workdir("configs/default.py:hstu") == os.path.join("workdir", "default-hstu")
   assert main_lib.default_workdir("configs/default.py") == os.path.join("workdir", "default")

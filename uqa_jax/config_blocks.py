@@ -4,7 +4,9 @@ A config file holds each block as an `ml_collections.ConfigDict` made by `block(
 (every field of `cls` with its default, so `--config.<block>.<field>=...` overrides work);
 a stage turns it back into `cls` with `build`, which raises on a key `cls` does not have.
 Fields marked `RUN_ONLY` (logging and checkpoint cadence) change how a run reports, not what
-it computes, so they stay out of the stage fingerprints.
+it computes, so they stay out of the stage fingerprints. A field added after workdirs exist
+is marked `added_later(value)`: at `value` (what the code did before the field existed) it stays
+out of the fingerprint, so those workdirs stay valid; any other value enters it.
 """
 
 import dataclasses
@@ -13,6 +15,11 @@ import typing
 import ml_collections
 
 RUN_ONLY = {"fingerprint": False}  # dataclasses.field(metadata=RUN_ONLY)
+
+
+def added_later(old_behaviour) -> dict:
+  """Field metadata: the value at which the field does what the code did before it existed."""
+  return {"omit_when": old_behaviour}
 
 
 class ConfigError(ValueError):
@@ -83,5 +90,7 @@ def fingerprint(obj, keep=None) -> dict:
   for f in dataclasses.fields(obj):
     if f.metadata.get("fingerprint", True) and (keep is None or f.name in keep):
       value = getattr(obj, f.name)
+      if "omit_when" in f.metadata and value == f.metadata["omit_when"]:
+        continue
       out[f.name] = fingerprint(value) if dataclasses.is_dataclass(value) else value
   return out

@@ -55,6 +55,7 @@ from uqa_jax import questions
 from uqa_jax import stages
 from uqa_jax import uqa_model
 from uqa_jax.adapters import config as adapter_lib
+from uqa_jax.adapters import title_fit
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.config_blocks import RUN_ONLY
 from uqa_jax.data import arrow_io
@@ -80,6 +81,10 @@ class AlignConfig:
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
   user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
   place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
+  # choices.ADAPTER_INITS: random | titles (`adapters/title_fit.py`: the token map starts as the
+  # ridge fit of each click's mean title embedding on its encoder state)
+  adapter_init: str = dataclasses.field(default="random", metadata=config_blocks.added_later("random"))
+  title_fit_rows: int = dataclasses.field(default=512, metadata=config_blocks.added_later(512))  # align-train rows it fits on
   system_prompt: str = ""  # "": no system turn at all
   batch_size: int = 32
   epochs: int = 3  # used when steps is 0
@@ -101,7 +106,7 @@ class AlignConfig:
 
   def __post_init__(self):
     for key, valid in (("mode", choices.ALIGN_MODES), ("user", choices.ALIGN_USERS),
-                       ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES)):
+                       ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES), ("adapter_init", choices.ADAPTER_INITS)):
       if getattr(self, key) not in valid:
         raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
     if self.train_encoder and self.mode != "full":
@@ -115,6 +120,11 @@ class AlignConfig:
       raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps} needs mode='full' (mode 'adapter' never trains the LLM)")
     if self.llm_frozen_steps < 0:
       raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps}; expected 0 or more")
+    if self.adapter_init == "titles" and self.user in (choices.ORACLE, *choices.TEXT_CLICKS):
+      raise ValueError(f"adapter_init='titles' with user={self.user!r}: it fits the map from encoder states; the "
+                       f"{self.user} run has none (the oracle's map starts as the identity)")
+    if self.title_fit_rows < 1:
+      raise ValueError(f"title_fit_rows={self.title_fit_rows}; expected at least 1")
     if self.max_bad_steps < 1:
       raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
 
@@ -237,6 +247,7 @@ class Parts:
   step: Any  # (state, batch) -> (state, metrics), jitted, state donated
   eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
   encoder_export: str
+  title_fit: dict | None = None  # adapter_init="titles": what the fit saw and how well it fits
 
 
 def _param_shardings(mesh, init_fn):
@@ -266,6 +277,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   adapter_params = jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])
   if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
     adapter_params = identity_maps(adapter_params)
+  fit = None
+  if a.adapter_init == "titles":
+    adapter_params, fit = fit_to_titles(config, workdir, model, encoder_params, adapter_params, embedding_VxM)
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
 
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
@@ -314,7 +328,37 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,
                init=lambda _rng: init_jit({g: start_params[g] for g in trainable}),
                step=lambda state, batch: step_jit(state, frozen, batch), eval_nll=eval_jit,
-               encoder_export=export_dir)
+               encoder_export=export_dir, title_fit=fit)
+
+
+def fit_to_titles(config, workdir: str, model, encoder_params, adapter_params, embedding_VxM) -> tuple[dict, dict]:
+  """(adapter params with `proj` fitted, {"r2", "clicks", "rows"}): `adapters/title_fit.py` on the
+  states of the first `align.title_fit_rows` align-train rows (all zero for the `zeros` control,
+  whose adapter never sees a state), every valid click."""
+  a = align_config(config)
+  title_fit.check(adapter_params)  # before any work
+  pipe = dataclasses.replace(
+      data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=data_stage.data_config(config).max_len,
+                                               system_prompt=a.system_prompt),
+      shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, pad_multiple=0)
+  path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
+  source = data_stage.llm_source(config)
+  encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
+  titles = jax.jit(uqa_model.title_states)
+  xs, ys, rows = [], [], 0
+  for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model)):
+    states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encode(encoder_params, batch))
+    if a.user == "zeros":
+      states_BxLxD = np.zeros_like(states_BxLxD)
+    title_BxLxM, _ = titles(embedding_VxM, batch)
+    keep_BxL = mask_BxL.astype(bool) & batch["valid"][:, None]
+    xs.append(states_BxLxD[keep_BxL])
+    ys.append(np.asarray(title_BxLxM)[keep_BxL])
+    rows += int(batch["valid"].sum())
+    if rows >= a.title_fit_rows:
+      break
+  kernel, bias, r2 = title_fit.ridge(np.concatenate(xs), np.concatenate(ys))
+  return title_fit.apply(adapter_params, kernel, bias), {"r2": r2, "clicks": int(sum(len(x) for x in xs)), "rows": rows}
 
 
 def identity_maps(adapter_params):
@@ -378,6 +422,10 @@ def run(config, workdir: str, log=print) -> dict:
     log(f"align: {source} -> LLM {data_stage.llm_source(config).model} ({model.llm.cfg.dtype}); mode {a.mode}, "
         f"user {a.user}; training {count(state.params):,} of {count(parts.start_params):,} parameters; "
         f"{parts.total_steps} steps of batch {a.batch_size}, mesh {dict(parts.mesh.shape)}")
+    if parts.title_fit:
+      f = parts.title_fit
+      log(f"align: adapter map '{title_fit.PARAM}' starts as the ridge fit of each click's mean title embedding "
+          f"on its {'(zero) ' if a.user == 'zeros' else ''}state: R² {f['r2']:.3f} on {f['clicks']:,} clicks of {f['rows']} rows")
     if a.user in ("encoder", "random_encoder") and not a.train_encoder:
       log("align: frozen encoder states are recomputed each step (not cached)")
     start_eval = _eval_before(parts, state, data_dir, out_dir, log)
@@ -395,7 +443,7 @@ def run(config, workdir: str, log=print) -> dict:
       f"); {skipped} steps skipped")
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
             "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
-            "skipped_steps": skipped}
+            "skipped_steps": skipped, **({"title_fit": parts.title_fit} if parts.title_fit else {})}
   align_export.save(os.path.join(out_dir, "export"), {
       "adapter": dataclasses.asdict(model.adapter.cfg),
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
