@@ -53,7 +53,8 @@ full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a c
 	  for v in $$($(PY) -c "from configs import default_full; print(*default_full.CONTROLS)"); do \
 	    mkdir -p $$w-$$v-s$$s; for st in data pretrain; do \
 	      [ -e $$w-$$v-s$$s/$$st ] || cp -r $$w-trained-s$$s/$$st $$w-$$v-s$$s/ || exit 1; done; \
-	    $(PY) -m uqa_jax.main --config configs/default_full.py:$$v-s$$s || exit 1; done; \
+	    $(PY) -m uqa_jax.main --config configs/default_full.py:$$v-s$$s \
+	      --config.stages="('data', 'pretrain', 'align', 'evaluate')" || exit 1; done; \
 	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s --config.stages="('report',)" || exit 1; \
 	done
 	[ $(words $(SEEDS)) -lt 2 ] || $(PY) -m uqa_jax.seeds $(foreach s,$(SEEDS),workdir/default_full-trained-s$(s)) \

@@ -37,7 +37,7 @@ The two-seed Table 2 of this config is not measured yet.
 from configs import default
 
 CONTROLS = ("zeros", "random_encoder", "oracle_titles")  # each aligned on its own, on the trained run's Stage 1
-EXPERIMENTS = ("titles_init",)  # trained with align.adapter_init="titles" (README: what it did)
+EXPERIMENTS = ("titles_init",)  # trained with align.adapter_init="titles"; not in make full, its own report
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
@@ -62,7 +62,7 @@ def get_config(arg: str = "trained-s0"):
   c.evaluate.prompt_cost = False
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
-    c.report.include = tuple(f"workdir/default_full-{v}-s{seed}" for v in VARIANTS if v != "trained")
+    c.report.include = tuple(f"workdir/default_full-{v}-s{seed}" for v in CONTROLS)
   elif variant == "titles_init":
     c.align.adapter_init = "titles"
     c.evaluate.runs = ("aligned", "shuffled_user")

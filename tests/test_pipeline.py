@@ -256,6 +256,19 @@ def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, to
   # Batches of similar lengths: the mean spread within a batch shrinks against the plain order.
   spread = lambda rows: np.mean([np.ptp(lengths_R[rows[i:i + batch]]) for i in range(0, len(rows) - batch + 1, batch)])
   assert spread(got) < 0.5 * spread([plain[i] for i in range(len(plain))])
+  # grain reads on several threads: any interleaving of reads gives the same rows.
+  from concurrent.futures import ThreadPoolExecutor
+  import sys
+  fresh = pipeline.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
+  order = np.random.default_rng(1).permutation(np.repeat(np.arange(len(plain)), 5))
+  interval = sys.getswitchinterval()
+  sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes: races show
+  try:
+    with ThreadPoolExecutor(16) as pool:
+      read = list(pool.map(lambda i: (i, fresh[int(i)]), order))
+  finally:
+    sys.setswitchinterval(interval)
+  assert sum(row != got[i] for i, row in read) == 0
   # Through make_dataset the batches are those rows, and resume at the same batch.
   cfg = _align_cfg(length_window=window, seed=0, shuffle=True)
   it = iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer))

@@ -129,16 +129,21 @@ def test_fingerprints_hold_what_changes_results_and_only_that():
 
 
 def test_a_field_added_later_keeps_old_workdirs_valid_at_its_old_behaviour():
-  """align.adapter_init came after workdirs existed: at "random" (what the code did before) the
-  align fingerprint is the one stored then; "titles" changes it."""
+  """align.adapter_init and input.length_window came after workdirs existed: at "random" / 0 (what
+  the code did before) the align fingerprint is the one stored then; other values change it."""
   base = stages.fingerprint("align", smoke.get_config())
   assert not any(k.startswith(("align.adapter_init", "align.title_fit_rows")) for k in base)
   titles = smoke.get_config()
   titles.align.adapter_init = "titles"
   assert stages.fingerprint("align", titles)["align.adapter_init"] == "titles"
   rows = smoke.get_config()
-  rows.align.title_fit_rows = 64
-  assert {k for k in stages.fingerprint("align", rows)} - set(base) == {"align.title_fit_rows"}
+  rows.align.title_fit_rows = 64  # read only by the titles start
+  assert stages.fingerprint("align", rows) == base
+  titles.align.title_fit_rows = 64
+  assert stages.fingerprint("align", titles)["align.title_fit_rows"] == 64
+  grouped = smoke.get_config()
+  grouped.input.length_window, grouped.input.pad_multiple = 8, 16  # the row order changes; padding cuts do not count
+  assert set(stages.fingerprint("align", grouped)) - set(base) == {"input.length_window"}
 
 
 def test_default_workdir_is_named_after_the_config_and_its_argument():

@@ -30,9 +30,11 @@ Two options make align batches cheaper (off by default; `input` block):
                  one compiled shape per length bucket.
 """
 
+import collections
 import dataclasses
 import json
 import os
+import threading
 
 import grain
 import numpy as np
@@ -317,32 +319,51 @@ class LengthGrouped(grain.MapDataset):
 
   Window w covers the parent's elements [w*W*B, (w+1)*W*B) (W = `window` batches of B rows):
   they are sorted by `lengths_R` (stable) and cut into W batches, which come out in an order
-  drawn from (`seed`, w). Every parent element appears exactly once; a window is computed once.
+  drawn from (`seed`, w). Every parent element appears exactly once. grain reads elements on
+  several threads, so a window's order is computed under a lock and kept in a small cache;
+  each call reads the order it was handed, never a shared slot another thread may refill.
   """
+
+  CACHED_WINDOWS = 4
 
   def __init__(self, parent: grain.MapDataset, lengths_R: np.ndarray, *, window: int, batch_size: int, seed: int):
     super().__init__(parent)
     self.lengths_R = np.asarray(lengths_R)
     self.span, self.batch_size, self.seed = window * batch_size, batch_size, seed
-    self._cached = (-1, None)
+    self._lock = threading.Lock()
+    self._orders = collections.OrderedDict()
 
   def __len__(self):
     return len(self._parent)
 
+  def _order(self, w: int) -> np.ndarray:
+    start = w * self.span
+    rows = np.array([self._parent[i] for i in range(start, min(start + self.span, len(self._parent)))])
+    rows = rows[np.argsort(self.lengths_R[rows], kind="stable")]
+    batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+    order = np.random.default_rng((self.seed, w)).permutation(len(batches))
+    return np.concatenate([batches[b] for b in order])
+
   def _window(self, w: int) -> np.ndarray:
-    if self._cached[0] != w:
-      start = w * self.span
-      rows = np.array([self._parent[i] for i in range(start, min(start + self.span, len(self._parent)))])
-      rows = rows[np.argsort(self.lengths_R[rows], kind="stable")]
-      batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-      order = np.random.default_rng((self.seed, w)).permutation(len(batches))
-      self._cached = (w, np.concatenate([batches[b] for b in order]))
-    return self._cached[1]
+    with self._lock:
+      order = self._orders.get(w)
+      if order is None:
+        order = self._orders[w] = self._order(w)
+        while len(self._orders) > self.CACHED_WINDOWS:
+          self._orders.popitem(last=False)
+      return order
 
   def __getitem__(self, index):
     if isinstance(index, slice):
       return self.slice(index)
     return int(self._window(index // self.span)[index % self.span])
+
+  def __getstate__(self):  # a lock does not pickle (grain may copy datasets to worker processes)
+    return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_orders")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock, self._orders = threading.Lock(), collections.OrderedDict()
 
   def __str__(self):
     return f"LengthGrouped(window={self.span // self.batch_size} batches)"

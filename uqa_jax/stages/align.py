@@ -157,11 +157,15 @@ def fingerprint(config) -> dict:
   unused = ("epochs",) if a.steps else ()
   unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps")
   unused += () if a.schedule == "warmup_cosine" else ("warmup_steps",)
+  unused += () if a.adapter_init == "titles" else ("title_fit_rows",)
   ad = adapter_config(config)
+  i = data_stage.input_config(config)
+  # length_window orders the training rows (0, the order before it existed, stays out);
+  # pad_multiple only cuts padding, which changes no number (tests/test_uqa_model.py).
   return {"align": {k: v for k, v in config_blocks.fingerprint(a).items() if k not in unused},
           "adapter": config_blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": config_blocks.fingerprint(data_stage.llm_source(config)),
-          "input": {"max_text_len": data_stage.input_config(config).max_text_len}}
+          "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {})}}
 
 
 def make_optimizer(a: AlignConfig, total_steps: int):
