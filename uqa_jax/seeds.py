@@ -41,6 +41,8 @@ def load(workdirs: list[str]) -> list[dict]:
   """Per seed: {"workdir", "report", "diagnose" (or None)}; a missing report is an error naming it."""
   if len(workdirs) < 2:
     raise ValueError(f"seeds: expected the workdirs of two or more seeds, got {workdirs}")
+  if len({os.path.realpath(w) for w in workdirs}) < len(workdirs):
+    raise ValueError(f"seeds: a workdir is given twice in {workdirs}")
   out = []
   for w in workdirs:
     path = os.path.join(w, "report", "report.json")
@@ -95,9 +97,13 @@ def _by_key(items: list[dict], key_fn) -> dict:
   return {key_fn(x): x for x in items}
 
 
+def _method_key(c: dict) -> tuple[str, str]:
+  """A comparison's method as (workdir role, label): two trained runs may share a label."""
+  return _role(_workdir_of(c["method_dir"])), c["method"]
+
+
 def comparison_table(seeds: list[dict]) -> list[str]:
-  comp_key = lambda c: (c["method"], _role(_workdir_of(c["other_dir"])),
-                        c["other"], c["variant"])
+  comp_key = lambda c: (_method_key(c), (_role(_workdir_of(c["other_dir"])), c["other"]), c["variant"])
   per_seed = [_by_key(s["report"]["comparisons"], comp_key) for s in seeds]
   lines = ["| method | other | variant | " + " | ".join(f"seed {i}" for i in range(len(seeds))) + " |",
            "|" + "---|" * (len(seeds) + 3)]
@@ -108,7 +114,7 @@ def comparison_table(seeds: list[dict]) -> list[str]:
       c = p.get(k)
       cells.append("—" if c is None else f"not compared: {c['skipped']}" if "p_value" not in c else
                    f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}")
-    lines.append(f"| {k[0]} | {_display((k[1], k[2]), main_role)} | {k[3]} | " + " | ".join(cells) + " |")
+    lines.append(f"| {_display(k[0], main_role)} | {_display(k[1], main_role)} | {k[2]} | " + " | ".join(cells) + " |")
   return lines
 
 
@@ -138,35 +144,41 @@ def nll_table(seeds: list[dict]) -> list[str]:
 
 
 def verdicts(seeds: list[dict], variant: str = "official") -> list[str]:
-  """Per control of the trained encoder's own comparisons: beaten in every seed, beyond the spread?"""
+  """Per trained encoder and control: beaten in every seed beyond the interval and by more than the
+  seed-to-seed spread of the encoder's accuracy? Then one line for the goal (shuffled_user and zeros)."""
   lines = []
-  methods = [r for r in seeds[0]["report"]["results"] if r["kind"] == "method"]
-  for method in methods:
+  main_role = _role(seeds[0]["workdir"])
+  key_of_run = lambda r: (_role(_workdir_of(r["dir"])), r["label"])
+  for method in (r for r in seeds[0]["report"]["results"] if r["kind"] == "method"):
+    key, name = key_of_run(method), _display(key_of_run(method), main_role)
     acc = []
     for s in seeds:
-      m = next((r for r in s["report"]["results"] if r["kind"] == "method" and r["label"] == method["label"]), None)
+      m = next((r for r in s["report"]["results"] if r["kind"] == "method" and key_of_run(r) == key), None)
       acc.append(None if m is None else m["scores"][variant]["cells"]["overall"]["accuracy"])
     if any(a is None for a in acc):
-      lines.append(f"{method['label']}: not in every seed")
+      lines.append(f"{name}: not in every seed")
       continue
     spread = max(acc) - min(acc)
+    beaten = {}
     for other in report_lib.CONTROLS:
-      diffs = []
-      for s in seeds:
-        c = next((c for c in s["report"]["comparisons"] if c["method"] == method["label"] and c["other"] == other
-                  and c["variant"] == variant and "p_value" in c), None)
-        diffs.append(c)
+      diffs = [next((c for c in s["report"]["comparisons"] if _method_key(c) == key and c["other"] == other
+                     and c["variant"] == variant and "p_value" in c), None) for s in seeds]
       if any(c is None for c in diffs):
-        lines.append(f"{method['label']} vs {other} ({variant}): not compared in every seed")
+        lines.append(f"{name} vs {other} ({variant}): not compared in every seed")
         continue
       every = all(c["ci"][0] > 0 and c["p_value"] < report_lib.ALPHA for c in diffs)
-      mean = float(np.mean([c["difference"] for c in diffs]))
-      beats = every and mean > spread
+      values = [c["difference"] for c in diffs]
+      mean = float(np.mean(values))
+      beaten[other] = every and mean > spread
       lines.append(
-          f"{method['label']} {'beats' if beats else 'does not beat'} {other} ({variant}, overall): differences "
+          f"{name} {'beats' if beaten[other] else 'does not beat'} {other} ({variant}, overall): differences "
           + ", ".join(f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}]" for c in diffs)
-          + f"; mean {mean:+.1%}; {'above zero in every seed' if every else 'not above zero in every seed'}; "
-          f"seed-to-seed spread of {method['label']}'s accuracy {spread:.1%}")
+          + f"; mean {mean:+.1%} (spread of the differences {max(values) - min(values):.1%}); "
+          f"{'above zero in every seed' if every else 'not above zero in every seed'}; "
+          f"seed-to-seed spread of {name}'s accuracy {spread:.1%}")
+    goal = [o for o in ("shuffled_user", "zeros") if beaten.get(o)]
+    lines.append(f"goal for {name} (beat shuffled_user and zeros, {variant}, beyond the intervals and the spread): "
+                 + ("met" if len(goal) == 2 else "not met" + (f" (beats only {goal[0]})" if goal else "")))
   return lines
 
 
