@@ -23,9 +23,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m uqa_jax.main --config $(CONFIG) --workdir $(WORKDIR)
 	@echo "make demo: configs/default.py is the benchmark shrunk to ~15 minutes (600 users, 54 of them"
-	@echo "  asked, 50 alignment steps). configs/default_full.py is the full-scale run (1,000 users,"
-	@echo "  1,000 Stage 1 and 400 Stage 2 steps, its controls and the oracle reader in their own"
-	@echo "  workdirs; about an hour each on 2 cores): make full SEEDS=\"0 1\""
+	@echo "  asked; 300 Stage 1 and 64 Stage 2 steps; no controls aligned). configs/default_full.py is"
+	@echo "  the full-scale run (1,000 users, 100 asked; 1,000 Stage 1 and 400 Stage 2 steps; the zeros"
+	@echo "  and random_encoder controls and the oracle reader aligned in their own workdirs; ~40 min"
+	@echo "  each on 2 cores; then python -m uqa_jax.seeds joins the seeds): make full SEEDS=\"0 1\""
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15

@@ -1,6 +1,6 @@
 """The default benchmark at the scale meant to discriminate: one trained encoder, its controls,
-the oracle reader and the text baseline, for a given seed; about an hour per workdir on 2 CPU
-cores (Stage 2 dominates: ~1.2 examples/s), minutes on one GPU.
+the oracle reader and the text baseline, for a given seed; about 40 minutes per workdir on 2 CPU
+cores (Stage 2 dominates: ~2 examples/s), minutes on one GPU.
 
   make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
   python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
@@ -18,14 +18,17 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
-  data      1,000 users (100 align-eval users, ~700 questions) instead of 600 (54 users, 378
+  data      1,000 users (100 align-eval users, 622 questions with seed 0) instead of 600 (54 users, 378
             questions): the demo's intervals (about +-3 points overall, +-12 per sub-task) hide
             effects of a few points
   pretrain  1,000 steps instead of 300: the probe reads more of the answers from a longer-trained
             encoder state
-  align     400 steps of batch 8 (3,200 examples, half an epoch) instead of 50 (400 examples):
-            at 50 steps only the answer format is learned; soft tokens before the question
-            (`placeholder`) instead of at position 0, where a causal LLM parks its attention
+  align     400 steps of batch 8 (3,200 examples, about half an epoch of the 6,357 align-train
+            rows (seed 0); 3 epochs would take ~2.7 h of Stage 2 per run on 2 cores) instead of
+            64 (512 examples): at 64 steps only the answer format is learned; both put the soft
+            tokens before the question and batch similar-length rows (`input.length_window`,
+            `input.pad_multiple`: 0.18 -> 0.26 steps/s on 2 cores, ~2 sub-tasks per batch
+            instead of ~5; its effect on what is learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
 Measured so far (README, "Making the benchmark discriminate") on the default data with 300
@@ -58,7 +61,6 @@ def get_config(arg: str = "trained-s0"):
   a = c.align
   a.steps, a.warmup_steps, a.place = 400, 40, "placeholder"
   a.log_every, a.checkpoint_every = 20, 100
-  c.input.length_window, c.input.pad_multiple = 8, 16  # ~1.4x the align steps/s (README, "Batches")
   c.evaluate.prompt_cost = False
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
