@@ -131,19 +131,23 @@ def test_fingerprints_hold_what_changes_results_and_only_that():
 def test_a_field_added_later_keeps_old_workdirs_valid_at_its_old_behaviour():
   """align.adapter_init and input.length_window came after workdirs existed: at "random" / 0 (what
   the code did before) the align fingerprint is the one stored then; other values change it."""
-  base = stages.fingerprint("align", smoke.get_config())
-  assert not any(k.startswith(("align.adapter_init", "align.title_fit_rows")) for k in base)
-  titles = smoke.get_config()
-  titles.align.adapter_init = "titles"
-  assert stages.fingerprint("align", titles)["align.adapter_init"] == "titles"
-  rows = smoke.get_config()
-  rows.align.title_fit_rows = 64  # read only by the titles start
-  assert stages.fingerprint("align", rows) == base
-  titles.align.title_fit_rows = 64
-  assert stages.fingerprint("align", titles)["align.title_fit_rows"] == 64
-  grouped = smoke.get_config()
-  grouped.input.length_window, grouped.input.pad_multiple = 8, 16  # the row order changes; padding cuts do not count
-  assert set(stages.fingerprint("align", grouped)) - set(base) == {"input.length_window"}
+  def config(**fields):
+    c = smoke.get_config()
+    c.input.length_window = 0  # smoke inherits the demo's 8
+    for key, value in fields.items():
+      block, name = key.split("__")
+      setattr(c[block], name, value)
+    return c
+  base = stages.fingerprint("align", config())
+  assert not any(k.startswith(("align.adapter_init", "align.title_fit_rows", "input.length_window")) for k in base)
+  assert stages.fingerprint("align", config(align__adapter_init="titles"))["align.adapter_init"] == "titles"
+  assert stages.fingerprint("align", config(align__title_fit_rows=64)) == base  # read only by the titles start
+  titles_rows = stages.fingerprint("align", config(align__adapter_init="titles", align__title_fit_rows=64))
+  assert titles_rows["align.title_fit_rows"] == 64
+  # The row order changes with length_window; pad_multiple's cuts change no number.
+  assert set(stages.fingerprint("align", config(input__length_window=8, input__pad_multiple=16))) - set(base) \
+      == {"input.length_window"}
+  assert stages.fingerprint("align", config(input__pad_multiple=32)) == base
 
 
 def test_default_workdir_is_named_after_the_config_and_its_argument():
