@@ -281,9 +281,15 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   adapter_params = jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])
   if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
     adapter_params = identity_maps(adapter_params)
+  pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
+                                                  num_epochs=None, system_prompt=a.system_prompt,
+                                                  history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
+  tokenizer = tokenizer_lib.load_tokenizer(source.model)
   fit = None
   if a.adapter_init == "titles":
-    adapter_params, fit = fit_to_titles(config, workdir, model, encoder_params, adapter_params, embedding_VxM)
+    train_path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
+    adapter_params, fit = fit_to_titles(a, model, encoder_params, adapter_params, embedding_VxM,
+                                        train_path, pipe, tokenizer)
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
 
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
@@ -324,10 +330,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                      in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
                      donate_argnums=0)
   eval_jit = jax.jit(functools.partial(uqa_model.answer_nll, model=model), in_shardings=(shardings, batch_sh))
-  pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
-                                                  num_epochs=None, system_prompt=a.system_prompt,
-                                                  history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
-  return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model),
+  return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,
                total_steps=total_steps, frozen=frozen, start_params=start_params,
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,
                init=lambda _rng: init_jit({g: start_params[g] for g in trainable}),
@@ -335,22 +338,17 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                encoder_export=export_dir, title_fit=fit)
 
 
-def fit_to_titles(config, workdir: str, model, encoder_params, adapter_params, embedding_VxM) -> tuple[dict, dict]:
+def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embedding_VxM, path: str,
+                  pipe: pipeline.PipelineConfig, tokenizer) -> tuple[dict, dict]:
   """(adapter params with `proj` fitted, {"r2", "clicks", "rows"}): `adapters/title_fit.py` on the
-  states of the first `align.title_fit_rows` align-train rows (all zero for the `zeros` control,
-  whose adapter never sees a state), every valid click."""
-  a = align_config(config)
+  states of the first `align.title_fit_rows` rows of the align-train file `path`, in file order
+  (all zero for the `zeros` control, whose adapter never sees a state), every valid click."""
   title_fit.check(adapter_params)  # before any work
-  pipe = dataclasses.replace(
-      data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=data_stage.data_config(config).max_len,
-                                               system_prompt=a.system_prompt),
-      shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, pad_multiple=0)
-  path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
-  source = data_stage.llm_source(config)
+  pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, pad_multiple=0)
   encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
   titles = jax.jit(uqa_model.title_states)
   xs, ys, rows = [], [], 0
-  for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer_lib.load_tokenizer(source.model)):
+  for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer):
     states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encode(encoder_params, batch))
     if a.user == "zeros":
       states_BxLxD = np.zeros_like(states_BxLxD)
