@@ -38,10 +38,11 @@ def get_config(variant: str = "full"):
   elif variant in ("zeros", "random_encoder"):
     c.align.user = variant
   elif variant == "oracle_titles":
-    c.align.user = variant
+    c.align.user, c.align.adapter_init = variant, "random"  # its map starts as the identity instead
     c.evaluate.runs = ("aligned", "shuffled_user")
   elif variant in TEXT_MAX_LEN:
     c.align.user, c.input.max_text_len = variant, TEXT_MAX_LEN[variant]
+    c.align.adapter_init = "random"  # no soft tokens, no adapter
     c.evaluate.runs = ("aligned", "shuffled_user")  # does the text-aligned LLM read the history?
   else:
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "text50", "floor")

@@ -10,6 +10,7 @@ from configs import default
 def get_config():
   c = default.get_config("trmpp")
   c.stages = ("data", "pretrain")  # Stage 2 needs an LLM: tests bring a tiny one (tests/tiny_llm.py)
+  c.align.adapter_init = "random"  # tests that want the title fit ask for it (it refuses oracle and text users)
   s = c.data.synthetic
   s.num_users, s.num_items, s.num_categories, s.num_brands = 60, 300, 10, 30
   s.num_shops, s.num_sellers, s.median_len, s.max_len = 40, 30, 30, 80
