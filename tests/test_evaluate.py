@@ -353,6 +353,26 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   said = next(l for l in lines if l.startswith("report: diagnosis:"))
   assert "Data: counting the visible clicks answers" in said and "Encoder: a linear probe" in said
   assert "the LLM does not use the user's tokens" in said and "does not carry user information" in said
+  # The first failing link: the chain LLM reads no soft token, so the reader fails unless the
+  # encoder (probe vs majority on the smoke data) already did.
+  c = diagnosed["probe_vs_majority"]
+  first = "reader" if c["ci"][0] > 0 and c["p_value"] < 0.05 else "encoder"
+  assert f"Lost at: {first}" in said
+
+
+@pytest.mark.parametrize("holds, expected", [
+    ({"data": True, "encoder": True, "reader": True, "adapter": True, "answers": False}, "Lost at: answers:"),
+    ({"data": True, "encoder": False, "reader": False, "adapter": False, "answers": False}, "Lost at: encoder:"),
+    ({"data": False, "encoder": True}, "Lost at: data:"),
+    ({"encoder": True, "reader": False}, "Lost at: reader (not measured before it: data):"),
+    ({"data": True, "encoder": True, "adapter": True, "answers": False},
+     "Lost at: answers (not measured before it: reader):"),
+    ({"data": True, "encoder": True, "reader": True, "adapter": True}, "Not lost at any measured level (not measured: answers)"),
+    ({name: True for name, _ in report.LEVELS}, "Not lost: the trained encoder's answers beat shuffled_user"),
+    ({}, "Not lost at any measured level (not measured: data, encoder, reader, adapter, answers)"),
+])
+def test_lost_at_names_the_first_measured_link_that_fails(holds, expected):
+  assert report.lost_at(holds).startswith(expected)
 
 
 def _oracle_config():
@@ -380,7 +400,9 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
   assert row.rstrip(" |").endswith(f"{acc:.1f} ({acc:.1f} / {acc:.1f})")
   for needle in ("| shuffled_user | control |", "| count ceiling | diagnose |", "| encoder probe | diagnose |",
                  "| floor: best constant | floor |", "| text20 |", f"| {trained['label']} | shuffled_user | official |",
-                 f"| {trained['label']} | overall |", "shuffled_user (official, overall): differences"):
+                 f"| {trained['label']} | overall |", "shuffled_user (official, overall): differences",
+                 "| probe, shuffled labels | diagnose |", f"- {dirs[1]}: {saved['diagnosis']}"):
     assert needle in md, needle
+  assert "Lost at: " in saved["diagnosis"]
   with pytest.raises(FileNotFoundError, match="main-s2"):
     seeds.write([str(dirs[0]), str(tmp_path / "main-s2")])

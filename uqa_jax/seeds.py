@@ -25,7 +25,8 @@ import numpy as np
 from uqa_jax import stages
 from uqa_jax.stages import report as report_lib
 
-DIAGNOSE_ROWS = (("count ceiling", "ceiling"), ("encoder probe", "probe"), ("majority answer", "probe_majority"))
+DIAGNOSE_ROWS = (("count ceiling", "ceiling"), ("encoder probe", "probe"), ("majority answer", "probe_majority"),
+                 ("probe, shuffled labels", "probe_shuffled_labels"))
 
 
 def _workdir_of(run_dir: str) -> str:
@@ -195,6 +196,8 @@ def write(workdirs: list[str]) -> str:
       md += [f"Not in every seed (left out): {', '.join(missing)}", ""]
   md += ["## Paired comparisons per seed (trained minus other)", "", *comparison_table(seeds), "",
          "## Answer-NLL gain over shuffled_user per seed (nats/token)", "", *nll_table(seeds), "",
+         "## Where user information is lost, per seed (each report's diagnosis)", "",
+         *[f"- {s['workdir']}: {s['report'].get('diagnosis') or 'no diagnosis in its report'}" for s in seeds], "",
          "## Verdict", "", *[f"- {line}" for line in verdicts(seeds)], ""]
   return "\n".join(md)
 

@@ -190,7 +190,37 @@ def _task_cell(scores: dict, task: str):
   return scores["official"]["cells"].get(f"task/{task}")
 
 
-def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[list[str], str]:
+# The chain user information passes through, in order; `lost_at` names the first link that fails.
+LEVELS = (
+    ("data", "counting the visible clicks does not answer the questions above the best constant answer: "
+             "the labels are not what the history says, so no model can be judged on them"),
+    ("encoder", "a linear probe of the encoder state does not beat the majority answer: the state does not "
+                "hold the answers (a better or longer-trained encoder)"),
+    ("reader", "even an oracle soft prompt, which certainly holds the answer, leaves the gold's likelihood "
+               "unchanged: the LLM does not learn to read soft tokens on this budget"),
+    ("adapter", "the state holds the answers and the LLM can read soft tokens, but the trained soft prompt "
+                "does not make the gold more likely: the adapter or its alignment"),
+    ("answers", "the own user's soft prompt makes the gold more likely, but changes too few greedy answers "
+                "to beat shuffled_user on accuracy: the gain is below what flips the generated answer"),
+)
+
+
+def lost_at(holds: dict) -> str:
+  """One sentence from {level: True | False | None (not measured)} over `LEVELS`: the first
+  measured level that fails, and which levels before it were not measured."""
+  unknown = []
+  for name, why in LEVELS:
+    if holds.get(name) is None:
+      unknown.append(name)
+    elif not holds[name]:
+      note = f" (not measured before it: {', '.join(unknown)})" if unknown else ""
+      return f"Lost at: {name}{note}: {why}."
+  if unknown:
+    return f"Not lost at any measured level (not measured: {', '.join(unknown)})."
+  return "Not lost: the trained encoder's answers beat shuffled_user beyond noise."
+
+
+def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=()) -> tuple[list[str], str]:
   """(markdown table per sub-task, one-paragraph verdict): where user information is lost.
 
   Columns: the count ceiling and the encoder probe (with its majority answer and shuffled-label
@@ -223,14 +253,18 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
     cells += [(lambda c: "—" if c is None else f"{c['gain']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]")(g.get(f"task/{task}"))
               for _, g in nll_cols]
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
-  said = []
+  said, holds = [], {}
+  above = lambda c: c["ci"][0] > 0 and c["p_value"] < ALPHA
   if diag:
     ceil = diag["runs"]["ceiling"]["scores"]["official"]["cells"]
+    constant = floors[0]["scores"]["official"]["cells"].get("overall") if floors[0] else None
+    if constant is not None and "overall" in ceil:
+      holds["data"] = ceil["overall"]["ci"][0] > constant["accuracy"]
     said.append("Data: counting the visible clicks answers " + ", ".join(
         f"{t} {100 * ceil[f'task/{t}']['accuracy']:.0f}%" for t in schema.TASKS if f"task/{t}" in ceil) + ".")
     c = diag.get("probe_vs_majority")
     if c:
-      held = c["ci"][0] > 0 and c["p_value"] < ALPHA
+      held = holds["encoder"] = above(c)
       said.append(f"Encoder: a linear probe of its state {'beats' if held else 'does not beat'} the majority answer "
                   f"beyond noise ({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}, "
                   f"on the {c['n']} probed questions whose gold is a train answer).")
@@ -243,14 +277,20 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict]) -> tuple[lis
                 "evaluate.runs including shuffled_user, and list it in report.include).")
   elif oracle["dir"] in gain_of:
     c = gain_of[oracle["dir"]]["overall"]
-    read = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    read = holds["reader"] = above(c)
     said.append(f"Reader: with the oracle soft prompt the LLM {'uses' if read else 'does not use'} the user's "
                 f"tokens beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
   if method is not None and method["dir"] in gain_of:
     c = gain_of[method["dir"]]["overall"]
-    used = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    used = holds["adapter"] = above(c)
     said.append(f"Trained encoder: its soft prompt {'carries' if used else 'does not carry'} user information into "
                 f"the answers beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
+  if method is not None:
+    versus = [c for c in comps if c["method_dir"] == method["dir"] and c["other"] == "shuffled_user"
+              and c["variant"] == "official" and "p_value" in c]
+    if versus:
+      holds["answers"] = beats(versus[0])
+  said.append(lost_at(holds))
   if method is not None:
     lines = [f"For {method['label']} ({method['workdir']}):", ""] + lines
   return lines, " ".join(said)
@@ -338,7 +378,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
          "The gold answer's NLL per token after each prompt, from the same trained model; the gain is "
          "shuffled minus own, so above zero means the own user's soft prompt makes the gold more likely.", "",
          *nll_table(gains), ""]
-  diag_lines, diag_said = diagnosis(workdir, results, gains)
+  diag_lines, diag_said = diagnosis(workdir, results, gains, comps)
   md += ["## Where user information is lost (official rule, % [95% interval]; NLL gain in nats/token)", "",
          *diag_lines, "", diag_said, "", line, ""]
   if figures:
