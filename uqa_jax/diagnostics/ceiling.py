@@ -12,8 +12,12 @@ and titles the encoder reads, not the generator's hidden plan) and answers by co
 functions of the visible history, so 100% here checks the data (a lower figure means the
 labels were not computed from what the model sees); IP and AP predict the next click, so their
 figure measures how much of the planted structure a simple count recovers — the ceiling to
-read a trained model's score against, next to the floors. DF and MF ask for a lookup or a count
-named in the question and are not answered here. The attribute a question asks about is found
+read a trained model's score against, next to the floors. DF and MF are lookups and counts the
+question names, read off its template (`qa.TEMPLATES`):
+  DF  the titles of the last k clicks in order; the value of click n (counting from 1)
+  MF  the number of clicks; the number of clicks carrying the quoted value
+so they too must be 100% (a question whose template is not recognised is counted as
+unanswered). The attribute a question asks about is found
 from its words (`ATTR_WORDS`: the synthetic templates' English words and the official Chinese
 ones); a question naming none (MovieLens' "genre", "decade"), and any question about an
 attribute with several values on some click (a decoded bag would run the names together), is
@@ -21,6 +25,8 @@ not answered and is counted, per task, as unanswered.
 """
 
 import collections
+import re
+import string
 
 import numpy as np
 
@@ -28,7 +34,8 @@ from uqa_jax.data import qa
 from uqa_jax.diagnostics import probe as probe_lib
 
 ATTR_WORDS = {"cate": ("categor", "类目"), "brand": ("brand", "品牌"), "shop": ("shop", "店铺")}
-TASKS = ("IP", "AP", "LI", "SI", "IT")
+TASKS = ("DF", "MF", "IP", "AP", "LI", "SI", "IT")
+NUMBER_FIELDS = ("k", "n")  # template fields that hold a count from 1; the others hold text
 TITLES = "uni_seq_title_bpe_token_ids"
 
 
@@ -61,6 +68,39 @@ class History:
     return self._cache[col]
 
 
+def fields(template: str, question: str) -> dict | None:
+  """The values of `template`'s {fields} in `question` (numbers as int), or None if it does not match."""
+  pattern, names = "", []
+  for literal, name, _, _ in string.Formatter().parse(template):
+    pattern += re.escape(literal)
+    if name is not None:
+      pattern += r"(\d+)" if name in NUMBER_FIELDS else "(.+?)"
+      names.append(name)
+  m = re.fullmatch(pattern, question.strip())
+  if m is None:
+    return None
+  return {k: int(v) if k in NUMBER_FIELDS else v for k, v in zip(names, m.groups())}
+
+
+def lookup(task: str, question: str, h: History, language: str) -> str | None:
+  """DF and MF: the lookup or count the question names, or None (template or attribute unknown)."""
+  t = qa.TEMPLATES[language]
+  steps = len(h.names(TITLES))
+  if task == "MF" and fields(t["MF_length"], question) is not None:
+    return str(steps)
+  if task == "DF" and (f := fields(t["DF_last"], question)) is not None:
+    return t["list_sep"].join(h.names(TITLES)[-f["k"]:]) if 1 <= f["k"] <= steps else None
+  attr = attr_of(question, language)
+  if attr is None or not h.single_valued(attr):
+    return None
+  names = h.names(column(attr))
+  if task == "DF" and (f := fields(t["DF_nth"], question)) is not None:
+    return names[f["n"] - 1] if 1 <= f["n"] <= steps else None
+  if task == "MF" and (f := fields(t["MF_count"], question)) is not None:
+    return str(names.count(f["value"]))
+  return None
+
+
 def ranked(names: list[str]) -> list[str]:
   """Distinct non-empty names by count, then the more recent last click, then name."""
   count, last = collections.Counter(), {}
@@ -72,8 +112,10 @@ def ranked(names: list[str]) -> list[str]:
 
 
 def answer(task: str, question: str, candidates: tuple, h: History, language: str) -> str | None:
-  """The count reader's answer, or None where it does not answer (DF, MF, an unnamed attribute)."""
+  """The count reader's answer, or None where it does not answer (an unknown template or attribute)."""
   t = qa.TEMPLATES[language]
+  if task in ("DF", "MF"):
+    return lookup(task, question, h, language)
   if task == "IP":
     if not candidates or not (h.single_valued("brand") and h.single_valued("cate")):
       return None

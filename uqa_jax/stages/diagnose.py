@@ -3,7 +3,7 @@
 Runs on the Stage 1 export and the align files alone (no LLM weights; the tokenizer decodes the
 text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one `result.json`:
   ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question it
-                   answers: 100% on SI/LI/IT checks the labels; IP/AP show how predictable the
+                   answers: 100% on DF/MF/SI/LI/IT checks the labels; IP/AP show how predictable the
                    next click is from the last clicks
   probe            a linear probe (`diagnostics/probe.py`) per question stem from the Stage 1
                    encoder's states — the masked mean and the last `adapter.num_tokens` valid
