@@ -7,6 +7,7 @@ then <|im_end|>: every greedy answer is known, two tokens long, ended by the end
 Its other rows are random, so the candidates' likelihoods differ and are computed here in NumPy.
 """
 
+import collections
 import json
 import os
 import shutil
@@ -104,6 +105,18 @@ def test_generation_decodes_several_tokens_and_stops_at_end_of_turn(evaluated, t
   assert {r["prediction"] for r in records} == {tokenizer.decode([yes, bang])} == {"Yes!"}
   for r in records:
     assert set(r) >= {"question", "prediction", "answer", "task", "user", "prompt_tokens"}
+
+
+def test_golds_longer_than_the_generation_budget_are_counted(evaluated, tokenizer):
+  """max_new_tokens is 6: every gold of more tokens can never be generated; each run's result
+  counts them per task (the tokenizer's own count of the written golds)."""
+  _, workdir, _, _ = evaluated
+  for run in ("aligned", "shuffled_user", "text20"):
+    expected = collections.Counter(r["task"] for r in _records(workdir, run)
+                                   if len(tokenizer.encode(r["answer"], add_special_tokens=False)) > 6)
+    result = stages.read_json(os.path.join(workdir, "evaluate", run, "result.json"))
+    assert sum(expected.values()) > 0
+    assert result["golds_longer_than_max_new_tokens"] == dict(expected), run
 
 
 def test_ranked_prediction_is_the_candidate_a_numpy_bigram_prefers(evaluated, tokenizer):

@@ -18,7 +18,8 @@ listed, `answer_nll` with `evaluate.answer_nll`) and scored into
                  candidate (IP, AP)
 Answers are decoded greedily with the KV cache until the end-of-turn token or
 `evaluate.max_new_tokens`, in batches of prompts sorted by length so each prompt bucket compiles
-once. `ranked` (for questions listing candidates): each candidate's answer tokens are scored
+once; golds longer than `max_new_tokens` tokens (which no answer can match) are counted per
+task in a warning and in each run's result. `ranked` (for questions listing candidates): each candidate's answer tokens are scored
 after the same prompt (`Generator.continuation_nll`) and the lowest NLL per token is the
 ranked prediction. `answer_nll` (every question): the gold answer's NLL per token after the
 run's prompt, on the same cached prefill; the report pairs `aligned` with `shuffled_user`
@@ -26,6 +27,7 @@ question by question (the answer log-likelihood diagnostic, more sensitive than 
 A finished run is reused when the stage resumes.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -147,6 +149,7 @@ class Evaluator:
     start = time.time()
     self.questions, histories, self.language = questions_lib.load(self.path, pipe, self.tokenizer, self.e.max_questions)
     self._check_candidates()
+    self._check_answer_lengths()
     self.text_user = TEXT_CLICKS.get(self.spec["align"]["user"], 0)  # aligned with the history as text
     self.user_row = {}
     for q in self.questions:
@@ -185,6 +188,19 @@ class Evaluator:
       self.log(f"evaluate: WARNING {len(unlisted)} IP/AP questions list no candidates after the marker "
                f"{qa.CANDIDATE_MARKERS[self.language]!r} (first: row {unlisted[0].row}); the ranked variant "
                f"covers the {listed} questions that do")
+
+  def _check_answer_lengths(self) -> None:
+    """Golds longer than `max_new_tokens` tokens can never be generated: counted per task, logged
+    with the longest, and stored in every run's result (`golds_longer_than_max_new_tokens`)."""
+    lengths = [len(self.tokenizer.encode(q.answer, add_special_tokens=False)) for q in self.questions]
+    long = [(n, q) for n, q in zip(lengths, self.questions) if n > self.e.max_new_tokens]
+    self.unreachable = dict(sorted(collections.Counter(q.task for _, q in long).items()))
+    if long:
+      n, q = max(long, key=lambda x: x[0])
+      self.log(f"evaluate: WARNING {len(long)} of {len(self.questions)} gold answers are longer than "
+               f"evaluate.max_new_tokens={self.e.max_new_tokens} tokens, so no generated answer can match them "
+               f"({', '.join(f'{t} {c}' for t, c in self.unreachable.items())}; longest: row {q.row}, {q.task}, "
+               f"{n} tokens); raise evaluate.max_new_tokens to at least {n} to give every question a chance")
 
   # --- what each run asks ------------------------------------------------------------
   def prompt_users(self, run: str) -> list[str]:
@@ -410,6 +426,7 @@ def run(config, workdir: str, log=print) -> dict:
       write_jsonl(os.path.join(run_dir, "predictions.jsonl"), records)
       tokens = [r["prompt_tokens"] for r in records if "prompt_tokens" in r]
       result = {**describe(config, name), "questions": len(records), "seconds": time.time() - start,
+                "golds_longer_than_max_new_tokens": evaluator.unreachable,
                 "scores": score_all(records, e.bootstrap_samples, config.seed),
                 "prompt_tokens_mean": float(np.mean(tokens)) if tokens else None, **cost}
       stages.write_json(path, result)
