@@ -22,11 +22,6 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m uqa_jax.main --config $(CONFIG) --workdir $(WORKDIR)
-	@echo "make demo: configs/default.py is the benchmark shrunk to ~15 minutes (600 users, 54 of them"
-	@echo "  asked; 300 Stage 1 and 64 Stage 2 steps; no controls aligned). configs/default_full.py is"
-	@echo "  the full-scale run (1,000 users, 100 asked; 1,000 Stage 1 and 400 Stage 2 steps; the zeros"
-	@echo "  and random_encoder controls and the oracle reader aligned in their own workdirs; ~40 min"
-	@echo "  each on 2 cores; then python -m uqa_jax.seeds joins the seeds): make full SEEDS=\"0 1\""
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
@@ -47,7 +42,7 @@ ablations: $(STAMP)  # configs/ablations.py: Tables 3/4, controls, text baseline
 	for v in $$($(PY) -c "from configs import ablations; print(*ablations.VARIANTS)"); do \
 	  $(PY) -m uqa_jax.main --config configs/ablations.py:$$v || exit 1; done
 
-full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a copy of its Stage 1, the report (~3 h per seed on 2 cores)
+full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a copy of its Stage 1, the report (~2.5 h per seed on 2 cores)
 	for s in $(SEEDS); do w=workdir/default_full; \
 	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s \
 	    --config.stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')" || exit 1; \

@@ -1,6 +1,9 @@
 """The default benchmark at the scale meant to discriminate: one trained encoder, its controls,
-the oracle reader and the text baseline, for a given seed; about 40 minutes per workdir on 2 CPU
-cores (Stage 2 dominates: ~2 examples/s), minutes on one GPU.
+the oracle reader and the text baseline, for a given seed. On 2 CPU cores (seed 0): `trained`
+about 50 minutes (Stage 2 26 min at ~2.2 examples/s, Stage 3 21 min with text20), each control
+about 35 minutes; ~2.5 h per seed. On one H200 (benchmarks/gpu_full.sh) Stage 1 took 73 s and
+Stage 2 323 s (compile-bound: every new batch width compiles), so one 600 s call holds about one
+variant.
 
   make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
   python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
@@ -21,8 +24,8 @@ What differs from configs/default.py (`make demo`) and why:
   data      1,000 users (100 align-eval users, 622 questions with seed 0) instead of 600 (54 users, 378
             questions): the demo's intervals (about +-3 points overall, +-12 per sub-task) hide
             effects of a few points
-  pretrain  1,000 steps instead of 300: the probe reads more of the answers from a longer-trained
-            encoder state
+  pretrain  1,000 steps instead of 300 (a longer-trained state for the probe and the adapter to
+            read; not compared with 300 steps at this scale)
   align     400 steps of batch 8 (3,200 examples, about half an epoch of the 6,357 align-train
             rows (seed 0); 3 epochs would take ~2.7 h of Stage 2 per run on 2 cores) instead of
             64 (512 examples): at 64 steps only the answer format is learned; both put the soft
@@ -31,10 +34,9 @@ What differs from configs/default.py (`make demo`) and why:
             instead of ~5; its effect on what is learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
-Measured so far (README, "Making the benchmark discriminate") on the default data with 300
-alignment steps: the trained encoder's soft prompt raises the gold's likelihood beyond noise
-(+0.0095 nats/token, LI and IT) without changing accuracy; an oracle soft prompt barely more.
-The two-seed Table 2 of this config is not measured yet.
+Measured (README, "Making the benchmark discriminate"), seed 0: the trained encoder's soft prompt
+raises the gold's likelihood over a shuffled user's beyond noise (+0.087 nats/token; IT, SI, LI,
+DF) without changing accuracy beyond noise (+1.0 points [-0.8, +2.7]). Seed 1 is not measured yet.
 """
 
 from configs import default
@@ -66,6 +68,8 @@ def get_config(arg: str = "trained-s0"):
   # start; README). The controls start the same way from their own states (zeros: the mean title).
   a.adapter_init = "titles"
   c.evaluate.prompt_cost = False
+  c.note = (f"default_full {variant}-s{seed} done; the table across seeds: python -m uqa_jax.seeds "
+            "workdir/default_full-trained-s0 workdir/default_full-trained-s1 (after make full)")
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
     c.report.include = tuple(f"workdir/default_full-{v}-s{seed}" for v in CONTROLS)

@@ -35,6 +35,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.seed = 0
   c.stages = ("data", "pretrain")  # Stage 1; configs/uqabench.py and configs/default.py run Stages 1-3
   c.restart = ""  # a stage name: delete that stage's outputs and all after it, then run
+  c.note = ""  # printed when the run ends: what its scale means (configs/default.py says how it differs from the full run)
   c.data = block(DataConfig)  # what the data set is: changing it rebuilds the data
   c.input = block(InputConfig)  # how batches are cut from it: never rebuilds the data
   c.llm = block(LLMSource)

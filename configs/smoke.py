@@ -20,4 +20,5 @@ def get_config():
   p.batch_size, p.steps, p.warmup_steps, p.learning_rate = 8, 12, 2, 1e-3
   p.log_every, p.checkpoint_every = 1, 4
   p.embed_dims = {"item": 16, "cate": 8, "brand": 8, "shop": 8, "seller": 8, "bpe": 8}
+  c.note = ""
   return c

@@ -24,8 +24,20 @@ def test_smoke_run_prepares_checks_and_reuses_data(tmp_path):
   assert os.path.exists(tmp_path / "data" / "align_data_eval.arrow")
   with open(tmp_path / "data" / "result.json", encoding="utf-8") as f:
     assert json.load(f)["counts"]["align_data_eval.arrow"] > 0
-  again = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.stages=('data',)")
+  again = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.stages=('data',)",
+                   "--config.note=a note on this run's scale")
   assert again.returncode == 0 and "[data] reusing" in again.stdout
+  assert "note" not in out.stdout and again.stdout.rstrip().endswith("uqa-jax: a note on this run's scale")
+
+
+def test_the_demo_says_how_its_scale_differs_from_default_full():
+  from configs import default, default_full
+  note, full = default.get_config().note, default_full.get_config("trained-s0")
+  assert "configs/default_full.py" in note and "make full" in note
+  for fact in (f"{full.data.synthetic.num_users:,} users", f"{full.pretrain.steps:,} Stage 1",
+               f"{full.align.steps} Stage 2", f"{default.get_config().align.steps} Stage 2",
+               f"{default.get_config().data.synthetic.num_users} users"):
+    assert fact in note, fact
 
 
 def test_a_stage_whose_upstream_is_neither_listed_nor_done_stops_before_any_work(tmp_path):

@@ -69,6 +69,8 @@ def main(argv):
     except stages.StaleStateError as e:
       sys.exit(f"uqa-jax: {e}")
     print(f"[{name}] done in {time.time() - start:.1f}s")
+  if config.get("note"):
+    print(f"uqa-jax: {config.note}")
   sys.stdout.flush()
 
 

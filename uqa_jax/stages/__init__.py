@@ -24,7 +24,7 @@ from uqa_jax.llm import assets
 
 RESULT = "result.json"
 FINGERPRINT = "fingerprint.json"
-GLOBAL_KEYS = ("seed", "stages", "restart")  # top-level config keys every run has
+GLOBAL_KEYS = ("seed", "stages", "restart", "note")  # top-level config keys every run has
 
 
 class StaleStateError(RuntimeError):
