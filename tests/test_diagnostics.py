@@ -221,3 +221,32 @@ def test_count_ceiling_reads_the_interest_labels_off_the_history(en_dir, tokeniz
 ])
 def test_ceiling_reads_the_fields_of_a_template(language, key, question, expected):
   assert ceiling.fields(qa.TEMPLATES[language][key], question) == expected
+
+
+class _StatesAsGiven:
+  """A stand-in encoder: `apply` returns the batch's own states and mask."""
+
+  def apply(self, variables, batch):
+    del variables
+    return jnp.asarray(batch["s"]), None, jnp.asarray(batch["m"])
+
+
+def test_probe_features_are_the_mean_and_the_last_states_a_numpy_loop_gives():
+  """What the probe reads, against a plain loop: the mean of each user's valid states, then its
+  last `recent` valid states oldest first, zeros before a short history's start; users split
+  over batches with a padded last one keep their own rows."""
+  from uqa_jax.stages import diagnose
+  rng = np.random.default_rng(0)
+  lengths = {"a": 5, "b": 1, "c": 3, "d": 6, "e": 2}
+  histories = {}
+  for u, n in lengths.items():
+    s = rng.normal(size=(6, 4)).astype(np.float32)
+    m = (np.arange(6) < n).astype(np.int32)
+    histories[u] = {"s": np.where(m[:, None] > 0, s, 99.0).astype(np.float32), "m": m}  # padding holds 99
+  out = diagnose.user_features(_StatesAsGiven(), {}, histories, batch_size=2, recent=3)
+  assert list(out) == list(lengths)
+  for u, n in lengths.items():
+    s = histories[u]["s"]
+    last = [s[t] if t >= 0 else np.zeros(4, np.float32) for t in range(n - 3, n)]
+    expected = np.concatenate([s[:n].mean(0)] + last)
+    np.testing.assert_allclose(out[u], expected, rtol=1e-6, atol=1e-6, err_msg=u)
