@@ -409,19 +409,30 @@ def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, us
   # The first rows of the align-train file, in file order.
   cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0)
   path = os.path.join(workdir, "data", "align_data_train.arrow")
-  xs, ys, rows = [], [], 0
+  xs, ys, rows, users = [], [], 0, set()
+  held = {}  # the rows after the fitted batches: one per user not fitted on, the first 64
   for batch in pipeline.make_dataset(path, cfg, tokenizer=parts.tokenizer):
     states = np.asarray(parts.model.encoder.apply({"params": parts.start_params["encoder"]}, batch)[0])
+    fitting = rows < 12
     for b in np.flatnonzero(batch["valid"]):
-      for t in range(int(batch["lengths"][b])):
+      n = int(batch["lengths"][b])
+      key = (n, batch[uqa_model.TITLE_COLUMN][b, :n].tolist().__repr__())
+      if not fitting:
+        if key not in users and key not in held and len(held) < align.TITLE_FIT_HELDOUT_USERS:
+          held[key] = [], []
+        else:
+          continue
+      for t in range(n):
         tokens = [i for i in batch[uqa_model.TITLE_COLUMN][b, t] if i != 0]
-        xs.append(states[b, t] if user == "encoder" else np.zeros(states.shape[-1]))
-        ys.append(table_VxM[tokens].mean(0) if tokens else np.zeros(table_VxM.shape[1]))
-      rows += 1
-    if rows >= 12:
-      break
+        (xs if fitting else held[key][0]).append(states[b, t] if user == "encoder" else np.zeros(states.shape[-1]))
+        (ys if fitting else held[key][1]).append(table_VxM[tokens].mean(0) if tokens else np.zeros(table_VxM.shape[1]))
+      if fitting:
+        users.add(key)
+        rows += 1
   x, y = np.array(xs), np.array(ys)
   assert parts.title_fit["clicks"] == len(x) and parts.title_fit["rows"] == rows
+  assert parts.title_fit["users"] == len(users) < rows  # several questions per user: fewer users than rows
+  assert parts.title_fit["heldout_users"] == len(held) > 0
   # Ridge as documented (penalty 1e-3 x the centred Gram's mean diagonal, intercept free), solved
   # as least squares on rows augmented by sqrt(penalty) x identity.
   xc, yc = x - x.mean(0), y - y.mean(0)
@@ -434,6 +445,11 @@ def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, us
   np.testing.assert_allclose(ours, theirs, atol=1e-4 * np.abs(theirs).max())
   want_r2 = 1 - ((y - theirs) ** 2).sum() / (yc ** 2).sum()
   assert parts.title_fit["r2"] == pytest.approx(want_r2, abs=1e-3)
+  hx = np.concatenate([np.array(v[0]) for v in held.values()])
+  hy = np.concatenate([np.array(v[1]) for v in held.values()])
+  predicted = (hx - x.mean(0)) @ kernel + y.mean(0)
+  want_heldout = 1 - ((hy - predicted) ** 2).sum() / ((hy - hy.mean(0)) ** 2).sum()
+  assert parts.title_fit["r2_heldout"] == pytest.approx(want_heldout, abs=1e-3)
   if user == "zeros":
     assert not np.asarray(proj["kernel"]).any()
   else:

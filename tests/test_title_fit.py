@@ -53,3 +53,14 @@ def test_wrong_shapes_and_adapters_without_proj_are_refused():
     title_fit.check({"hidden": {}, "out": {}})
   with pytest.raises(ValueError, match="same number"):
     title_fit.ridge(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def test_r2_on_other_rows_is_one_for_the_planted_map_and_below_zero_for_a_wrong_one():
+  x, y, w, b = _data()
+  kernel, bias, r2 = title_fit.ridge(x, y)
+  assert title_fit.r2(x, y, kernel, bias) == pytest.approx(r2, abs=1e-9)  # the fitted rows themselves
+  rng = np.random.default_rng(5)  # new rows of the same map
+  x2 = rng.normal(size=(500, x.shape[1])) * 2
+  y2 = x2 @ w + b + 0.1 * rng.normal(size=(500, y.shape[1]))
+  assert title_fit.r2(x2, y2, kernel, bias) > 0.99
+  assert title_fit.r2(x, y, -w, b) < 0.0  # worse than predicting the mean

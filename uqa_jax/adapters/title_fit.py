@@ -43,6 +43,14 @@ def ridge(states_NxD, targets_NxM, l2: float = 1e-3) -> tuple[np.ndarray, np.nda
   return kernel.astype(np.float32), bias.astype(np.float32), r2
 
 
+def r2(states_NxD, targets_NxM, kernel_DxM, bias_M) -> float:
+  """R² of a fitted map on other (states, targets): 1 - residual / total sum of squares about
+  the targets' own mean."""
+  x, y = np.asarray(states_NxD, np.float64), np.asarray(targets_NxM, np.float64)
+  residual = y - (x @ np.asarray(kernel_DxM, np.float64) + np.asarray(bias_M, np.float64))
+  return 1.0 - float((residual ** 2).sum()) / max(float(((y - y.mean(0)) ** 2).sum()), 1e-12)
+
+
 def apply(adapter_params, kernel_DxM, bias_M) -> dict:
   """The adapter's params with `proj` replaced by the fitted map (shapes checked)."""
   check(adapter_params)

@@ -35,6 +35,7 @@ Shape letters as in `uqa_model`. The result holds the eval answer NLL overall an
 
 import dataclasses
 import functools
+import hashlib
 import os
 from typing import Any
 
@@ -338,29 +339,50 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                encoder_export=export_dir, title_fit=fit)
 
 
+TITLE_FIT_HELDOUT_USERS = 64  # users after the fitted rows whose clicks measure the fit out of sample
+
+
 def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embedding_VxM, path: str,
                   pipe: pipeline.PipelineConfig, tokenizer) -> tuple[dict, dict]:
-  """(adapter params with `proj` fitted, {"r2", "clicks", "rows"}): `adapters/title_fit.py` on the
+  """(adapter params with `proj` fitted, what the fit saw): `adapters/title_fit.py` on the
   states of the first `align.title_fit_rows` rows of the align-train file `path`, in file order
-  (all zero for the `zeros` control, whose adapter never sees a state), every valid click."""
+  (all zero for the `zeros` control, whose adapter never sees a state), every valid click.
+
+  A user asked several questions has several rows with one history: the fit counts its clicks
+  once per row. Reported: R² on the fitted clicks, the distinct users they come from, and the R²
+  of the same map on one row each of the next `TITLE_FIT_HELDOUT_USERS` users not fitted on."""
   title_fit.check(adapter_params)  # before any work
   pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, pad_multiple=0)
   encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
   titles = jax.jit(uqa_model.title_states)
-  xs, ys, rows = [], [], 0
+  fit, held, rows, fit_users, held_users = ([], []), ([], []), 0, set(), set()
   for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer):
     states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encode(encoder_params, batch))
     if a.user == "zeros":
       states_BxLxD = np.zeros_like(states_BxLxD)
-    title_BxLxM, _ = titles(embedding_VxM, batch)
+    title_BxLxM = np.asarray(titles(embedding_VxM, batch)[0])
     keep_BxL = mask_BxL.astype(bool) & batch["valid"][:, None]
-    xs.append(states_BxLxD[keep_BxL])
-    ys.append(np.asarray(title_BxLxM)[keep_BxL])
-    rows += int(batch["valid"].sum())
-    if rows >= a.title_fit_rows:
+    fitting = rows < a.title_fit_rows
+    for b in np.flatnonzero(batch["valid"]):
+      user = hashlib.sha1(np.asarray(batch[uqa_model.TITLE_COLUMN][b]).tobytes()).hexdigest()
+      if fitting:
+        fit_users.add(user)
+      elif user in fit_users or user in held_users or len(held_users) >= TITLE_FIT_HELDOUT_USERS:
+        continue
+      else:
+        held_users.add(user)
+      into = fit if fitting else held
+      into[0].append(states_BxLxD[b][keep_BxL[b]])
+      into[1].append(title_BxLxM[b][keep_BxL[b]])
+    rows += int(batch["valid"].sum()) if fitting else 0
+    if not fitting and len(held_users) >= TITLE_FIT_HELDOUT_USERS:
       break
-  kernel, bias, r2 = title_fit.ridge(np.concatenate(xs), np.concatenate(ys))
-  return title_fit.apply(adapter_params, kernel, bias), {"r2": r2, "clicks": int(sum(len(x) for x in xs)), "rows": rows}
+  kernel, bias, r2 = title_fit.ridge(np.concatenate(fit[0]), np.concatenate(fit[1]))
+  out = {"r2": r2, "clicks": int(sum(len(x) for x in fit[0])), "rows": rows, "users": len(fit_users),
+         "heldout_users": len(held_users)}
+  if held_users:
+    out["r2_heldout"] = title_fit.r2(np.concatenate(held[0]), np.concatenate(held[1]), kernel, bias)
+  return title_fit.apply(adapter_params, kernel, bias), out
 
 
 def identity_maps(adapter_params):
@@ -427,7 +449,9 @@ def run(config, workdir: str, log=print) -> dict:
     if parts.title_fit:
       f = parts.title_fit
       log(f"align: adapter map '{title_fit.PARAM}' starts as the ridge fit of each click's mean title embedding "
-          f"on its {'(zero) ' if a.user == 'zeros' else ''}state: R² {f['r2']:.3f} on {f['clicks']:,} clicks of {f['rows']} rows")
+          f"on its {'(zero) ' if a.user == 'zeros' else ''}state: R² {f['r2']:.3f} on {f['clicks']:,} clicks of "
+          f"{f['rows']} rows ({f['users']} users); on one row each of {f['heldout_users']} users not fitted on: "
+          + (f"R² {f['r2_heldout']:.3f}" if "r2_heldout" in f else "none left in the file"))
     if a.user in ("encoder", "random_encoder") and not a.train_encoder:
       log("align: frozen encoder states are recomputed each step (not cached)")
     start_eval = _eval_before(parts, state, data_dir, out_dir, log)
