@@ -359,13 +359,14 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   table = md[md.index("## Where user information is lost"):].splitlines()
   header = next(l for l in table if l.startswith("| task |"))
   for column in ("count ceiling", "encoder probe", "majority answer", "floor: constant", "floor: first candidate",
-                 "trained", "shuffled_user", "oracle reader", "NLL gain, oracle reader"):
+                 "trained", "shuffled_user", "oracle reader", "NLL gain, oracle reader", "answers changed, trained"):
     assert f"| {column} |" in header, column
   si = next(l for l in table if l.startswith("| SI |"))
   assert si.split(" | ")[1].startswith("100.0")  # the count ceiling
   said = next(l for l in lines if l.startswith("report: diagnosis:"))
   assert "Data: counting the visible clicks answers" in said and "Encoder: a linear probe" in said
   assert "the LLM does not use the user's tokens" in said and "does not carry user information" in said
+  assert "the shuffled user's prompt changes 0 of " in said  # the chain LLM reads no soft token
   # The first failing link: the chain LLM reads no soft token, so the reader fails unless the
   # encoder (probe vs majority on the smoke data) already did.
   c = diagnosed["probe_vs_majority"]

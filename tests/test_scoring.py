@@ -215,3 +215,28 @@ def test_answer_nll_gain_refuses_missing_or_non_finite_likelihoods():
     scoring.compare_nll(own, [{k: v for k, v in own[0].items() if k != "answer_nll"}])
   with pytest.raises(FloatingPointError, match="record 1 \\(first run\\) has answer_nll nan"):
     scoring.compare_nll([dict(own[0], answer_nll=float("nan"))], own)
+
+
+def test_changed_answers_counts_differing_and_discordant_pairs_as_a_plain_count():
+  """Per task and overall: answers that differ between the two prompts, and (official rule,
+  `prediction.startswith(gold)`) the ones right with one prompt only; records paired by user and
+  question, not by order."""
+  rec = lambda user, task, question, pred, gold: {"user": user, "task": task, "question": question,
+                                                  "prediction": pred, "answer": gold}
+  own = [rec("u1", "SI", "q1", "dog food", "dog food"),      # right with own only
+         rec("u1", "MF", "q2", "1", "1"),                    # same answer, both right
+         rec("u2", "SI", "q1", "earbuds", "dog food"),       # changed, both wrong
+         rec("u2", "IT", "q3", "A -> B", "A -> B -> C")]     # same answer, both wrong
+  other = [rec("u2", "IT", "q3", "A -> B", "A -> B -> C"),
+           rec("u2", "SI", "q1", "desk lamps", "dog food"),
+           rec("u1", "MF", "q2", "1", "1"),
+           rec("u1", "SI", "q1", "dog food, yoga mats", "dog food, yoga mats")]
+  other[3]["answer"] = "dog food"  # the gold is the question's: right with the other prompt too (startswith)
+  out = scoring.changed_answers(own, other)
+  assert out["task/SI"] == {"n": 2, "changed": 2, "own_only": 0, "other_only": 0}
+  assert out["task/MF"] == {"n": 1, "changed": 0, "own_only": 0, "other_only": 0}
+  assert out["overall"] == {"n": 4, "changed": 2, "own_only": 0, "other_only": 0}
+  other[3]["prediction"] = "yoga mats"
+  assert scoring.changed_answers(own, other)["task/SI"] == {"n": 2, "changed": 2, "own_only": 1, "other_only": 0}
+  with pytest.raises(ValueError, match="different questions"):
+    scoring.changed_answers(own, other[:3])

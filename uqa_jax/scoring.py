@@ -223,6 +223,30 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   return {"variant": variant, "n": len(unit_N), **out}
 
 
+def changed_answers(records_own: Sequence[dict], records_other: Sequence[dict]) -> dict:
+  """{cell: {"n", "changed", "own_only", "other_only"}} per task and overall: how many questions
+  get a different generated answer with the other prompt, and (official rule) how many are
+  right with one prompt only — the discordant pairs an accuracy difference is made of. Says
+  whether the LLM ignores the soft prompt (nothing changes) or reads it wrongly (answers change
+  but not toward the gold)."""
+  keys_own, keys_other = question_keys(records_own), question_keys(records_other)
+  if set(keys_own) != set(keys_other):
+    raise ValueError(f"changed_answers: the runs hold different questions ({len(set(keys_own) - set(keys_other))} "
+                     f"only in the first, {len(set(keys_other) - set(keys_own))} only in the second)")
+  other_of = dict(zip(keys_other, records_other))
+  cells = collections.defaultdict(lambda: {"n": 0, "changed": 0, "own_only": 0, "other_only": 0})
+  for n, (key, mine) in enumerate(zip(keys_own, records_own)):
+    theirs, where = other_of[key], f"record {n + 1}"
+    right_own, right_other = judge(mine, "official", where), judge(theirs, "official", where)
+    for cell in (f"task/{task_of_record(mine, where)}", "overall"):
+      c = cells[cell]
+      c["n"] += 1
+      c["changed"] += mine["prediction"] != theirs["prediction"]
+      c["own_only"] += right_own and not right_other
+      c["other_only"] += right_other and not right_own
+  return dict(cells)
+
+
 class MissingLikelihood(ValueError):
   """A record without `answer_nll`: the run did not score the gold's likelihood."""
 

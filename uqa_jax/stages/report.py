@@ -130,6 +130,16 @@ def nll_gains(results: list[dict], samples: int) -> list[dict]:
   return out
 
 
+def changed(results: list[dict]) -> dict:
+  """{aligned run's dir: `scoring.changed_answers` against its workdir's shuffled_user}."""
+  out = {}
+  for method in (r for r in results if r["run"] == "aligned"):
+    shuffled = [r for r in results if r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]]
+    if shuffled:
+      out[method["dir"]] = scoring.changed_answers(_records(method), _records(shuffled[0]))
+  return out
+
+
 def nll_table(gains: list[dict]) -> list[str]:
   lines = ["| method | cell | n | NLL own | NLL shuffled | gain (shuffled − own) | 95% interval | p |",
            "|---|---|---|---|---|---|---|---|"]
@@ -200,8 +210,9 @@ LEVELS = (
                "unchanged: the LLM does not learn to read soft tokens on this budget"),
     ("adapter", "the state holds the answers and the LLM can read soft tokens, but the trained soft prompt "
                 "does not make the gold more likely: the adapter or its alignment"),
-    ("answers", "the own user's soft prompt makes the gold more likely, but changes too few greedy answers "
-                "to beat shuffled_user on accuracy: the gain is below what flips the generated answer"),
+    ("answers", "the own user's soft prompt makes the gold more likely, but the generated answers are not "
+                "right more often than with a shuffled user's prompt: the gain is too small to make the gold "
+                "the most likely answer (see how many answers the prompt changes)"),
 )
 
 
@@ -220,7 +231,13 @@ def lost_at(holds: dict) -> str:
   return "Not lost: the trained encoder's answers beat shuffled_user beyond noise."
 
 
-def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=()) -> tuple[list[str], str]:
+def _changed_cell(c) -> str:
+  if c is None:
+    return "—"
+  return f"{100 * c['changed'] / c['n']:.0f}% (+{c['own_only']} / −{c['other_only']})"
+
+
+def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), changes=None) -> tuple[list[str], str]:
   """(markdown table per sub-task, one-paragraph verdict): where user information is lost.
 
   Columns: the count ceiling and the encoder probe (with its majority answer and shuffled-label
@@ -246,13 +263,22 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=()) ->
       columns.append((label, lambda t, r=r: _task_cell(r["scores"], t)))
   nll_cols = [(label, gain_of[r["dir"]]) for label, r in (("trained", method), ("oracle reader", oracle))
               if r is not None and r["dir"] in gain_of]
-  head = [c for c, _ in columns] + [f"NLL gain, {label}" for label, _ in nll_cols]
+  changes = changes or {}
+  changed_cols = [(label, changes[r["dir"]]) for label, r in (("trained", method), ("oracle reader", oracle))
+                  if r is not None and r["dir"] in changes]
+  head = [c for c, _ in columns] + [f"NLL gain, {label}" for label, _ in nll_cols] + \
+      [f"answers changed, {label}" for label, _ in changed_cols]
   lines = ["| task | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
   for task in schema.TASKS:
     cells = [_cell(f(task)) for _, f in columns]
     cells += [(lambda c: "—" if c is None else f"{c['gain']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]")(g.get(f"task/{task}"))
               for _, g in nll_cols]
+    cells += [_changed_cell(g.get(f"task/{task}")) for _, g in changed_cols]
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
+  if changed_cols:
+    lines += ["", "answers changed: the share of questions whose generated answer differs under a shuffled "
+              "user's prompt; in brackets, right with the own prompt only / with the shuffled one only "
+              "(official rule)"]
   said, holds = [], {}
   above = lambda c: c["ci"][0] > 0 and c["p_value"] < ALPHA
   if diag:
@@ -285,6 +311,11 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=()) ->
     used = holds["adapter"] = above(c)
     said.append(f"Trained encoder: its soft prompt {'carries' if used else 'does not carry'} user information into "
                 f"the answers beyond noise (NLL gain {c['gain']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]).")
+  if method is not None and method["dir"] in changes:
+    c = changes[method["dir"]]["overall"]
+    said.append(f"Answers: the shuffled user's prompt changes {c['changed']} of {c['n']} generated answers "
+                f"({c['changed'] / c['n']:.0%}); {c['own_only']} are right with the own prompt only, "
+                f"{c['other_only']} with the shuffled one only.")
   if method is not None:
     versus = [c for c in comps if c["method_dir"] == method["dir"] and c["other"] == "shuffled_user"
               and c["variant"] == "official" and "p_value" in c]
@@ -378,7 +409,8 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
          "The gold answer's NLL per token after each prompt, from the same trained model; the gain is "
          "shuffled minus own, so above zero means the own user's soft prompt makes the gold more likely.", "",
          *nll_table(gains), ""]
-  diag_lines, diag_said = diagnosis(workdir, results, gains, comps)
+  changes = changed(results)
+  diag_lines, diag_said = diagnosis(workdir, results, gains, comps, changes)
   md += ["## Where user information is lost (official rule, % [95% interval]; NLL gain in nats/token)", "",
          *diag_lines, "", diag_said, "", line, ""]
   if figures:
@@ -387,7 +419,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
       figure(results, variant, os.path.join(out_dir, name))
       md += [f"![{variant}]({name})", ""]
   report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps,
-            "answer_nll_gains": gains, "diagnosis": diag_said, "verdict": line}
+            "answer_nll_gains": gains, "changed_answers": changes, "diagnosis": diag_said, "verdict": line}
   stages.write_json(os.path.join(out_dir, "report.json"), report)
   with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(md))
