@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from uqa_jax import atomic
 from uqa_jax import adapters
 from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
@@ -53,10 +54,8 @@ def save(directory: str, spec: dict, saved_params: dict) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(saved_params), force=True)
   checkpointer.wait_until_finished()
-  tmp = os.path.join(directory, SPEC_FILE + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({"format": FORMAT, "saved": sorted(saved_params), **spec}, f, indent=2)
-  os.replace(tmp, os.path.join(directory, SPEC_FILE))
+  atomic.write_text(os.path.join(directory, SPEC_FILE),
+                    json.dumps({"format": FORMAT, "saved": sorted(saved_params), **spec}, indent=2))
 
 
 def _check(found, expected, where: str) -> None:

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
+from uqa_jax import atomic
 from uqa_jax.data import schema
 
 
@@ -35,17 +36,6 @@ class Bags:
 
   def to_lists(self) -> list[list[int]]:
     return [self.bag(t).tolist() for t in range(self.num_steps)]
-
-
-def _atomic_write(path: str, write_fn) -> None:
-  """Writes to `path + .tmp` then renames, so an interrupted write leaves no partial file."""
-  tmp = f"{path}.tmp"
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _file_schema(path: str, names) -> pa.Schema:
@@ -113,7 +103,7 @@ def write_sequence_batches(path: str, batches) -> int:
       if sink is not None:
         sink.close()
 
-  _atomic_write(path, write)
+  atomic.write_with(path, write)
   return rows
 
 
@@ -278,7 +268,7 @@ def write_dataset_info(directory: str, info: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(info, f, indent=2, ensure_ascii=False, sort_keys=True)
 
-  _atomic_write(path, write)
+  atomic.write_with(path, write)
 
 
 def read_dataset_info(directory: str) -> dict:

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from uqa_jax import atomic
 from uqa_jax.data import schema
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
@@ -55,10 +56,7 @@ def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dic
   spec = {"format": FORMAT, "encoder": dataclasses.asdict(model.cfg),
           "vocab_sizes": dict(model.vocab_sizes), "embed_dims": dict(model.embed_dims),
           "has_time": has_time, **(extra or {})}
-  tmp = os.path.join(directory, SPEC_FILE + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(spec, f, indent=2)
-  os.replace(tmp, os.path.join(directory, SPEC_FILE))
+  atomic.write_text(os.path.join(directory, SPEC_FILE), json.dumps(spec, indent=2))
 
 
 def read_spec(directory: str) -> dict:

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 
+from uqa_jax import atomic
 from uqa_jax import choices
 from uqa_jax.llm import assets
 
@@ -118,10 +119,7 @@ def read_json(path):
 
 
 def write_json(path: str, value) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  atomic.write_text(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def _diff(old: dict, new: dict) -> list[str]:

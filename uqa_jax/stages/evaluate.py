@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from uqa_jax import align_export
+from uqa_jax import atomic
 from uqa_jax import choices
 from uqa_jax import config_blocks
 from uqa_jax import questions as questions_lib
@@ -395,11 +396,7 @@ def score_all(records: list[dict], samples: int, seed: int) -> dict:
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(r, ensure_ascii=False) + "\n")
-  os.replace(tmp, path)
+  atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def run(config, workdir: str, log=print) -> dict:

@@ -1,0 +1,25 @@
+"""Files written whole or not at all: to `<path>.tmp`, then renamed over `path`.
+
+An interrupted run (a kill, a full disk) leaves the previous file or none, never a partial one
+that a resumed run would read as finished.
+"""
+
+import os
+
+
+def write_with(path: str, write_fn) -> None:
+  """`write_fn(tmp_path)` writes the file; it is renamed to `path` only if that returns."""
+  tmp = f"{path}.tmp"
+  try:
+    write_fn(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+  write_with(path, write)
