@@ -361,6 +361,9 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   for column in ("count ceiling", "encoder probe", "majority answer", "floor: constant", "floor: first candidate",
                  "trained", "shuffled_user", "oracle reader", "NLL gain, oracle reader", "answers changed, trained"):
     assert f"| {column} |" in header, column
+  oracle_label = evaluate.describe(_oracle_config(), "aligned")["label"]
+  assert f"| shuffled_user of {oracle_label} | control |" in md  # the included workdir's own control, named
+  assert md.count("| shuffled_user | control |") == 3  # once per table: official, strict, ranked
   si = next(l for l in table if l.startswith("| SI |"))
   assert si.split(" | ")[1].startswith("100.0")  # the count ceiling
   said = next(l for l in lines if l.startswith("report: diagnosis:"))

@@ -61,9 +61,16 @@ def collect(workdirs: list[str]) -> list[dict]:
         if os.path.isdir(root) else []
     if not runs:
       raise FileNotFoundError(f"report: no evaluate results under {root}; run the evaluate stage there first")
-    for run in runs:
-      result = stages.read_json(os.path.join(root, run, stages.RESULT))
-      found.append({**result, "dir": os.path.join(root, run), "workdir": workdir})
+    mine = [{**stages.read_json(os.path.join(root, run, stages.RESULT)), "dir": os.path.join(root, run),
+             "workdir": workdir} for run in runs]
+    # An included workdir's own controls (its shuffled_user, its floors) are named after its
+    # aligned model where the label is taken: "shuffled_user of oracle reader (...)".
+    aligned = next((r["label"] for r in mine if r["run"] == "aligned"), os.path.basename(workdir))
+    taken = {r["label"] for r in found}
+    for r in mine:
+      if r["run"] != "aligned" and r["label"] in taken:
+        r["label"] = f"{r['label']} of {aligned}"
+    found += mine
   return found
 
 
