@@ -247,6 +247,7 @@ def _flags(config) -> list[str]:
           f"--config.align.learning_rate={a.learning_rate}"]
 
 
+@pytest.mark.slow  # ~70 s: `make test-slow`; the default run keeps Stage 1's kill-and-resume test
 def test_a_killed_run_resumes_and_ends_bit_identical(base, straight, tmp_path):
   """SIGKILL right after step 4's progress line (checkpoint 2 saved; checkpoint 4, which follows
   that line, perhaps started), then the same command again: it resumes from 2 or 4 and its
@@ -397,7 +398,7 @@ def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp
     align.align_config(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True))
 
 
-@pytest.mark.parametrize("user", ["encoder", "zeros"])
+@pytest.mark.parametrize("user", ["encoder", pytest.param("zeros", marks=pytest.mark.slow)])  # zeros: ~20 s
 def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, user):
   """adapter_init='titles': `proj` starts as the least-squares map from each click's encoder state
   (zeros for the zeros control) to its title's mean LLM embedding, checked against NumPy's lstsq

@@ -110,7 +110,7 @@ def test_probe_leaves_out_stems_with_too_few_train_questions():
 
 # How the oracle reader is set up: a plain start, and default_full's (soft tokens before the
 # question, identity-initialised adapter maps, Stage 2's own optimizer over adapter and LLM).
-ORACLE_SETUPS = ("prefix", "as default_full")
+ORACLE_SETUPS = (pytest.param("prefix", marks=pytest.mark.slow), "as default_full")  # prefix: `make test-slow`
 TEST_ROWS = 2048  # the null gain's noise: 256 rows gave up to 0.45 nats, 2048 rows 0.10
 
 

@@ -47,6 +47,7 @@ def test_a_stage_whose_upstream_is_neither_listed_nor_done_stops_before_any_work
   assert not os.path.exists(tmp_path / "data")
 
 
+@pytest.mark.slow  # ~20 s: `make test-slow`; MovieLens loading has its own fast tests
 def test_stage1_runs_on_movielens_with_hstu_time_bias(tmp_path):
   out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.data.source=movielens",
                  "--config.encoder.name=hstu", "--config.pretrain.steps=4")

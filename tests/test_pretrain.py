@@ -31,6 +31,7 @@ def _exported(workdir):
   return ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(workdir, "pretrain", "export", "params")))
 
 
+@pytest.mark.slow  # ~20 s: `make test-slow`
 def test_relative_workdir_checkpoints_and_finishes(tmp_path):
   """`make demo` passes a relative --workdir; Orbax refuses relative checkpoint paths."""
   cmd = [sys.executable, "-m", "uqa_jax.main", "--config", os.path.join(ROOT, "configs", "smoke.py"),
