@@ -11,9 +11,9 @@ steps (Stage 1: about 2 minutes; `benchmarks/pretrain_table.py` runs all five en
 1,000 steps). Stage 2 aligns the encoder to SmolLM2-135M (full fine-tuning, `recent` adapter,
 64 steps of batch 8, soft tokens before the question; block below): about 7 minutes. Stage 3 asks the 377 align-eval questions
 with the trained model and with another user's soft prompt (`shuffled_user`), next to the two
-floors, and scores them (official, strict, ranked, answer NLL): about 4 minutes; the diagnose
-stage (count ceiling, encoder probe) 20 s. All of it: about 14
-minutes on 2 cores (README, Stage 3, for the measured figures).
+floors, and scores them (official, strict, ranked, answer NLL): about 5 minutes; the diagnose
+stage (count ceiling, encoder probe) 20 s. All of it: 14 min 20 s measured on 2 cores
+(README, "The demo's result").
 
 It prints the generator's filter statistics, the rows written per file, the checker's verdict,
 the QA counts per sub-task and their answer floors (best constant answer, first candidate),
