@@ -195,6 +195,17 @@ def question_keys(records):
   return out
 
 
+def pairs(records_a: Sequence[dict], records_b: Sequence[dict], what: str) -> list[tuple[tuple, dict, dict]]:
+  """(key, record of a, record of b) per question of a, in a's order; the runs must hold the
+  same questions (by user, question and occurrence), else an error naming `what` and the counts."""
+  keys_a, keys_b = question_keys(records_a), question_keys(records_b)
+  if set(keys_a) != set(keys_b):
+    raise ValueError(f"{what}: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in the "
+                     f"first, {len(set(keys_b) - set(keys_a))} only in the second)")
+  b_of = dict(zip(keys_b, records_b))
+  return [(key, ra, b_of[key]) for key, ra in zip(keys_a, records_a)]
+
+
 def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str = "official", *,
             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
   """Paired bootstrap of accuracy(a) - accuracy(b) over the questions both runs scored.
@@ -202,14 +213,9 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   The runs must hold the same questions (by user, question and occurrence); the pairs are
   resampled by user, as in `score_records`.
   """
-  keys_a, keys_b = question_keys(records_a), question_keys(records_b)
-  if set(keys_a) != set(keys_b):
-    raise ValueError(f"compare: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in the "
-                     f"first, {len(set(keys_b) - set(keys_a))} only in the second)")
-  b_of = dict(zip(keys_b, records_b))
   units, unit_of, correct_a, correct_b = {}, [], [], []
-  for n, (key, ra) in enumerate(zip(keys_a, records_a)):
-    va, vb = judge(ra, variant, f"record {n + 1}"), judge(b_of[key], variant, f"record {n + 1}")
+  for n, (key, ra, rb) in enumerate(pairs(records_a, records_b, "compare")):
+    va, vb = judge(ra, variant, f"record {n + 1}"), judge(rb, variant, f"record {n + 1}")
     if va is None or vb is None:
       continue
     unit_of.append(units.setdefault(key[0] if key[0] else n, len(units)))
@@ -229,14 +235,9 @@ def changed_answers(records_own: Sequence[dict], records_other: Sequence[dict]) 
   right with one prompt only — the discordant pairs an accuracy difference is made of. Says
   whether the LLM ignores the soft prompt (nothing changes) or reads it wrongly (answers change
   but not toward the gold)."""
-  keys_own, keys_other = question_keys(records_own), question_keys(records_other)
-  if set(keys_own) != set(keys_other):
-    raise ValueError(f"changed_answers: the runs hold different questions ({len(set(keys_own) - set(keys_other))} "
-                     f"only in the first, {len(set(keys_other) - set(keys_own))} only in the second)")
-  other_of = dict(zip(keys_other, records_other))
   cells = collections.defaultdict(lambda: {"n": 0, "changed": 0, "own_only": 0, "other_only": 0})
-  for n, (key, mine) in enumerate(zip(keys_own, records_own)):
-    theirs, where = other_of[key], f"record {n + 1}"
+  for n, (_, mine, theirs) in enumerate(pairs(records_own, records_other, "changed_answers")):
+    where = f"record {n + 1}"
     right_own, right_other = judge(mine, "official", where), judge(theirs, "official", where)
     for cell in (f"task/{task_of_record(mine, where)}", "overall"):
       c = cells[cell]
@@ -260,15 +261,10 @@ def compare_nll(records_own: Sequence[dict], records_other: Sequence[dict], *,
 
   Both runs must hold the same questions, each with a finite `answer_nll`.
   """
-  keys_a, keys_b = question_keys(records_own), question_keys(records_other)
-  if set(keys_a) != set(keys_b):
-    raise ValueError(f"compare_nll: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in "
-                     f"the first, {len(set(keys_b) - set(keys_a))} only in the second)")
-  b_of = dict(zip(keys_b, records_other))
   units, unit_of, own, other, tasks = {}, [], [], [], []
-  for n, (key, ra) in enumerate(zip(keys_a, records_own)):
+  for n, (key, ra, rb) in enumerate(pairs(records_own, records_other, "compare_nll")):
     pair = []
-    for which, r in (("first", ra), ("second", b_of[key])):
+    for which, r in (("first", ra), ("second", rb)):
       value = r.get("answer_nll")
       if value is None:
         raise MissingLikelihood(f"compare_nll: record {n + 1} ({which} run) has no answer_nll (written with "
