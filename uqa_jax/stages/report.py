@@ -118,18 +118,24 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   return out
 
 
+def shuffled_of(results: list[dict], method: dict | None) -> dict | None:
+  """The shuffled_user run of `method`'s own workdir (same trained model, another user's prompt)."""
+  return next((r for r in results if method and r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]),
+              None)
+
+
 def nll_gains(results: list[dict], samples: int) -> list[dict]:
   """Per aligned model (trained encoder, controls, oracle reader): the gold answer's NLL per token
   under a shuffled user's prompt minus under the own user's, per task (`scoring.compare_nll`),
   from its workdir's `shuffled_user`."""
   out = []
   for method in (r for r in results if r["run"] == "aligned"):
-    shuffled = [r for r in results if r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]]
-    if not shuffled:
+    shuffled = shuffled_of(results, method)
+    if shuffled is None:
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
       continue
     try:
-      cells = scoring.compare_nll(_records(method), _records(shuffled[0]), samples=samples)
+      cells = scoring.compare_nll(_records(method), _records(shuffled), samples=samples)
     except scoring.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
       continue
@@ -141,9 +147,9 @@ def changed(results: list[dict]) -> dict:
   """{aligned run's dir: `scoring.changed_answers` against its workdir's shuffled_user}."""
   out = {}
   for method in (r for r in results if r["run"] == "aligned"):
-    shuffled = [r for r in results if r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]]
-    if shuffled:
-      out[method["dir"]] = scoring.changed_answers(_records(method), _records(shuffled[0]))
+    shuffled = shuffled_of(results, method)
+    if shuffled is not None:
+      out[method["dir"]] = scoring.changed_answers(_records(method), _records(shuffled))
   return out
 
 
@@ -254,7 +260,7 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
   path = os.path.join(workdir, "diagnose", stages.RESULT)
   diag = stages.read_json(path) if os.path.exists(path) else None
   method = next((r for r in results if r["kind"] == "method"), None)
-  shuffled = next((r for r in results if method and r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]), None)
+  shuffled = shuffled_of(results, method)
   oracle = next((r for r in results if r["kind"] == "diagnostic"), None)
   gain_of = {g["method_dir"]: g["cells"] for g in gains if "cells" in g}
   columns = []
