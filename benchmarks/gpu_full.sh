@@ -21,10 +21,15 @@
 # (compilation is CPU work and the machine has 16 cores; the GPU holds them all), each line of
 # output prefixed with its variant; Stage 2 batches keep the full width (`input.pad_multiple=0`:
 # one compilation instead of one per width; it changes no number).
-# Measured on one H200 (jax 0.11.2, seed 1, trained, the earlier one-variant-at-a-time version
-# with cut batches): data 6 s, pretrain 73 s (35 steps/s), align 323 s (0.2 steps/s over the
-# first 20 steps, 3.6 on average by step 400: each new batch width compiled), generation ~5.7
-# questions/s (each prompt bucket compiles); the call hit its 600 s limit inside evaluate.
+# Measured on one H200 (jax 0.11.2, seed 1), twice, neither within one 600 s call:
+#  - the earlier one-variant-at-a-time version with cut batches: data 6 s, pretrain 73 s, align
+#    323 s (each new batch width compiled), generation ~5.7 questions/s; ended inside evaluate.
+#  - this version with GPU_FULL_ARGS="--config.evaluate.batch_size=64": Stage 1 106 s; align
+#    220-286 s per variant (the 400 steps themselves ~20 s at 18-33 steps/s; the rest compilation
+#    and setup, four processes at once), then generation at ~2.2 questions/s (each 64-row prompt
+#    bucket compiles); at 600 s every variant was halfway through its first generation pass, so
+#    nothing was packed. The run is compile-bound: cutting Stage 3's compilations (issue 14) comes
+#    before a seed fits one call.
 # Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
 #   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
 #   --config.align.steps=2 --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9
@@ -83,5 +88,7 @@ for v in "${variants[@]}"; do
   pids+=($!)
 done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee, which never ends
+# Every variant was packed when it ended (a call cut at its limit still returns those); trained is
+# packed again with its report.
 run_main trained "('report',)" 2>&1 | sed -u "s/^/[report] /" && pack trained
 echo "=== all: $(( $(date +%s) - start )) s"

@@ -1,9 +1,9 @@
 """The default benchmark at the scale meant to discriminate: one trained encoder, its controls,
 the oracle reader and the text baseline, for a given seed. On 2 CPU cores (seed 0): `trained`
 about 50 minutes (Stage 2 26 min at ~2.2 examples/s, Stage 3 21 min with text20), each control
-about 35 minutes; ~2.5 h per seed. On one H200 (benchmarks/gpu_full.sh) Stage 1 took 73 s and
-Stage 2 323 s (compile-bound: every new batch width compiles), so one 600 s call holds about one
-variant.
+about 35 minutes; ~2.5 h per seed. On one H200 (benchmarks/gpu_full.sh) the 400 align steps take
+~20 s but compilation dominates (Stage 2 220-286 s per variant, generation ~2-6 questions/s), so
+one 600 s call has not yet held a whole seed (README).
 
   make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
   python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
