@@ -21,8 +21,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
-  data      1,000 users (100 align-eval users, 622 questions with seed 0) instead of 600 (54 users, 377
-            questions): the demo's intervals (about +-3 points overall, +-12 per sub-task) hide
+  data      1,000 users (89 align-eval users with questions, 622 questions with seed 0; 92 and 643
+            with seed 1) instead of 600 (54 users, 377 questions): the demo's intervals (about +-3 points overall, +-12 per sub-task) hide
             effects of a few points
   pretrain  1,000 steps instead of 300 (a longer-trained state for the probe and the adapter to
             read; not compared with 300 steps at this scale)

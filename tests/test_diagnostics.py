@@ -97,15 +97,21 @@ def test_probe_counts_what_it_cannot_answer():
   features = {q.user: np.ones(2, np.float32) * i for i, q in enumerate(train + eval_)}
   out = probe_lib.probe(train, eval_, features, "en")
   assert out["no_known_candidate"] == {"IP": 1} and out["unseen_answer"] == {"IP": 1}
-  assert [r["user"] for r in out["records"]["probe"]] == ["e1"] and out["records"]["probe"][0]["prediction"] == "item5"
-  assert out["records"]["probe"][0]["seen_answer"] is False
+  for name, records in out["records"].items():  # every eval question keeps a record
+    by_user = {r["user"]: r for r in records}
+    assert sorted(by_user) == ["e0", "e1"], name
+    assert by_user["e0"]["prediction"] == "" and by_user["e0"]["answered"] is False  # left out: counted wrong
+    assert by_user["e1"]["answered"] is True and by_user["e1"]["seen_answer"] is False
+  assert {r["user"]: r["prediction"] for r in out["records"]["probe"]}["e1"] == "item5"
+  assert scoring.score_records(out["records"]["probe"], samples=10)["cells"]["task/IP"]["n"] == 2
 
 
 def test_probe_leaves_out_stems_with_too_few_train_questions():
   train, f = _planted(10, 0)
   out = probe_lib.probe(train, train, f, "en", probe_lib.ProbeConfig(min_train=11))
   assert not out["stems"] and out["unprobed"] == {"SI": 10, "AP": 10, "LI": 10}
-  assert not any(out["records"].values())
+  for records in out["records"].values():  # kept, each with an empty prediction: wrong, not dropped
+    assert len(records) == 30 and all(r["prediction"] == "" and not r["answered"] for r in records)
 
 
 # How the oracle reader is set up: a plain start, and default_full's (soft tokens before the
@@ -195,16 +201,22 @@ def test_count_ceiling_reads_the_interest_labels_off_the_history(en_dir, tokeniz
   assert set(skipped) <= {"DF", "MF"}  # only questions about a multi-valued attribute (DF_nth_all)
   for task in ("DF", "MF"):
     assert skipped[task] < asked[task] / 2, (task, skipped[task], asked[task])
-  cells = scoring.score_records(records, samples=100)["cells"]
+  assert len(records) == len(qs)  # an unanswered question is kept, with an empty prediction
+  assert collections.Counter(r["task"] for r in records if not r["answered"]) == skipped
+  cells = scoring.score_records([r for r in records if r["answered"]], samples=100)["cells"]
   for task in ("DF", "MF", "SI", "LI", "IT"):
     assert cells[f"task/{task}"]["accuracy"] == 1.0, task
+  every = scoring.score_records(records, samples=100)["cells"]  # over all questions: unanswered ones wrong
+  for task in ("DF", "MF"):
+    assert every[f"task/{task}"]["accuracy"] == pytest.approx(1 - skipped[task] / asked[task]), task
   first = {t: np.mean([q.candidates[0] == q.answer for q in qs if q.task == t]) for t in ("IP", "AP")}
   for task in ("IP", "AP"):
     assert cells[f"task/{task}"]["accuracy"] > first[task] + 0.15, task
   # Another user's history (the previous question's row of another user).
   rows = [q.row for q in qs]
   moved = [dataclasses.replace(q, row=rows[(i + 7) % len(rows)]) for i, q in enumerate(qs)]
-  other = scoring.score_records(ceiling.records(moved, source, tokenizer, language)[0], samples=100)["cells"]
+  other = scoring.score_records([r for r in ceiling.records(moved, source, tokenizer, language)[0] if r["answered"]],
+                                 samples=100)["cells"]
   assert other["task/SI"]["accuracy"] < 0.5 and other["task/LI"]["accuracy"] < 0.2
   assert other["task/DF"]["accuracy"] < 0.2 and other["task/MF"]["accuracy"] < 0.5
 

@@ -338,6 +338,20 @@ def test_report_with_an_included_ablation_workdir(evaluated, tmp_path):
   assert ("trmpp", "shuffled_user", True) not in pairs and ("trmpp", "shuffled_user", False) in pairs
 
 
+def test_report_refuses_an_included_model_over_other_questions(evaluated, tmp_path):
+  """An included workdir whose aligned model answered other questions (another seed's data, a
+  `max_questions` cut) is an error naming both runs, not a row of 'not comparable'."""
+  _, workdir, _, _ = evaluated
+  main, other = tmp_path / "main", tmp_path / "other-seed"
+  for d in (main, other):
+    shutil.copytree(os.path.join(workdir, "evaluate"), d / "evaluate")
+  path = other / "evaluate" / "aligned" / "predictions.jsonl"
+  path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # one question fewer
+  with pytest.raises(ValueError, match=r"evaluate/aligned and .*other-seed/evaluate/aligned hold different "
+                                       r"questions \(1 only in the first, 0 only in the second\)"):
+    report.write(str(main), include=[str(other)], figures=False, samples=100, log=lambda _: None)
+
+
 def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, tmp_path):
   """With the diagnose stage's results and an oracle-reader workdir included, the report puts
   the count ceiling, the probe, the trained model and the oracle side by side per sub-task and
@@ -403,9 +417,11 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
   the ceiling and probe rows from diagnose, comparisons and NLL gains per seed, one verdict per control."""
   _, workdir, _, _ = evaluated
   dirs = [tmp_path / f"main-s{i}" for i in (0, 1)]
-  for d in dirs:
+  for i, d in enumerate(dirs):
     for stage in ("evaluate", "diagnose"):
       shutil.copytree(os.path.join(workdir, stage), d / stage)
+    for path in (d / "evaluate").glob("*/result.json"):  # the same runs, recorded as seed i
+      path.write_text(json.dumps({**json.loads(path.read_text()), "seed": i}))
     report.write(str(d), figures=False, samples=100, log=lambda _: None)
   out = tmp_path / "seeds.md"
   assert seeds.main([str(d) for d in dirs] + ["--out", str(out)]) == 0
@@ -418,7 +434,7 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
   for needle in ("| shuffled_user | control |", "| count ceiling | diagnose |", "| encoder probe | diagnose |",
                  "| floor: best constant | floor |", "| text20 |", f"| {trained['label']} | shuffled_user | official |",
                  f"| {trained['label']} | overall |", "shuffled_user (official, overall): differences",
-                 "| probe, shuffled labels | diagnose |", f"- {dirs[1]}: {saved['diagnosis']}"):
+                 "| probe, shuffled labels | diagnose |", f"- {dirs[1]} (seed 1): {saved['diagnosis']}"):
     assert needle in md, needle
   assert "Lost at: " in saved["diagnosis"]
   with pytest.raises(FileNotFoundError, match="main-s2"):

@@ -140,6 +140,16 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
   assert scoring.compare(records, shuffled)["difference"] == pytest.approx(0.5)
   with pytest.raises(ValueError, match="different questions"):
     scoring.compare(records, records[:-1])
+  # A record without its user would be resampled as a user of its own: refused, in either run.
+  unnamed = [dict(r) for r in worse]
+  del unnamed[5]["user"]
+  for a, b, which in ((records, unnamed, "second"), (unnamed, records, "first")):
+    with pytest.raises(ValueError, match=rf"compare, {which} run: 1 of 120 records have no `user` field"):
+      scoring.compare(a, b)
+    with pytest.raises(ValueError, match=rf"compare_nll, {which} run: 1 of 120 records have no `user` field"):
+      scoring.compare_nll([dict(r, answer_nll=1.0) for r in a], [dict(r, answer_nll=1.0) for r in b])
+  with pytest.raises(scoring.NothingScored, match="no question is scored under 'ranked'"):
+    scoring.compare(records, worse, "ranked")
 
 
 def test_score_command_reads_official_jsonl(tmp_path):

@@ -2,6 +2,7 @@
 interval, by more than the seed-to-seed spread of the trained encoder's accuracy; runs that share
 a label (two trained encoders in two workdirs) are kept apart."""
 
+import json
 import os
 
 import pytest
@@ -76,3 +77,61 @@ def test_one_seed_or_a_repeated_workdir_is_refused():
     seeds.load(["w/full-s0"])
   with pytest.raises(ValueError, match="given twice"):
     seeds.load(["w/full-s0", "w/./full-s0"])
+
+
+def _stored(root, seed, acc, gains, diagnose=True, control_seed=None):
+  """A seed's workdir on disk as the report and diagnose stages leave it: trmpp and its
+  shuffled_user (overall and SI cells), the four diagnose runs, and the NLL gains given."""
+  workdir = os.path.join(root, f"full-s{seed}")
+  cells = lambda a: {"official": {"cells": {"overall": {"accuracy": a, "ci": [0, 1]},
+                                            "task/SI": {"accuracy": a / 2, "ci": [0, 1]}}}}
+  results = [{**_run(workdir, "trmpp", "method", acc), "seed": seed, "scores": cells(acc)},
+             {**_run(workdir, "shuffled_user", "control", acc - 0.1), "seed": seed if control_seed is None else control_seed,
+              "scores": cells(acc - 0.1)}]
+  report = {"results": results, "comparisons": [_comparison(workdir, "shuffled_user", 0.1, (0.05, 0.15), 0.01)],
+            "answer_nll_gains": gains(workdir), "diagnosis": f"Lost at: answers (seed {seed})."}
+  os.makedirs(os.path.join(workdir, "report"))
+  with open(os.path.join(workdir, "report", "report.json"), "w") as f:
+    json.dump(report, f)
+  if diagnose:
+    os.makedirs(os.path.join(workdir, "diagnose"))
+    with open(os.path.join(workdir, "diagnose", "result.json"), "w") as f:
+      json.dump({"runs": {name: {"scores": cells(0.9 if name == "ceiling" else 0.2)} for _, name in seeds.DIAGNOSE_ROWS}}, f)
+  return workdir
+
+
+def _gain(workdir, label, value):
+  return {"method": label, "method_dir": os.path.join(workdir, "evaluate", label),
+          "cells": {"overall": {"gain": value, "ci": [value - 0.01, value + 0.01], "p_value": 0.002}}}
+
+
+def test_tables_from_stored_reports_hold_each_seed_and_the_mean(tmp_path):
+  """Table 2 cells are the mean with every seed's value, the diagnose rows stand beside them, and
+  an NLL gain measured in seed 1 only is listed (with — for seed 0), not dropped."""
+  oracle = lambda w: os.path.join(os.path.dirname(w), "oracle-" + os.path.basename(w))
+  w0 = _stored(tmp_path, 0, 0.30, lambda w: [_gain(w, "trmpp", 0.08)])
+  w1 = _stored(tmp_path, 1, 0.34, lambda w: [_gain(w, "trmpp", 0.06), _gain(oracle(w), "oracle", 0.02)])
+  text = seeds.write([w0, w1])
+  row = next(l for l in text.splitlines() if l.startswith("| trmpp | method |"))
+  assert row.endswith("| 32.0 (30.0 / 34.0) |")  # overall: the mean of 30 and 34, then each seed
+  assert "| 16.0 (15.0 / 17.0) |" in row  # SI
+  ceiling = next(l for l in text.splitlines() if l.startswith("| count ceiling | diagnose |"))
+  assert ceiling.endswith("| 90.0 (90.0 / 90.0) |")
+  gains = [l for l in text.splitlines() if l.startswith("| trmpp") and "| overall |" in l]
+  assert gains == ["| trmpp | overall | +0.0800 [+0.0700, +0.0900], p=0.002 | +0.0600 [+0.0500, +0.0700], p=0.002 |"]
+  assert "| oracle [oracle-full] | overall | — | +0.0200 [+0.0100, +0.0300], p=0.002 |" in text
+  assert f"- {w0} (seed 0): Lost at: answers (seed 0)." in text and f"- {w1} (seed 1): Lost at: answers (seed 1)." in text
+
+
+def test_seeds_must_differ_each_report_must_hold_one_seed_and_diagnose_must_exist(tmp_path):
+  no_gains = lambda w: []
+  a = _stored(tmp_path / "a", 0, 0.3, no_gains)
+  b = _stored(tmp_path / "b", 0, 0.3, no_gains)
+  with pytest.raises(ValueError, match=r"are both seed 0"):
+    seeds.load([a, b])
+  mixed = _stored(tmp_path / "c", 1, 0.3, no_gains, control_seed=2)
+  with pytest.raises(ValueError, match=r"joins runs of several seeds: seed 1: .*; seed 2: .*shuffled_user"):
+    seeds.load([a, mixed])
+  bare = _stored(tmp_path / "d", 3, 0.3, no_gains, diagnose=False)
+  with pytest.raises(FileNotFoundError, match=r"diagnose/result.json is missing"):
+    seeds.load([a, bare])

@@ -134,13 +134,19 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
-def _verdicts(records, variant, where):
-  """(unit index [N], unit names, task [N], correct [N]) of the records the variant scores."""
+def by_users(records, where: str = "") -> bool:
+  """Whether the bootstrap resamples users (every record names one) or records (none does); a mix
+  is an error: it would silently treat the unnamed records as users of their own."""
   with_user = sum("user" in r for r in records)
   if 0 < with_user < len(records):
     raise ValueError(f"{where}{len(records) - with_user} of {len(records)} records have no `user` field: the "
                      "bootstrap resamples users when every record names one, records when none does")
-  use_users = with_user == len(records)
+  return with_user == len(records)
+
+
+def _verdicts(records, variant, where):
+  """(unit index [N], unit names, task [N], correct [N]) of the records the variant scores."""
+  use_users = by_users(records, where)
   units, unit_of, tasks, correct = {}, [], [], []
   for n, r in enumerate(records):
     at = f"{where}record {n + 1}"
@@ -198,6 +204,8 @@ def question_keys(records):
 def pairs(records_a: Sequence[dict], records_b: Sequence[dict], what: str) -> list[tuple[tuple, dict, dict]]:
   """(key, record of a, record of b) per question of a, in a's order; the runs must hold the
   same questions (by user, question and occurrence), else an error naming `what` and the counts."""
+  if by_users(records_a, f"{what}, first run: ") != by_users(records_b, f"{what}, second run: "):
+    raise ValueError(f"{what}: one run names each record's user and the other none: they cannot be paired")
   keys_a, keys_b = question_keys(records_a), question_keys(records_b)
   if set(keys_a) != set(keys_b):
     raise ValueError(f"{what}: the runs hold different questions ({len(set(keys_a) - set(keys_b))} only in the "
@@ -222,7 +230,7 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
     correct_a.append(va)
     correct_b.append(vb)
   if not unit_of:
-    raise ValueError(f"compare: no question is scored under {variant!r} in both runs")
+    raise NothingScored(f"compare: no question is scored under {variant!r} in both runs")
   unit_N, u = np.asarray(unit_of), len(units)
   sums = lambda w: np.bincount(unit_N, weights=np.asarray(w, np.float64), minlength=u)
   out = bootstrap.paired(bootstrap.draws(u, samples, seed), sums(correct_a), sums(correct_b), sums(np.ones(len(unit_N))))
@@ -246,6 +254,10 @@ def changed_answers(records_own: Sequence[dict], records_other: Sequence[dict]) 
       c["own_only"] += right_own and not right_other
       c["other_only"] += right_other and not right_own
   return dict(cells)
+
+
+class NothingScored(ValueError):
+  """Two runs with no question scored under a variant by both (e.g. ranked against a floor)."""
 
 
 class MissingLikelihood(ValueError):

@@ -3,7 +3,8 @@
   python -m uqa_jax.seeds workdir/default_full-trained-s0 workdir/default_full-trained-s1 [--out FILE.md]
 
 Reads each workdir's `report/report.json` (the report stage, every included workdir's runs with
-it) and `diagnose/result.json` (when that stage ran), and prints
+it) and `diagnose/result.json`, checks that each report's runs share one seed and that the seeds
+differ, and prints
   * Table 2 per scoring variant: each run's accuracy per sub-task as the mean over seeds with
     every seed's value, next to the count ceiling and the encoder probe;
   * every paired comparison (trained encoder minus a control, baseline or floor) per seed, with
@@ -11,7 +12,10 @@ it) and `diagnose/result.json` (when that stage ran), and prints
   * the answer-NLL gain over shuffled_user per sub-task and seed;
   * one verdict per control and variant: the trained encoder beats it when, in every seed, the
     paired difference's 95% interval is above zero with p < 0.05, and the mean difference is
-    larger than the seed-to-seed spread (max - min) of the trained encoder's own accuracy.
+    larger than the seed-to-seed spread (max - min) of the trained encoder's own accuracy (the
+    conservative reading of "beyond the seed-to-seed spread": the seed regenerates the data too,
+    so that spread includes how hard each seed's questions are; the spread of the differences is
+    printed beside it).
 A run is keyed by its label and the workdir it came from, the seed suffix (`-s<N>`) dropped;
 one missing from a seed is listed, never averaged over fewer seeds silently.
 """
@@ -39,7 +43,8 @@ def _role(workdir: str) -> str:
 
 
 def load(workdirs: list[str]) -> list[dict]:
-  """Per seed: {"workdir", "report", "diagnose" (or None)}; a missing report is an error naming it."""
+  """Per seed: {"workdir", "seed", "report", "diagnose"}; a missing report or diagnose result is
+  an error naming it, and so are two workdirs of one seed or one report joining several seeds."""
   if len(workdirs) < 2:
     raise ValueError(f"seeds: expected the workdirs of two or more seeds, got {workdirs}")
   if len({os.path.realpath(w) for w in workdirs}) < len(workdirs):
@@ -50,18 +55,41 @@ def load(workdirs: list[str]) -> list[dict]:
     if not os.path.exists(path):
       raise FileNotFoundError(f"seeds: {path} is missing; run the report stage in {w} first")
     diag = os.path.join(w, "diagnose", stages.RESULT)
-    out.append({"workdir": w, "report": stages.read_json(path),
-                "diagnose": stages.read_json(diag) if os.path.exists(diag) else None})
+    if not os.path.exists(diag):
+      raise FileNotFoundError(f"seeds: {diag} is missing (the count ceiling and the encoder probe); "
+                              f"run the diagnose stage in {w} first")
+    report = stages.read_json(path)
+    out.append({"workdir": w, "seed": report_seed(report, path), "report": report, "diagnose": stages.read_json(diag)})
+  by_seed = {}
+  for s in out:
+    if s["seed"] in by_seed:
+      raise ValueError(f"seeds: {by_seed[s['seed']]} and {s['workdir']} are both seed {s['seed']}")
+    by_seed[s["seed"]] = s["workdir"]
   return out
+
+
+def report_seed(report: dict, path: str) -> int:
+  """The one seed every run of a report was made with (a control from another seed's workdir is
+  an error naming it, not a comparison over other data)."""
+  seeds = {}
+  for r in report["results"]:
+    if "seed" not in r:
+      raise ValueError(f"seeds: {path}: run {r['label']} ({r['dir']}) records no seed")
+    seeds.setdefault(r["seed"], []).append(r["dir"])
+  if len(seeds) != 1:
+    raise ValueError(f"seeds: {path} joins runs of several seeds: "
+                     + "; ".join(f"seed {k}: {', '.join(v)}" for k, v in sorted(seeds.items())))
+  return next(iter(seeds))
 
 
 def runs(seed: dict) -> dict:
   """{(role, label): {"kind", "scores"}} of one seed: its report's runs, then the diagnose rows."""
   main_role = _role(seed["workdir"])
   out = {(_role(r["workdir"]), r["label"]): r for r in seed["report"]["results"]}
-  if seed["diagnose"]:
-    for label, name in DIAGNOSE_ROWS:
-      out[(main_role, label)] = {"kind": "diagnose", "scores": seed["diagnose"]["runs"][name]["scores"]}
+  for label, name in DIAGNOSE_ROWS:
+    if name not in seed["diagnose"]["runs"]:
+      raise ValueError(f"seeds: {seed['workdir']}/diagnose/{stages.RESULT} has no '{name}' run")
+    out[(main_role, label)] = {"kind": "diagnose", "scores": seed["diagnose"]["runs"][name]["scores"]}
   return out
 
 
@@ -132,10 +160,14 @@ def nll_table(seeds: list[dict]) -> list[str]:
   main_role = _role(seeds[0]["workdir"])
   lines = ["| aligned model | cell | " + " | ".join(f"seed {i}" for i in range(len(seeds))) + " |",
            "|" + "---|" * (len(seeds) + 2)]
-  for k, first in per_seed[0].items():
-    if "cells" not in first:
+  keys = list(dict.fromkeys(k for p in per_seed for k in p))  # a model one seed skipped is still listed
+  for k in keys:
+    cells = {c for p in per_seed for c in p.get(k, {}).get("cells", {})}
+    if not cells:
+      skipped = "; ".join(f"seed {i}: {p[k].get('skipped', 'no gains')}" for i, p in enumerate(per_seed) if k in p)
+      lines.append(f"| {_display(k, main_role)} | not measured ({skipped}) | " + " | ".join("—" for _ in per_seed) + " |")
       continue
-    for cell in sorted(first["cells"], key=_cell_order):
+    for cell in sorted(cells, key=_cell_order):
       out = []
       for p in per_seed:
         c = p.get(k, {}).get("cells", {}).get(cell)
@@ -183,6 +215,12 @@ def verdicts(seeds: list[dict], variant: str = "official") -> list[str]:
   return lines
 
 
+def diagnosis(seed: dict) -> str:
+  if not seed["report"].get("diagnosis"):
+    raise ValueError(f"seeds: {seed['workdir']}/report/report.json has no diagnosis; rerun its report stage")
+  return seed["report"]["diagnosis"]
+
+
 def write(workdirs: list[str]) -> str:
   seeds = load(workdirs)
   md = [f"# Across {len(seeds)} seeds: {', '.join(workdirs)}", "",
@@ -197,7 +235,7 @@ def write(workdirs: list[str]) -> str:
   md += ["## Paired comparisons per seed (trained minus other)", "", *comparison_table(seeds), "",
          "## Answer-NLL gain over shuffled_user per seed (nats/token)", "", *nll_table(seeds), "",
          "## Where user information is lost, per seed (each report's diagnosis)", "",
-         *[f"- {s['workdir']}: {s['report'].get('diagnosis') or 'no diagnosis in its report'}" for s in seeds], "",
+         *[f"- {s['workdir']} (seed {s['seed']}): {diagnosis(s)}" for s in seeds], "",
          "## Verdict", "", *[f"- {line}" for line in verdicts(seeds)], ""]
   return "\n".join(md)
 

@@ -123,8 +123,10 @@ def answer(task: str, question: str, candidates: tuple, h: History, language: st
     brands, cates = h.names(column("brand"))[-qa.SHORT_WINDOW:], h.names(column("cate"))[-qa.SHORT_WINDOW:]
     score = lambda c: 2 * titles.count(c) + sum(b in c for b in brands if b) + sum(k in c for k in cates if k)
     return max(candidates, key=lambda c: (score(c), -candidates.index(c)))
+  if task not in TASKS:
+    raise ValueError(f"ceiling: unknown task {task!r} of question {question[:60]!r}; expected one of {', '.join(TASKS)}")
   attr = attr_of(question, language)
-  if task not in TASKS or attr is None or not h.single_valued(attr):
+  if attr is None or not h.single_valued(attr):
     return None
   names = h.names(column(attr))
   if task == "AP":
@@ -144,13 +146,14 @@ def answer(task: str, question: str, candidates: tuple, h: History, language: st
 
 
 def records(questions, source, tokenizer, language: str) -> tuple[list[dict], collections.Counter]:
-  """-> (official-format records of the questions the reader answers, unanswered count per task)."""
+  """-> (official-format records of every question, unanswered count per task). A question the
+  reader does not answer is kept with an empty prediction (`answered` False): counted wrong, so
+  the ceiling is over the same questions as the model it stands beside."""
   out, skipped = [], collections.Counter()
   for q in questions:
     prediction = answer(q.task, q.question, q.candidates, History(source[q.row], tokenizer), language)
     if prediction is None:
       skipped[q.task] += 1
-      continue
-    out.append({"question": q.question, "prediction": prediction, "answer": q.answer, "task": q.task,
-                "user": q.user, "row": q.row})
+    out.append({"question": q.question, "prediction": prediction or "", "answer": q.answer, "task": q.task,
+                "user": q.user, "row": q.row, "answered": prediction is not None})
   return out, skipped

@@ -107,10 +107,12 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
   part (one regression per position; "" where an answer is shorter) and the parts joined.
   Counted per task, never silent: `unprobed` (the stem has fewer than `min_train` train
   questions), `no_known_candidate` (none of the question's candidates is a train answer of its
-  stem: no probe can choose, so the question is left out), `unseen_answer` (probed, but the gold,
-  or a part of it, is no train answer of its stem: the probe cannot be right; e.g. item titles).
+  stem: no probe can choose), `unseen_answer` (probed, but the gold, or a part of it, is no train
+  answer of its stem: the probe cannot be right; e.g. item titles). Unprobed and no-known-candidate
+  questions keep a record with an empty prediction (`answered` False): wrong, so every record
+  list covers all of `eval_`, the questions the model is scored on.
   -> {"records": {"probe" | "majority" | "shuffled_labels": official-format records (`task`,
-  `user`, `row`, `seen_answer`)}, "stems": per-stem counts, and the three counts}.
+  `user`, `row`, `seen_answer`, `answered`)}, "stems": per-stem counts, and the three counts}.
   """
   by_stem = collections.defaultdict(list)
   for q in train:
@@ -122,14 +124,22 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
   eval_by_stem = collections.defaultdict(list)
   for q in eval_:
     eval_by_stem[stem(q.question, language)].append(q)
+  def unanswered(qs):  # kept with an empty prediction: counted wrong, over the model's questions
+    for q in qs:
+      for name in records:
+        records[name].append({"question": q.question, "answer": q.answer, "task": q.task, "user": q.user,
+                              "row": q.row, "seen_answer": False, "answered": False, "prediction": ""})
+
   for s, questions in sorted(eval_by_stem.items()):
     seen = by_stem.get(s, [])
     if len(seen) < cfg.min_train:
       counts["unprobed"].update(q.task for q in questions)
+      unanswered(questions)
       continue
     known = {q.answer for q in seen}
     dropped = [q for q in questions if q.candidates and not known & set(q.candidates)]
     counts["no_known_candidate"].update(q.task for q in dropped)
+    unanswered(dropped)
     questions = [q for q in questions if not (q.candidates and not known & set(q.candidates))]
     if not questions:
       continue
@@ -158,7 +168,7 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
                                   for q in questions])
     for i, q in enumerate(questions):
       base = {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row,
-              "seen_answer": seen_answer[i]}
+              "seen_answer": seen_answer[i], "answered": True}
       for name, per_position in answers.items():
         records[name].append({**base, "prediction": _join([p[i] for p in per_position], sep)})
     stems.append({"stem": s, "task": questions[0].task, "train": len(seen), "eval": len(questions),

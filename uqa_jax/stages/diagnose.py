@@ -2,9 +2,9 @@
 
 Runs on the Stage 1 export and the align files alone (no LLM weights; the tokenizer decodes the
 text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one `result.json`:
-  ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question it
-                   answers: 100% on DF/MF/SI/LI/IT checks the labels; IP/AP show how predictable the
-                   next click is from the last clicks
+  ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question (one
+                   it does not answer counts wrong): 100% on DF/MF/SI/LI/IT checks the labels;
+                   IP/AP show how predictable the next click is from the last clicks
   probe            a linear probe (`diagnostics/probe.py`) per question stem from the Stage 1
                    encoder's states — the masked mean and the last `adapter.num_tokens` valid
                    states for the `recent` adapter (exactly what it reads), the last one for the
@@ -12,7 +12,8 @@ text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one 
                    trained on align-train users, scored on align-eval
   probe_majority   the stem's most frequent train answer on the same questions
   probe_shuffled_labels  the probe trained on train labels shuffled across users
-Each is scored like an evaluation run (official and strict, 95% intervals over users); the
+Each is scored like an evaluation run over every align-eval question (official and strict, 95%
+intervals over users; unprobed or unanswered questions count wrong, and are counted); the
 probe is compared with the majority answer by the paired bootstrap on the probed questions whose
 gold is a train answer of its stem (elsewhere no probe can be right: item titles, most counts). The reader diagnostic
 (`align.user=oracle_titles`) and the answer-NLL gain are alignment and evaluation runs; the

@@ -91,6 +91,9 @@ def _records(result):
   return scoring.read_jsonl(os.path.join(result["dir"], "predictions.jsonl"))
 
 
+PART_RUNS = ("floor_first_candidate",)  # runs over part of the questions (those with candidates)
+
+
 def comparisons(results: list[dict], samples: int) -> list[dict]:
   """Each trained encoder against every control, baseline and floor over the same questions
   (paired; against a run over part of the questions, e.g. the first-candidate floor, on that part)."""
@@ -106,12 +109,17 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       theirs = _records(other)
       ours = mine
       keys = set(scoring.question_keys(theirs))
-      if keys < set(mine_keys):  # a run over part of the questions (first candidate)
-        ours = [r for r, k in zip(mine, mine_keys) if k in keys]
+      if keys != set(mine_keys):
+        if not (other["run"] in PART_RUNS and keys < set(mine_keys)):
+          raise ValueError(
+              f"report: {method['dir']} and {other['dir']} hold different questions "
+              f"({len(set(mine_keys) - keys)} only in the first, {len(keys - set(mine_keys))} only in the "
+              "second): another seed's or data set's workdir in report.include?")
+        ours = [r for r, k in zip(mine, mine_keys) if k in keys]  # the questions with candidates
       for variant in ("official", "strict", "ranked"):
         try:
           c = scoring.compare(ours, theirs, variant, samples=samples)
-        except ValueError as e:  # different question sets, or none scored under the variant by both
+        except scoring.NothingScored as e:  # e.g. a floor has no ranked predictions
           c = {"variant": variant, "skipped": str(e)}
         out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
                     "other_dir": other["dir"], **c})
@@ -259,7 +267,8 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
   """
   path = os.path.join(workdir, "diagnose", stages.RESULT)
   diag = stages.read_json(path) if os.path.exists(path) else None
-  method = next((r for r in results if r["kind"] == "method"), None)
+  # The trained model of this workdir (the diagnose columns are this workdir's), not of an included one.
+  method = next((r for r in results if r["kind"] == "method" and r["workdir"] == workdir), None)
   shuffled = shuffled_of(results, method)
   oracle = next((r for r in results if r["kind"] == "diagnostic"), None)
   gain_of = {g["method_dir"]: g["cells"] for g in gains if "cells" in g}
