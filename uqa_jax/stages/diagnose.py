@@ -59,8 +59,14 @@ def diagnose_config(config) -> DiagnoseConfig:
   return config_blocks.build(DiagnoseConfig, config.diagnose, "diagnose")
 
 
+# What the records hold; raised when that changes, so an older workdir's result is refused (its
+# fingerprint differs) instead of reused. 2: every align-eval question, unanswered ones wrong.
+RECORDS_VERSION = 2
+
+
 def fingerprint(config) -> dict:
-  return {"diagnose": {**config_blocks.fingerprint(diagnose_config(config)), "recent_states": recent_states(config)},
+  return {"diagnose": {**config_blocks.fingerprint(diagnose_config(config)), "recent_states": recent_states(config),
+                       "records_version": RECORDS_VERSION},
           **pretrain_stage.fingerprint(config)}
 
 
