@@ -34,9 +34,10 @@ What differs from configs/default.py (`make demo`) and why:
             instead of ~5; its effect on what is learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
-Measured (README, "Making the benchmark discriminate"), seed 0: the trained encoder's soft prompt
-raises the gold's likelihood over a shuffled user's beyond noise (+0.087 nats/token; IT, SI, LI,
-DF) without changing accuracy beyond noise (+1.0 points [-0.8, +2.7]). Seed 1 is not measured yet.
+Measured (README, "Making the benchmark discriminate"), seeds 0 and 1: the trained encoder's soft
+prompt raises the gold's likelihood over a shuffled user's beyond noise (+0.087 / +0.097
+nats/token; IT, SI, LI, DF) without changing accuracy beyond noise (+1.0 [-0.8, +2.7] / +0.8
+[-0.8, +2.3] points over shuffled_user): the goal (beat shuffled_user and zeros) is not met.
 """
 
 from configs import default
