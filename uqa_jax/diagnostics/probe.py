@@ -124,11 +124,12 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
   eval_by_stem = collections.defaultdict(list)
   for q in eval_:
     eval_by_stem[stem(q.question, language)].append(q)
+  fields = lambda q: {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row}
+
   def unanswered(qs):  # kept with an empty prediction: counted wrong, over the model's questions
     for q in qs:
       for name in records:
-        records[name].append({"question": q.question, "answer": q.answer, "task": q.task, "user": q.user,
-                              "row": q.row, "seen_answer": False, "answered": False, "prediction": ""})
+        records[name].append({**fields(q), "seen_answer": False, "answered": False, "prediction": ""})
 
   for s, questions in sorted(eval_by_stem.items()):
     seen = by_stem.get(s, [])
@@ -167,8 +168,7 @@ def probe(train, eval_, features: dict, language: str, cfg: ProbeConfig = ProbeC
       answers["majority"].append([_pick({c: float(n) for c, n in freq.items()}, q.candidates, majority)
                                   for q in questions])
     for i, q in enumerate(questions):
-      base = {"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row,
-              "seen_answer": seen_answer[i], "answered": True}
+      base = {**fields(q), "seen_answer": seen_answer[i], "answered": True}
       for name, per_position in answers.items():
         records[name].append({**base, "prediction": _join([p[i] for p in per_position], sep)})
     stems.append({"stem": s, "task": questions[0].task, "train": len(seen), "eval": len(questions),

@@ -101,6 +101,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   for method in (r for r in results if r["kind"] == "method"):
     mine = _records(method)
     mine_keys = scoring.question_keys(mine)
+    mine_set = set(mine_keys)
     for other in results:
       # Everything of its own workdir; of other workdirs, their trained models (the zeros and
       # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
@@ -109,11 +110,11 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       theirs = _records(other)
       ours = mine
       keys = set(scoring.question_keys(theirs))
-      if keys != set(mine_keys):
-        if not (other["run"] in PART_RUNS and keys < set(mine_keys)):
+      if keys != mine_set:
+        if not (other["run"] in PART_RUNS and keys < mine_set):
           raise ValueError(
               f"report: {method['dir']} and {other['dir']} hold different questions "
-              f"({len(set(mine_keys) - keys)} only in the first, {len(keys - set(mine_keys))} only in the "
+              f"({len(mine_set - keys)} only in the first, {len(keys - mine_set)} only in the "
               "second): another seed's or data set's workdir in report.include?")
         ours = [r for r, k in zip(mine, mine_keys) if k in keys]  # the questions with candidates
       for variant in ("official", "strict", "ranked"):
