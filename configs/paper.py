@@ -18,6 +18,7 @@ then Recall/NDCG@{1,10,50} of the held-out next item next to the popularity base
 import ml_collections
 
 from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax import parallel
 from uqa_jax.config_blocks import block
 from uqa_jax.data.config import DataConfig
 from uqa_jax.data.pipeline import InputConfig
@@ -47,4 +48,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.diagnose = block(DiagnoseConfig)  # where user information is lost: data ceiling, encoder probe
   c.report = block(ReportConfig)
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the other devices
+  # logical axis -> mesh axes for parameters and activations (uqa_jax.parallel.RULES), e.g.
+  # --config.sharding_rules.items='("tensor",)'
+  c.sharding_rules = ml_collections.ConfigDict({name: axes for name, axes in parallel.RULES})
   return c

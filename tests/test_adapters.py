@@ -31,7 +31,7 @@ def _setup(name, **kw):
   cfg = _cfg(name, **kw)
   model = adapters.get(name)(cfg)
   states, mask = _inputs()
-  return cfg, model, model.init(jax.random.PRNGKey(1), states, mask), states, mask
+  return cfg, model, nn.unbox(model.init(jax.random.PRNGKey(1), states, mask)), states, mask
 
 
 def _rms_norm(x, scale, eps=1e-6):

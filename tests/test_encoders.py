@@ -213,21 +213,6 @@ def test_gru_layer_equals_flax_gru_cell_with_the_same_weights():
                              rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", encoders.NAMES)
-def test_every_weight_matrix_carries_logical_axis_names(name):
-  """Matrices (and larger) must shard by the rules; only vectors (norms, biases) may stay unnamed."""
-  model, _, x, mask = _setup(name)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, mask))["params"]
-  unnamed = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(
-      boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))[0]:
-    key = jax.tree_util.keystr(path)
-    scanned = "'layers'" in key  # nn.scan adds a leading layer axis
-    if not isinstance(leaf, nn.Partitioned) and leaf.ndim - scanned >= 2:
-      unnamed.append(key)
-  assert unnamed == [], f"{name}: weights without logical axis names: {unnamed}"
-
-
 class _RecordingConfig(EncoderConfig):
   """EncoderConfig that records which fields are read (identity eq/hash: flax must not read all)."""
   reads: set = set()

@@ -8,7 +8,6 @@ from configs import default
 from configs import smoke
 from uqa_jax import choices
 from uqa_jax import config_blocks
-from uqa_jax import main as main_lib
 from uqa_jax import stages
 
 QUIET = lambda *_: None
@@ -151,8 +150,8 @@ def test_a_field_added_later_keeps_old_workdirs_valid_at_its_old_behaviour():
 
 
 def test_default_workdir_is_named_after_the_config_and_its_argument():
-  assert main_lib.default_workdir("configs/default.py:hstu") == os.path.join("workdir", "default-hstu")
-  assert main_lib.default_workdir("configs/default.py") == os.path.join("workdir", "default")
+  assert stages.default_workdir("configs/default.py:hstu") == os.path.join("workdir", "default-hstu")
+  assert stages.default_workdir("configs/default.py") == os.path.join("workdir", "default")
 
 
 @pytest.fixture(scope="module")

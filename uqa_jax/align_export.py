@@ -17,6 +17,7 @@ import json
 import os
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,8 +100,8 @@ def load(directory: str):
   shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
   d = model.adapter_width
   expected = {"encoder": shapes(encoder_params), "llm": shapes(llm_params),
-              "adapter": jax.eval_shape(lambda r: adapter.init(r, jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32)),
-                                        jax.random.PRNGKey(0))["params"]}
+              "adapter": nn.unbox(jax.eval_shape(lambda r: adapter.init(r, jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32)),
+                                                 jax.random.PRNGKey(0))["params"])}
   for name, tree in saved.items():
     _check(tree, expected[name], f"{directory}/{PARAMS_DIR}/{name}")
   return model, {"encoder": encoder_params, "llm": llm_params, **saved}, spec

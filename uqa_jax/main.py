@@ -8,7 +8,6 @@ Every check that needs no data (names, unknown keys, unbuilt stages) runs before
 """
 
 import os
-import re
 import sys
 import time
 
@@ -17,19 +16,13 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from uqa_jax import plan
 from uqa_jax import stages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file, optionally "
                                           "with an argument: configs/default.py:hstu.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for all outputs (default: "
                                "workdir/<config name>[-<config argument>], e.g. workdir/default-hstu).")
-
-
-def default_workdir(config_arg: str) -> str:
-  """`configs/default.py:hstu` -> `workdir/default-hstu`: each config and argument its own workdir."""
-  path, _, arg = config_arg.partition(":")
-  name = os.path.splitext(os.path.basename(path))[0]
-  return os.path.join("workdir", name + ("-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arg) if arg else ""))
 
 
 def main(argv):
@@ -47,7 +40,7 @@ def main(argv):
   sys.stdout.reconfigure(line_buffering=True)
   config_arg = flags.FLAGS["config"].config_filename
   # Absolute, so every stage (and Orbax, which refuses relative checkpoint paths) sees the same place.
-  workdir = os.path.abspath(_WORKDIR.value or default_workdir(config_arg))
+  workdir = os.path.abspath(_WORKDIR.value or stages.default_workdir(config_arg))
   os.makedirs(workdir, exist_ok=True)
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}")
   if config.restart:
@@ -68,6 +61,8 @@ def main(argv):
       stages.run(name, config, workdir)
     except stages.StaleStateError as e:
       sys.exit(f"uqa-jax: {e}")
+    except plan.DoesNotFit as e:
+      sys.exit(f"uqa-jax: [{name}] {e}")
     print(f"[{name}] done in {time.time() - start:.1f}s")
   if config.get("note"):
     print(f"uqa-jax: {config.note}")

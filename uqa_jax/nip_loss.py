@@ -14,6 +14,8 @@ the full-matrix reference.
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
+
 
 def _weighted_mean(losses_N, weights_N):
   return jnp.sum(losses_N * weights_N) / jnp.maximum(jnp.sum(weights_N), 1.0)
@@ -26,27 +28,47 @@ def sl_loss_naive(queries_NxE, targets_N, weights_N, table_VxE):
   return _weighted_mean(-jnp.take_along_axis(logp, targets_N[:, None], axis=-1)[:, 0], weights_N)
 
 
-def sl_loss(queries_NxE, targets_N, weights_N, table_VxE, chunk: int = 8192):
-  v = table_VxE.shape[0]
-  chunk = min(chunk, v)
-  num_chunks = -(-v // chunk)
-  table = jnp.pad(table_VxE, ((0, num_chunks * chunk - v), (0, 0)))
+def sl_loss(queries_NxE, targets_N, weights_N, table_VxE, chunk: int = 8192, num_items: int | None = None):
+  """Full-softmax cross-entropy over items 1..num_items-1, streamed over the table in chunks.
+
+  Rows of `table_VxE` from `num_items` on are padding (the model allocates rows in multiples of
+  128) and are never candidates. Under a mesh whose rules shard `items` over S devices the table
+  is read as [S, V/S, E], and each chunk takes C rows from every shard at once: each device
+  streams its own rows, and only [N]-sized partial log-sum-exps cross devices; no row of the
+  table moves (tests/test_nip_loss.py checks the compiled program). The target's logit is read
+  from the same chunks, so no gather from the sharded table either.
+  """
+  v_rows, e = table_VxE.shape
+  v = v_rows if num_items is None else num_items
+  shards = parallel.shards("items")
+  shards = shards if v_rows % shards == 0 else 1
+  per_shard = v_rows // shards
+  chunk = min(chunk, per_shard)
+  num_chunks = -(-per_shard // chunk)
+  table_SxRxE = parallel.constrain(table_VxE.reshape(shards, per_shard, e), ("items", None, "feature_embed"))
+  table_SxRxE = jnp.pad(table_SxRxE, ((0, 0), (0, num_chunks * chunk - per_shard), (0, 0)))
   q = queries_NxE.astype(jnp.float32)
+  first_S1 = jnp.arange(shards)[:, None] * per_shard  # each shard's first item id
 
   @jax.checkpoint
   def body(carry, i):
-    m_N, s_N = carry
-    rows_CxE = jax.lax.dynamic_slice_in_dim(table, i * chunk, chunk).astype(jnp.float32)
-    ids_C = i * chunk + jnp.arange(chunk)
-    logits_NxC = jnp.where((ids_C > 0) & (ids_C < v), q @ rows_CxE.T, -jnp.inf)
-    m_new = jnp.maximum(m_N, logits_NxC.max(-1))
-    s_N = s_N * jnp.exp(m_N - m_new) + jnp.exp(logits_NxC - m_new[:, None]).sum(-1)
-    return (m_new, s_N), None
+    m_N, s_N, own_N = carry
+    rows_SxCxE = jax.lax.dynamic_slice_in_dim(table_SxRxE, i * chunk, chunk, axis=1).astype(jnp.float32)
+    local_C = i * chunk + jnp.arange(chunk)
+    ids_SxC = first_S1 + local_C[None, :]
+    scores_NxSxC = jnp.einsum("ne,sce->nsc", q, rows_SxCxE)
+    keep_SxC = (local_C[None, :] < per_shard) & (ids_SxC > 0) & (ids_SxC < v)
+    logits_NxSxC = jnp.where(keep_SxC[None], scores_NxSxC, -jnp.inf)
+    m_new = jnp.maximum(m_N, logits_NxSxC.max((1, 2)))
+    s_N = s_N * jnp.exp(m_N - m_new) + jnp.exp(logits_NxSxC - m_new[:, None, None]).sum((1, 2))
+    is_target = ids_SxC[None] == targets_N[:, None, None]
+    own_N = own_N + jnp.where(is_target, scores_NxSxC, 0.0).sum((1, 2))
+    return (m_new, s_N, own_N), None
 
-  init = (jnp.full(q.shape[:1], -jnp.inf), jnp.zeros(q.shape[:1]))
-  (m_N, s_N), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
-  target_logit_N = jnp.sum(q * table_VxE[targets_N].astype(jnp.float32), -1)
-  return _weighted_mean(m_N + jnp.log(s_N) - target_logit_N, weights_N)
+  n = q.shape[0]
+  init = (jnp.full((n,), -jnp.inf), jnp.zeros((n,)), jnp.zeros((n,)))
+  (m_N, s_N, own_N), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+  return _weighted_mean(m_N + jnp.log(s_N) - own_N, weights_N)
 
 
 def _cl_parts(queries_NxE, targets_N, table_VxE, key, num_negatives, temperature):

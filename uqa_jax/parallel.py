@@ -6,6 +6,7 @@ same code then runs on 1 CPU, 8 simulated CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`), a multi-GPU host or a TPU slice.
 """
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -15,20 +16,96 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
-# logical axis -> mesh axis (or None = replicated). The one source of truth for sharding.
+# logical axis -> mesh axes (a tuple; () = replicated). The one source of truth for sharding,
+# for parameters and activations alike; `config.sharding_rules` overrides entries (`rules`).
 RULES = (
+    # parameters (every parameter's axes are named: tests/test_sharding_rules.py)
+    ("layers", ()),  # the scanned layer stack (also "layers" on the LLM's stacked weights)
+    ("vocab", ("tensor",)),  # LLM token rows; side-feature table rows
+    ("items", ("fsdp", "tensor")),  # item-id table rows: sharded, the SL loss reads it in place
+    ("feature_embed", ()),  # item-table widths (128 and below)
+    ("embed", ("fsdp",)),  # model width
+    ("heads", ("tensor",)),
+    ("kv_heads", ("tensor",)),
+    ("head_dim", ()),
+    ("mlp", ("tensor",)),
+    ("norm", ()),  # norm scales and biases over the width: small, replicated by rule
+    ("positions", ()),  # learned positions and relative-position / time-bucket biases
+    ("ssm", ()),  # Mamba's small dims: conv width, Δ rank, state size
+    ("adapter", ()),  # every adapter parameter (~1M in all): replicated
+    # activations
     ("batch", ("data", "fsdp")),
-    ("length", None),
-    ("layers", None),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("items", "tensor"),
-    ("feature_embed", None),
+    ("act_length", ()),
+    ("act_embed", ()),
+    ("act_heads", ("tensor",)),
+    ("act_mlp", ("tensor",)),
+    ("act_items", ("tensor",)),  # a chunk of NIP logits over items
+    ("act_vocab", ("tensor",)),  # LLM logits
+    ("cache_batch", ("data", "fsdp")),  # the LLM's KV cache [layers, B, T, kv_heads, head_dim]
+    ("cache_length", ()),
+    ("cache_heads", ("tensor",)),
 )
+LOGICAL_AXES = tuple(name for name, _ in RULES)
+
+
+def rules(overrides=None) -> tuple:
+  """RULES with `overrides` (config.sharding_rules: {name: mesh axes}) applied, in flax's form."""
+  table = dict(RULES)
+  for name, axes in dict(overrides or {}).items():
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    if name not in table:
+      raise ValueError(f"config sharding_rules.{name}: unknown logical axis; expected one of "
+                       f"{', '.join(LOGICAL_AXES)}")
+    unknown = [a for a in axes if a not in MESH_AXES]
+    if unknown:
+      raise ValueError(f"config sharding_rules.{name}={axes}: unknown mesh axes {unknown}; expected {MESH_AXES}")
+    table[name] = axes
+  return tuple((name, axes[0] if len(axes) == 1 else (axes or None)) for name, axes in table.items())
+
+
+def config_rules(config) -> tuple:
+  """The rules a run uses: RULES with the config's `sharding_rules` entries that differ."""
+  block = config.get("sharding_rules")
+  return rules(block.to_dict() if block is not None else None)
+
+
+class Sharded:
+  """`jax.jit(fn, **kw)` traced under the mesh and the logical-axis rules, so the models'
+  activation constraints (`nn.with_logical_constraint`) take effect; call it or `.lower` it."""
+
+  def __init__(self, fn, mesh: Mesh, axis_rules, **jit_kwargs):
+    self._jit, self.mesh, self.rules = jax.jit(fn, **jit_kwargs), mesh, axis_rules
+
+  def _context(self, traced=False):
+    stack = contextlib.ExitStack()
+    if not traced:  # inside another trace (eval_shape) the mesh cannot be set; shapes need no constraints
+      stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def __call__(self, *args, **kwargs):
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
+    with self._context(traced):
+      return self._jit(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    with self._context():
+      return self._jit.lower(*args, **kwargs)
+
+
+def shards(logical_name: str) -> int:
+  """How many ways the current mesh and rules split the logical axis (1 outside `Sharded`)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  axes = dict(nn.get_logical_axis_rules()).get(logical_name)
+  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return math.prod(mesh.shape[a] for a in axes)
+
+
+def constrain(x, logical_axes):
+  """Pins an activation's sharding by logical names (a no-op outside `Sharded`: no mesh, no rules)."""
+  return nn.with_logical_constraint(x, logical_axes)
 
 
 def make_mesh(shape: dict | None = None, devices=None) -> Mesh:
@@ -52,9 +129,9 @@ def make_mesh(shape: dict | None = None, devices=None) -> Mesh:
   return Mesh(np.array(devices).reshape(sizes), MESH_AXES)
 
 
-def logical_sharding(mesh: Mesh, logical_axes) -> NamedSharding:
+def logical_sharding(mesh: Mesh, logical_axes, axis_rules=None) -> NamedSharding:
   """The NamedSharding for one array annotated with logical axis names."""
-  spec = nn.logical_to_mesh_axes(logical_axes, RULES)
+  spec = nn.logical_to_mesh_axes(logical_axes, axis_rules or rules())
   return NamedSharding(mesh, _fit(spec))
 
 
@@ -62,10 +139,10 @@ def _fit(spec):
   return PartitionSpec(*spec) if spec is not None else PartitionSpec()
 
 
-def param_shardings(mesh: Mesh, abstract_params):
+def param_shardings(mesh: Mesh, abstract_params, axis_rules=None):
   """NamedShardings for a (possibly boxed, `nn.Partitioned`) parameter tree."""
   specs = nn.get_partition_spec(abstract_params)
-  mesh_specs = nn.logical_to_mesh(specs, RULES)
+  mesh_specs = nn.logical_to_mesh(specs, axis_rules or rules())
   return jax.tree.map(lambda s: NamedSharding(mesh, s), mesh_specs,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 

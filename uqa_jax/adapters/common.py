@@ -38,13 +38,25 @@ class OutputNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxKxM):
-    scale_M = self.param("scale", nn.initializers.constant(self.rms), (x_BxKxM.shape[-1],), jnp.float32)
+    scale_M = self.param("scale", named(nn.initializers.constant(self.rms)), (x_BxKxM.shape[-1],), jnp.float32)
     x = x_BxKxM.astype(jnp.float32)
     return x * jnp.reciprocal(jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + self.eps)) * scale_M
 
 
+def named(init):
+  """`init` whose parameter carries the logical name `adapter` on every axis (replicated by rule)."""
+  return lambda key, shape, dtype=jnp.float32: nn.with_logical_partitioning(init, ("adapter",) * len(shape))(
+      key, shape, dtype)
+
+
 def dense(features: int, name: str, bias_init=nn.initializers.zeros):
-  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32, bias_init=bias_init, name=name)
+  return nn.Dense(features, dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=named(nn.initializers.lecun_normal()),
+                  bias_init=named(bias_init), name=name)
+
+
+def layer_norm(name: str):
+  return nn.LayerNorm(dtype=jnp.float32, scale_init=named(nn.initializers.ones_init()),
+                      bias_init=named(nn.initializers.zeros_init()), name=name)
 
 
 def token_dense(d_llm: int, name: str):

@@ -25,7 +25,7 @@ class Model(nn.Module):
       pooled_BxD = common.masked_mean(states_BxLxD, mask_BxL)
     else:
       pooled_BxD = common.last_states(states_BxLxD, mask_BxL, 1)[:, 0]
-    h = nn.LayerNorm(dtype=jnp.float32, name="in_norm")(pooled_BxD)
+    h = common.layer_norm("in_norm")(pooled_BxD)
     h = nn.gelu(common.dense(c.d_hidden or c.d_llm, "hidden")(h))
     tokens = common.token_dense(c.num_tokens * c.d_llm, "out")(h).reshape(-1, c.num_tokens, c.d_llm)
     return common.OutputNorm(c.embed_rms, name="out_norm")(tokens)

@@ -45,7 +45,7 @@ class Layer(nn.Module):
     width, heads = c.d_model, c.num_heads
     split = lambda t: t.reshape(*t.shape[:2], heads, width // heads)
     merge = lambda t: t.reshape(*t.shape[:2], width)
-    norm = lambda name: nn.LayerNorm(dtype=jnp.float32, name=name)
+    norm = common.layer_norm
     queries_all = jnp.ones(x_BxQxC.shape[:2], bool)
 
     y = norm("self_norm")(x_BxQxC)
@@ -72,11 +72,11 @@ class Model(nn.Module):
     if c.d_model % c.num_heads:
       raise ValueError(f"adapter.d_model={c.d_model} is not divisible by adapter.num_heads={c.num_heads}")
     keep_BxL = mask_BxL.astype(bool)
-    memory = nn.LayerNorm(dtype=jnp.float32, name="state_norm")(common.valid_states(states_BxLxD, mask_BxL))
+    memory = common.layer_norm("state_norm")(common.valid_states(states_BxLxD, mask_BxL))
     memory_BxLxC = common.dense(c.d_model, "state_proj")(memory)
-    queries_QxC = self.param("queries", nn.initializers.normal(0.02), (c.num_queries, c.d_model), jnp.float32)
+    queries_QxC = self.param("queries", common.named(nn.initializers.normal(0.02)), (c.num_queries, c.d_model), jnp.float32)
     x_BxQxC = jnp.broadcast_to(queries_QxC, (states_BxLxD.shape[0], *queries_QxC.shape))
     for i in range(c.num_layers):
       x_BxQxC = Layer(c, name=f"layer_{i}")(x_BxQxC, memory_BxLxC, keep_BxL)
-    tokens = common.token_dense(c.d_llm, "out")(nn.LayerNorm(dtype=jnp.float32, name="final_norm")(x_BxQxC))
+    tokens = common.token_dense(c.d_llm, "out")(common.layer_norm("final_norm")(x_BxQxC))
     return common.OutputNorm(c.embed_rms, name="out_norm")(tokens)

@@ -8,15 +8,30 @@ def dense(features, axes, cfg, use_bias=True, name=None, kernel_init=None, bias_
           dtype=None):
   """nn.Dense whose kernel carries logical axis names (see uqa_jax.parallel.RULES).
 
-  `kernel_init` defaults to LeCun normal; a given `bias_init` is named by the kernel's last axis;
-  `dtype` (the computation's) defaults to `cfg.dtype`.
+  `kernel_init` defaults to LeCun normal, `bias_init` to zeros (nn.Dense's); the bias is named by
+  the kernel's last axis; `dtype` (the computation's) defaults to `cfg.dtype`.
   """
-  extra = {} if bias_init is None else {
-      "bias_init": nn.with_logical_partitioning(bias_init, axes[-1:])}
   return nn.Dense(features, use_bias=use_bias, dtype=jnp.dtype(dtype or cfg.dtype),
                   param_dtype=jnp.dtype(cfg.param_dtype),
                   kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.lecun_normal(), axes),
-                  name=name, **extra)
+                  bias_init=nn.with_logical_partitioning(bias_init or nn.initializers.zeros_init(), axes[-1:]),
+                  name=name)
+
+
+def layer_norm(name, dtype=None):
+  """nn.LayerNorm (float32 parameters) whose scale and bias carry the logical name `norm`."""
+  return nn.LayerNorm(dtype=dtype,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)), name=name)
+
+
+def rms_norm(name, cfg):
+  """nn.RMSNorm whose scale carries the logical name `norm`."""
+  return nn.RMSNorm(param_dtype=jnp.dtype(cfg.param_dtype), name=name,
+                    scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)))
+
+
+BLD = ("batch", "act_length", "act_embed")  # the residual stream [B, L, D] between layers
 
 
 def causal_mask(mask_BxL):

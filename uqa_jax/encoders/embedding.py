@@ -54,6 +54,7 @@ class ItemEmbedding(nn.Module):
     self.proj = nn.Dense(self.d_model, use_bias=True, param_dtype=jnp.dtype(self.param_dtype),
                          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                                   ("feature_embed", "embed")),
+                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
                          name="proj")
 
   @property

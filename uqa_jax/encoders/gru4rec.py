@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
@@ -60,6 +61,6 @@ class Model(nn.Module):
     del timestamps_BxL  # no time signal in this encoder
     x = x_BxLxD
     for i in range(self.cfg.num_layers):
-      x = GRULayer(self.cfg, name=f"gru_{i}")(x)
+      x = GRULayer(self.cfg, name=f"gru_{i}")(parallel.constrain(x, common.BLD))
       x = nn.Dropout(self.cfg.dropout)(x, deterministic=deterministic)
     return x

@@ -18,6 +18,7 @@ Shape letters: B batch, L length, D width, H heads, E head dim, T time buckets.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
@@ -54,19 +55,20 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD, mask_BxL, buckets_BxLxL, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
-    y = nn.LayerNorm(name="in_norm")(x_BxLxD)
+    x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
+    y = common.layer_norm("in_norm")(x_BxLxD)
     uvqk = nn.silu(common.dense(4 * c.d_model, ("embed", "heads"), c, name="uvqk")(y))
     u, v, q, k = jnp.split(uvqk, 4, axis=-1)
     split = lambda t: t.reshape(*t.shape[:2], h, e)
-    rab_table = self.param("rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "length")),
+    rab_table = self.param("rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "positions")),
                            (h, c.max_len), jnp.dtype(c.param_dtype))
     rab = relative_bias(rab_table, x_BxLxD.shape[1], c.max_len)[None]
     if buckets_BxLxL is not None:
-      time_table = self.param("time_rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", None)),
+      time_table = self.param("time_rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "positions")),
                               (h, c.time_buckets), jnp.dtype(c.param_dtype))
       rab = rab + jnp.moveaxis(time_table[:, buckets_BxLxL], 0, 1)
     av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL, c.max_len).reshape(x_BxLxD.shape)
-    out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * nn.LayerNorm(name="av_norm")(av))
+    out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * common.layer_norm("av_norm")(av))
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
 
 
@@ -78,4 +80,4 @@ class Model(nn.Module):
     use_time = timestamps_BxL is not None and self.cfg.time_buckets > 0
     buckets = time_buckets(timestamps_BxL, self.cfg.time_buckets) if use_time else None
     x, _ = common.stack(Block, self.cfg, num_inputs=2)(x_BxLxD, mask_BxL, buckets, deterministic)
-    return nn.LayerNorm(name="norm")(x)
+    return common.layer_norm("norm")(x)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
@@ -103,7 +104,7 @@ class CausalConv(nn.Module):
     inner, length = x_BxLxI.shape[-1], x_BxLxI.shape[1]
     w_KxI = self.param("kernel", nn.with_logical_partitioning(
         nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=1),
-        (None, "mlp")), (c.d_conv, inner), jnp.dtype(c.param_dtype))
+        ("ssm", "mlp")), (c.d_conv, inner), jnp.dtype(c.param_dtype))
     bias_I = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                         (inner,), jnp.dtype(c.param_dtype))
     padded = jnp.pad(x_BxLxI, ((0, 0), (c.d_conv - 1, 0), (0, 0)))
@@ -120,18 +121,19 @@ class Block(nn.Module):
     c = self.cfg
     inner, n = c.expand * c.d_model, c.d_state
     rank = math.ceil(c.d_model / 16)
+    x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
     xz = common.dense(2 * inner, ("embed", "mlp"), c, use_bias=False, name="in_proj")(x_BxLxD)
     x, z = jnp.split(xz, 2, axis=-1)
     x = CausalConv(c, name="conv")(x)
     x_BxLxI = nn.silu(x)
-    dbc = common.dense(rank + 2 * n, ("mlp", None), c, use_bias=False, name="x_proj")(x_BxLxI)
+    dbc = common.dense(rank + 2 * n, ("mlp", "ssm"), c, use_bias=False, name="x_proj")(x_BxLxI)
     dt_low, b_BxLxN, c_BxLxN = jnp.split(dbc, [rank, rank + n], axis=-1)
-    dt_proj = common.dense(inner, (None, "mlp"), c, name="dt_proj", kernel_init=dt_kernel_init(rank),
+    dt_proj = common.dense(inner, ("ssm", "mlp"), c, name="dt_proj", kernel_init=dt_kernel_init(rank),
                            bias_init=dt_bias_init, dtype=jnp.float32)  # Δ in float32, bias included
     dt_BxLxI = nn.softplus(dt_proj(dt_low.astype(jnp.float32)))
     a_log = self.param("A_log", nn.with_logical_partitioning(
         lambda key, shape, dtype: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=dtype), shape)),
-        ("mlp", None)), (inner, n), jnp.float32)
+        ("mlp", "ssm")), (inner, n), jnp.float32)
     d_skip = self.param("D", nn.with_logical_partitioning(nn.initializers.ones, ("mlp",)), (inner,), jnp.float32)
     valid = mask_BxL.astype(bool)[:, :, None, None]
     a = jnp.where(valid, jnp.exp(dt_BxLxI[..., None] * -jnp.exp(a_log)), 1.0)
@@ -140,10 +142,10 @@ class Block(nn.Module):
     y = jnp.einsum("blin,bln->bli", h_BxLxIxN, c_BxLxN.astype(jnp.float32)) + d_skip * x_BxLxI
     y = (y * nn.silu(z)).astype(x_BxLxD.dtype)
     out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="out_proj")(y)
-    x_BxLxD = nn.LayerNorm(name="ssm_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
+    x_BxLxD = common.layer_norm("ssm_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
     f = nn.gelu(common.dense(c.ff, ("embed", "mlp"), c, name="ff1")(x_BxLxD))
     f = common.dense(c.d_model, ("mlp", "embed"), c, name="ff2")(nn.Dropout(c.dropout)(f, deterministic=deterministic))
-    return nn.LayerNorm(name="ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(f, deterministic=deterministic)), None
+    return common.layer_norm("ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(f, deterministic=deterministic)), None
 
 
 class Model(nn.Module):

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
@@ -20,14 +21,16 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD, mask_Bx1xLxL, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
+    x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, name="qkv")(x_BxLxD)
     q, k, v = jnp.split(qkv.reshape(*qkv.shape[:2], 3 * h, e), 3, axis=2)
     out = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(out.reshape(*out.shape[:2], c.d_model))
-    x_BxLxD = nn.LayerNorm(name="attn_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
+    x_BxLxD = common.layer_norm("attn_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
     y = nn.relu(common.dense(c.ff, ("embed", "mlp"), c, name="ff1")(x_BxLxD))
+    y = parallel.constrain(y, ("batch", "act_length", "act_mlp"))
     y = common.dense(c.d_model, ("mlp", "embed"), c, name="ff2")(nn.Dropout(c.dropout)(y, deterministic=deterministic))
-    return nn.LayerNorm(name="ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(y, deterministic=deterministic)), None
+    return common.layer_norm("ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(y, deterministic=deterministic)), None
 
 
 class Model(nn.Module):
@@ -39,7 +42,7 @@ class Model(nn.Module):
     c = self.cfg
     length = x_BxLxD.shape[1]
     positions = self.param("positions", nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), ("length", "embed")), (c.max_len, c.d_model), jnp.dtype(c.param_dtype))
+        nn.initializers.normal(0.02), ("positions", "embed")), (c.max_len, c.d_model), jnp.dtype(c.param_dtype))
     x = x_BxLxD * jnp.sqrt(c.d_model) + positions[:length]
     x = nn.Dropout(c.dropout)(x, deterministic=deterministic) * mask_BxL[..., None]
     x, _ = common.stack(Block, c)(x, common.causal_mask(mask_BxL), deterministic)

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
@@ -31,18 +32,21 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD, mask_Bx1xLxL, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
-    y = nn.RMSNorm(param_dtype=jnp.dtype(c.param_dtype), name="attn_norm")(x_BxLxD)
+    x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
+    y = common.rms_norm("attn_norm", c)(x_BxLxD)
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, use_bias=False, name="qkv")(y)
-    q, k, v = jnp.split(qkv.reshape(*qkv.shape[:2], 3 * h, e), 3, axis=2)
+    qkv = parallel.constrain(qkv.reshape(*qkv.shape[:2], 3 * h, e), ("batch", "act_length", "act_heads", None))
+    q, k, v = jnp.split(qkv, 3, axis=2)
     out = jax.nn.dot_product_attention(rope(q), rope(k), v, mask=mask_Bx1xLxL)
     out = common.dense(c.d_model, ("heads", "embed"), c, use_bias=False, name="o")(
         out.reshape(*out.shape[:2], c.d_model))
     x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic)
-    y = nn.RMSNorm(param_dtype=jnp.dtype(c.param_dtype), name="mlp_norm")(x_BxLxD)
+    y = common.rms_norm("mlp_norm", c)(x_BxLxD)
     f = c.d_ff or (8 * c.d_model // 3 + 7) // 8 * 8
     gate = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="gate")(y)
     up = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="up")(y)
-    out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="down")(nn.silu(gate) * up)
+    hidden = parallel.constrain(nn.silu(gate) * up, ("batch", "act_length", "act_mlp"))
+    out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="down")(hidden)
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
 
 
@@ -53,4 +57,4 @@ class Model(nn.Module):
   def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
     del timestamps_BxL  # no time signal in this encoder
     x, _ = common.stack(Block, self.cfg)(x_BxLxD, common.causal_mask(mask_BxL), deterministic)
-    return nn.RMSNorm(param_dtype=jnp.dtype(self.cfg.param_dtype), name="norm")(x)
+    return common.rms_norm("norm", self.cfg)(x)

@@ -33,3 +33,7 @@ class UserModel(nn.Module):
 
   def item_table(self):
     return self.embed.item_table
+
+  def item_rows(self):
+    """The item table with its padding rows (ids >= vocab_sizes['item']): evenly shardable."""
+    return self.embed.tables["item"]

@@ -17,6 +17,7 @@ on it. `restart(workdir, name)` is the only place outputs are deleted, and only 
 import importlib
 import json
 import os
+import re
 import shutil
 
 from uqa_jax import atomic
@@ -26,6 +27,13 @@ from uqa_jax.llm import assets
 RESULT = "result.json"
 FINGERPRINT = "fingerprint.json"
 GLOBAL_KEYS = ("seed", "stages", "restart", "note")  # top-level config keys every run has
+
+
+def default_workdir(config_arg: str) -> str:
+  """`configs/default.py:hstu` -> `workdir/default-hstu`: each config and argument its own workdir."""
+  path, _, arg = config_arg.partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("workdir", name + ("-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arg) if arg else ""))
 
 
 class StaleStateError(RuntimeError):

@@ -255,8 +255,8 @@ class Parts:
   title_fit: dict | None = None  # adapter_init="titles": what the fit saw and how well it fits
 
 
-def _param_shardings(mesh, init_fn):
-  return parallel.param_shardings(mesh, jax.eval_shape(init_fn, jax.random.PRNGKey(0)))
+def _param_shardings(mesh, init_fn, axis_rules):
+  return parallel.param_shardings(mesh, jax.eval_shape(init_fn, jax.random.PRNGKey(0)), axis_rules)
 
 
 def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> Parts:
@@ -279,7 +279,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                                         encoder_export._example_batch(spec["has_time"]))["params"]
   if a.user == "random_encoder":  # same architecture, untrained, seeded
     encoder_params = jax.device_get(nn.unbox(encoder_init(jax.random.PRNGKey(config.seed + 2))))
-  adapter_params = jax.device_get(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"])
+  adapter_params = jax.device_get(nn.unbox(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"]))
   if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
     adapter_params = identity_maps(adapter_params)
   pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
@@ -294,13 +294,14 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
 
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
-  # Parameter shardings from the modules' logical axis names (the adapter has none: replicated).
+  axis_rules = parallel.config_rules(config)
+  # Parameter shardings from the modules' logical axis names (the adapter's: replicated by rule).
   boxed_init = {
       "encoder": encoder_init,
       "adapter": lambda r: adapter.init(r, *example_states)["params"],
       "llm": lambda r: llm.init(r, jnp.zeros((1, 2), jnp.int32), positions=jnp.zeros((1, 2), jnp.int32),
                                 kv_mask=jnp.ones((1, 2), jnp.int32))["params"]}
-  shardings = {g: _param_shardings(mesh, f) for g, f in boxed_init.items()}
+  shardings = {g: _param_shardings(mesh, f, axis_rules) for g, f in boxed_init.items()}
   trainable = a.trainable()
   frozen = {g: parallel.shard_params(start_params[g], shardings[g]) for g in shardings if g not in trainable}
 
@@ -323,14 +324,15 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
 
   # Optimizer moments take their parameters' logical names, so they shard like them.
   abstract = jax.eval_shape(lambda r: init_state({g: boxed_init[g](r) for g in trainable}), jax.random.PRNGKey(0))
-  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, parallel.RULES)
-  init_jit = jax.jit(init_state, out_shardings=state_sh)
-  batch_sh = parallel.logical_sharding(mesh, ("batch",))
+  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
+  init_jit = parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh)
+  batch_sh = parallel.logical_sharding(mesh, ("batch",), axis_rules)
   frozen_sh = {g: shardings[g] for g in frozen}
-  step_jit = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn),
-                     in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
-                     donate_argnums=0)
-  eval_jit = jax.jit(functools.partial(uqa_model.answer_nll, model=model), in_shardings=(shardings, batch_sh))
+  step_jit = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn), mesh,
+                              axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
+                              out_shardings=(state_sh, None), donate_argnums=0)
+  eval_jit = parallel.Sharded(functools.partial(uqa_model.answer_nll, model=model), mesh, axis_rules,
+                              in_shardings=(shardings, batch_sh))
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,
                total_steps=total_steps, frozen=frozen, start_params=start_params,
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,

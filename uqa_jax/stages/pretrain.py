@@ -3,7 +3,8 @@
 Shape letters: B batch, L length, E item embedding width, N = B·L.
 
 `train_step(state, batch, *, model, tx, cfg) -> (state, metrics)` is a pure module-level
-function; `build` jits it with explicit in/out shardings (parameters by `parallel.RULES`,
+function; `build` jits it with explicit in/out shardings (parameters by `parallel.RULES`
+and `config.sharding_rules`,
 batches split over `data` x `fsdp`) and the state donated. `train_loop` drives it without
 waiting for the device each step, checkpoints state and data iterator together every
 `checkpoint_every` steps, and refuses to save after a non-finite loss or gradient norm. At
@@ -29,6 +30,7 @@ from uqa_jax import encoders
 from uqa_jax import metrics
 from uqa_jax import nip_loss
 from uqa_jax import parallel
+from uqa_jax import plan
 from uqa_jax.config_blocks import RUN_ONLY
 from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
@@ -40,7 +42,7 @@ from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.stages import data as data_stage
 from uqa_jax.stages import train_loop
 
-BLOCKS = ("input", "encoder", "pretrain", "mesh")
+BLOCKS = ("input", "encoder", "pretrain", "mesh", "sharding_rules")
 UPSTREAM = ("data",)
 
 
@@ -65,11 +67,16 @@ class PretrainConfig:
   eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
   checkpoint_every: int = dataclasses.field(default=500, metadata=RUN_ONLY)
   max_to_keep: int = dataclasses.field(default=3, metadata=RUN_ONLY)
+  # Memory one device may use, e.g. "16GiB" (empty: what the device reports; CPU: available host
+  # memory per CPU device). The step is planned against it before anything is allocated (uqa_jax.plan).
+  device_memory: str = dataclasses.field(default="", metadata=RUN_ONLY)
 
   def __post_init__(self):
     unknown = sorted(set(self.embed_dims) - set(schema.TABLES))
     if unknown:
       raise ValueError(f"embed_dims: unknown tables {unknown}; expected some of {list(schema.TABLES)}")
+    if self.device_memory:
+      plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
 
 
 @flax.struct.dataclass
@@ -91,6 +98,7 @@ def encoder_config(config) -> EncoderConfig:
 
 
 def fingerprint(config) -> dict:
+  parallel.config_rules(config)  # checked here (before any work); sharding changes no number: not stored
   p = pretrain_config(config)
   unused = () if p.loss == "cl" else ("cl_negatives", "cl_temperature")
   unused += ("epochs",) if p.steps else ()
@@ -107,10 +115,16 @@ def make_model(config, info) -> UserModel:
 
 
 def make_optimizer(p: PretrainConfig, total_steps: int):
-  schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, min(p.warmup_steps, total_steps),
-                                                max(total_steps, 1), end_value=p.learning_rate * 0.1)
+  warmup = warmup_steps(p, total_steps)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(total_steps, warmup + 1),
+                                                end_value=p.learning_rate * 0.1)
   return optax.chain(optax.clip_by_global_norm(p.grad_clip),
                      optax.adamw(schedule, b1=p.betas[0], b2=p.betas[1], weight_decay=p.weight_decay))
+
+
+def warmup_steps(p: PretrainConfig, total_steps: int) -> int:
+  """The warm-up, cut to leave at least one decay step in a run shorter than it (the run says so)."""
+  return min(p.warmup_steps, max(total_steps - 1, 0))
 
 
 def nip_queries_targets(model, params, batch, *, deterministic, rng=None):
@@ -126,8 +140,10 @@ def loss_fn(model, p: PretrainConfig, params, batch, rng):
   targets_BxL, weights_BxL = nip_loss.shifted_targets(batch[schema.ITEM_COLUMN], batch["lengths"])
   weights_BxL = weights_BxL * batch["valid"][:, None]
   flat = lambda x: x.reshape(-1, *x.shape[2:])
-  if p.loss == "sl":
-    return nip_loss.sl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, p.sl_chunk)
+  if p.loss == "sl":  # the padded table: it shards evenly, and the loss reads it in place
+    rows = model.apply({"params": params}, method="item_rows")
+    return nip_loss.sl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), rows, p.sl_chunk,
+                            num_items=table.shape[0])
   return nip_loss.cl_loss(flat(queries), flat(targets_BxL), flat(weights_BxL), table, negatives_rng,
                           num_negatives=p.cl_negatives, temperature=p.cl_temperature,
                           chunk=p.sl_chunk)
@@ -171,6 +187,8 @@ class Parts:
   total_steps: int
   has_time: bool
   state_shardings: Any
+  example: Any  # a batch's shapes and dtypes (ShapeDtypeStructs; the planner varies its batch size)
+  batch_shardings: Any
   init: Any  # PRNGKey -> TrainState, sharded
   step: Any  # (state, batch) -> (state, metrics), jitted, state donated
   eval_ranks: Any  # (params, batch) -> ranks [B], jitted
@@ -197,15 +215,19 @@ def build(config, workdir: str, devices=None) -> Parts:
                       rng=jax.random.PRNGKey(config.seed + 1))
 
   abstract = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
-  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, parallel.RULES)
-  batch_sh = jax.tree.map(lambda _: parallel.logical_sharding(mesh, ("batch",)), example)
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx, cfg=p),
-                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
-  eval_ranks = jax.jit(functools.partial(last_step_ranks, model=model, cfg=p),
-                       in_shardings=(state_sh.params, batch_sh))
+  axis_rules = parallel.config_rules(config)
+  state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
+  batch_sh = jax.tree.map(lambda _: parallel.logical_sharding(mesh, ("batch",), axis_rules), example)
+  step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, cfg=p), mesh, axis_rules,
+                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+  eval_ranks = parallel.Sharded(functools.partial(last_step_ranks, model=model, cfg=p), mesh, axis_rules,
+                                in_shardings=(state_sh.params, batch_sh))
   return Parts(cfg=p, model=model, mesh=mesh, pipe=pipe, total_steps=total_steps,
                has_time="timestamps" in example, state_shardings=state_sh,
-               init=jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_sh),
+               example=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), example),
+               batch_shardings=batch_sh,
+               init=parallel.Sharded(lambda rng: nn.unbox(init_boxed(rng)), mesh, axis_rules,
+                                     out_shardings=state_sh),
                step=step, eval_ranks=eval_ranks)
 
 
@@ -224,6 +246,8 @@ def run(config, workdir: str, log=print) -> dict:
   p, data_dir = parts.cfg, data_stage.data_dir(workdir)
   out_dir = os.path.join(workdir, "pretrain")
   data = iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe))
+  # a step that cannot fit the devices stops here, before anything is allocated
+  plan.check(parts, log, memory=plan.parse_memory(p.device_memory) if p.device_memory else None)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
@@ -231,6 +255,9 @@ def run(config, workdir: str, log=print) -> dict:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"pretrain: {e.name} ({e.input_variant}), {n_params:,} parameters, {parts.total_steps} steps of "
         f"batch {p.batch_size}, mesh {dict(parts.mesh.shape)}")
+    if warmup_steps(p, parts.total_steps) < p.warmup_steps:
+      log(f"pretrain: note: {parts.total_steps} steps are fewer than warmup_steps={p.warmup_steps}; "
+          f"the warm-up is cut to {warmup_steps(p, parts.total_steps)} steps")
     _report_truncation(data_dir, data_stage.input_config(config).bag_sizes, log)
     if e.name == "hstu":
       on = parts.has_time and e.time_buckets > 0

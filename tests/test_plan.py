@@ -1,0 +1,62 @@
+"""The memory planner: sizes parse, state bytes match the allocated state, the largest batch is
+the largest that fits, and Stage 1 stops before allocating a step that cannot fit."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import smoke
+from uqa_jax import plan
+from uqa_jax import stages
+from uqa_jax.stages import pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():
+  assert plan.parse_memory("80GiB") == 80 << 30 and plan.parse_memory("512MiB") == 512 << 20
+  assert plan.parse_memory("16G") == 16 << 30 and plan.parse_memory("1.5e9") == 1_500_000_000
+  assert plan.parse_mesh("data=2,fsdp=4") == {"data": 2, "fsdp": 4, "tensor": 1}
+  with pytest.raises(ValueError, match="'80 gigs'"):
+    plan.parse_memory("80 gigs")
+  with pytest.raises(ValueError, match="model=2"):
+    plan.parse_mesh("model=2")
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("plan"))
+  config = smoke.get_config()
+  stages.run("data", config, workdir, log=lambda *_: None)
+  return pretrain.build(config, workdir)
+
+
+def test_state_bytes_equal_the_allocated_state(parts):
+  p = plan.plan(parts, memory=1 << 40)
+  state = parts.init(jax.random.PRNGKey(0))  # one device: the whole state
+  assert p.state_bytes == sum(x.nbytes for x in jax.tree.leaves(state))
+  assert p.parameters == sum(x.size for x in jax.tree.leaves(state.params))
+  assert p.fits and p.step.peak >= p.state_bytes  # the step holds at least the state it updates
+
+
+def test_largest_batch_fits_and_ten_percent_more_does_not(parts):
+  small = plan.step_memory(parts, parts.cfg.batch_size).peak
+  memory = 12 * small  # room for a batch several times the config's
+  p = plan.plan(parts, memory=memory, search=True)
+  assert p.max_batch > parts.cfg.batch_size
+  assert plan.step_memory(parts, p.max_batch).peak <= memory
+  assert plan.step_memory(parts, int(p.max_batch * 1.1) + 1).peak > memory
+
+
+def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir",
+                        str(tmp_path), "--config.pretrain.device_memory=1MiB"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode != 0
+  assert "[pretrain] the training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
+  assert "device memory 1.0 MiB: the step does NOT fit" in out.stderr and "--config.mesh.fsdp=" in out.stderr
+  assert not os.path.exists(tmp_path / "pretrain" / "checkpoints")
