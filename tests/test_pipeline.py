@@ -95,14 +95,32 @@ def test_same_seed_same_order_other_seed_other_order(en_dir):
   assert not np.array_equal(first(CFG), first(other))
 
 
-def test_processes_see_disjoint_shards_covering_the_file(en_dir):
-  cfg = pipeline.PipelineConfig(batch_size=1, max_len=512, shuffle=False, num_epochs=1,
-                                drop_remainder=False)
-  seen = []
-  for p in range(3):
-    seen += [tuple(b[schema.ITEM_COLUMN][0]) for b in _ds(en_dir, cfg=cfg, process_index=p, process_count=3)]
-  f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
-  assert len(seen) == len(f) == len(set(seen))
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_processes_hold_their_block_of_each_global_batch(en_dir, drop_remainder):
+  """P processes' local batches, stacked in process order, are the one-process batches (shuffled,
+  several epochs); an eval run pads the last global batch so every process makes as many batches."""
+  cfg = pipeline.PipelineConfig(batch_size=12, max_len=16, num_epochs=2, drop_remainder=drop_remainder)
+  whole = list(_ds(en_dir, cfg=cfg))
+  for count in (2, 3):
+    parts = [list(_ds(en_dir, cfg=cfg, process_index=p, process_count=count)) for p in range(count)]
+    assert all(len(p) == len(whole) for p in parts), (count, [len(p) for p in parts], len(whole))
+    for k, batch in enumerate(whole):
+      valid = batch["valid"]
+      for key in batch:
+        stacked = np.concatenate([p[k][key] for p in parts])
+        if drop_remainder:
+          np.testing.assert_array_equal(stacked, batch[key])
+        else:  # the same rows where valid, padding in the same places
+          np.testing.assert_array_equal(np.concatenate([p[k]["valid"] for p in parts]), valid)
+          np.testing.assert_array_equal(stacked[valid], batch[key][valid])
+      assert drop_remainder or valid.all() or k == len(whole) - 1
+  # the data make the eval case pad: 2 epochs of its rows do not fill the last batch of 12
+  assert drop_remainder or not whole[-1]["valid"].all()
+
+
+def test_a_global_batch_must_split_over_the_processes(en_dir):
+  with pytest.raises(ValueError, match="batch_size 8 is global: it must split evenly over 3 processes"):
+    _ds(en_dir, process_index=0, process_count=3)
 
 
 def test_eval_pads_the_last_batch_and_marks_it(en_dir):

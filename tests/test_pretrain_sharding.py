@@ -65,8 +65,8 @@ for name in ("trmpp", "hstu"):
       state, m = parts.step(state, next(data))
       out.append(float(m["loss"]))
     losses[shape] = out
-    boxed = jax.eval_shape(lambda r: parts.model.init({"params": r, "dropout": r}, parts.example),
-                           jax.random.PRNGKey(0))["params"]
+    boxed = jax.eval_shape(lambda r, b: parts.model.init({"params": r, "dropout": r}, b),
+                           jax.random.PRNGKey(0), parts.example)["params"]
     check_shardings(state.params, boxed, parts.mesh, (name, shape))
   for shape, out in losses.items():
     assert np.allclose(out, losses[(1, 1, 1)], rtol=0, atol=1e-5), (name, shape, out, losses[(1, 1, 1)])

@@ -26,7 +26,8 @@ def unnamed_axes(boxed) -> list[str]:
     key = jax.tree_util.keystr(path)
     if not isinstance(leaf, nn.Partitioned):
       bad.append(f"{key}: no logical names")
-    elif len(leaf.names) != leaf.value.ndim or any(n not in parallel.LOGICAL_AXES for n in leaf.names):
+    elif (len(leaf.names) != leaf.value.ndim or any(n not in parallel.LOGICAL_AXES for n in leaf.names)
+          or len(set(leaf.names)) != len(leaf.names)):  # flax cannot map a name used twice
       bad.append(f"{key}: {leaf.names} for shape {leaf.value.shape}")
   assert flat, "no parameters found"
   return bad

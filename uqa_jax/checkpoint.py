@@ -11,6 +11,11 @@ import grain
 import orbax.checkpoint as ocp
 
 
+def _grain(data_iterator):
+  """The grain iterator itself (`distributed.GlobalBatches` wraps one): its position is what is saved."""
+  return getattr(data_iterator, "local", data_iterator)
+
+
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)  # Orbax needs an absolute path
@@ -22,13 +27,13 @@ class Checkpointer:
 
   def save(self, step: int, state, data_iterator) -> None:
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)))
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(_grain(data_iterator))))
 
   def restore(self, step: int, abstract_state, data_iterator):
     """Restores into `abstract_state`'s shapes and shardings; moves `data_iterator` in place."""
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        data=grain.checkpoint.CheckpointRestore(_grain(data_iterator))))
     return restored["state"]
 
   def wait(self) -> None:

@@ -11,11 +11,13 @@ import os
 import sys
 import time
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from uqa_jax import distributed
 from uqa_jax import plan
 from uqa_jax import stages
 
@@ -23,6 +25,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.p
                                           "with an argument: configs/default.py:hstu.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for all outputs (default: "
                                "workdir/<config name>[-<config argument>], e.g. workdir/default-hstu).")
+_COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0, for a multi-process run "
+                                   "(launch/local_multiprocess.sh, launch/slurm.sh); TPU pod slices and SLURM "
+                                   "jobs with several tasks are joined without it")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the run (with --coordinator)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's index (with --coordinator)")
 
 
 def main(argv):
@@ -31,10 +38,19 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/default.py")
+  try:  # first: JAX joins the other processes before anything touches a device
+    how = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    sys.exit(f"uqa-jax: {e}")
   try:
     stages.check_config(config)
   except ValueError as e:  # unknown names and keys, unbuilt stages: say what, no traceback
     sys.exit(f"uqa-jax: {e}")
+  if how and not distributed.is_main():  # process 0 prints; the others' errors still reach stderr
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+  elif how:
+    print(f"uqa-jax: {jax.process_count()} processes ({how}), {jax.device_count()} devices "
+          f"({jax.local_device_count()} per process)")
   logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
   # Progress lines reach a pipe or a log file as they are printed, whatever PYTHONUNBUFFERED says.
   sys.stdout.reconfigure(line_buffering=True)
@@ -43,10 +59,14 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value or stages.default_workdir(config_arg))
   os.makedirs(workdir, exist_ok=True)
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}")
-  if config.restart:
+  if config.restart and distributed.is_main():
     stages.restart(workdir, config.restart)
+  distributed.barrier("restart")
   try:  # every listed stage's own outputs, before any work: a stale one stops the run here
     for name in config.stages:
+      if jax.process_count() > 1 and getattr(stages.get(name), "PROCESSES", "one") == "one":
+        raise stages.StaleStateError(f"[{name}] runs in one process for now: drop --num_processes, or "
+                                     f"list only stages that run on several (data, pretrain, report)")
       stages.status(workdir, name, config)
       for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
         if up not in config.stages and stages.status(workdir, up, config) != "done":

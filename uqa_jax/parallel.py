@@ -32,7 +32,8 @@ RULES = (
     ("norm", ()),  # norm scales and biases over the width: small, replicated by rule
     ("positions", ()),  # learned positions and relative-position / time-bucket biases
     ("ssm", ()),  # Mamba's small dims: conv width, Δ rank, state size
-    ("adapter", ()),  # every adapter parameter (~1M in all): replicated
+    ("adapter", ()),  # every adapter parameter (~1M in all; a matrix's second axis: adapter_out): replicated
+    ("adapter_out", ()),
     # activations
     ("batch", ("data", "fsdp")),
     ("act_length", ()),

@@ -146,7 +146,7 @@ def plan(parts, memory: int | None = None, search: bool = False, log=None) -> Pl
   """The plan of Stage 1's step for `parts` (`pretrain.build`); `search`: also the largest batch."""
   state = abstract_state(parts)
   step = step_memory(parts, parts.cfg.batch_size)
-  device = parts.mesh.devices.flat[0]
+  device = next(d for d in parts.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
   memory = device_memory(device) if memory is None else memory
   max_batch = _largest_batch(parts, step, memory, log) if search else None
   return Plan(mesh=dict(parts.mesh.shape), platform=device.platform,

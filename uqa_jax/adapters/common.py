@@ -44,9 +44,10 @@ class OutputNorm(nn.Module):
 
 
 def named(init):
-  """`init` whose parameter carries the logical name `adapter` on every axis (replicated by rule)."""
-  return lambda key, shape, dtype=jnp.float32: nn.with_logical_partitioning(init, ("adapter",) * len(shape))(
-      key, shape, dtype)
+  """`init` whose parameter carries the logical names `adapter` (first axis) and `adapter_out`
+  (a matrix's second): every adapter parameter is small and replicated by rule."""
+  return lambda key, shape, dtype=jnp.float32: nn.with_logical_partitioning(
+      init, ("adapter", "adapter_out")[:len(shape)])(key, shape, dtype)
 
 
 def dense(features: int, name: str, bias_init=nn.initializers.zeros):

@@ -18,8 +18,10 @@ An align batch adds
                                          (A = `max_answer_len`: the loss needs logits there only)
   task                                  [B] int32, index into `schema.TASKS`
 Histories longer than L keep their most recent L steps; bags wider than K keep their first K
-ids. Order: shard by JAX process, shuffle (seeded, reshuffled every epoch), repeat, map,
-batch. The iterator's `get_state()` / `set_state()` resume at the same batch.
+ids. Order: shuffle (seeded, reshuffled every epoch), repeat, map, batch. `batch_size` is
+global: with P JAX processes each reads B/P rows of every global batch (`ProcessSlice`; the
+global batches are those one process would make), so a run gives the same batches on any number
+of processes. The iterator's `get_state()` / `set_state()` resume at the same batch.
 
 Two options make align batches cheaper (off by default; `input` block):
   length_window  > 0: after shuffling, each window of this many batches is sorted by chat
@@ -264,7 +266,7 @@ class RowToArrays(grain.transforms.Map):
   def map(self, row: dict) -> dict:
     item = row[schema.ITEM_COLUMN]
     out = {schema.ITEM_COLUMN: bags_to_array(item, self.max_len, 1)[:, 0],
-           "lengths": np.int32(min(item.num_steps, self.max_len)), "valid": np.bool_(True)}
+           "lengths": np.int32(min(item.num_steps, self.max_len)), "valid": np.bool_(not row.get("_padding"))}
     for column in schema.FEATURE_COLUMNS[1:]:
       out[column] = bags_to_array(row[column], self.max_len, self.widths.get(column, 1))
     if schema.TIME_COLUMN in row:
@@ -369,14 +371,46 @@ class LengthGrouped(grain.MapDataset):
     return f"LengthGrouped(window={self.span // self.batch_size} batches)"
 
 
+class ProcessSlice(grain.MapDataset):
+  """Process `index` of `count`'s rows of each global batch of `batch_size` parent elements.
+
+  Local element j is the parent's element (j // b) * batch_size + index * b + j % b, with
+  b = batch_size / count: process p holds rows [p*b, (p+1)*b) of every global batch, the block
+  `jax.make_array_from_process_local_data` expects along a batch axis split over processes.
+  With `pad`, the last global batch is completed with -1 (`ReadRow` turns it into a padding row
+  marked not `valid`), so every process makes the same number of batches.
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, batch_size: int, index: int, count: int, pad: bool):
+    super().__init__(parent)
+    if batch_size % count:
+      raise ValueError(f"batch_size {batch_size} is global: it must split evenly over {count} processes")
+    self.batch_size, self.local, self.index = batch_size, batch_size // count, index
+    full, rest = divmod(len(parent), batch_size)
+    self.batches = full + (1 if pad and rest else 0)
+
+  def __len__(self):
+    return self.batches * self.local
+
+  def __getitem__(self, j):
+    if isinstance(j, slice):
+      return self.slice(j)
+    k, offset = divmod(j, self.local)
+    i = k * self.batch_size + self.index * self.local + offset
+    return self._parent[i] if i < len(self._parent) else -1
+
+  def __str__(self):
+    return f"ProcessSlice(process {self.index}, {self.local} of each {self.batch_size} rows)"
+
+
 class ReadRow(grain.transforms.Map):
-  """Row index -> the source's row."""
+  """Row index -> the source's row; -1 (`ProcessSlice`'s padding) -> row 0 marked as padding."""
 
   def __init__(self, source: SequenceSource):
     self.source = source
 
   def map(self, index):
-    return self.source[index]
+    return self.source[index] if index >= 0 else dict(self.source[0], _padding=True)
 
 
 class CutPadding(grain.transforms.Map):
@@ -411,21 +445,28 @@ def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_inde
   if source.has_text != (tokenizer is not None):
     raise ValueError(f"{path}: {'align' if source.has_text else 'pretrain'} file; "
                      f"a tokenizer is {'required' if source.has_text else 'not used'}")
-  ds = grain.MapDataset.range(len(source))[process_index::process_count]
-  if len(ds) == 0:
-    raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")
+  ds = grain.MapDataset.range(len(source))
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
   if cfg.length_window and tokenizer is not None:
     ds = LengthGrouped(ds, chat_lengths(path), window=cfg.length_window, batch_size=cfg.batch_size, seed=cfg.seed)
+  if process_count > 1:
+    if cfg.pad_multiple and tokenizer is not None:  # each process would cut its rows to its own longest
+      raise ValueError("input.pad_multiple cuts a batch to its longest row, which differs between processes; "
+                       "set it to 0 for a multi-process run")
+    ds = ProcessSlice(ds, batch_size=cfg.batch_size, index=process_index, count=process_count,
+                      pad=not cfg.drop_remainder)
+  if len(ds) == 0:
+    raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")
+  local_batch = cfg.batch_size // process_count
   ds = ds.map(ReadRow(source))
   chat = ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len) if tokenizer is not None else None
   ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
   if cfg.drop_remainder:
-    ds = ds.batch(cfg.batch_size, drop_remainder=True)
+    ds = ds.batch(local_batch, drop_remainder=True)
   else:
-    ds = ds.batch(cfg.batch_size, drop_remainder=False, batch_fn=_padded_batch(cfg.batch_size))
+    ds = ds.batch(local_batch, drop_remainder=False, batch_fn=_padded_batch(local_batch))
   if cfg.pad_multiple and tokenizer is not None:
     ds = ds.map(CutPadding(cfg.pad_multiple, cfg.max_text_len, cfg.max_answer_len))
   return ds.to_iter_dataset()

@@ -51,8 +51,10 @@ def expected_params(model: UserModel, has_time: bool):
 def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dict | None = None) -> None:
   directory = os.path.abspath(directory)  # Orbax refuses relative paths
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(params), force=True)
+  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(params), force=True)  # every process
   checkpointer.wait_until_finished()
+  if jax.process_index() != 0:  # the spec is written once
+    return
   spec = {"format": FORMAT, "encoder": dataclasses.asdict(model.cfg),
           "vocab_sizes": dict(model.vocab_sizes), "embed_dims": dict(model.embed_dims),
           "has_time": has_time, **(extra or {})}

@@ -3,6 +3,9 @@
 Each stage is a module `uqa_jax/stages/<name>.py` exporting
   BLOCKS                 the top-level config blocks it reads
   ALWAYS_RUN             (optional) True: never reused, it runs every time (the report)
+  PROCESSES              (optional) with several JAX processes: "all" run it together (Stage 1),
+                         "main" process 0 runs it while the others wait (data, report); absent:
+                         one process only (a multi-process run stops before it, saying so)
   UPSTREAM               the stages whose outputs it reads
   fingerprint(config)    the settings its outputs depend on (building them checks the config)
   run(config, workdir)   the work; returns a JSON-able dict
@@ -19,9 +22,13 @@ import json
 import os
 import re
 import shutil
+import sys
+
+import jax
 
 from uqa_jax import atomic
 from uqa_jax import choices
+from uqa_jax import distributed
 from uqa_jax.llm import assets
 
 RESULT = "result.json"
@@ -178,11 +185,23 @@ def run(name: str, config, workdir: str, log=print) -> dict:
     return read_json(os.path.join(out, RESULT))
   if state == "started":
     log(f"[{name}] resuming in {out} (same settings)")
-  os.makedirs(out, exist_ok=True)
-  write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
-  result = get(name).run(config, workdir, log=log)
-  write_json(os.path.join(out, RESULT), result)
-  return result
+  processes = getattr(get(name), "PROCESSES", "one")
+  if jax.process_count() > 1 and processes == "one":
+    raise StaleStateError(f"[{name}] runs in one process for now; run it without --num_processes (the "
+                          f"stages before it leave their outputs in {workdir} for a one-process run)")
+  distributed.barrier(f"{name}-start")  # every process has read the status before process 0 writes
+  if distributed.is_main():
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
+  result = None
+  if processes == "all" or distributed.is_main():
+    result = get(name).run(config, workdir, log=log)
+  else:
+    print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
+  if distributed.is_main():
+    write_json(os.path.join(out, RESULT), result)
+  distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports
+  return result if result is not None else read_json(os.path.join(out, RESULT))
 
 
 def restart(workdir: str, name: str, log=print) -> None:

@@ -28,6 +28,7 @@ READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "f
                   "movielens": ("path", "language", "max_len", "align_eval_fraction", "filters"),
                   "official": ("path", "max_len")}
 UPSTREAM = ()
+PROCESSES = "main"  # process 0 builds the data set; the others wait for it
 
 
 def data_config(config) -> DataConfig:

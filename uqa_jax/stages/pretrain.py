@@ -26,6 +26,7 @@ import optax
 
 from uqa_jax import checkpoint as checkpoint_lib
 from uqa_jax import config_blocks
+from uqa_jax import distributed
 from uqa_jax import encoders
 from uqa_jax import metrics
 from uqa_jax import nip_loss
@@ -44,6 +45,7 @@ from uqa_jax.stages import train_loop
 
 BLOCKS = ("input", "encoder", "pretrain", "mesh", "sharding_rules")
 UPSTREAM = ("data",)
+PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.distributed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,12 +171,14 @@ def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
 
 
 def last_step_ranks(params, batch, *, model, cfg: PretrainConfig):
-  """Ranks of each row's last item given the steps before it (eval rows hold the full sequence)."""
+  """(ranks [B] of each row's last item given the steps before it, [B] whether the row counts:
+  a valid row with two steps or more); eval rows hold the full sequence."""
   queries, table = nip_queries_targets(model, params, batch, deterministic=True)
   rows = jnp.arange(queries.shape[0])
   last = jnp.maximum(batch["lengths"] - 1, 1)
-  return metrics.target_ranks(queries[rows, last - 1], batch[schema.ITEM_COLUMN][rows, last], table,
-                              cfg.sl_chunk)
+  ranks = metrics.target_ranks(queries[rows, last - 1], batch[schema.ITEM_COLUMN][rows, last], table,
+                               cfg.sl_chunk)
+  return ranks, batch["valid"] & (batch["lengths"] >= 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +225,8 @@ def build(config, workdir: str, devices=None) -> Parts:
   step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, cfg=p), mesh, axis_rules,
                           in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
   eval_ranks = parallel.Sharded(functools.partial(last_step_ranks, model=model, cfg=p), mesh, axis_rules,
-                                in_shardings=(state_sh.params, batch_sh))
+                                in_shardings=(state_sh.params, batch_sh),  # replicated out: every process reads all
+                                out_shardings=parallel.logical_sharding(mesh, (), axis_rules))
   return Parts(cfg=p, model=model, mesh=mesh, pipe=pipe, total_steps=total_steps,
                has_time="timestamps" in example, state_shardings=state_sh,
                example=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), example),
@@ -235,9 +240,9 @@ def evaluate(parts: Parts, params, data_dir: str) -> dict[str, float]:
   path = os.path.join(data_dir, schema.file_name("pretrain", "eval"))
   cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
   ranks = []
-  for batch in pipeline.make_dataset(path, cfg):
-    r = np.asarray(parts.eval_ranks(params, batch))
-    ranks.append(r[batch["valid"] & (batch["lengths"] >= 2)])
+  for batch in distributed.GlobalBatches(iter(pipeline.make_dataset(path, cfg)), parts.batch_shardings):
+    r, keep = jax.device_get(parts.eval_ranks(params, batch))
+    ranks.append(r[keep])
   return metrics.retrieval_metrics(np.concatenate(ranks))
 
 
@@ -245,7 +250,9 @@ def run(config, workdir: str, log=print) -> dict:
   parts = build(config, workdir)
   p, data_dir = parts.cfg, data_stage.data_dir(workdir)
   out_dir = os.path.join(workdir, "pretrain")
-  data = iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe))
+  data = distributed.GlobalBatches(
+      iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe)),
+      parts.batch_shardings)
   # a step that cannot fit the devices stops here, before anything is allocated
   plan.check(parts, log, memory=plan.parse_memory(p.device_memory) if p.device_memory else None)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
@@ -263,20 +270,22 @@ def run(config, workdir: str, log=print) -> dict:
       on = parts.has_time and e.time_buckets > 0
       log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
           f"({'the data carries' if parts.has_time else 'no'} click times)")
+    curve = []
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=p, log=log, name="pretrain",
-        evaluate=lambda s: _fmt(evaluate(parts, s.params, data_dir)))
+        evaluate=lambda s: _fmt(evaluate(parts, s.params, data_dir)), curve=curve)
   finally:
     ckpt.close()
   result = {"model": evaluate(parts, state.params, data_dir),
             "popularity": metrics.popularity_baseline(
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
                 os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
-            "steps_per_s": steps_per_s}
+            "steps_per_s": steps_per_s,
+            "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps
   log("pretrain: final " + _fmt(result["model"]))
   log("pretrain: popularity baseline " + _fmt(result["popularity"]))
-  export.save(os.path.join(out_dir, "export"), parts.model, state.params, has_time=parts.has_time,
-              extra={"metrics": result})
+  export.save(os.path.join(out_dir, "export"), parts.model, distributed.host_copy(state.params),
+              has_time=parts.has_time, extra={"metrics": result})
   return result
 
 

@@ -30,6 +30,7 @@ from uqa_jax.data import schema
 
 BLOCKS = ("report",)
 UPSTREAM = ("evaluate",)
+PROCESSES = "main"  # process 0 writes the report; the others wait
 ALWAYS_RUN = True
 COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
 HEADERS = list(schema.TASKS) + ["SU", "AcP", "IP-g", "Overall"]  # groups: sequence understanding, action prediction, interest perception

@@ -60,14 +60,15 @@ def _fetch_checked(pending, ckpt, name: str, max_bad_steps: int) -> list[dict]:
 
 
 def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None,
-        batch_size: int | None = None, describe=None, max_bad_steps: int = 0):
+        batch_size: int | None = None, describe=None, max_bad_steps: int = 0, curve: list | None = None):
   """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s or None).
 
   `cfg` supplies the cadence: `log_every`, `checkpoint_every`, `eval_every` (0: never; the
   caller evaluates at the end). `evaluate(state) -> str` is logged at eval steps. Progress
   lines give the mean loss of the steps since the last line, steps/s (and examples/s when
   `batch_size` is given), ETA, skipped steps so far, and `describe(metrics) -> str` of the
-  last step's metrics.
+  last step's metrics. `curve`, when given, receives [step, mean loss] at every progress line
+  (full precision; the steps this call ran).
   """
   first = int(jax.device_get(state.step))
   pending, window = [], []
@@ -81,9 +82,11 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
       window.append(m)
 
   def report(step):
+    losses = [float(m["loss"]) for m in window if not m.get("skipped", False)]
+    if curve is not None and losses:
+      curve.append([step, float(np.mean(losses))])
     if step > timed_from:
       rate = (step - timed_from) / (time.time() - t0)
-      losses = [float(m["loss"]) for m in window if not m.get("skipped", False)]
       parts = [f"{name}: step {step}/{total_steps}",
                f"loss {np.mean(losses):.4f}" if losses else "loss -",
                f"{rate:.2f} steps/s" + (f" ({rate * batch_size:.1f} examples/s)" if batch_size else ""),

@@ -1,0 +1,104 @@
+"""Several JAX processes (TPU pod slices, multi-GPU hosts, `launch/local_multiprocess.sh`).
+
+`initialize` calls `jax.distributed.initialize` when the command line names a coordinator
+(`--coordinator host:port --num_processes N --process_id I`) or the environment is a cluster
+JAX detects by itself (a TPU slice that names its workers, a SLURM job with several tasks, or
+`UQA_DISTRIBUTED=1`: JAX's own detection, as on Cloud TPU VMs); otherwise the run is one process. On CPU the processes talk through gloo. After it, `jax.devices()` lists every
+process's devices and a mesh spans all of them; each process feeds its own devices.
+
+Which process does what: process 0 (`is_main`) builds the data set, prints, and writes every
+result and report file; the others wait for it at `barrier`s. Stage 1 runs on every process
+(the batch in configs is global; each process reads its block of each batch, see
+`data.pipeline.ProcessSlice`, and `global_batches` makes the global arrays); Orbax saves and
+restores checkpoints collectively.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+def cluster_in_environment() -> str:
+  """'tpu', 'slurm' or 'auto' when the environment is a multi-process cluster JAX can join by itself.
+
+  `UQA_DISTRIBUTED=1` (launch/tpu_pod.sh sets it) asks for JAX's own detection, e.g. on Cloud TPU
+  VMs, where the workers are found through the metadata server rather than variables.
+  """
+  if os.environ.get("UQA_DISTRIBUTED", "") not in ("", "0"):
+    return "auto"
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  if len([h for h in hosts.split(",") if h]) > 1 or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    return "tpu"
+  if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    return "slurm"
+  return ""
+
+
+def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> str:
+  """Joins the processes of this run; returns how ('' when it is one process)."""
+  explicit = bool(coordinator)
+  if explicit and (num_processes < 1 or not 0 <= process_id < num_processes):
+    raise ValueError(f"--coordinator {coordinator}: needs --num_processes N >= 1 and --process_id in "
+                     f"[0, N) (got {num_processes}, {process_id})")
+  how = "flags" if explicit else cluster_in_environment()
+  if not how:
+    return ""
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+  else:
+    jax.distributed.initialize()  # the TPU runtime or SLURM variables say who is who
+  return how
+
+
+def is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Every process waits here until all have arrived (a no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+class GlobalBatches:
+  """An iterator of this process's local numpy batches -> global jax.Arrays with `shardings`.
+
+  With one process the local batch is the global one. `get_state` / `set_state` are the local
+  iterator's, so the checkpointed data position is each process's own (grain writes one file
+  per process).
+  """
+
+  def __init__(self, local_iterator, shardings):
+    self.local, self.shardings = local_iterator, shardings
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.local)
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch,
+                        _tree_like(self.shardings, batch))
+
+  def get_state(self):
+    return self.local.get_state()
+
+  def set_state(self, state):
+    self.local.set_state(state)
+
+
+def _tree_like(shardings, batch):
+  """One sharding for every leaf of `batch` (a dict of shardings may hold keys this batch lacks)."""
+  if isinstance(shardings, dict):
+    return {k: shardings[k] for k in batch}
+  return jax.tree.map(lambda _: shardings, batch)
+
+
+def host_copy(tree):
+  """Numpy copies of (possibly sharded across processes) arrays, the same on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
