@@ -1,0 +1,65 @@
+"""LLM weights load straight into a (1,2,4) mesh, tensor by tensor: the values equal
+`weights.load`'s and host memory never holds more than a small part of the model."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = r"""
+import json, os, sys, tracemalloc
+import flax.linen as nn
+import jax, jax.numpy as jnp, numpy as np
+import safetensors.numpy
+from uqa_jax import parallel
+from uqa_jax.llm import model as llm_model, sharded_load, weights
+from uqa_jax.llm.config import LLMConfig
+path = sys.argv[1]
+cfg = LLMConfig(vocab_size=512, d_model=128, d_ff=512, num_layers=12, num_heads=8, num_kv_heads=4, head_dim=16,
+                rope_theta=1e4, rms_eps=1e-6, qkv_bias=True, tie_embeddings=False)
+ids = jnp.zeros((1, 2), jnp.int32)
+init = lambda r: llm_model.Decoder(cfg).init(r, ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"]
+weights.save_hf(path, cfg, jax.device_get(nn.unbox(init(jax.random.PRNGKey(0)))))
+# split the checkpoint over three files with an index, as Hugging Face shards big models
+tensors = safetensors.numpy.load_file(os.path.join(path, "model.safetensors"))
+os.remove(os.path.join(path, "model.safetensors"))
+names, weight_map = sorted(tensors), {}
+for part in range(3):
+  file = f"model-0000{part + 1}-of-00003.safetensors"
+  chunk = {k: tensors[k] for k in names[part::3]}
+  safetensors.numpy.save_file(chunk, os.path.join(path, file), metadata={"format": "pt"})
+  weight_map.update({k: file for k in chunk})
+with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+  json.dump({"weight_map": weight_map}, f)
+model_bytes = sum(t.nbytes for t in tensors.values())
+largest = max(t.nbytes for t in tensors.values())
+del tensors
+
+mesh = parallel.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
+shardings = parallel.param_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
+tracemalloc.start()
+_, params = sharded_load.load_sharded(path, shardings)
+jax.block_until_ready(params)
+_, peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+_, want = weights.load(path)
+for (p, got), w in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(want)):
+  np.testing.assert_array_equal(np.asarray(got), w)
+flat_sh = dict(jax.tree_util.tree_flatten_with_path(shardings)[0])
+for p, got in jax.tree_util.tree_flatten_with_path(params)[0]:
+  assert got.sharding.is_equivalent_to(flat_sh[p], got.ndim), (jax.tree_util.keystr(p), got.sharding, flat_sh[p])
+kernel = params["layers"]["mlp"]["gate_kernel"]
+assert tuple(kernel.sharding.spec) == (None, "fsdp", "tensor"), kernel.sharding.spec
+assert max(s.data.size for s in kernel.addressable_shards) * 8 == kernel.size  # each device holds 1/8
+print(f"model {model_bytes} bytes, largest tensor {largest}, host peak while loading {peak}")
+assert largest <= peak < model_bytes / 4, (peak, largest, model_bytes)  # a tensor + a shard or two, not the model
+print("ok")
+"""
+
+
+def test_sharded_load_equals_the_host_load_and_never_holds_the_model(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr[-3000:]
