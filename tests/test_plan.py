@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
+from uqa_jax import distributed
 from uqa_jax import plan
 from uqa_jax import stages
+from uqa_jax.data import pipeline
 from uqa_jax.stages import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,11 +30,15 @@ def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("plan"))
-  config = smoke.get_config()
-  stages.run("data", config, workdir, log=lambda *_: None)
-  return pretrain.build(config, workdir)
+def workdir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("plan"))
+  stages.run("data", smoke.get_config(), out, log=lambda *_: None)
+  return out
+
+
+@pytest.fixture(scope="module")
+def parts(workdir):
+  return pretrain.build(smoke.get_config(), workdir)
 
 
 def test_state_bytes_equal_the_allocated_state(parts):
@@ -60,3 +66,16 @@ def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
   assert "[pretrain] the training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
   assert "device memory 1.0 MiB: the step does NOT fit" in out.stderr and "--config.mesh.fsdp=" in out.stderr
   assert not os.path.exists(tmp_path / "pretrain" / "checkpoints")
+
+
+def test_the_planned_executable_runs_the_first_step_without_compiling_again(workdir):
+  planned = pretrain.build(smoke.get_config(), workdir)
+  plan.check(planned, log=lambda *_: None)
+  path = os.path.join(workdir, "data", "pretrain_data_train.arrow")
+  batch = next(distributed.GlobalBatches(iter(pipeline.make_dataset(path, planned.pipe)), planned.batch_shardings))
+  _, metrics = planned.step(planned.init(jax.random.PRNGKey(0)), batch)
+  assert planned.step._jit._cache_size() == 0  # pylint: disable=protected-access  # the plan's executable ran
+  plain = pretrain.build(smoke.get_config(), workdir)  # never planned: jit compiles its step
+  _, want = plain.step(plain.init(jax.random.PRNGKey(0)), batch)
+  assert plain.step._jit._cache_size() == 1  # pylint: disable=protected-access
+  assert float(metrics["loss"]) == float(want["loss"])

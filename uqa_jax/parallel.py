@@ -72,10 +72,16 @@ def config_rules(config) -> tuple:
 
 class Sharded:
   """`jax.jit(fn, **kw)` traced under the mesh and the logical-axis rules, so the models'
-  activation constraints (`nn.with_logical_constraint`) take effect; call it or `.lower` it."""
+  activation constraints (`nn.with_logical_constraint`) take effect; call it or `.lower` it.
+
+  `compile(*abstract_args, keep=True)` compiles ahead of time (the memory planner does, before
+  anything is allocated) and keeps the executable: a later call whose arguments have the same
+  shapes, dtypes and shardings runs it instead of compiling the same program again.
+  """
 
   def __init__(self, fn, mesh: Mesh, axis_rules, **jit_kwargs):
     self._jit, self.mesh, self.rules = jax.jit(fn, **jit_kwargs), mesh, axis_rules
+    self._compiled = {}
 
   def _context(self, traced=False):
     stack = contextlib.ExitStack()
@@ -85,6 +91,10 @@ class Sharded:
     return stack
 
   def __call__(self, *args, **kwargs):
+    if self._compiled and not kwargs:
+      compiled = self._compiled.get(_signature(args))
+      if compiled is not None:
+        return compiled(*args)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((args, kwargs)))
     with self._context(traced):
       return self._jit(*args, **kwargs)
@@ -92,6 +102,18 @@ class Sharded:
   def lower(self, *args, **kwargs):
     with self._context():
       return self._jit.lower(*args, **kwargs)
+
+  def compile(self, *args, keep: bool = True):
+    compiled = self.lower(*args).compile()
+    if keep:
+      self._compiled[_signature(args)] = compiled
+    return compiled
+
+
+def _signature(args):
+  """What an executable is specialised to: the tree, and each leaf's shape, dtype and sharding."""
+  leaves, tree = jax.tree.flatten(args)
+  return tree, tuple((tuple(x.shape), str(x.dtype), getattr(x, "sharding", None)) for x in leaves)
 
 
 def shards(logical_name: str) -> int:

@@ -122,12 +122,13 @@ def device_memory(device) -> int:
   return psutil.virtual_memory().available // len(jax.local_devices(backend=device.platform))
 
 
-def step_memory(parts, batch_size: int) -> StepMemory:
-  """The compiled Stage 1 step's per-device memory at `batch_size` (lowered on shapes only)."""
+def step_memory(parts, batch_size: int, keep: bool = False) -> StepMemory:
+  """The compiled Stage 1 step's per-device memory at `batch_size` (lowered on shapes only);
+  `keep`: the step keeps the executable, so the run's first step does not compile it again."""
   state = abstract_state(parts)
   batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype, sharding=s),
                        parts.example, parts.batch_shardings)
-  m = parts.step.lower(state, batch).compile().memory_analysis()
+  m = parts.step.compile(state, batch, keep=keep).memory_analysis()
   return StepMemory(batch_size, m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes,
                     m.temp_size_in_bytes)
 
@@ -145,7 +146,7 @@ def state_bytes_per_device(state) -> int:
 def plan(parts, memory: int | None = None, search: bool = False, log=None) -> Plan:
   """The plan of Stage 1's step for `parts` (`pretrain.build`); `search`: also the largest batch."""
   state = abstract_state(parts)
-  step = step_memory(parts, parts.cfg.batch_size)
+  step = step_memory(parts, parts.cfg.batch_size, keep=True)
   device = next(d for d in parts.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
   memory = device_memory(device) if memory is None else memory
   max_batch = _largest_batch(parts, step, memory, log) if search else None

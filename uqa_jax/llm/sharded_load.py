@@ -15,12 +15,33 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 
+from uqa_jax import parallel
+from uqa_jax.llm import assets
 from uqa_jax.llm import config as config_lib
+from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
+
+
+def decoder_shardings(cfg: LLMConfig, mesh, axis_rules=None):
+  """The decoder's parameter shardings on `mesh` under the rules (from shapes only)."""
+  ids = jnp.zeros((1, 2), jnp.int32)
+  init = lambda r: llm_model.Decoder(cfg).init(r, ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"]
+  return parallel.param_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)), axis_rules)
+
+
+def load_onto(model: str, mesh, axis_rules=None) -> tuple[LLMConfig, dict]:
+  """`weights.load(model)` with the parameters placed on `mesh` by the rules: a Hugging Face
+  directory shard by shard (`load_sharded`); a GGUF file (dequantised whole) on the host first."""
+  path = assets.resolve_model_path(model)
+  if os.path.isdir(path):
+    return load_sharded(path, decoder_shardings(config_lib.from_hf_dir(path), mesh, axis_rules))
+  cfg, params = weights.load(model)
+  return cfg, parallel.shard_params(params, decoder_shardings(cfg, mesh, axis_rules))
 
 
 class _Reader:

@@ -66,7 +66,7 @@ from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import assets
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import tokenizer as tokenizer_lib
-from uqa_jax.llm import weights
+from uqa_jax.llm import sharded_load
 from uqa_jax.stages import data as data_stage
 from uqa_jax.stages import train_loop
 
@@ -267,7 +267,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
   d = data_stage.data_config(config)
   if encoder.cfg.max_len != d.max_len:
     raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
-  llm_cfg, llm_params = weights.load(source.model)
+  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
+  axis_rules = parallel.config_rules(config)
+  llm_cfg, llm_params = sharded_load.load_onto(source.model, mesh, axis_rules)  # placed as it loads
   llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype))
   embedding_VxM = np.asarray(llm_params["embedding"], np.float32)
   adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model, embed_rms=align_export.embedding_rms(llm_params))
@@ -293,8 +295,6 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                                         train_path, pipe, tokenizer)
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
 
-  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
-  axis_rules = parallel.config_rules(config)
   # Parameter shardings from the modules' logical axis names (the adapter's: replicated by rule).
   boxed_init = {
       "encoder": encoder_init,
