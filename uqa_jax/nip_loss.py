@@ -43,7 +43,10 @@ def sl_loss(queries_NxE, targets_N, weights_N, table_VxE, chunk: int = 8192, num
   shards = parallel.shards("items")
   shards = shards if v_rows % shards == 0 else 1
   per_shard = v_rows // shards
-  chunk = min(chunk, per_shard)
+  # Every device scores all N queries against its own rows (the queries move, the table does
+  # not), so a chunk takes chunk / S rows of each shard: per device, [N, chunk / S] logits, the
+  # size an unsharded batch slice of N / S queries against `chunk` rows would have.
+  chunk = max(1, min(chunk // shards, per_shard))
   num_chunks = -(-per_shard // chunk)
   table_SxRxE = parallel.constrain(table_VxE.reshape(shards, per_shard, e), ("items", None, "feature_embed"))
   table_SxRxE = jnp.pad(table_SxRxE, ((0, 0), (0, num_chunks * chunk - per_shard), (0, 0)))

@@ -189,9 +189,9 @@ def check(parts, log=print, memory: int | None = None) -> Plan:
     raise DoesNotFit("the training step does not fit the devices; nothing was allocated.\n  " +
                      "\n  ".join(p.lines()) +
                      f"\n  it would need about {p.devices_needed()} devices with {_gib(p.device_memory)} each "
-                     f"(e.g. --config.mesh.fsdp={p.devices_needed()}), or a smaller batch, or "
-                     f"--config.encoder.remat=True; python -m uqa_jax.plan --config ... --mesh ... "
-                     f"--device_memory ... plans another machine")
+                     f"(e.g. --config.mesh.fsdp={p.devices_needed()}), or a smaller batch"
+                     + ("" if parts.model.cfg.remat else ", or --config.encoder.remat=True")
+                     + "; python -m uqa_jax.plan --config ... --mesh ... --device_memory ... plans another machine")
   log(f"plan: step needs {_gib(p.step.peak)} per device of {_gib(p.device_memory)} "
       f"(parameters + optimizer state {_gib(p.state_bytes)})")
   return p
