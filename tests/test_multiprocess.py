@@ -23,22 +23,26 @@ def _params(workdir):
   return ocp.StandardCheckpointer().restore(os.path.join(workdir, "pretrain", "export", "params"))
 
 
-@pytest.mark.slow  # about 2 minutes on 2 cores: `make test-slow`
-def test_two_processes_match_one_process_with_eight_devices(tmp_path):
+@pytest.mark.slow  # about 1 minute per mesh on 2 cores: `make test-slow`
+@pytest.mark.parametrize("mesh", ["data", "fsdp"])  # fsdp: parameters and optimizer state split across processes
+def test_two_processes_match_one_process_with_eight_devices(tmp_path, mesh):
   multi, single, logs = tmp_path / "multi", tmp_path / "single", tmp_path / "logs"
   env = dict(os.environ, LOG_DIR=str(logs), PYTHON=sys.executable)
-  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir", str(multi)],
+  axes = [f"--config.mesh.{a}={8 if a == mesh else 1}" for a in ("data", "fsdp", "tensor")]
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir", str(multi), *axes],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   assert "launch: process 1: XLA_FLAGS=--xla_force_host_platform_device_count=4" in out.stdout
-  one = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", str(single)],
+  one = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", str(single),
+                        *axes],
                        cwd=ROOT, env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                                           JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=900)
   assert one.returncode == 0, one.stderr[-3000:]
 
   process = [(logs / f"process_{i}.log").read_text() for i in range(2)]
   assert "uqa-jax: 2 processes (flags), 8 devices (4 per process)" in process[0]
-  assert "mesh {'data': 8, 'fsdp': 1, 'tensor': 1}" in process[0] and "mesh {'data': 8" in one.stdout
+  shape = str({a: 8 if a == mesh else 1 for a in ("data", "fsdp", "tensor")})
+  assert f"mesh {shape}" in process[0] and f"mesh {shape}" in one.stdout
   # process 0 built the data and printed; process 1 waited and printed nothing
   assert "[data] start" in process[0] and "OK: no problems found" in process[0]
   assert "[data] process 1 waits for process 0" in process[1]
@@ -57,3 +61,31 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
 def jax_leaves(tree):
   import jax  # pylint: disable=import-outside-toplevel
   return jax.tree.leaves(tree)
+
+
+class _FakeSharding:
+  """Two processes x 2 devices; this process's devices hold the rows `rows` of an 8-row batch."""
+
+  def __init__(self, rows):
+    self.rows = rows
+    self.mesh = type("Mesh", (), {"shape": {"data": 2, "fsdp": 1, "tensor": 2}})()
+
+  def addressable_devices_indices_map(self, shape):
+    return {d: (slice(*r), slice(None)) for d, r in enumerate(self.rows)}
+
+
+def test_a_mesh_that_feeds_another_process_rows_is_refused(monkeypatch):
+  from uqa_jax import distributed  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(distributed.jax, "process_index", lambda: 1)
+  distributed.check_batch_block(_FakeSharding([(4, 6), (6, 8)]), (8, 3))  # its block 4-8: fine
+  with pytest.raises(ValueError, match="process 1's devices hold batch rows 0-8 of 8, not its block 4-8"):
+    distributed.check_batch_block(_FakeSharding([(0, 8), (0, 8)]), (8, 3))  # batch replicated over hosts
+  with pytest.raises(ValueError, match="rows 0-4 of 8, not its block 4-8"):
+    distributed.check_batch_block(_FakeSharding([(0, 2), (2, 4)]), (8, 3))
+
+
+def test_process_flags_without_a_coordinator_are_an_error():
+  from uqa_jax import distributed  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="need --coordinator"):
+    distributed.initialize("", num_processes=2, process_id=1)

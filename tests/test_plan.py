@@ -49,6 +49,7 @@ def test_state_bytes_equal_the_allocated_state(parts):
   assert p.fits and p.step.peak >= p.state_bytes  # the step holds at least the state it updates
 
 
+@pytest.mark.slow  # five compiles, ~25 s on 2 cores: `make test-slow`
 def test_largest_batch_fits_and_ten_percent_more_does_not(parts):
   small = plan.step_memory(parts, parts.cfg.batch_size).peak
   memory = 12 * small  # room for a batch several times the config's

@@ -31,7 +31,9 @@ def cluster_in_environment() -> str:
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   if len([h for h in hosts.split(",") if h]) > 1 or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
     return "tpu"
-  if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+  # inside an srun step with several tasks (what JAX's own SLURM detection reads); a batch
+  # script's shell is not a task: it would stop in jax.distributed.initialize
+  if os.environ.get("SLURM_STEP_NODELIST") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
     return "slurm"
   return ""
 
@@ -39,14 +41,16 @@ def cluster_in_environment() -> str:
 def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1) -> str:
   """Joins the processes of this run; returns how ('' when it is one process)."""
   explicit = bool(coordinator)
+  if not explicit and (num_processes or process_id != -1):
+    raise ValueError("--num_processes / --process_id need --coordinator host:port (process 0's address); "
+                     "without it every process would run alone")
   if explicit and (num_processes < 1 or not 0 <= process_id < num_processes):
     raise ValueError(f"--coordinator {coordinator}: needs --num_processes N >= 1 and --process_id in "
                      f"[0, N) (got {num_processes}, {process_id})")
   how = "flags" if explicit else cluster_in_environment()
   if not how:
     return ""
-  if os.environ.get("JAX_PLATFORMS", "") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices' collectives (others unaffected)
   if explicit:
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
   else:
@@ -80,14 +84,37 @@ class GlobalBatches:
 
   def __next__(self):
     batch = next(self.local)
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch,
-                        _tree_like(self.shardings, batch))
+    count = jax.process_count()
+
+    def make(x, sharding):
+      x = np.asarray(x)
+      shape = (x.shape[0] * count, *x.shape[1:])
+      if count > 1:
+        check_batch_block(sharding, shape)
+      return jax.make_array_from_process_local_data(sharding, x, shape)
+
+    return jax.tree.map(make, batch, _tree_like(self.shardings, batch))
 
   def get_state(self):
     return self.local.get_state()
 
   def set_state(self, state):
     self.local.set_state(state)
+
+
+def check_batch_block(sharding, global_shape) -> None:
+  """The rows this process's devices hold must be its block [p*b, (p+1)*b) of the global batch,
+  the rows `pipeline.ProcessSlice` reads for it; a mesh whose batch axes do not split across the
+  processes that way (e.g. `tensor` spanning hosts) would feed another process's rows."""
+  b = global_shape[0] // jax.process_count()
+  p = jax.process_index()
+  rows = {(i[0].start or 0, global_shape[0] if i[0].stop is None else i[0].stop)
+          for i in sharding.addressable_devices_indices_map(global_shape).values()}
+  covered = sorted(rows)
+  if covered[0][0] < p * b or covered[-1][1] > (p + 1) * b:
+    raise ValueError(f"mesh {dict(sharding.mesh.shape)}: process {p}'s devices hold batch rows "
+                     f"{covered[0][0]}-{covered[-1][1]} of {global_shape[0]}, not its block {p * b}-{(p + 1) * b}; "
+                     f"split the batch axes (data, fsdp) across processes, e.g. data or fsdp = the process count")
 
 
 def _tree_like(shardings, batch):

@@ -41,7 +41,9 @@ def sl_loss(queries_NxE, targets_N, weights_N, table_VxE, chunk: int = 8192, num
   v_rows, e = table_VxE.shape
   v = v_rows if num_items is None else num_items
   shards = parallel.shards("items")
-  shards = shards if v_rows % shards == 0 else 1
+  if v_rows % shards:
+    raise ValueError(f"sl_loss: the item table's {v_rows} rows do not split over the {shards} devices the "
+                     f"rules shard `items` over; use a power-of-two split (rows are padded to a multiple of 128)")
   per_shard = v_rows // shards
   # Every device scores all N queries against its own rows (the queries move, the table does
   # not), so a chunk takes chunk / S rows of each shard: per device, [N, chunk / S] logits, the

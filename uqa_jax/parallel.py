@@ -40,11 +40,7 @@ RULES = (
     ("act_embed", ()),
     ("act_heads", ("tensor",)),
     ("act_mlp", ("tensor",)),
-    ("act_items", ("tensor",)),  # a chunk of NIP logits over items
-    ("act_vocab", ("tensor",)),  # LLM logits
-    ("cache_batch", ("data", "fsdp")),  # the LLM's KV cache [layers, B, T, kv_heads, head_dim]
-    ("cache_length", ()),
-    ("cache_heads", ("tensor",)),
+    # Not yet: names for the LLM's activations and KV cache (they follow the batch-sharded inputs).
 )
 LOGICAL_AXES = tuple(name for name, _ in RULES)
 

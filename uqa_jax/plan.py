@@ -234,6 +234,8 @@ def main(argv) -> None:
   if mesh:
     devices = jax.devices()
     if len(devices) < n:  # an accelerator host with fewer devices: plan on simulated CPU devices
+      print(f"plan: this host has {len(devices)} {devices[0].platform} devices, the mesh needs {n}: planning "
+            f"on {n} simulated CPU devices (the CPU compiler's figures; give --device_memory for the card)")
       devices = jax.devices("cpu")
     devices = devices[:n]
   parts = pretrain.build(config, workdir, devices=devices)

@@ -281,6 +281,8 @@ def run(config, workdir: str, log=print) -> dict:
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
                 os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
             "steps_per_s": steps_per_s,
+            "parameters": n_params,  # all of the user model's, item tables included
+            "encoder_parameters": sum(x.size for x in jax.tree.leaves(state.params["encoder"])),  # the backbone
             "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps
   log("pretrain: final " + _fmt(result["model"]))
   log("pretrain: popularity baseline " + _fmt(result["popularity"]))
