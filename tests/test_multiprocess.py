@@ -89,3 +89,15 @@ def test_process_flags_without_a_coordinator_are_an_error():
   from uqa_jax import distributed  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="need --coordinator"):
     distributed.initialize("", num_processes=2, process_id=1)
+
+
+@pytest.mark.slow  # two processes start and stop: ~5 s (a subprocess pair; kept with the other launcher runs)
+def test_a_one_process_stage_stops_a_multi_process_run_before_any_work(tmp_path):
+  env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"), PYTHON=sys.executable)
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir",
+                        str(tmp_path / "w"), "--config.stages=('data', 'pretrain', 'align')"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  log = (tmp_path / "logs" / "process_0.log").read_text()
+  assert "[align] runs in one process for now: drop --num_processes" in log, log[-2000:]
+  assert not os.path.exists(tmp_path / "w" / "data")  # stopped before the data stage

@@ -3,13 +3,14 @@
 `initialize` calls `jax.distributed.initialize` when the command line names a coordinator
 (`--coordinator host:port --num_processes N --process_id I`) or the environment is a cluster
 JAX detects by itself (a TPU slice that names its workers, a SLURM job with several tasks, or
-`UQA_DISTRIBUTED=1`: JAX's own detection, as on Cloud TPU VMs); otherwise the run is one process. On CPU the processes talk through gloo. After it, `jax.devices()` lists every
-process's devices and a mesh spans all of them; each process feeds its own devices.
+`UQA_DISTRIBUTED=1`: JAX's own detection, as on Cloud TPU VMs); otherwise the run is one
+process. On CPU the processes talk through gloo. After it, `jax.devices()` lists every process's
+devices and a mesh spans all of them; each process feeds its own devices.
 
 Which process does what: process 0 (`is_main`) builds the data set, prints, and writes every
 result and report file; the others wait for it at `barrier`s. Stage 1 runs on every process
 (the batch in configs is global; each process reads its block of each batch, see
-`data.pipeline.ProcessSlice`, and `global_batches` makes the global arrays); Orbax saves and
+`data.pipeline.ProcessSlice`, and `GlobalBatches` makes the global arrays); Orbax saves and
 restores checkpoints collectively.
 """
 
@@ -78,6 +79,7 @@ class GlobalBatches:
 
   def __init__(self, local_iterator, shardings):
     self.local, self.shardings = local_iterator, shardings
+    self._checked = set()  # (sharding, global shape) pairs whose row blocks were checked
 
   def __iter__(self):
     return self
@@ -89,8 +91,9 @@ class GlobalBatches:
     def make(x, sharding):
       x = np.asarray(x)
       shape = (x.shape[0] * count, *x.shape[1:])
-      if count > 1:
+      if count > 1 and (sharding, shape) not in self._checked:
         check_batch_block(sharding, shape)
+        self._checked.add((sharding, shape))
       return jax.make_array_from_process_local_data(sharding, x, shape)
 
     return jax.tree.map(make, batch, _tree_like(self.shardings, batch))

@@ -64,9 +64,7 @@ def main(argv):
   distributed.barrier("restart")
   try:  # every listed stage's own outputs, before any work: a stale one stops the run here
     for name in config.stages:
-      if jax.process_count() > 1 and getattr(stages.get(name), "PROCESSES", "one") == "one":
-        raise stages.StaleStateError(f"[{name}] runs in one process for now: drop --num_processes, or "
-                                     f"list only stages that run on several (data, pretrain, report)")
+      stages.check_processes(name)
       stages.status(workdir, name, config)
       for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
         if up not in config.stages and stages.status(workdir, up, config) != "done":

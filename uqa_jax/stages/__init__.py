@@ -47,6 +47,16 @@ class StaleStateError(RuntimeError):
   """A workdir holds outputs made with other settings than the config asks for."""
 
 
+def check_processes(name: str) -> str:
+  """Stage `name`'s PROCESSES; StaleStateError when this run has several processes and it runs in one."""
+  processes = getattr(get(name), "PROCESSES", "one")
+  if jax.process_count() > 1 and processes == "one":
+    raise StaleStateError(f"[{name}] runs in one process for now: drop --num_processes, or list only stages "
+                          f"that run on several (data, pretrain, report); the stages before it leave their "
+                          f"outputs in the workdir for a one-process run")
+  return processes
+
+
 def get(name: str):
   """The module of stage `name`; a listed but unbuilt stage is an error naming it."""
   if name not in choices.STAGES:
@@ -185,10 +195,7 @@ def run(name: str, config, workdir: str, log=print) -> dict:
     return read_json(os.path.join(out, RESULT))
   if state == "started":
     log(f"[{name}] resuming in {out} (same settings)")
-  processes = getattr(get(name), "PROCESSES", "one")
-  if jax.process_count() > 1 and processes == "one":
-    raise StaleStateError(f"[{name}] runs in one process for now; run it without --num_processes (the "
-                          f"stages before it leave their outputs in {workdir} for a one-process run)")
+  processes = check_processes(name)
   distributed.barrier(f"{name}-start")  # every process has read the status before process 0 writes
   if distributed.is_main():
     os.makedirs(out, exist_ok=True)
