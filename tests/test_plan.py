@@ -27,6 +27,8 @@ def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():
     plan.parse_memory("80 gigs")
   with pytest.raises(ValueError, match="model=2"):
     plan.parse_mesh("model=2")
+  with pytest.raises(ValueError, match="sizes >= 1"):
+    plan.parse_mesh("data=-1")
 
 
 @pytest.fixture(scope="module")

@@ -108,8 +108,9 @@ def parse_mesh(text: str) -> dict:
   shape = {a: 1 for a in parallel.MESH_AXES}
   for part in filter(None, text.split(",")):
     name, _, size = part.partition("=")
-    if name not in shape or not size.lstrip("-").isdigit():
-      raise ValueError(f"--mesh {text!r}: expected axis=size pairs over {parallel.MESH_AXES}, e.g. data=2,fsdp=4")
+    if name not in shape or not size.isdigit() or int(size) < 1:
+      raise ValueError(f"--mesh {text!r}: expected axis=size pairs (sizes >= 1) over {parallel.MESH_AXES}, "
+                       f"e.g. data=2,fsdp=4")
     shape[name] = int(size)
   return shape
 
@@ -122,10 +123,11 @@ def device_memory(device) -> int:
   return psutil.virtual_memory().available // len(jax.local_devices(backend=device.platform))
 
 
-def step_memory(parts, batch_size: int, keep: bool = False) -> StepMemory:
+def step_memory(parts, batch_size: int, keep: bool = False, state=None) -> StepMemory:
   """The compiled Stage 1 step's per-device memory at `batch_size` (lowered on shapes only);
-  `keep`: the step keeps the executable, so the run's first step does not compile it again."""
-  state = abstract_state(parts)
+  `keep`: the step keeps the executable, so the run's first step does not compile it again;
+  `state`: `abstract_state(parts)`, when the caller has it."""
+  state = abstract_state(parts) if state is None else state
   batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype, sharding=s),
                        parts.example, parts.batch_shardings)
   m = parts.step.compile(state, batch, keep=keep).memory_analysis()
@@ -146,7 +148,7 @@ def state_bytes_per_device(state) -> int:
 def plan(parts, memory: int | None = None, search: bool = False, log=None) -> Plan:
   """The plan of Stage 1's step for `parts` (`pretrain.build`); `search`: also the largest batch."""
   state = abstract_state(parts)
-  step = step_memory(parts, parts.cfg.batch_size, keep=True)
+  step = step_memory(parts, parts.cfg.batch_size, keep=True, state=state)
   device = next(d for d in parts.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
   memory = device_memory(device) if memory is None else memory
   max_batch = _largest_batch(parts, step, memory, log) if search else None
