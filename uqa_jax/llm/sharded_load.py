@@ -11,13 +11,11 @@ model's size; every tensor is still checked by name and shape, and the values eq
 Hugging Face directories only (a GGUF file is quantised whole; `weights.load` reads those).
 """
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors import safe_open
 
 from uqa_jax import parallel
 from uqa_jax.llm import assets
@@ -44,32 +42,6 @@ def load_onto(model: str, mesh, axis_rules=None) -> tuple[LLMConfig, dict]:
   return cfg, parallel.shard_params(params, decoder_shardings(cfg, mesh, axis_rules))
 
 
-class _Reader:
-  """One tensor at a time from a (possibly index-split) safetensors directory."""
-
-  def __init__(self, path: str):
-    self.path = path
-    index_file = os.path.join(path, "model.safetensors.index.json")
-    if os.path.exists(index_file):
-      with open(index_file, encoding="utf-8") as f:
-        self.weight_map = json.load(f)["weight_map"]
-    else:
-      files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-      if not files:
-        raise weights.CheckpointError(f"{path}: no *.safetensors files (pickled .bin checkpoints are not loaded)")
-      self.weight_map = {}
-      for file in files:
-        with safe_open(os.path.join(path, file), framework="numpy") as f:
-          self.weight_map.update({k: file for k in f.keys()})
-    self.handles = {}
-
-  def __call__(self, name: str) -> np.ndarray:
-    file = self.weight_map[name]
-    if file not in self.handles:
-      self.handles[file] = safe_open(os.path.join(self.path, file), framework="numpy")
-    return self.handles[file].get_tensor(name)
-
-
 def _our_shape(cfg: LLMConfig, name: str, layout: str, heads, shapes) -> tuple[int, ...]:
   hf = next(v for k, v in shapes.items() if k == name.format(i=0))
   n = getattr(cfg, heads) if heads else None
@@ -83,7 +55,7 @@ def load_sharded(path: str, shardings, dtype=np.float32) -> tuple[LLMConfig, dic
   decoder's boxed init); `dtype` the stored parameter dtype (float32 or bfloat16).
   """
   cfg = config_lib.from_hf_dir(path)
-  read = _Reader(path)
+  read = weights.SafetensorsReader(path, framework="numpy")  # host arrays, one tensor at a time
   shapes = weights.expected_shapes(cfg)
   missing = sorted(set(shapes) - set(read.weight_map))
   if missing:

@@ -172,30 +172,38 @@ def _refuse_extra(extra: list[str], where: str, why: str) -> None:
 
 # --- Hugging Face directories ---------------------------------------------------------
 
+class SafetensorsReader:
+  """`reader(name)` -> one tensor of a safetensors directory (index-split or not); `weight_map`
+  maps every tensor name to its file. Files open lazily, once each."""
+
+  def __init__(self, path: str, framework: str = "flax"):
+    self.path, self.framework = path, framework
+    index_file = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index_file):
+      with open(index_file, encoding="utf-8") as f:
+        self.weight_map = json.load(f)["weight_map"]
+    else:
+      self.weight_map = {}
+      files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+      if not files:
+        raise CheckpointError(f"{path}: no *.safetensors files (pickled .bin checkpoints are not loaded)")
+      for file in files:
+        with safe_open(file, framework="numpy") as f:
+          self.weight_map.update({k: os.path.basename(file) for k in f.keys()})
+    self.handles = {}
+
+  def __call__(self, name: str) -> np.ndarray:
+    file = self.weight_map[name]
+    if file not in self.handles:
+      self.handles[file] = safe_open(os.path.join(self.path, file), framework=self.framework)
+    return np.asarray(self.handles[file].get_tensor(name))
+
+
 def load_hf(path: str) -> tuple[LLMConfig, dict]:
   """(config, params) from a directory with config.json and *.safetensors (index included)."""
   cfg = config_lib.from_hf_dir(path)
-  index_file = os.path.join(path, "model.safetensors.index.json")
-  if os.path.exists(index_file):
-    with open(index_file, encoding="utf-8") as f:
-      weight_map = json.load(f)["weight_map"]
-  else:
-    weight_map = {}
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-    if not files:
-      raise CheckpointError(f"{path}: no *.safetensors files (pickled .bin checkpoints are not loaded)")
-    for file in files:
-      with safe_open(file, framework="numpy") as f:
-        weight_map.update({k: os.path.basename(file) for k in f.keys()})
-  handles = {}
-
-  def get(name):
-    file = weight_map[name]
-    if file not in handles:
-      handles[file] = safe_open(os.path.join(path, file), framework="flax")
-    return np.asarray(handles[file].get_tensor(name))
-
-  return cfg, from_hf_tensors(cfg, get, weight_map.keys(), path)
+  read = SafetensorsReader(path)
+  return cfg, from_hf_tensors(cfg, read, read.weight_map.keys(), path)
 
 
 def save_hf(path: str, cfg: LLMConfig, params) -> None:
