@@ -123,6 +123,23 @@ def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
     align_export.load(str(export))
 
 
+def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(straight, tmp_path):
+  """Stage 3 must see the LLM as Stage 2 stored it: align.json's llm.param_dtype is applied."""
+  import json
+  export = tmp_path / "export"
+  shutil.copytree(os.path.join(straight[1], "align", "export"), export)
+  with open(export / "align.json", encoding="utf-8") as f:
+    spec = json.load(f)
+  assert spec["llm"]["param_dtype"] == "float32"  # what the run recorded
+  spec["llm"]["param_dtype"] = "bfloat16"
+  with open(export / "align.json", "w", encoding="utf-8") as f:
+    json.dump(spec, f)
+  model, params, _ = align_export.load(str(export))
+  _, llm = weights.load(straight[0].llm.model)
+  assert model.llm.cfg.param_dtype == "bfloat16"
+  _assert_trees_equal(params["llm"], jax.tree.map(lambda x: np.asarray(x, jnp.bfloat16), llm))
+
+
 def test_optimizer_equals_optax_adamw_per_group(base):
   """Our clip -> Adam -> decay -> per-group rate chain == optax.multi_transform of adamw per group."""
   a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
@@ -307,26 +324,35 @@ def test_random_encoder_control_aligns_an_untrained_encoder_and_exports_it(base,
 
 
 def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
-  losses = {}
-  for dtype in ("float32", "bfloat16"):
-    config, workdir = _workdir(base, tmp_path / dtype)
-    config.llm.dtype = dtype
+  losses, llm_bytes = {}, {}
+  for dtype, param_dtype in (("float32", "float32"), ("bfloat16", "float32"), ("bfloat16", "bfloat16")):
+    config, workdir = _workdir(base, tmp_path / f"{dtype}-{param_dtype}")
+    config.llm.dtype, config.llm.param_dtype = dtype, param_dtype
     parts = align.build(config, workdir)
     batch = _batches(parts, workdir, 1)[0]
     state = parts.init(None)
     soft = parts.model.soft_tokens(align.params_of(parts, state), batch)
     embeds = parts.model.llm.apply({"params": parts.frozen["llm"]}, batch["input_ids"], method="embed")
     assert embeds.dtype == jnp.dtype(dtype)  # the LLM really computes in the configured dtype
+    # the frozen LLM is stored as configured, loaded straight from the float32 checkpoint
+    assert {x.dtype for x in jax.tree.leaves(parts.frozen["llm"])} == {jnp.dtype(param_dtype)}
+    llm_bytes[param_dtype] = sum(x.nbytes for x in jax.tree.leaves(parts.frozen["llm"]))
     state, m = parts.step(state, batch)
     assert soft.dtype == jnp.float32 and m["loss"].dtype == jnp.float32
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
     assert not bool(m["skipped"])
-    losses[dtype] = float(m["loss"])
-  assert losses["bfloat16"] != losses["float32"]
-  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+    losses[dtype, param_dtype] = float(m["loss"])
+  reference = losses["float32", "float32"]
+  for key in (("bfloat16", "float32"), ("bfloat16", "bfloat16")):
+    assert losses[key] != reference and losses[key] == pytest.approx(reference, rel=2e-2)
+  assert llm_bytes["bfloat16"] * 2 == llm_bytes["float32"]
   config.llm.dtype = "float16"
   with pytest.raises(config_blocks.ConfigError, match="llm.dtype='float16'; expected float32 or bfloat16"):
     stages.check_config(config)
+  # a full fine-tune in bfloat16 weights would round the LLM's 1e-6 updates away: refused, named
+  config.llm.dtype, config.align.mode = "bfloat16", "full"
+  with pytest.raises(config_blocks.ConfigError, match="llm.param_dtype='bfloat16' with align.mode='full'"):
+    align.build(config, workdir)
 
 
 def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():

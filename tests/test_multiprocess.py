@@ -1,6 +1,6 @@
 """`launch/local_multiprocess.sh 2` (two processes x 4 CPU devices, one 8-device mesh) pre-trains
-the smoke config with the losses and parameters of one process with 8 devices; only process 0
-builds the data set and writes the results."""
+the smoke config, and aligns it to a tiny LLM, with the losses and parameters of one process with
+8 devices; only process 0 builds the data set and writes the results."""
 
 import json
 import os
@@ -14,35 +14,41 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _result(workdir):
-  with open(os.path.join(workdir, "pretrain", "result.json"), encoding="utf-8") as f:
+def _result(workdir, stage="pretrain"):
+  with open(os.path.join(workdir, stage, "result.json"), encoding="utf-8") as f:
     return json.load(f)
 
 
-def _params(workdir):
-  return ocp.StandardCheckpointer().restore(os.path.join(workdir, "pretrain", "export", "params"))
+def _params(workdir, stage="pretrain"):
+  return ocp.StandardCheckpointer().restore(os.path.join(workdir, stage, "export", "params"))
+
+
+def _launch_both(tmp_path, overrides):
+  """(process logs, the single process's stdout) of the smoke config with `overrides`, run by two
+  processes x 4 devices into tmp_path/multi and by one process x 8 devices into tmp_path/single."""
+  multi, single, logs = tmp_path / "multi", tmp_path / "single", tmp_path / "logs"
+  env = dict(os.environ, LOG_DIR=str(logs), PYTHON=sys.executable)
+  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir", str(multi),
+                        *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert "launch: process 1: XLA_FLAGS=--xla_force_host_platform_device_count=4" in out.stdout
+  one = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", str(single),
+                        *overrides],
+                       cwd=ROOT, env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+                                          JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=900)
+  assert one.returncode == 0, one.stderr[-3000:]
+  return [(logs / f"process_{i}.log").read_text() for i in range(2)], one.stdout
 
 
 @pytest.mark.slow  # about 1 minute per mesh on 2 cores: `make test-slow`
 @pytest.mark.parametrize("mesh", ["data", "fsdp"])  # fsdp: parameters and optimizer state split across processes
 def test_two_processes_match_one_process_with_eight_devices(tmp_path, mesh):
-  multi, single, logs = tmp_path / "multi", tmp_path / "single", tmp_path / "logs"
-  env = dict(os.environ, LOG_DIR=str(logs), PYTHON=sys.executable)
+  multi, single = tmp_path / "multi", tmp_path / "single"
   axes = [f"--config.mesh.{a}={8 if a == mesh else 1}" for a in ("data", "fsdp", "tensor")]
-  out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir", str(multi), *axes],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert "launch: process 1: XLA_FLAGS=--xla_force_host_platform_device_count=4" in out.stdout
-  one = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", str(single),
-                        *axes],
-                       cwd=ROOT, env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-                                          JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=900)
-  assert one.returncode == 0, one.stderr[-3000:]
-
-  process = [(logs / f"process_{i}.log").read_text() for i in range(2)]
+  process, one_stdout = _launch_both(tmp_path, axes)
   assert "uqa-jax: 2 processes (flags), 8 devices (4 per process)" in process[0]
   shape = str({a: 8 if a == mesh else 1 for a in ("data", "fsdp", "tensor")})
-  assert f"mesh {shape}" in process[0] and f"mesh {shape}" in one.stdout
+  assert f"mesh {shape}" in process[0] and f"mesh {shape}" in one_stdout
   # process 0 built the data and printed; process 1 waited and printed nothing
   assert "[data] start" in process[0] and "OK: no problems found" in process[0]
   assert "[data] process 1 waits for process 0" in process[1]
@@ -54,6 +60,32 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path, mesh):
   for k in ("recall@10", "ndcg@10"):
     assert abs(got["model"][k] - want["model"][k]) < 1e-6, k
   a, b = _params(multi), _params(single)
+  for x, y in zip(jax_leaves(a), jax_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow  # Stage 1 then 6 align steps of a tiny LLM, twice: ~2 min on 2 cores
+def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokenizer):
+  """Stage 2 full fine-tuning on fsdp=8: the LLM, the adapter and their AdamW state are split
+  across the two processes; the step losses, the eval answer NLL (each process evaluates its rows
+  of every batch) and the exported parameters equal one process's."""
+  from tests import tiny_llm  # pylint: disable=import-outside-toplevel
+  llm = tiny_llm.make_dir(str(tmp_path / "llm"), tokenizer)
+  overrides = [f"--config.llm.model={llm}", "--config.input.max_text_len=96", "--config.input.pad_multiple=0",
+               "--config.pretrain.steps=3", "--config.stages=('data', 'pretrain', 'align')",
+               "--config.align.mode=full", "--config.align.schedule=constant", "--config.align.steps=6",
+               "--config.align.batch_size=8", "--config.align.log_every=1", "--config.align.checkpoint_every=3",
+               "--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tensor=1"]
+  process, _ = _launch_both(tmp_path, overrides)
+  assert "[align] start" in process[0] and "align: step 6/6" in process[0], process[0][-3000:]
+  assert "align: step" not in process[1]
+  got, want = _result(tmp_path / "multi", "align"), _result(tmp_path / "single", "align")
+  assert len(got["loss_curve"]) == len(want["loss_curve"]) == 6
+  np.testing.assert_allclose(np.array(got["loss_curve"]), np.array(want["loss_curve"]), rtol=0, atol=1e-5)
+  for key in ("eval_before", "eval"):
+    assert abs(got[key]["answer_nll"] - want[key]["answer_nll"]) < 1e-5, key
+  a, b = _params(tmp_path / "multi", "align"), _params(tmp_path / "single", "align")
+  assert sorted(a) == sorted(b) == ["adapter", "llm"]
   for x, y in zip(jax_leaves(a), jax_leaves(b)):
     np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
 
@@ -95,9 +127,9 @@ def test_process_flags_without_a_coordinator_are_an_error():
 def test_a_one_process_stage_stops_a_multi_process_run_before_any_work(tmp_path):
   env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"), PYTHON=sys.executable)
   out = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir",
-                        str(tmp_path / "w"), "--config.stages=('data', 'pretrain', 'align')"],
+                        str(tmp_path / "w"), "--config.stages=('data', 'pretrain', 'evaluate')"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   log = (tmp_path / "logs" / "process_0.log").read_text()
-  assert "[align] runs in one process for now: drop --num_processes" in log, log[-2000:]
+  assert "[evaluate] runs in one process for now: drop --num_processes" in log, log[-2000:]
   assert not os.path.exists(tmp_path / "w" / "data")  # stopped before the data stage

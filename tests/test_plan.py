@@ -1,7 +1,9 @@
 """The memory planner: sizes parse, state bytes match the allocated state, the largest batch is
-the largest that fits, and Stage 1 stops before allocating a step that cannot fit."""
+the largest that fits, Stage 1 stops before allocating a step that cannot fit, and Stage 2 before
+it reads the LLM's weights; the planned executables run the first steps."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +16,8 @@ from uqa_jax import distributed
 from uqa_jax import plan
 from uqa_jax import stages
 from uqa_jax.data import pipeline
+from uqa_jax.llm import sharded_load
+from uqa_jax.stages import align
 from uqa_jax.stages import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +70,7 @@ def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
                         str(tmp_path), "--config.pretrain.device_memory=1MiB"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)
   assert out.returncode != 0
-  assert "[pretrain] the training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
+  assert "[pretrain] the pretrain training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
   assert "device memory 1.0 MiB: the step does NOT fit" in out.stderr and "--config.mesh.fsdp=" in out.stderr
   assert not os.path.exists(tmp_path / "pretrain" / "checkpoints")
 
@@ -92,6 +96,98 @@ def test_scale_1b_on_this_machine_runs_or_stops_with_the_planner_figures(tmp_pat
   if out.returncode == 0:  # a machine with the memory for it ran a step
     assert "pretrain: step 1/1" in out.stdout or "pretrain: final" in out.stdout, out.stdout[-2000:]
     return
-  assert "[pretrain] the training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
+  assert "[pretrain] the pretrain training step does not fit the devices; nothing was allocated" in out.stderr, out.stderr[-3000:]
   assert "1,213,583,488 parameters" in out.stderr and "--config.mesh.fsdp=" in out.stderr
   assert not os.path.exists(tmp_path / "pretrain" / "checkpoints")
+
+
+# --- Stage 2 (align) -----------------------------------------------------------------
+
+def _align_workdir(tiny_llm_base, path, **llm_fields):
+  """(config, a workdir holding the tiny LLM base's data and Stage 1): align 2 adapter-only steps of batch 4."""
+  from tests.conftest import tiny_llm_config  # pylint: disable=import-outside-toplevel
+  llm_dir, base = tiny_llm_base
+  for stage in ("data", "pretrain"):
+    shutil.copytree(os.path.join(base, stage), path / stage)
+  config = tiny_llm_config(llm_dir)
+  config.stages = ("data", "pretrain", "align")
+  a = config.align
+  a.batch_size, a.steps, a.schedule, a.mode = 4, 2, "constant", "adapter"
+  for key, value in llm_fields.items():
+    setattr(config.llm, key, value)
+  return config, str(path)
+
+
+def _align_target(parts, workdir):
+  return plan.align_target(parts.program, parts.pipe, os.path.join(workdir, "data"), parts.tokenizer, parts.mesh)
+
+
+@pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
+def test_align_state_bytes_equal_the_allocated_state_and_frozen_groups(tiny_llm_base, tmp_path, param_dtype):
+  config, workdir = _align_workdir(tiny_llm_base, tmp_path, param_dtype=param_dtype)
+  parts = align.build(config, workdir)
+  p = plan.plan(_align_target(parts, workdir), memory=1 << 40)
+  state = parts.init(None)  # one device: everything whole
+  held = (state, parts.frozen)
+  assert p.name == "align" and p.fits
+  assert p.state_bytes == sum(x.nbytes for x in jax.tree.leaves(held))
+  assert p.parameters == sum(x.size for x in jax.tree.leaves((state.params, parts.frozen)))
+  llm = parts.frozen["llm"]
+  assert {x.dtype for x in jax.tree.leaves(llm)} == {np.dtype(jax.numpy.dtype(param_dtype))}
+  assert p.step.peak >= p.state_bytes
+
+
+def test_align_stops_before_reading_the_llm_weights_when_the_step_cannot_fit(tiny_llm_base, tmp_path, monkeypatch):
+  config, workdir = _align_workdir(tiny_llm_base, tmp_path)
+  config.align.device_memory = "1MiB"
+
+  def read(*args, **kwargs):
+    raise AssertionError("the LLM's weights were read before the plan")
+  monkeypatch.setattr(sharded_load, "load_onto", read)
+  with pytest.raises(plan.DoesNotFit, match="the align training step does not fit the devices") as e:
+    align.build(config, workdir, log=lambda *_: None)
+  assert "--config.llm.param_dtype=bfloat16" in str(e.value) and "device memory 1.0 MiB" in str(e.value)
+
+
+def test_the_planned_align_executable_runs_the_first_step_without_compiling_again(tiny_llm_base, tmp_path):
+  config, workdir = _align_workdir(tiny_llm_base, tmp_path)
+  config.input.pad_multiple = 0  # batches at the full text length, the shape the plan compiles
+  lines = []
+  parts = align.build(config, workdir, log=lines.append)
+  assert any(line.startswith("plan: align step needs") for line in lines), lines
+  path = os.path.join(workdir, "data", "align_data_train.arrow")
+  data = pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer)
+  batch = next(distributed.GlobalBatches(iter(data), parts.batch_sharding))
+  _, metrics = parts.step(parts.init(None), batch)
+  assert np.isfinite(float(metrics["loss"]))
+  assert parts.program.step._jit._cache_size() == 0  # pylint: disable=protected-access  # the plan's executable ran
+
+
+def test_plan_cli_plans_the_align_step_from_the_stage1_export(tiny_llm_base, tmp_path):
+  config, workdir = _align_workdir(tiny_llm_base, tmp_path)
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/smoke.py", "--workdir", workdir,
+                        "--stage", "align", "--nosearch", f"--config.llm.model={config.llm.model}",
+                        f"--config.input.max_text_len={config.input.max_text_len}", "--config.align.batch_size=4",
+                        "--config.align.steps=2", "--config.align.schedule=constant", "--config.align.mode=adapter"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  parts = align.build(config, workdir)
+  count = sum(x.size for x in jax.tree.leaves((parts.init(None).params, parts.frozen)))
+  assert f"plan: encoder from {workdir}/pretrain/export" in out.stdout, out.stdout
+  assert f"align step, mesh {{'data': 1, 'fsdp': 1, 'tensor': 1}} (cpu), {count:,} parameters" in out.stdout
+  bad = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/smoke.py", "--workdir", workdir,
+                        "--stage", "align", "--llm", "qwen9"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "--llm 'qwen9': unknown; expected one of qwen2.5-0.5b" in bad.stderr
+
+
+@pytest.mark.slow  # builds the paper-size synthetic data and compiles a 3B step on 8 simulated devices: ~2 min
+def test_plan_cli_plans_qwen_3b_alignment_over_fsdp_and_tensor_without_its_weights(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/qwen.py:3b", "--workdir",
+                        str(tmp_path / "w"), "--stage", "align", "--llm", "qwen2.5-3b", "--nosearch",
+                        "--config.data.source=synthetic"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "is not on this machine: its text is cut with the smollm2 tokenizer" in out.stdout
+  assert "align step, mesh {'data': 1, 'fsdp': 2, 'tensor': 4} (cpu)" in out.stdout, out.stdout[-2000:]
+  assert "LLM 36 layers x 2048, stored bfloat16, computing bfloat16, remat; align mode adapter" in out.stdout

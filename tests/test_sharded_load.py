@@ -1,5 +1,7 @@
 """LLM weights load straight into a (1,2,4) mesh, tensor by tensor: the values equal
-`weights.load`'s and host memory never holds more than a small part of the model."""
+`weights.load`'s and host memory never holds more than a small part of the model; stored as
+bfloat16 they equal the float32 values rounded, from a float32 or a bfloat16 checkpoint; a rule
+that cannot split a parameter is an error naming it, and configs/qwen.py:3b's override avoids it."""
 
 import os
 import subprocess
@@ -54,6 +56,43 @@ assert tuple(kernel.sharding.spec) == (None, "fsdp", "tensor"), kernel.sharding.
 assert max(s.data.size for s in kernel.addressable_shards) * 8 == kernel.size  # each device holds 1/8
 print(f"model {model_bytes} bytes, largest tensor {largest}, host peak while loading {peak}")
 assert largest <= peak < model_bytes / 4, (peak, largest, model_bytes)  # a tensor + a shard or two, not the model
+
+# bfloat16 storage: from this float32 checkpoint, and from the same checkpoint saved in bfloat16
+import ml_dtypes, shutil
+bf16_path = path + "-bf16"
+shutil.copytree(path, bf16_path)
+for file in set(weight_map.values()):
+  f32 = safetensors.numpy.load_file(os.path.join(path, file))
+  safetensors.numpy.save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in f32.items()},
+                              os.path.join(bf16_path, file), metadata={"format": "pt"})
+rounded = jax.tree.map(lambda w: w.astype(ml_dtypes.bfloat16), want)
+for source in (path, bf16_path):
+  _, params = sharded_load.load_sharded(source, shardings, dtype="bfloat16")
+  for got, w in zip(jax.tree.leaves(params), jax.tree.leaves(rounded)):
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(got), w)
+_, params = sharded_load.load_sharded(bf16_path, shardings)  # a bfloat16 checkpoint stored as float32: exact
+for got, w in zip(jax.tree.leaves(params), jax.tree.leaves(rounded)):
+  assert got.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(got), w.astype(np.float32))
+np.testing.assert_array_equal(weights.read_embedding(path), want["embedding"])  # the one tensor, read alone
+
+# Qwen2.5-3B's 2 KV heads do not split over tensor 4: named; configs/qwen.py:3b replicates them
+from configs import qwen
+from uqa_jax.llm import config as llm_config
+qwen3b = llm_config.PRESETS["qwen2.5-3b"].replace(num_layers=1)
+try:
+  sharded_load.decoder_shardings(qwen3b, mesh)
+  raise SystemExit("expected an error: kv_heads 2 over tensor 4")
+except ValueError as e:
+  assert "its axis 'kv_heads' has size 2, which the rule kv_heads -> ('tensor',) cannot split 4 ways" in str(e), e
+  assert "--config.sharding_rules.kv_heads='()'" in str(e), e
+sh = sharded_load.decoder_shardings(qwen3b, mesh, parallel.config_rules(qwen.get_config("3b")))
+assert tuple(sh["layers"]["attn"]["k_kernel"].spec) == (None, "fsdp", None, None)
+assert tuple(sh["layers"]["attn"]["q_kernel"].spec) == (None, "fsdp", "tensor", None)
+sh = sharded_load.decoder_shardings(llm_config.PRESETS["qwen2.5-7b"].replace(num_layers=1), mesh,
+                                    parallel.config_rules(qwen.get_config("7b")))
+assert tuple(sh["layers"]["attn"]["k_kernel"].spec) == (None, "fsdp", "tensor", None)  # 4 KV heads split
 print("ok")
 """
 

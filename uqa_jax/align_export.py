@@ -45,8 +45,8 @@ def checksum(tree) -> float:
   return float(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
 
 
-def embedding_rms(llm_params) -> float:
-  return float(np.sqrt(np.mean(np.square(np.asarray(llm_params["embedding"], np.float32)))))
+def embedding_rms(embedding_VxM) -> float:
+  return float(np.sqrt(np.mean(np.square(np.asarray(embedding_VxM, np.float32)))))
 
 
 def save(directory: str, spec: dict, saved_params: dict) -> None:
@@ -83,13 +83,17 @@ def load(directory: str):
     raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
   encoder, encoder_params, _ = encoder_export.load(spec["encoder_export"])
   llm_cfg, llm_params = weights.load(spec["llm"]["model"])
-  if not np.isclose(embedding_rms(llm_params), spec["adapter"]["embed_rms"], rtol=1e-6):
+  rms = embedding_rms(llm_params["embedding"])
+  if not np.isclose(rms, spec["adapter"]["embed_rms"], rtol=1e-6):
     raise ExportError(f"{path}: the LLM at {spec['llm']['model']} is not the one this model was aligned with "
-                      f"(token-embedding RMS {embedding_rms(llm_params):.6g}, aligned with {spec['adapter']['embed_rms']:.6g})")
+                      f"(token-embedding RMS {rms:.6g}, aligned with {spec['adapter']['embed_rms']:.6g})")
   if "encoder" not in spec["saved"] and not np.isclose(checksum(encoder_params), spec["encoder_checksum"], rtol=1e-9):
     raise ExportError(f"{path}: the encoder export {spec['encoder_export']} holds other weights than the "
                       "ones this model was aligned with")
-  llm = llm_model.Decoder(llm_cfg.replace(dtype=spec["llm"]["dtype"]))
+  param_dtype = spec["llm"].get("param_dtype", "float32")  # exports before the field: float32
+  llm = llm_model.Decoder(llm_cfg.replace(dtype=spec["llm"]["dtype"], param_dtype=param_dtype))
+  # stored as the run stored them (a bfloat16-stored frozen LLM is rounded the same way here)
+  llm_params = jax.tree.map(lambda x: np.asarray(x, jnp.dtype(param_dtype)), llm_params)
   adapter_cfg = AdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["adapter"].items()})
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]

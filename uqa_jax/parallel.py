@@ -39,8 +39,10 @@ RULES = (
     ("act_length", ()),
     ("act_embed", ()),
     ("act_heads", ("tensor",)),
+    ("act_kv_heads", ("tensor",)),  # the LLM's key/value heads (q/k/v and the KV cache)
     ("act_mlp", ("tensor",)),
-    # Not yet: names for the LLM's activations and KV cache (they follow the batch-sharded inputs).
+    ("act_vocab", ("tensor",)),  # the LLM's logits
+    ("cache_length", ()),  # the KV cache's slots
 )
 LOGICAL_AXES = tuple(name for name, _ in RULES)
 
@@ -159,11 +161,28 @@ def _fit(spec):
 
 
 def param_shardings(mesh: Mesh, abstract_params, axis_rules=None):
-  """NamedShardings for a (possibly boxed, `nn.Partitioned`) parameter tree."""
+  """NamedShardings for a (possibly boxed, `nn.Partitioned`) parameter tree; a parameter axis
+  that its rule splits over more devices than its size divides by is an error naming both."""
+  axis_rules = axis_rules or rules()
   specs = nn.get_partition_spec(abstract_params)
-  mesh_specs = nn.logical_to_mesh(specs, axis_rules or rules())
+  mesh_specs = nn.logical_to_mesh(specs, axis_rules)
+  boxed = jax.tree_util.tree_flatten_with_path(abstract_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+  for path, leaf in boxed:
+    if isinstance(leaf, nn.Partitioned):
+      _check_divides(jax.tree_util.keystr(path), leaf.value.shape, leaf.names, mesh, dict(axis_rules))
   return jax.tree.map(lambda s: NamedSharding(mesh, s), mesh_specs,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def _check_divides(where: str, shape, names, mesh: Mesh, table: dict) -> None:
+  for size, name in zip(shape, names):
+    axes = table.get(name)
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = math.prod(mesh.shape[a] for a in axes)
+    if size % ways:
+      raise ValueError(f"parameter {where}: its axis '{name}' has size {size}, which the rule {name} -> {axes} "
+                       f"cannot split {ways} ways on mesh {dict(mesh.shape)}; replicate it "
+                       f"(--config.sharding_rules.{name}='()') or use a mesh whose {'/'.join(axes)} size divides {size}")
 
 
 def shard_params(params, shardings):

@@ -1,9 +1,11 @@
 """Memory planner: what a training step needs on each device, found before anything is allocated.
 
   python -m uqa_jax.plan --config configs/scale.py:1b --mesh data=2,fsdp=4 [--device_memory 80GiB]
+  python -m uqa_jax.plan --config configs/qwen.py:7b --stage align --mesh fsdp=8 [--llm qwen2.5-7b]
 
-For the Stage 1 step of a config it prints the parameter count, the bytes of parameters and
-optimizer state each device holds (from the shardings `parallel.RULES` gives), the per-device
+For the Stage 1 (pretrain) or Stage 2 (align) step of a config it prints the parameter count,
+the bytes of parameters and optimizer state each device holds (from the shardings
+`parallel.RULES` gives; for align also the frozen groups: the LLM in adapter mode), the per-device
 memory of the ahead-of-time compiled step (`jit(...).lower(...).compile().memory_analysis()`:
 arguments + outputs - donated + temporaries; nothing runs), and the largest batch that fits
 the device memory. The step's memory is measured at the config's batch and at twice it, the
@@ -16,14 +18,22 @@ have. A mesh larger than this host's devices is planned on that many simulated C
 (`XLA_FLAGS=--xla_force_host_platform_device_count`, set before JAX starts): the figures are
 then the CPU compiler's, close to but not equal to an accelerator's.
 
-`check(parts)` is what Stage 1 calls before it allocates: a step that cannot fit stops the run
-with `DoesNotFit`, the figures and the device count it would need.
+The align step is planned from the LLM's config.json (or `--llm`, a `llm.config.PRESETS` name,
+when its weights are not on this machine): no weight is read. Its batch is planned at the full
+`input.max_text_len` (the size every batch has unless `input.pad_multiple` cuts it); with
+`--llm`, text that the config's tokenizer cannot give (its model is not here) is cut with the
+default model's tokenizer, which changes no shape. Without a Stage 1 export in the workdir the
+encoder is the config's, untrained (same shapes).
+
+`check(target)` is what Stages 1 and 2 call before they allocate: a step that cannot fit stops
+the run with `DoesNotFit`, the figures and the device count it would need.
 """
 
 import dataclasses
 import math
 import os
 import re
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -56,11 +66,57 @@ class StepMemory:
 
 
 @dataclasses.dataclass(frozen=True)
+class Target:
+  """A training step to plan: its compiled function and abstract arguments (nothing allocated)."""
+  name: str  # pretrain | align
+  step: Any  # parallel.Sharded: (state, *fixed, batch) -> ...
+  state: Any  # the trained state's ShapeDtypeStructs, with shardings
+  fixed: tuple  # further arguments before the batch (align: the frozen groups), abstract
+  example: Any  # one batch's shapes and dtypes (any batch size)
+  batch_shardings: Any
+  mesh: Any
+  batch_size: int
+  hints: tuple = ()  # what else would shrink the step, for DoesNotFit
+
+  def args(self, batch_size: int) -> tuple:
+    batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype, sharding=s),
+                         self.example, self.batch_shardings)
+    return (self.state, *self.fixed, batch)
+
+
+def pretrain_target(parts) -> Target:
+  """Stage 1's step (`pretrain.build`'s parts)."""
+  return Target("pretrain", parts.step, abstract_state(parts), (), parts.example, parts.batch_shardings,
+                parts.mesh, parts.cfg.batch_size,
+                () if parts.model.cfg.remat else ("--config.encoder.remat=True",))
+
+
+def align_target(prog, pipe, data_dir: str, tokenizer, mesh) -> Target:
+  """Stage 2's step (`align.program`), its batch as the align-train file gives it at the full
+  text length (`pipe` with `pad_multiple` off)."""
+  from uqa_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from uqa_jax.data import schema  # pylint: disable=import-outside-toplevel
+  cfg = dataclasses.replace(pipe, shuffle=False, pad_multiple=0)
+  batch = next(iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("align", "train")), cfg,
+                                          tokenizer=tokenizer)))
+  example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  llm_dtype = prog.model.llm.cfg.param_dtype
+  hints = () if llm_dtype == "bfloat16" or "llm" in prog.trainable else ("--config.llm.param_dtype=bfloat16",)
+  return Target("align", prog.step, prog.abstract_state(), (prog.abstract_frozen(),), example,
+                jax.tree.map(lambda _: prog.batch_sharding, example), mesh, pipe.batch_size, hints)
+
+
+def _target(x) -> Target:
+  return x if isinstance(x, Target) else pretrain_target(x)
+
+
+@dataclasses.dataclass(frozen=True)
 class Plan:
+  name: str
   mesh: dict
   platform: str
-  parameters: int
-  state_bytes: int  # parameters + optimizer state held by one device
+  parameters: int  # trained and frozen
+  state_bytes: int  # parameters (trained and frozen) + optimizer state held by one device
   step: StepMemory  # at the config's batch
   device_memory: int | None
   max_batch: int | None  # None: not searched; 0: not even the smallest batch fits
@@ -77,7 +133,7 @@ class Plan:
 
   def lines(self) -> list[str]:
     s = self.step
-    out = [f"mesh {self.mesh} ({self.platform}), {self.parameters:,} parameters",
+    out = [f"{self.name} step, mesh {self.mesh} ({self.platform}), {self.parameters:,} parameters",
            f"per device: parameters + optimizer state {_gib(self.state_bytes)}; step at batch {s.batch_size}: "
            f"{_gib(s.peak)} (arguments {_gib(s.arguments)}, outputs {_gib(s.outputs)}, donated "
            f"{_gib(s.aliased)}, temporaries {_gib(s.temporaries)})"]
@@ -123,19 +179,18 @@ def device_memory(device) -> int:
   return psutil.virtual_memory().available // len(jax.local_devices(backend=device.platform))
 
 
-def step_memory(parts, batch_size: int, keep: bool = False, state=None) -> StepMemory:
-  """The compiled Stage 1 step's per-device memory at `batch_size` (lowered on shapes only);
-  `keep`: the step keeps the executable, so the run's first step does not compile it again;
-  `state`: `abstract_state(parts)`, when the caller has it."""
-  state = abstract_state(parts) if state is None else state
-  batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype, sharding=s),
-                       parts.example, parts.batch_shardings)
-  m = parts.step.compile(state, batch, keep=keep).memory_analysis()
+def step_memory(target, batch_size: int, keep: bool = False) -> StepMemory:
+  """The compiled step's per-device memory at `batch_size` (lowered on shapes only); `target`: a
+  `Target` or Stage 1's parts; `keep`: the step keeps the executable, so the run's first step
+  does not compile it again."""
+  t = _target(target)
+  m = t.step.compile(*t.args(batch_size), keep=keep).memory_analysis()
   return StepMemory(batch_size, m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes,
                     m.temp_size_in_bytes)
 
 
 def abstract_state(parts):
+  """Stage 1's TrainState: shapes, dtypes and shardings."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       jax.eval_shape(parts.init, jax.random.PRNGKey(0)), parts.state_shardings)
 
@@ -145,27 +200,28 @@ def state_bytes_per_device(state) -> int:
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
 
 
-def plan(parts, memory: int | None = None, search: bool = False, log=None) -> Plan:
-  """The plan of Stage 1's step for `parts` (`pretrain.build`); `search`: also the largest batch."""
-  state = abstract_state(parts)
-  step = step_memory(parts, parts.cfg.batch_size, keep=True, state=state)
-  device = next(d for d in parts.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
+def plan(target, memory: int | None = None, search: bool = False, log=None) -> Plan:
+  """The plan of a step (`Target`, or Stage 1's parts); `search`: also the largest batch."""
+  t = _target(target)
+  step = step_memory(t, t.batch_size, keep=True)
+  device = next(d for d in t.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
   memory = device_memory(device) if memory is None else memory
-  max_batch = _largest_batch(parts, step, memory, log) if search else None
-  return Plan(mesh=dict(parts.mesh.shape), platform=device.platform,
-              parameters=sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
-              state_bytes=state_bytes_per_device(state), step=step, device_memory=memory,
+  max_batch = _largest_batch(t, step, memory, log) if search else None
+  held = (t.state.params, *t.fixed)
+  return Plan(name=t.name, mesh=dict(t.mesh.shape), platform=device.platform,
+              parameters=sum(math.prod(x.shape) for x in jax.tree.leaves(held)),
+              state_bytes=state_bytes_per_device((t.state, *t.fixed)), step=step, device_memory=memory,
               max_batch=max_batch)
 
 
-def _largest_batch(parts, step: StepMemory, memory: int, log, tries: int = 6) -> int:
+def _largest_batch(t: Target, step: StepMemory, memory: int, log, tries: int = 6) -> int:
   """Secant search on the compiled peak: each new batch is where the line through the last two
   measured batches meets the memory; stops within 5% of the memory or after `tries` compiles."""
-  unit = parts.mesh.shape["data"] * parts.mesh.shape["fsdp"]  # a batch splits evenly over these
+  unit = t.mesh.shape["data"] * t.mesh.shape["fsdp"]  # a batch splits evenly over these
   points = [(step.batch_size, step.peak)]
   batch = 2 * step.batch_size
   for _ in range(tries):
-    peak = step_memory(parts, batch).peak
+    peak = step_memory(t, batch).peak
     if log:
       log(f"plan: batch {batch}: {_gib(peak)} per device")
     points.append((batch, peak))
@@ -184,17 +240,18 @@ def _largest_batch(parts, step: StepMemory, memory: int, log, tries: int = 6) ->
   return max(fitting, default=0)
 
 
-def check(parts, log=print, memory: int | None = None) -> Plan:
-  """Stage 1's check before it allocates: DoesNotFit (with the figures) when the step cannot fit."""
-  p = plan(parts, memory)
+def check(target, log=print, memory: int | None = None) -> Plan:
+  """A stage's check before it allocates: DoesNotFit (with the figures) when the step cannot fit."""
+  t = _target(target)
+  p = plan(t, memory)
   if not p.fits:
-    raise DoesNotFit("the training step does not fit the devices; nothing was allocated.\n  " +
+    raise DoesNotFit(f"the {t.name} training step does not fit the devices; nothing was allocated.\n  " +
                      "\n  ".join(p.lines()) +
                      f"\n  it would need about {p.devices_needed()} devices with {_gib(p.device_memory)} each "
                      f"(e.g. --config.mesh.fsdp={p.devices_needed()}), or a smaller batch"
-                     + ("" if parts.model.cfg.remat else ", or --config.encoder.remat=True")
+                     + "".join(f", or {h}" for h in t.hints)
                      + "; python -m uqa_jax.plan --config ... --mesh ... --device_memory ... plans another machine")
-  log(f"plan: step needs {_gib(p.step.peak)} per device of {_gib(p.device_memory)} "
+  log(f"plan: {t.name} step needs {_gib(p.step.peak)} per device of {_gib(p.device_memory)} "
       f"(parameters + optimizer state {_gib(p.state_bytes)})")
   return p
 
@@ -206,6 +263,9 @@ def _define_flags():
       mesh=flags.DEFINE_string("mesh", "", "axis=size pairs, e.g. data=2,fsdp=4 (default: the config's mesh)"),
       device_memory=flags.DEFINE_string("device_memory", "", "bytes per device, e.g. 80GiB (default: this host's)"),
       workdir=flags.DEFINE_string("workdir", None, "where the data stage's outputs are (default: as uqa_jax.main)"),
+      stage=flags.DEFINE_enum("stage", "pretrain", ["pretrain", "align"], "which stage's training step"),
+      llm=flags.DEFINE_string("llm", "", "align: plan for this architecture (a llm.config.PRESETS name, e.g. "
+                              "qwen2.5-7b) instead of reading the config's llm.model"),
       search=flags.DEFINE_bool("search", True, "also find the largest batch that fits"))
 
 
@@ -228,7 +288,11 @@ def main(argv) -> None:
   config = _FLAGS['config'].value
   if mesh:
     config.mesh = mesh
-  workdir = os.path.abspath(_FLAGS['workdir'].value or stages.default_workdir(flags.FLAGS["config"].config_filename))
+  workdir = _FLAGS['workdir'].value or stages.default_workdir(flags.FLAGS["config"].config_filename)
+  llm_cfg = None
+  if _FLAGS['stage'].value == "align":
+    llm_cfg, workdir = _llm_for_planning(config, _FLAGS['llm'].value, workdir)
+  workdir = os.path.abspath(workdir)
   if stages.status(workdir, "data", config) != "done":
     print(f"plan: building the data set first (its vocabulary sizes shape the model): {workdir}/data")
     stages.run("data", config, workdir)
@@ -241,11 +305,51 @@ def main(argv) -> None:
       devices = jax.devices("cpu")
     devices = devices[:n]
   parts = pretrain.build(config, workdir, devices=devices)
+  target = parts if llm_cfg is None else config_align_target(config, workdir, parts, llm_cfg, log=print)
   memory = parse_memory(_FLAGS['device_memory'].value) if _FLAGS['device_memory'].value else None
-  p = plan(parts, memory, search=_FLAGS['search'].value, log=print)
+  p = plan(target, memory, search=_FLAGS['search'].value, log=print)
   print("\n".join(p.lines()))
   if not p.fits:
     print(f"needs about {p.devices_needed()} devices with {_gib(p.device_memory)} each")
+
+
+def _llm_for_planning(config, preset: str, workdir: str):
+  """(the LLM's config, the workdir): `preset`'s architecture, or the config's model's config.json.
+  A model that is not on this machine lends its tokenizer to no one: the data set is then built
+  with the default model's tokenizer in `<workdir>-plan` (shapes only; see the module doc)."""
+  from uqa_jax.llm import assets  # pylint: disable=import-outside-toplevel
+  from uqa_jax.llm import config as llm_config  # pylint: disable=import-outside-toplevel
+  from uqa_jax.llm import weights  # pylint: disable=import-outside-toplevel
+  if not preset:
+    return weights.read_config(config.llm.model), workdir
+  if preset not in llm_config.PRESETS:
+    raise app.UsageError(f"--llm {preset!r}: unknown; expected one of {', '.join(llm_config.PRESETS)}")
+  if not (config.llm.model == assets.DEFAULT_MODEL or os.path.exists(config.llm.model)):
+    print(f"plan: llm.model {config.llm.model!r} is not on this machine: its text is cut with the "
+          f"{assets.DEFAULT_MODEL} tokenizer (batches are padded to input.max_text_len, so no shape changes); "
+          f"data set in {workdir}-plan")
+    config.llm.model, workdir = assets.DEFAULT_MODEL, workdir + "-plan"
+  return llm_config.PRESETS[preset], workdir
+
+
+def config_align_target(config, workdir: str, parts, llm_cfg, log=None) -> Target:
+  """The align step of `config` with the LLM `llm_cfg` on Stage 1's mesh (`parts`:
+  `pretrain.build`'s): the workdir's Stage 1 export when there is one, else the config's encoder
+  untrained (same shapes). Nothing is read but the data set, the export and the tokenizer."""
+  from uqa_jax.encoders import export as encoder_export  # pylint: disable=import-outside-toplevel
+  from uqa_jax.llm import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
+  from uqa_jax.stages import data as data_stage  # pylint: disable=import-outside-toplevel
+  export = os.path.join(workdir, "pretrain", "export")
+  encoder = encoder_export.load(export)[0] if os.path.isdir(export) else parts.model
+  if log:
+    log(f"plan: encoder {'from ' + export if os.path.isdir(export) else 'of the config (no Stage 1 export)'}; "
+        f"LLM {llm_cfg.num_layers} layers x {llm_cfg.d_model}, stored {config.llm.param_dtype}, computing "
+        f"{config.llm.dtype}{', remat' if config.llm.remat else ''}; align mode {config.align.mode}")
+  prog = align.program(config, align.make_model(config, encoder, llm_cfg), parts.has_time, parts.mesh,
+                       align.train_rows(workdir))
+  tokenizer = tokenizer_lib.load_tokenizer(config.llm.model)
+  return align_target(prog, align.make_pipeline(config), data_stage.data_dir(workdir), tokenizer, parts.mesh)
 
 
 if __name__ == "__main__":

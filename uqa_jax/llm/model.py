@@ -6,7 +6,10 @@ L layers.
 
 Pre-RMSNorm blocks: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); RoPE on q and k
 (rotate-half convention, the checkpoint's theta); grouped-query attention (`attend`); layers stacked with `nn.scan`, so parameters of a block carry a
-leading `layers` axis. Every parameter carries logical axis names (see `uqa_jax.parallel`).
+leading `layers` axis. Every parameter carries logical axis names (see `uqa_jax.parallel`), and
+so do the activations a sharded step pins (residual stream, q/k/v heads, MLP hidden, logits, KV
+cache: no-ops outside `parallel.Sharded`). `cfg.remat` recomputes each layer in the backward
+pass instead of keeping its activations (what a 3B/7B alignment step needs to fit).
 
 Key/value slots: a query at slot i attends to slots j <= i with `kv_mask[b, j]` (and always
 to itself, so a padding query never sees an empty row). With a cache, this call's keys and
@@ -17,7 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax import parallel
 from uqa_jax.llm.config import LLMConfig
+
+BTD = ("batch", "act_length", "act_embed")  # the residual stream
+BTHE = ("batch", "act_length", "act_heads", "head_dim")
+BTKE = ("batch", "act_length", "act_kv_heads", "head_dim")
+CACHE = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")  # [L, B, S, K, E]
 
 Cache = dict  # {"k": [L, B, S, K, E], "v": [L, B, S, K, E]}
 
@@ -93,8 +102,9 @@ class Attention(nn.Module):
       q_BxTxHxE += _param(self, "q_bias", (c.num_heads, c.head_dim), ("heads", "head_dim"), pd, zeros).astype(dt)
       k_BxTxKxE += _param(self, "k_bias", (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, zeros).astype(dt)
       v_BxTxKxE += _param(self, "v_bias", (c.num_kv_heads, c.head_dim), ("kv_heads", "head_dim"), pd, zeros).astype(dt)
-    q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, c.rope_theta)
-    k_BxTxKxE = rope(k_BxTxKxE, positions_BxT, c.rope_theta)
+    q_BxTxHxE = parallel.constrain(rope(q_BxTxHxE, positions_BxT, c.rope_theta), BTHE)
+    k_BxTxKxE = parallel.constrain(rope(k_BxTxKxE, positions_BxT, c.rope_theta), BTKE)
+    v_BxTxKxE = parallel.constrain(v_BxTxKxE, BTKE)
     if cache_kv is not None:
       # The whole cache rides in the scan carry and is updated in place at (layer, slot);
       # a scanned-out cache would be copied every layer.
@@ -103,7 +113,7 @@ class Attention(nn.Module):
       v_all = jax.lax.dynamic_update_slice(v_all, v_BxTxKxE[None].astype(v_all.dtype), (layer, 0, slot, 0, 0))
       k_BxSxKxE = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)
       v_BxSxKxE = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)
-      new_cache = (k_all, v_all)
+      new_cache = (parallel.constrain(k_all, CACHE), parallel.constrain(v_all, CACHE))
     else:
       k_BxSxKxE, v_BxSxKxE, new_cache = k_BxTxKxE, v_BxTxKxE, None
     out_BxTxHxE = attend(q_BxTxHxE, k_BxSxKxE.astype(dt), v_BxSxKxE.astype(dt), mask_Bx1xTxS)
@@ -122,7 +132,7 @@ class MLP(nn.Module):
     up = _param(self, "up_kernel", (c.d_model, c.d_ff), ("embed", "mlp"), pd)
     down = _param(self, "down_kernel", (c.d_ff, c.d_model), ("mlp", "embed"), pd)
     x = x_BxTxD.astype(dt)
-    h_BxTxF = nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt))
+    h_BxTxF = parallel.constrain(nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt)), ("batch", "act_length", "act_mlp"))
     return h_BxTxF @ down.astype(dt)
 
 
@@ -138,9 +148,9 @@ class Block(nn.Module):
     cache_kv = None if cache is None else (*cache, layer)
     h, cache = Attention(c, name="attn")(RMSNorm(c.rms_eps, pd, name="attn_norm")(x_BxTxD),
                                          positions_BxT, mask_Bx1xTxS, cache_kv, slot)
-    x_BxTxD = x_BxTxD + h
+    x_BxTxD = parallel.constrain(x_BxTxD + h, BTD)
     x_BxTxD = x_BxTxD + MLP(c, name="mlp")(RMSNorm(c.rms_eps, pd, name="mlp_norm")(x_BxTxD))
-    return (x_BxTxD, cache, layer + 1), None
+    return (parallel.constrain(x_BxTxD, BTD), cache, layer + 1), None
 
 
 def attention_mask(kv_mask_BxS, slot, num_queries):
@@ -164,8 +174,9 @@ class Decoder(nn.Module):
     self.embedding = self.param(
         "embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
         (c.vocab_size, c.d_model), pd)
+    block = nn.remat(Block) if c.remat else Block  # keeps each layer's input only; recomputes the rest
     self.layers = nn.scan(
-        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        block, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
     self.norm = RMSNorm(c.rms_eps, pd, name="norm")
@@ -189,6 +200,7 @@ class Decoder(nn.Module):
     if (tokens is None) == (embeds is None):
       raise ValueError("Decoder: pass exactly one of tokens [B, T] or embeds [B, T, D]")
     x_BxTxD = self.embed(tokens) if embeds is None else embeds.astype(jnp.dtype(self.cfg.dtype))
+    x_BxTxD = parallel.constrain(x_BxTxD, BTD)
     mask = attention_mask(kv_mask, slot, x_BxTxD.shape[1])
     kv = None if cache is None else (cache["k"], cache["v"])
     (x_BxTxD, kv, _), _ = self.layers((x_BxTxD, kv, jnp.int32(0)), positions, mask, slot)
@@ -199,7 +211,15 @@ class Decoder(nn.Module):
     x_BxTxD = self.norm(x_BxTxD)
     head = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
     logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD.astype(jnp.float32), head.astype(jnp.float32))
+    logits_BxTxV = parallel.constrain(logits_BxTxV, ("batch", "act_length", "act_vocab"))
     return logits_BxTxV, None if kv is None else {"k": kv[0], "v": kv[1]}
+
+
+def init_params(cfg: LLMConfig, rng):
+  """The decoder's parameters (boxed with their logical axes) from a two-token example; under
+  `jax.eval_shape` the shapes, dtypes and names alone."""
+  ids_1x2 = jnp.zeros((1, 2), jnp.int32)
+  return Decoder(cfg).init(rng, ids_1x2, positions=ids_1x2, kv_mask=jnp.ones((1, 2), jnp.int32))["params"]
 
 
 def init_cache(cfg: LLMConfig, batch: int, length: int, dtype=None) -> Cache:

@@ -27,19 +27,21 @@ from uqa_jax.llm.config import LLMConfig
 
 def decoder_shardings(cfg: LLMConfig, mesh, axis_rules=None):
   """The decoder's parameter shardings on `mesh` under the rules (from shapes only)."""
-  ids = jnp.zeros((1, 2), jnp.int32)
-  init = lambda r: llm_model.Decoder(cfg).init(r, ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"]
-  return parallel.param_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)), axis_rules)
+  abstract = jax.eval_shape(lambda r: llm_model.init_params(cfg, r), jax.random.PRNGKey(0))
+  return parallel.param_shardings(mesh, abstract, axis_rules)
 
 
-def load_onto(model: str, mesh, axis_rules=None) -> tuple[LLMConfig, dict]:
-  """`weights.load(model)` with the parameters placed on `mesh` by the rules: a Hugging Face
-  directory shard by shard (`load_sharded`); a GGUF file (dequantised whole) on the host first."""
+def load_onto(model: str, mesh, axis_rules=None, dtype="float32", shardings=None) -> tuple[LLMConfig, dict]:
+  """`weights.load(model)` stored as `dtype` and placed on `mesh` by the rules (or `shardings`,
+  when the caller has them): a Hugging Face directory shard by shard (`load_sharded`); a GGUF
+  file (dequantised whole) on the host first."""
   path = assets.resolve_model_path(model)
   if os.path.isdir(path):
-    return load_sharded(path, decoder_shardings(config_lib.from_hf_dir(path), mesh, axis_rules))
+    cfg = config_lib.from_hf_dir(path)
+    return load_sharded(path, shardings or decoder_shardings(cfg, mesh, axis_rules), dtype)
   cfg, params = weights.load(model)
-  return cfg, parallel.shard_params(params, decoder_shardings(cfg, mesh, axis_rules))
+  params = jax.tree.map(lambda x: np.asarray(x, jnp.dtype(dtype)), params)
+  return cfg, parallel.shard_params(params, shardings or decoder_shardings(cfg, mesh, axis_rules))
 
 
 def _our_shape(cfg: LLMConfig, name: str, layout: str, heads, shapes) -> tuple[int, ...]:
@@ -48,12 +50,14 @@ def _our_shape(cfg: LLMConfig, name: str, layout: str, heads, shapes) -> tuple[i
   return weights.LAYOUTS[layout][0](np.empty(hf, np.bool_), cfg, n).shape
 
 
-def load_sharded(path: str, shardings, dtype=np.float32) -> tuple[LLMConfig, dict]:
+def load_sharded(path: str, shardings, dtype="float32") -> tuple[LLMConfig, dict]:
   """(config, params as jax.Arrays with `shardings`) from a Hugging Face directory.
 
   `shardings` is a tree shaped like the parameters (e.g. `parallel.param_shardings` of the
-  decoder's boxed init); `dtype` the stored parameter dtype (float32 or bfloat16).
+  decoder's boxed init); `dtype` the stored parameter dtype (float32 or bfloat16): each shard is
+  converted from the checkpoint's dtype (float32, bfloat16 or float16) as it is cut.
   """
+  dtype = jnp.dtype(dtype)
   cfg = config_lib.from_hf_dir(path)
   read = weights.SafetensorsReader(path, framework="numpy")  # host arrays, one tensor at a time
   shapes = weights.expected_shapes(cfg)

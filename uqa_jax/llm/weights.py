@@ -193,7 +193,9 @@ class SafetensorsReader:
     self.handles = {}
 
   def __call__(self, name: str) -> np.ndarray:
-    file = self.weight_map[name]
+    file = self.weight_map.get(name)
+    if file is None:
+      raise CheckpointError(f"{self.path}: missing tensor {name!r}")
     if file not in self.handles:
       self.handles[file] = safe_open(os.path.join(self.path, file), framework=self.framework)
     return np.asarray(self.handles[file].get_tensor(name))
@@ -299,6 +301,30 @@ def load_gguf(path: str) -> tuple[LLMConfig, dict]:
     return w
 
   return cfg, from_hf_tensors(cfg, get, hf_names.keys(), path)
+
+
+def read_config(model: str = assets.DEFAULT_MODEL) -> LLMConfig:
+  """The model's hyper-parameters without reading its weights (config.json, or GGUF metadata)."""
+  path = assets.resolve_model_path(model)
+  if os.path.isfile(path) and path.endswith(".gguf"):
+    return gguf_config(gguf.GGUFReader(path), path)
+  if os.path.isdir(path):
+    return config_lib.from_hf_dir(path)
+  raise ValueError(f"model {model!r}: expected a Hugging Face directory or a .gguf file")
+
+
+def read_embedding(model: str = assets.DEFAULT_MODEL) -> np.ndarray:
+  """The token embedding [V, D] as float32, read alone from a Hugging Face directory (a GGUF
+  file is dequantised whole first)."""
+  path = assets.resolve_model_path(model)
+  if os.path.isdir(path):
+    cfg, name = config_lib.from_hf_dir(path), TENSORS[0][0]
+    w = SafetensorsReader(path, framework="numpy")(name)
+    if tuple(w.shape) != (cfg.vocab_size, cfg.d_model):
+      raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(w.shape)}, "
+                            f"expected {(cfg.vocab_size, cfg.d_model)}")
+    return np.asarray(w, np.float32)
+  return load(model)[1]["embedding"]
 
 
 def load(model: str = assets.DEFAULT_MODEL) -> tuple[LLMConfig, dict]:

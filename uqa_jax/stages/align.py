@@ -51,7 +51,9 @@ from uqa_jax import align_export
 from uqa_jax import checkpoint as checkpoint_lib
 from uqa_jax import choices
 from uqa_jax import config_blocks
+from uqa_jax import distributed
 from uqa_jax import parallel
+from uqa_jax import plan
 from uqa_jax import questions
 from uqa_jax import stages
 from uqa_jax import uqa_model
@@ -67,6 +69,7 @@ from uqa_jax.llm import assets
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.llm import sharded_load
+from uqa_jax.llm import weights
 from uqa_jax.stages import data as data_stage
 from uqa_jax.stages import train_loop
 
@@ -104,8 +107,13 @@ class AlignConfig:
   eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
   checkpoint_every: int = dataclasses.field(default=100, metadata=RUN_ONLY)
   max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)
+  # Memory one device may use, e.g. "80GiB" (empty: what the device reports); the step is planned
+  # against it before the LLM's weights are read (uqa_jax.plan), as pretrain.device_memory.
+  device_memory: str = dataclasses.field(default="", metadata=RUN_ONLY)
 
   def __post_init__(self):
+    if self.device_memory:
+      plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
     for key, valid in (("mode", choices.ALIGN_MODES), ("user", choices.ALIGN_USERS),
                        ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES), ("adapter_init", choices.ADAPTER_INITS)):
       if getattr(self, key) not in valid:
@@ -236,6 +244,31 @@ def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model
 
 
 @dataclasses.dataclass(frozen=True)
+class Program:
+  """The align step and its shardings, made from shapes alone: `build` runs it, the memory
+  planner (`plan.align_target`) compiles it on abstract arguments before any weight is read."""
+  model: uqa_model.UQAModel
+  total_steps: int
+  inits: dict  # group -> (PRNGKey -> boxed params): each group's shapes, dtypes and logical names
+  shardings: dict  # group -> parameter shardings
+  trainable: tuple
+  state_shardings: Any
+  batch_sharding: Any
+  init_state: Any  # {trainable group: params} -> AlignState, jitted onto state_shardings
+  step: Any  # parallel.Sharded: (state, frozen, batch) -> (state, metrics), state donated
+  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
+
+  def abstract_state(self):
+    """The AlignState's shapes, dtypes and shardings (nothing allocated)."""
+    boxed = jax.eval_shape(lambda r: {g: self.inits[g](r) for g in self.trainable}, jax.random.PRNGKey(0))
+    return _with_shardings(jax.eval_shape(self.init_state, nn.unbox(boxed)), self.state_shardings)
+
+  def abstract_frozen(self):
+    return {g: _with_shardings(nn.unbox(jax.eval_shape(self.inits[g], jax.random.PRNGKey(0))), self.shardings[g])
+            for g in self.inits if g not in self.trainable}
+
+
+@dataclasses.dataclass(frozen=True)
 class Parts:
   """Everything an align run (or a test) needs, built once from the config."""
   cfg: AlignConfig
@@ -248,67 +281,34 @@ class Parts:
   start_params: Any  # every group as loaded (trainable ones before training), host arrays
   embed_norm: float  # mean L2 norm of the LLM's token embeddings
   state_shardings: Any
+  batch_sharding: Any
   init: Any  # PRNGKey -> AlignState (the key is unused: training starts from the loaded params)
   step: Any  # (state, batch) -> (state, metrics), jitted, state donated
   eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
   encoder_export: str
+  program: Program  # the jitted functions and shardings `init`, `step` and `eval_nll` run
   title_fit: dict | None = None  # adapter_init="titles": what the fit saw and how well it fits
 
 
-def _param_shardings(mesh, init_fn, axis_rules):
-  return parallel.param_shardings(mesh, jax.eval_shape(init_fn, jax.random.PRNGKey(0)), axis_rules)
+def _with_shardings(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> Parts:
+def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
+            loss_fn=uqa_model.answer_loss) -> Program:
+  """The align step for `model` on `mesh`; `rows`: align-train rows (the run's length in steps)."""
   a = align_config(config)
-  source = data_stage.llm_source(config)
-  export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
-  encoder, encoder_params, spec = encoder_export.load(export_dir)
-  d = data_stage.data_config(config)
-  if encoder.cfg.max_len != d.max_len:
-    raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
-  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
   axis_rules = parallel.config_rules(config)
-  llm_cfg, llm_params = sharded_load.load_onto(source.model, mesh, axis_rules)  # placed as it loads
-  llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype))
-  embedding_VxM = np.asarray(llm_params["embedding"], np.float32)
-  adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model, embed_rms=align_export.embedding_rms(llm_params))
-  adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
-  model = uqa_model.UQAModel(encoder, adapter, llm, place=a.place, user=a.user)
-
   example_states = (jnp.zeros((1, 2, model.adapter_width)), jnp.ones((1, 2), jnp.int32))
-  encoder_init = lambda r: encoder.init({"params": r, "dropout": r},
-                                        encoder_export._example_batch(spec["has_time"]))["params"]
-  if a.user == "random_encoder":  # same architecture, untrained, seeded
-    encoder_params = jax.device_get(nn.unbox(encoder_init(jax.random.PRNGKey(config.seed + 2))))
-  adapter_params = jax.device_get(nn.unbox(adapter.init(jax.random.PRNGKey(config.seed + 1), *example_states)["params"]))
-  if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
-    adapter_params = identity_maps(adapter_params)
-  pipe = data_stage.input_config(config).pipeline(batch_size=a.batch_size, max_len=d.max_len, seed=config.seed,
-                                                  num_epochs=None, system_prompt=a.system_prompt,
-                                                  history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
-  tokenizer = tokenizer_lib.load_tokenizer(source.model)
-  fit = None
-  if a.adapter_init == "titles":
-    train_path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
-    adapter_params, fit = fit_to_titles(a, model, encoder_params, adapter_params, embedding_VxM,
-                                        train_path, pipe, tokenizer)
-  start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
-
+  inits = {
+      "encoder": lambda r: model.encoder.init({"params": r, "dropout": r},
+                                              encoder_export._example_batch(has_time))["params"],
+      "adapter": lambda r: model.adapter.init(r, *example_states)["params"],
+      "llm": lambda r: llm_model.init_params(model.llm.cfg, r)}
   # Parameter shardings from the modules' logical axis names (the adapter's: replicated by rule).
-  boxed_init = {
-      "encoder": encoder_init,
-      "adapter": lambda r: adapter.init(r, *example_states)["params"],
-      "llm": lambda r: llm.init(r, jnp.zeros((1, 2), jnp.int32), positions=jnp.zeros((1, 2), jnp.int32),
-                                kv_mask=jnp.ones((1, 2), jnp.int32))["params"]}
-  shardings = {g: _param_shardings(mesh, f, axis_rules) for g, f in boxed_init.items()}
+  shardings = {g: parallel.param_shardings(mesh, jax.eval_shape(f, jax.random.PRNGKey(0)), axis_rules)
+               for g, f in inits.items()}
   trainable = a.trainable()
-  frozen = {g: parallel.shard_params(start_params[g], shardings[g]) for g in shardings if g not in trainable}
-
-  if a.user in choices.TEXT_CLICKS:
-    questions.check_title_tokenizer(data_stage.data_dir(workdir), source.model)
-  info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
-  rows = info["counts"][schema.file_name("align", "train")]
   total_steps = a.steps or a.epochs * max(1, rows // a.batch_size)
   if a.llm_frozen_steps and (a.llm_frozen_steps + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
     raise config_blocks.ConfigError(f"config align.llm_frozen_steps={a.llm_frozen_steps}: with the LLM's warm-up "
@@ -323,22 +323,95 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss) -> 
                       bad_in_row=jnp.int32(0), skipped=jnp.int32(0))
 
   # Optimizer moments take their parameters' logical names, so they shard like them.
-  abstract = jax.eval_shape(lambda r: init_state({g: boxed_init[g](r) for g in trainable}), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(lambda r: init_state({g: inits[g](r) for g in trainable}), jax.random.PRNGKey(0))
   state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
-  init_jit = parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh)
   batch_sh = parallel.logical_sharding(mesh, ("batch",), axis_rules)
-  frozen_sh = {g: shardings[g] for g in frozen}
-  step_jit = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn), mesh,
-                              axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
-                              out_shardings=(state_sh, None), donate_argnums=0)
-  eval_jit = parallel.Sharded(functools.partial(uqa_model.answer_nll, model=model), mesh, axis_rules,
+  frozen_sh = {g: shardings[g] for g in inits if g not in trainable}
+  step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn), mesh,
+                          axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
+                          out_shardings=(state_sh, None), donate_argnums=0)
+  eval_nll = parallel.Sharded(functools.partial(uqa_model.answer_nll, model=model), mesh, axis_rules,
                               in_shardings=(shardings, batch_sh))
+  return Program(model=model, total_steps=total_steps, inits=inits, shardings=shardings, trainable=trainable,
+                 state_shardings=state_sh, batch_sharding=batch_sh,
+                 init_state=parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh),
+                 step=step, eval_nll=eval_nll)
+
+
+def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:
+  """Encoder -> adapter -> LLM (`llm_cfg` at the config's compute and storage dtypes)."""
+  a, source = align_config(config), data_stage.llm_source(config)
+  if a.mode == "full" and source.param_dtype != "float32":
+    raise config_blocks.ConfigError(
+        f"config llm.param_dtype={source.param_dtype!r} with align.mode='full': the LLM trains at "
+        f"align.llm_learning_rate={a.llm_learning_rate:g}, and bfloat16 weights (8 bits of mantissa) would round "
+        "most of its updates away; a full fine-tune keeps float32 weights (llm.dtype=bfloat16 still computes in "
+        "bfloat16)")
+  llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype, param_dtype=source.param_dtype, remat=source.remat))
+  adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model, embed_rms=embed_rms)
+  adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
+  return uqa_model.UQAModel(encoder, adapter, llm, place=a.place, user=a.user)
+
+
+def make_pipeline(config) -> pipeline.PipelineConfig:
+  """The align-train batches: shuffled, endless (the step count ends the run)."""
+  a = align_config(config)
+  return data_stage.input_config(config).pipeline(
+      batch_size=a.batch_size, max_len=data_stage.data_config(config).max_len, seed=config.seed, num_epochs=None,
+      system_prompt=a.system_prompt, history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
+
+
+def train_rows(workdir: str) -> int:
+  info = arrow_io.read_dataset_info(data_stage.data_dir(workdir))
+  return info["counts"][schema.file_name("align", "train")]
+
+
+def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log=None) -> Parts:
+  """Everything a run needs. With `log` (a run), the step's memory is planned first from the
+  LLM's config.json, its token embedding and shapes alone (`plan.check`): a step that cannot fit
+  stops before the LLM's weights are read. The LLM then loads straight into its shardings
+  (stored as `llm.param_dtype`), tensor by tensor."""
+  a = align_config(config)
+  source = data_stage.llm_source(config)
+  export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
+  encoder, encoder_params, spec = encoder_export.load(export_dir)
+  d = data_stage.data_config(config)
+  if encoder.cfg.max_len != d.max_len:
+    raise encoder_export.ExportError(f"{export_dir}: encoder max_len {encoder.cfg.max_len}, data.max_len {d.max_len}")
+  mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
+  pipe = make_pipeline(config)
+  tokenizer = tokenizer_lib.load_tokenizer(source.model)
+  if a.user in choices.TEXT_CLICKS:
+    questions.check_title_tokenizer(data_stage.data_dir(workdir), source.model)
+  embedding_VxM = weights.read_embedding(source.model)  # the adapter's output scale starts at its RMS
+  model = make_model(config, encoder, weights.read_config(source.model), align_export.embedding_rms(embedding_VxM))
+  prog = program(config, model, spec["has_time"], mesh, train_rows(workdir), loss_fn)
+  if log is not None:  # a run (not a test's build): the step must fit before the LLM is read
+    plan.check(plan.align_target(prog, pipe, data_stage.data_dir(workdir), tokenizer, mesh), log,
+               memory=plan.parse_memory(a.device_memory) if a.device_memory else None)
+  _, llm_params = sharded_load.load_onto(source.model, mesh, dtype=source.param_dtype,
+                                         shardings=prog.shardings["llm"])
+
+  if a.user == "random_encoder":  # same architecture, untrained, seeded
+    encoder_params = jax.device_get(nn.unbox(prog.inits["encoder"](jax.random.PRNGKey(config.seed + 2))))
+  adapter_params = jax.device_get(nn.unbox(prog.inits["adapter"](jax.random.PRNGKey(config.seed + 1))))
+  if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
+    adapter_params = identity_maps(adapter_params)
+  fit = None
+  if a.adapter_init == "titles":
+    train_path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
+    adapter_params, fit = fit_to_titles(a, model, encoder_params, adapter_params, embedding_VxM,
+                                        train_path, pipe, tokenizer)
+  start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
+  frozen = {g: parallel.shard_params(start_params[g], prog.shardings[g])
+            for g in prog.inits if g not in prog.trainable}
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,
-               total_steps=total_steps, frozen=frozen, start_params=start_params,
-               embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))), state_shardings=state_sh,
-               init=lambda _rng: init_jit({g: start_params[g] for g in trainable}),
-               step=lambda state, batch: step_jit(state, frozen, batch), eval_nll=eval_jit,
-               encoder_export=export_dir, title_fit=fit)
+               total_steps=prog.total_steps, frozen=frozen, start_params=start_params,
+               embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))),
+               state_shardings=prog.state_shardings, batch_sharding=prog.batch_sharding,
+               init=lambda _rng: prog.init_state({g: start_params[g] for g in prog.trainable}),
+               step=lambda state, batch: prog.step(state, frozen, batch), eval_nll=prog.eval_nll,
+               encoder_export=export_dir, program=prog, title_fit=fit)
 
 
 TITLE_FIT_HELDOUT_USERS = 64  # users after the fitted rows whose clicks measure the fit out of sample
@@ -429,11 +502,13 @@ def evaluate(parts: Parts, params, data_dir: str) -> dict:
 
 
 def run(config, workdir: str, log=print) -> dict:
-  parts = build(config, workdir)
+  parts = build(config, workdir, log=log)
   a, data_dir = parts.cfg, data_stage.data_dir(workdir)
   out_dir = os.path.join(workdir, "align")
   path = os.path.join(data_dir, schema.file_name("align", "train"))
-  data = iter(pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer))
+  # global arrays with the step's batch sharding: the executable the plan compiled runs as is
+  data = distributed.GlobalBatches(iter(pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer)),
+                                   parts.batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
   model = parts.model
   try:
