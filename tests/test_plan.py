@@ -163,6 +163,7 @@ def test_the_planned_align_executable_runs_the_first_step_without_compiling_agai
   assert parts.program.step._jit._cache_size() == 0  # pylint: disable=protected-access  # the plan's executable ran
 
 
+@pytest.mark.slow  # ~12 s: a subprocess that compiles the step (align's plan is tested fast in-process above)
 def test_plan_cli_plans_the_align_step_from_the_stage1_export(tiny_llm_base, tmp_path):
   config, workdir = _align_workdir(tiny_llm_base, tmp_path)
   out = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/smoke.py", "--workdir", workdir,

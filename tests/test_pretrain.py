@@ -67,6 +67,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # ~18 s: a Stage 1 run to its poisoned step (align's guard is tested fast in test_align)
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
   out = subprocess.run(_cmd(tmp_path, "--config.pretrain.learning_rate=1e30", "--config.pretrain.grad_clip=1e30"),
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -149,6 +150,7 @@ def test_a_non_finite_gradient_after_a_checkpoint_is_never_saved(data_workdir, t
   assert not os.path.exists(os.path.join(workdir, "pretrain", "result.json"))
 
 
+@pytest.mark.slow  # ~28 s: two Stage 1 runs (stale-setting detection is tested fast in test_stages)
 def test_a_changed_learning_rate_stops_the_run_and_restart_retrains(tmp_path):
   args = ("--config.pretrain.steps=4",)
   first = subprocess.run(_cmd(tmp_path, *args), cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -50,11 +50,15 @@ def embedding_rms(embedding_VxM) -> float:
 
 
 def save(directory: str, spec: dict, saved_params: dict) -> None:
-  """`spec`: JSON-able (see the module docstring); `saved_params`: {"adapter": ..., ["llm", "encoder"]}."""
+  """`spec`: JSON-able (see the module docstring); `saved_params`: {"adapter": ..., ["llm", "encoder"]},
+  host arrays (`distributed.host_copy`); with several processes every one calls it (Orbax saves
+  collectively) and process 0 writes the spec."""
   directory = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(saved_params), force=True)
   checkpointer.wait_until_finished()
+  if jax.process_index() != 0:
+    return
   atomic.write_text(os.path.join(directory, SPEC_FILE),
                     json.dumps({"format": FORMAT, "saved": sorted(saved_params), **spec}, indent=2))
 

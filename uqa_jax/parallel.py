@@ -186,5 +186,11 @@ def _check_divides(where: str, shape, names, mesh: Mesh, table: dict) -> None:
 
 
 def shard_params(params, shardings):
-  """Places plain (unboxed) arrays with the given shardings."""
-  return jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings)
+  """Places plain (unboxed) arrays with the given shardings. With several processes a host array
+  must hold the same values on every process (each process places its devices' slices of it)."""
+  def place(x, sharding):
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+      return jax.device_put(x, sharding)  # one process, or already a global array
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(place, params, shardings)

@@ -3,7 +3,7 @@
 Each stage is a module `uqa_jax/stages/<name>.py` exporting
   BLOCKS                 the top-level config blocks it reads
   ALWAYS_RUN             (optional) True: never reused, it runs every time (the report)
-  PROCESSES              (optional) with several JAX processes: "all" run it together (Stage 1),
+  PROCESSES              (optional) with several JAX processes: "all" run it together (Stages 1-2),
                          "main" process 0 runs it while the others wait (data, report); absent:
                          one process only (a multi-process run stops before it, saying so)
   UPSTREAM               the stages whose outputs it reads
@@ -52,7 +52,7 @@ def check_processes(name: str) -> str:
   processes = getattr(get(name), "PROCESSES", "one")
   if jax.process_count() > 1 and processes == "one":
     raise StaleStateError(f"[{name}] runs in one process for now: drop --num_processes, or list only stages "
-                          f"that run on several (data, pretrain, report); the stages before it leave their "
+                          f"that run on several (data, pretrain, align, report); the stages before it leave their "
                           f"outputs in the workdir for a one-process run")
   return processes
 

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from uqa_jax import adapters
 from uqa_jax import align_export
@@ -75,6 +76,7 @@ from uqa_jax.stages import train_loop
 
 BLOCKS = ("align", "adapter")
 UPSTREAM = ("pretrain",)
+PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.distributed)
 SCHEDULES = ("constant", "warmup_cosine")
 LR_OF = {"adapter": "learning_rate", "encoder": "learning_rate", "llm": "llm_learning_rate"}
 
@@ -256,7 +258,7 @@ class Program:
   batch_sharding: Any
   init_state: Any  # {trainable group: params} -> AlignState, jitted onto state_shardings
   step: Any  # parallel.Sharded: (state, frozen, batch) -> (state, metrics), state donated
-  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
+  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B], task [B], valid [B]) of the global batch, replicated
 
   def abstract_state(self):
     """The AlignState's shapes, dtypes and shardings (nothing allocated)."""
@@ -330,12 +332,19 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn), mesh,
                           axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
                           out_shardings=(state_sh, None), donate_argnums=0)
-  eval_nll = parallel.Sharded(functools.partial(uqa_model.answer_nll, model=model), mesh, axis_rules,
-                              in_shardings=(shardings, batch_sh))
+  eval_nll = parallel.Sharded(functools.partial(_eval_rows, model=model), mesh, axis_rules,
+                              in_shardings=(shardings, batch_sh),  # replicated out: every process reads all
+                              out_shardings=parallel.logical_sharding(mesh, (), axis_rules))
   return Program(model=model, total_steps=total_steps, inits=inits, shardings=shardings, trainable=trainable,
                  state_shardings=state_sh, batch_sharding=batch_sh,
                  init_state=parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh),
                  step=step, eval_nll=eval_nll)
+
+
+def _eval_rows(params, batch, *, model):
+  """(nll [B], tokens [B]) and the rows' task and valid flags: with several processes each holds
+  only its block of the batch's rows, so the host reads them back from the global batch."""
+  return (*uqa_model.answer_nll(params, batch, model=model), batch["task"], batch["valid"])
 
 
 def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:
@@ -402,14 +411,16 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
     train_path = os.path.join(data_stage.data_dir(workdir), schema.file_name("align", "train"))
     adapter_params, fit = fit_to_titles(a, model, encoder_params, adapter_params, embedding_VxM,
                                         train_path, pipe, tokenizer)
+  if jax.process_count() > 1:  # every process computed them; one value for all, bit for bit
+    adapter_params = multihost_utils.broadcast_one_to_all(adapter_params)
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
-  frozen = {g: parallel.shard_params(start_params[g], prog.shardings[g])
-            for g in prog.inits if g not in prog.trainable}
+  placed = {g: parallel.shard_params(start_params[g], prog.shardings[g]) for g in prog.inits}
+  frozen = {g: placed[g] for g in prog.inits if g not in prog.trainable}
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,
                total_steps=prog.total_steps, frozen=frozen, start_params=start_params,
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))),
                state_shardings=prog.state_shardings, batch_sharding=prog.batch_sharding,
-               init=lambda _rng: prog.init_state({g: start_params[g] for g in prog.trainable}),
+               init=lambda _rng: prog.init_state({g: placed[g] for g in prog.trainable}),
                step=lambda state, batch: prog.step(state, frozen, batch), eval_nll=prog.eval_nll,
                encoder_export=export_dir, program=prog, title_fit=fit)
 
@@ -431,7 +442,7 @@ def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embeddi
   encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
   titles = jax.jit(uqa_model.title_states)
   fit, held, rows, fit_users, held_users = ([], []), ([], []), 0, set(), set()
-  for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer):
+  for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer, process_index=0, process_count=1):
     states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encode(encoder_params, batch))
     if a.user == "zeros":
       states_BxLxD = np.zeros_like(states_BxLxD)
@@ -488,10 +499,12 @@ def evaluate(parts: Parts, params, data_dir: str) -> dict:
   cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
   nll = {t: 0.0 for t in schema.TASKS}
   tokens = dict.fromkeys(schema.TASKS, 0.0)
-  for batch in pipeline.make_dataset(path, cfg, tokenizer=parts.tokenizer):
-    nll_B, count_B = (np.asarray(x, np.float64) for x in parts.eval_nll(params, batch))
-    for b in np.flatnonzero(batch["valid"]):
-      task = schema.TASKS[batch["task"][b]]
+  for batch in distributed.GlobalBatches(iter(pipeline.make_dataset(path, cfg, tokenizer=parts.tokenizer)),
+                                         parts.batch_sharding):
+    nll_B, count_B, task_B, valid_B = (np.asarray(x) for x in jax.device_get(parts.eval_nll(params, batch)))
+    nll_B, count_B = nll_B.astype(np.float64), count_B.astype(np.float64)
+    for b in np.flatnonzero(valid_B):
+      task = schema.TASKS[task_B[b]]
       nll[task] += nll_B[b]
       tokens[task] += count_B[b]
   out = {"answer_nll": sum(nll.values()) / max(sum(tokens.values()), 1.0)}
@@ -511,6 +524,7 @@ def run(config, workdir: str, log=print) -> dict:
                                    parts.batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
   model = parts.model
+  curve = []
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "align")
     count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
@@ -534,7 +548,7 @@ def run(config, workdir: str, log=print) -> dict:
     start_eval = _eval_before(parts, state, data_dir, out_dir, log)
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
-        batch_size=a.batch_size, max_bad_steps=a.max_bad_steps,
+        batch_size=a.batch_size, max_bad_steps=a.max_bad_steps, curve=curve,
         describe=lambda m: f"soft-token norm {float(m['soft_norm']):.3f} (token embeddings {parts.embed_norm:.3f})",
         evaluate=lambda s: f"answer NLL {evaluate(parts, params_of(parts, s), data_dir)['answer_nll']:.4f}")
   finally:
@@ -546,13 +560,14 @@ def run(config, workdir: str, log=print) -> dict:
       f"); {skipped} steps skipped")
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
             "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
-            "skipped_steps": skipped, **({"title_fit": parts.title_fit} if parts.title_fit else {})}
+            "skipped_steps": skipped, **({"title_fit": parts.title_fit} if parts.title_fit else {}),
+            "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps
   align_export.save(os.path.join(out_dir, "export"), {
       "adapter": dataclasses.asdict(model.adapter.cfg),
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
       "llm": dataclasses.asdict(_absolute(data_stage.llm_source(config))),
       "encoder_export": parts.encoder_export, "encoder_checksum": align_export.checksum(parts.start_params["encoder"]),
-      "metrics": result}, exported_params(parts, state))
+      "metrics": result}, distributed.host_copy(exported_params(parts, state)))
   return result
 
 
@@ -576,7 +591,8 @@ def _eval_before(parts: Parts, state: AlignState, data_dir: str, out_dir: str, l
   path = os.path.join(out_dir, "eval_before.json")
   if int(state.step) == 0:
     result = evaluate(parts, params_of(parts, state), data_dir)
-    stages.write_json(path, result)
+    if distributed.is_main():
+      stages.write_json(path, result)
   else:
     result = stages.read_json(path)
   log(f"align: eval answer NLL {result['answer_nll']:.4f} before training")
