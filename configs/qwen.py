@@ -13,7 +13,9 @@ weights) are then whole on every device. The LLM computes in bfloat16 and, since
 updates it, is also stored in bfloat16 (`llm.param_dtype`): 15.2 GB for 7B instead of 30.5 GB,
 loaded tensor by tensor straight into its shards. `--config.align.mode=full` needs
 `--config.llm.param_dtype=float32` (bfloat16 weights would round a 1e-6 update away).
-Per-device memory of these steps: README, "Scale" (`benchmarks/memory.py --align`).
+Per-device memory of these steps: README, "Scale" (`benchmarks/memory.py --align`). The tensor
+axis lies within a process: under `launch/slurm.sh` use `PER=host` (one process per GPU would
+put `tensor` across processes, which the first batch refuses).
 """
 
 from configs import uqabench

@@ -124,7 +124,8 @@ def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
 
 
 def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(straight, tmp_path):
-  """Stage 3 must see the LLM as Stage 2 stored it: align.json's llm.param_dtype is applied."""
+  """Stage 3 must see the LLM as Stage 2 stored it: align.json's llm.param_dtype is applied, and
+  the weights equal those a bfloat16-storing Stage 2 holds (loaded by its own path)."""
   import json
   export = tmp_path / "export"
   shutil.copytree(os.path.join(straight[1], "align", "export"), export)
@@ -135,9 +136,11 @@ def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(stra
   with open(export / "align.json", "w", encoding="utf-8") as f:
     json.dump(spec, f)
   model, params, _ = align_export.load(str(export))
-  _, llm = weights.load(straight[0].llm.model)
   assert model.llm.cfg.param_dtype == "bfloat16"
-  _assert_trees_equal(params["llm"], jax.tree.map(lambda x: np.asarray(x, jnp.bfloat16), llm))
+  assert {x.dtype for x in jax.tree.leaves(params["llm"])} == {jnp.dtype(jnp.bfloat16)}
+  config = _config(straight[0].llm.model)
+  config.llm.param_dtype = "bfloat16"
+  _assert_trees_equal(params["llm"], align.build(config, straight[1]).frozen["llm"])
 
 
 def test_optimizer_equals_optax_adamw_per_group(base):
@@ -349,10 +352,11 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
   config.llm.dtype = "float16"
   with pytest.raises(config_blocks.ConfigError, match="llm.dtype='float16'; expected float32 or bfloat16"):
     stages.check_config(config)
-  # a full fine-tune in bfloat16 weights would round the LLM's 1e-6 updates away: refused, named
+  # a full fine-tune in bfloat16 weights would round the LLM's 1e-6 updates away: refused, named,
+  # when the config is read (before Stage 1 would train)
   config.llm.dtype, config.align.mode = "bfloat16", "full"
   with pytest.raises(config_blocks.ConfigError, match="llm.param_dtype='bfloat16' with align.mode='full'"):
-    align.build(config, workdir)
+    stages.check_config(config)
 
 
 def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():

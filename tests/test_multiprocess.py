@@ -4,6 +4,7 @@ the smoke config, and aligns it to a tiny LLM, with the losses and parameters of
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -20,7 +21,11 @@ def _result(workdir, stage="pretrain"):
 
 
 def _params(workdir, stage="pretrain"):
-  return ocp.StandardCheckpointer().restore(os.path.join(workdir, stage, "export", "params"))
+  path = os.path.join(workdir, stage, "export", "params")
+  if stage == "align":  # written shard by shard from the run's mesh
+    from uqa_jax import align_export  # pylint: disable=import-outside-toplevel
+    return align_export.restore_params(path)
+  return ocp.StandardCheckpointer().restore(path)
 
 
 def _launch_both(tmp_path, overrides):
@@ -64,18 +69,27 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path, mesh):
     np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
 
 
-@pytest.mark.slow  # Stage 1 then 6 align steps of a tiny LLM, twice: ~2 min on 2 cores
-def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokenizer):
-  """Stage 2 full fine-tuning on fsdp=8: the LLM, the adapter and their AdamW state are split
-  across the two processes; the step losses, the eval answer NLL (each process evaluates its rows
-  of every batch) and the exported parameters equal one process's."""
+@pytest.mark.slow  # Stage 1 then 6 align steps of a tiny LLM, twice: ~1.5 min per mode on 2 cores
+@pytest.mark.parametrize("mode", ["full", "adapter"])
+def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokenizer, mode):
+  """Stage 2 in two processes equals one: full fine-tuning on fsdp=8 (the LLM, the adapter and
+  their AdamW state split across the processes), and adapter-only with the title-fit start on
+  fsdp=2 x tensor=4 (each process one fsdp row of 4 tensor devices; the LLM frozen in bfloat16).
+  The step losses, the eval answer NLL (each process evaluates its rows of every batch) and the
+  exported parameters equal one process's."""
   from tests import tiny_llm  # pylint: disable=import-outside-toplevel
   llm = tiny_llm.make_dir(str(tmp_path / "llm"), tokenizer)
   overrides = [f"--config.llm.model={llm}", "--config.input.max_text_len=96", "--config.input.pad_multiple=0",
                "--config.pretrain.steps=3", "--config.stages=('data', 'pretrain', 'align')",
-               "--config.align.mode=full", "--config.align.schedule=constant", "--config.align.steps=6",
-               "--config.align.batch_size=8", "--config.align.log_every=1", "--config.align.checkpoint_every=3",
-               "--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tensor=1"]
+               f"--config.align.mode={mode}", "--config.align.schedule=constant", "--config.align.steps=6",
+               "--config.align.batch_size=8", "--config.align.log_every=1", "--config.align.checkpoint_every=3"]
+  if mode == "full":
+    overrides += ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tensor=1"]
+  else:
+    overrides += ["--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.tensor=4",
+                  "--config.align.adapter_init=titles", "--config.llm.param_dtype=bfloat16",
+                  "--config.encoder.num_heads=4",  # split 4 ways too
+                  "--config.sharding_rules.kv_heads=()", "--config.sharding_rules.act_kv_heads=()"]  # the tiny LLM's 2
   process, _ = _launch_both(tmp_path, overrides)
   assert "[align] start" in process[0] and "align: step 6/6" in process[0], process[0][-3000:]
   assert "align: step" not in process[1]
@@ -84,9 +98,47 @@ def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokeniz
   np.testing.assert_allclose(np.array(got["loss_curve"]), np.array(want["loss_curve"]), rtol=0, atol=1e-5)
   for key in ("eval_before", "eval"):
     assert abs(got[key]["answer_nll"] - want[key]["answer_nll"]) < 1e-5, key
+  if mode == "adapter":  # the title fit ran on every process; all took process 0's
+    assert "starts as the ridge fit" in process[0]
+    assert got["title_fit"] == want["title_fit"]
   a, b = _params(tmp_path / "multi", "align"), _params(tmp_path / "single", "align")
-  assert sorted(a) == sorted(b) == ["adapter", "llm"]
+  assert sorted(a) == sorted(b) == (["adapter", "llm"] if mode == "full" else ["adapter"])
   for x, y in zip(jax_leaves(a), jax_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow  # a killed two-process run, its resumption and one process: ~1.5 min on 2 cores
+def test_two_processes_resume_a_killed_run_and_end_as_one_uninterrupted_process(tmp_path):
+  """Orbax restores collectively: killed after its step-8 checkpoint, the two-process fsdp=8 run
+  resumes (each process its own data-iterator position) and exports what one process of 8
+  devices exports without interruption."""
+  axes = ["--config.mesh.data=1", "--config.mesh.fsdp=8", "--config.mesh.tensor=1"]
+  multi = tmp_path / "multi"
+
+  def launch(logs):
+    return ["bash", "launch/local_multiprocess.sh", "2", "configs/smoke.py", "--workdir", str(multi), *axes], \
+        dict(os.environ, LOG_DIR=str(tmp_path / logs), PYTHON=sys.executable)
+  cmd, env = launch("killed")
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          start_new_session=True)
+  for line in proc.stdout:  # process 0's log, streamed by the launcher
+    if line.startswith("pretrain: step 11/12"):  # checkpoints at 4 and 8 were started (async)
+      os.killpg(proc.pid, signal.SIGKILL)  # the launcher, both processes and the log tail
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(multi / "pretrain" / "export")
+  cmd, env = launch("resumed")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  log = (tmp_path / "resumed" / "process_0.log").read_text()
+  assert "pretrain: resumed from step 8" in log or "pretrain: resumed from step 4" in log, log[-3000:]
+  single = tmp_path / "single"
+  one = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", str(single),
+                        *axes], cwd=ROOT, env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+                                                  JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=900)
+  assert one.returncode == 0, one.stderr[-3000:]
+  for x, y in zip(jax_leaves(_params(multi)), jax_leaves(_params(single))):
     np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
 
 

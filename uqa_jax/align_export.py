@@ -24,11 +24,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from uqa_jax import atomic
+from uqa_jax import parallel
 from uqa_jax import adapters
 from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import model as llm_model
+from uqa_jax.llm import sharded_load
 from uqa_jax.llm import weights
 
 SPEC_FILE = "align.json"
@@ -51,11 +53,12 @@ def embedding_rms(embedding_VxM) -> float:
 
 def save(directory: str, spec: dict, saved_params: dict) -> None:
   """`spec`: JSON-able (see the module docstring); `saved_params`: {"adapter": ..., ["llm", "encoder"]},
-  host arrays (`distributed.host_copy`); with several processes every one calls it (Orbax saves
+  arrays as the run holds them (sharded ones are written shard by shard, never gathered: `load`
+  restores them onto one device); with several processes every one calls it (Orbax saves
   collectively) and process 0 writes the spec."""
   directory = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(saved_params), force=True)
+  checkpointer.save(os.path.join(directory, PARAMS_DIR), saved_params, force=True)
   checkpointer.wait_until_finished()
   if jax.process_index() != 0:
     return
@@ -74,6 +77,23 @@ def _check(found, expected, where: str) -> None:
     raise ExportError(f"{where}: " + "; ".join(problems))
 
 
+def load_llm(spec: dict) -> tuple:
+  """(config, params) of the LLM an export was aligned with, as the run stored it
+  (`llm.param_dtype`), on this process's first device, loaded tensor by tensor
+  (`sharded_load.load_onto`): host memory holds about one checkpoint tensor, not the model."""
+  one_device = parallel.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.local_devices()[:1])
+  return sharded_load.load_onto(spec["llm"]["model"], one_device, dtype=spec["llm"].get("param_dtype", "float32"))
+
+
+def restore_params(path: str):
+  """The saved parameters on this process's first device, whatever mesh saved them."""
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  return checkpointer.restore(path, target)
+
+
 def load(directory: str):
   """-> (UQAModel, params {"encoder", "adapter", "llm"}, spec)."""
   directory = os.path.abspath(directory)
@@ -86,26 +106,25 @@ def load(directory: str):
   if spec.get("format") != FORMAT:
     raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
   encoder, encoder_params, _ = encoder_export.load(spec["encoder_export"])
-  llm_cfg, llm_params = weights.load(spec["llm"]["model"])
-  rms = embedding_rms(llm_params["embedding"])
+  rms = embedding_rms(weights.read_embedding(spec["llm"]["model"]))  # float32, as the run measured it
   if not np.isclose(rms, spec["adapter"]["embed_rms"], rtol=1e-6):
     raise ExportError(f"{path}: the LLM at {spec['llm']['model']} is not the one this model was aligned with "
                       f"(token-embedding RMS {rms:.6g}, aligned with {spec['adapter']['embed_rms']:.6g})")
   if "encoder" not in spec["saved"] and not np.isclose(checksum(encoder_params), spec["encoder_checksum"], rtol=1e-9):
     raise ExportError(f"{path}: the encoder export {spec['encoder_export']} holds other weights than the "
                       "ones this model was aligned with")
+  # stored as the run stored it (a bfloat16-stored frozen LLM is rounded the same way here)
+  llm_cfg, llm_params = load_llm(spec)
   param_dtype = spec["llm"].get("param_dtype", "float32")  # exports before the field: float32
   llm = llm_model.Decoder(llm_cfg.replace(dtype=spec["llm"]["dtype"], param_dtype=param_dtype))
-  # stored as the run stored them (a bfloat16-stored frozen LLM is rounded the same way here)
-  llm_params = jax.tree.map(lambda x: np.asarray(x, jnp.dtype(param_dtype)), llm_params)
   adapter_cfg = AdapterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["adapter"].items()})
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
-  saved = ocp.StandardCheckpointer().restore(os.path.join(directory, PARAMS_DIR))
+  saved = restore_params(os.path.join(directory, PARAMS_DIR))
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
-  shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+  shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
   d = model.adapter_width
   expected = {"encoder": shapes(encoder_params), "llm": shapes(llm_params),
               "adapter": nn.unbox(jax.eval_shape(lambda r: adapter.init(r, jnp.zeros((1, 2, d)), jnp.ones((1, 2), jnp.int32)),

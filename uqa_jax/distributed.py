@@ -127,6 +127,14 @@ def _tree_like(shardings, batch):
   return jax.tree.map(lambda _: shardings, batch)
 
 
+def agree(value: str, choices: tuple) -> str:
+  """Process 0's `value` (one of `choices`) on every process: a decision each would otherwise take
+  from its own view of a shared filesystem (a caching mount may show them different states)."""
+  if jax.process_count() == 1:
+    return value
+  return choices[int(multihost_utils.broadcast_one_to_all(np.int32(choices.index(value))))]
+
+
 def host_copy(tree):
   """Numpy copies of (possibly sharded across processes) arrays, the same on every process."""
   if jax.process_count() == 1:

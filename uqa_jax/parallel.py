@@ -166,17 +166,18 @@ def param_shardings(mesh: Mesh, abstract_params, axis_rules=None):
   axis_rules = axis_rules or rules()
   specs = nn.get_partition_spec(abstract_params)
   mesh_specs = nn.logical_to_mesh(specs, axis_rules)
-  boxed = jax.tree_util.tree_flatten_with_path(abstract_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
-  for path, leaf in boxed:
-    if isinstance(leaf, nn.Partitioned):
-      _check_divides(jax.tree_util.keystr(path), leaf.value.shape, leaf.names, mesh, dict(axis_rules))
+  is_box = lambda x: isinstance(x, nn.Partitioned)
+  boxed = jax.tree_util.tree_flatten_with_path(abstract_params, is_leaf=is_box)[0]
+  for (path, leaf), spec in zip(boxed, jax.tree.leaves(mesh_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))):
+    if is_box(leaf):
+      _check_divides(jax.tree_util.keystr(path), leaf.value.shape, leaf.names, spec, mesh)
   return jax.tree.map(lambda s: NamedSharding(mesh, s), mesh_specs,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def _check_divides(where: str, shape, names, mesh: Mesh, table: dict) -> None:
-  for size, name in zip(shape, names):
-    axes = table.get(name)
+def _check_divides(where: str, shape, names, spec: PartitionSpec, mesh: Mesh) -> None:
+  """Each axis's size must divide by the devices its mesh spec (what the rules gave) splits it over."""
+  for size, name, axes in zip(shape, names, tuple(spec) + (None,) * (len(shape) - len(spec))):
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     ways = math.prod(mesh.shape[a] for a in axes)
     if size % ways:

@@ -100,8 +100,9 @@ def align_target(prog, pipe, data_dir: str, tokenizer, mesh) -> Target:
   batch = next(iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("align", "train")), cfg,
                                           tokenizer=tokenizer)))
   example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
-  llm_dtype = prog.model.llm.cfg.param_dtype
-  hints = () if llm_dtype == "bfloat16" or "llm" in prog.trainable else ("--config.llm.param_dtype=bfloat16",)
+  llm = prog.model.llm.cfg
+  hints = () if llm.remat else ("--config.llm.remat=True",)
+  hints += () if llm.param_dtype == "bfloat16" or "llm" in prog.trainable else ("--config.llm.param_dtype=bfloat16",)
   return Target("align", prog.step, prog.abstract_state(), (prog.abstract_frozen(),), example,
                 jax.tree.map(lambda _: prog.batch_sharding, example), mesh, pipe.batch_size, hints)
 

@@ -160,6 +160,9 @@ def _how_to_proceed(name: str, workdir: str) -> str:
           + " and run it again.")
 
 
+STATES = ("absent", "started", "done")
+
+
 def status(workdir: str, name: str, config) -> str:
   """'absent', 'started' or 'done' for stage `name`'s outputs made with this config.
 
@@ -189,7 +192,7 @@ def run(name: str, config, workdir: str, log=print) -> dict:
       raise StaleStateError(f"[{name}] needs the finished outputs of the {up} stage in "
                             f"{os.path.join(workdir, up)}; add {up!r} to config.stages")
   out = os.path.join(workdir, name)
-  state = status(workdir, name, config)
+  state = distributed.agree(status(workdir, name, config), STATES)  # process 0 decides for all
   if state == "done":
     log(f"[{name}] reusing {out}: finished with the same settings ({RESULT})")
     return read_json(os.path.join(out, RESULT))

@@ -163,7 +163,25 @@ def adapter_config(config, d_llm: int = 0, embed_rms: float = 1.0) -> AdapterCon
                                      d_llm=d_llm, embed_rms=embed_rms)
 
 
+def check_run(config) -> None:
+  """What would stop a run only after Stage 1 and the LLM's loading, checked when the config is
+  read (main's pre-check calls `fingerprint`): bfloat16 weights for a full fine-tune, and chats
+  cut per batch (`input.pad_multiple`) with several processes."""
+  a, source = align_config(config), data_stage.llm_source(config)
+  if a.mode == "full" and source.param_dtype != "float32":
+    raise config_blocks.ConfigError(
+        f"config llm.param_dtype={source.param_dtype!r} with align.mode='full': the LLM trains at "
+        f"align.llm_learning_rate={a.llm_learning_rate:g}, and bfloat16 weights (8 bits of mantissa) would round "
+        "most of its updates away; a full fine-tune keeps float32 weights (llm.dtype=bfloat16 still computes in "
+        "bfloat16)")
+  if jax.process_count() > 1 and data_stage.input_config(config).pad_multiple:
+    raise config_blocks.ConfigError(
+        f"config input.pad_multiple={data_stage.input_config(config).pad_multiple} with {jax.process_count()} "
+        "processes: it cuts each batch to its longest chat, which differs between the processes' rows; set it to 0")
+
+
 def fingerprint(config) -> dict:
+  check_run(config)
   a = align_config(config)
   unused = ("epochs",) if a.steps else ()
   unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps")
@@ -280,13 +298,13 @@ class Parts:
   tokenizer: Any
   total_steps: int
   frozen: Any  # the groups that do not train, on the device
-  start_params: Any  # every group as loaded (trainable ones before training), host arrays
+  start_params: Any  # every group as loaded (trainable ones before training): the LLM on the devices, the rest host arrays
   embed_norm: float  # mean L2 norm of the LLM's token embeddings
   state_shardings: Any
   batch_sharding: Any
   init: Any  # PRNGKey -> AlignState (the key is unused: training starts from the loaded params)
   step: Any  # (state, batch) -> (state, metrics), jitted, state donated
-  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B])
+  eval_nll: Any  # (params, batch) -> (nll [B], tokens [B], task [B], valid [B]) of the global batch
   encoder_export: str
   program: Program  # the jitted functions and shardings `init`, `step` and `eval_nll` run
   title_fit: dict | None = None  # adapter_init="titles": what the fit saw and how well it fits
@@ -349,13 +367,8 @@ def _eval_rows(params, batch, *, model):
 
 def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:
   """Encoder -> adapter -> LLM (`llm_cfg` at the config's compute and storage dtypes)."""
+  check_run(config)
   a, source = align_config(config), data_stage.llm_source(config)
-  if a.mode == "full" and source.param_dtype != "float32":
-    raise config_blocks.ConfigError(
-        f"config llm.param_dtype={source.param_dtype!r} with align.mode='full': the LLM trains at "
-        f"align.llm_learning_rate={a.llm_learning_rate:g}, and bfloat16 weights (8 bits of mantissa) would round "
-        "most of its updates away; a full fine-tune keeps float32 weights (llm.dtype=bfloat16 still computes in "
-        "bfloat16)")
   llm = llm_model.Decoder(llm_cfg.replace(dtype=source.dtype, param_dtype=source.param_dtype, remat=source.remat))
   adapter_cfg = adapter_config(config, d_llm=llm_cfg.d_model, embed_rms=embed_rms)
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
@@ -519,7 +532,8 @@ def run(config, workdir: str, log=print) -> dict:
   a, data_dir = parts.cfg, data_stage.data_dir(workdir)
   out_dir = os.path.join(workdir, "align")
   path = os.path.join(data_dir, schema.file_name("align", "train"))
-  # global arrays with the step's batch sharding: the executable the plan compiled runs as is
+  # global arrays with the step's batch sharding: batches of the planned shape (the full text
+  # length; with input.pad_multiple only the longest) run the executable the plan compiled
   data = distributed.GlobalBatches(iter(pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer)),
                                    parts.batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
@@ -567,7 +581,7 @@ def run(config, workdir: str, log=print) -> dict:
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
       "llm": dataclasses.asdict(_absolute(data_stage.llm_source(config))),
       "encoder_export": parts.encoder_export, "encoder_checksum": align_export.checksum(parts.start_params["encoder"]),
-      "metrics": result}, distributed.host_copy(exported_params(parts, state)))
+      "metrics": result}, exported_params(parts, state))
   return result
 
 

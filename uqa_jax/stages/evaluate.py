@@ -51,7 +51,6 @@ from uqa_jax.data import qa
 from uqa_jax.data import schema
 from uqa_jax.llm import generate
 from uqa_jax.llm import tokenizer as tokenizer_lib
-from uqa_jax.llm import weights
 from uqa_jax.stages import data as data_stage
 
 BLOCKS = ("evaluate",)
@@ -174,7 +173,7 @@ class Evaluator:
   def _base(self):
     """The LLM before alignment (the zero-shot text baselines), loaded once."""
     if self._base_llm is None:
-      self._base_llm = self._make(weights.load(self.llm_source)[1])
+      self._base_llm = self._make(align_export.load_llm(self.spec)[1])
     return self._base_llm
 
   def _check_candidates(self) -> None:
