@@ -100,7 +100,9 @@ def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokeniz
     assert abs(got[key]["answer_nll"] - want[key]["answer_nll"]) < 1e-5, key
   if mode == "adapter":  # the title fit ran on every process; all took process 0's
     assert "starts as the ridge fit" in process[0]
-    assert got["title_fit"] == want["title_fit"]
+    fit, fit1 = got["title_fit"], want["title_fit"]  # Stage 1's parameters agree within 1e-5, not bit for bit
+    assert {k: v for k, v in fit.items() if "r2" not in k} == {k: v for k, v in fit1.items() if "r2" not in k}
+    assert all(abs(fit[k] - fit1[k]) < 1e-6 for k in fit if "r2" in k) and sorted(fit) == sorted(fit1)
   a, b = _params(tmp_path / "multi", "align"), _params(tmp_path / "single", "align")
   assert sorted(a) == sorted(b) == (["adapter", "llm"] if mode == "full" else ["adapter"])
   for x, y in zip(jax_leaves(a), jax_leaves(b)):

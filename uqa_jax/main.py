@@ -44,7 +44,7 @@ def main(argv):
     sys.exit(f"uqa-jax: {e}")
   try:
     stages.check_config(config)
-  except ValueError as e:  # unknown names and keys, unbuilt stages: say what, no traceback
+  except (ValueError, stages.StaleStateError) as e:  # unknown names and keys, unbuilt or one-process stages
     sys.exit(f"uqa-jax: {e}")
   if how and not distributed.is_main():  # process 0 prints; the others' errors still reach stderr
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
@@ -64,7 +64,6 @@ def main(argv):
   distributed.barrier("restart")
   try:  # every listed stage's own outputs, before any work: a stale one stops the run here
     for name in config.stages:
-      stages.check_processes(name)
       stages.status(workdir, name, config)
       for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
         if up not in config.stages and stages.status(workdir, up, config) != "done":

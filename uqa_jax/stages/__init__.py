@@ -119,6 +119,7 @@ def check_config(config) -> None:
     raise ValueError(f"config: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                      f"valid keys: {', '.join(sorted(known))}")
   for stage in config.stages:
+    check_processes(stage)  # a stage that runs in one process, in a multi-process run
     fingerprint(stage, config)  # builds every block the stage reads: unknown keys fail here
   check_paths(config)
 
