@@ -6,6 +6,7 @@ A tiny random LLM with SmolLM2's tokenizer (`tests/tiny_llm.py`) stands in for t
 """
 
 import dataclasses
+import gc
 import os
 import re
 import shutil
@@ -195,9 +196,17 @@ def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
 def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path):
   """Adam's first step moves each weight by about its rate (|m/sqrt(v)| = 1): LLM 1e-5, adapter 1e-3."""
   config, workdir = _workdir(base, tmp_path, mode="full", learning_rate=1e-3, llm_learning_rate=1e-5)
+  table = lambda: sum(1 for x in jax.live_arrays() if x.shape == (config_vocab(config), 32))  # the tiny LLM's
+  gc.collect()
+  tables = table()
   parts = align.build(config, workdir)
   state = parts.init(None)
+  gc.collect()
+  assert table() == tables + 3  # the trained embedding and its two Adam moments: the loaded one was donated
   before = jax.device_get(state.params)
+  again = parts.init(None)  # the loaded LLM was taken over: read again, the same values
+  _assert_trees_equal(jax.device_get(again.params), before)
+  del again
   state, m = parts.step(state, _batches(parts, workdir, 1)[0])
   assert not bool(m["skipped"]) and sorted(state.params) == ["adapter", "llm"]
   assert "encoder" in parts.frozen  # encoder frozen unless align.train_encoder
@@ -206,6 +215,10 @@ def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path)
         jax.tree.leaves(jax.device_get(state.params[group])), jax.tree.leaves(before[group]))])
     assert np.max(delta) == pytest.approx(lr, rel=1e-2), group  # float32 rounding of w - lr
     assert np.median(delta) > 0.5 * lr, group  # most weights moved by about the rate
+
+
+def config_vocab(config):
+  return weights.read_config(config.llm.model).vocab_size
 
 
 @pytest.mark.parametrize("what", ["loss", "gradient"])

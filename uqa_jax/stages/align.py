@@ -298,7 +298,7 @@ class Parts:
   tokenizer: Any
   total_steps: int
   frozen: Any  # the groups that do not train, on the device
-  start_params: Any  # every group as loaded (trainable ones before training): the LLM on the devices, the rest host arrays
+  start_params: Any  # every group as loaded: host arrays, the frozen LLM on the devices (a trained one: its shapes)
   embed_norm: float  # mean L2 norm of the LLM's token embeddings
   state_shardings: Any
   batch_sharding: Any
@@ -355,7 +355,8 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
                               out_shardings=parallel.logical_sharding(mesh, (), axis_rules))
   return Program(model=model, total_steps=total_steps, inits=inits, shardings=shardings, trainable=trainable,
                  state_shardings=state_sh, batch_sharding=batch_sh,
-                 init_state=parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh),
+                 # donated: the first state holds the only copy of what trains (a full fine-tune's LLM)
+                 init_state=parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh, donate_argnums=0),
                  step=step, eval_nll=eval_nll)
 
 
@@ -427,13 +428,26 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   if jax.process_count() > 1:  # every process computed them; one value for all, bit for bit
     adapter_params = multihost_utils.broadcast_one_to_all(adapter_params)
   start_params = {"encoder": encoder_params, "llm": llm_params, "adapter": adapter_params}
-  placed = {g: parallel.shard_params(start_params[g], prog.shardings[g]) for g in prog.inits}
-  frozen = {g: placed[g] for g in prog.inits if g not in prog.trainable}
+  frozen = {g: parallel.shard_params(start_params[g], prog.shardings[g]) for g in prog.inits if g not in prog.trainable}
+  loaded = {}
+  if "llm" in prog.trainable:  # the first state takes these arrays over; only their shapes stay here
+    loaded["llm"] = llm_params
+    start_params["llm"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), llm_params)
+
+  def init(_rng):
+    """The first state. Each call places the trainable groups anew and donates them to it; a full
+    fine-tune's LLM is the one loaded above, read again when an earlier call took it over."""
+    params = {g: parallel.shard_params(start_params[g], prog.shardings[g]) for g in prog.trainable if g != "llm"}
+    if "llm" in prog.trainable:
+      params["llm"] = loaded.pop("llm", None) or sharded_load.load_onto(
+          source.model, mesh, dtype=source.param_dtype, shardings=prog.shardings["llm"])[1]
+    return prog.init_state(params)
+
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,
                total_steps=prog.total_steps, frozen=frozen, start_params=start_params,
                embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))),
                state_shardings=prog.state_shardings, batch_sharding=prog.batch_sharding,
-               init=lambda _rng: prog.init_state({g: placed[g] for g in prog.trainable}),
+               init=init,
                step=lambda state, batch: prog.step(state, frozen, batch), eval_nll=prog.eval_nll,
                encoder_export=export_dir, program=prog, title_fit=fit)
 
