@@ -7,6 +7,7 @@ import pytest
 
 from uqa_jax.llm import assets
 from uqa_jax.llm import generate
+from uqa_jax.llm import weights
 
 QUESTIONS = {"What is the capital of France?": "Paris",
              "What is the capital of Japan?": "Tokyo",
@@ -38,6 +39,9 @@ def test_first_tokens_equal_transformers_on_the_same_gguf(smollm2):
   path = assets.smollm2_gguf_path()
   ref = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+  # the token embedding read alone (Stage 2's adapter scale and title states) is transformers' own
+  np.testing.assert_allclose(weights.read_embedding("smollm2"), ref.get_input_embeddings().weight.detach().numpy(),
+                             rtol=0, atol=1e-6)
   for prompt in _prompts(tok):
     ours = gen.generate([prompt], generate.SamplingConfig(max_new_tokens=8))[0]
     with torch.no_grad():

@@ -293,14 +293,18 @@ def load_gguf(path: str) -> tuple[LLMConfig, dict]:
   _refuse_extra(unmapped, path, "no GGUF_NAMES entry maps it onto the model")
 
   def get(name):
-    t = hf_names[name]
-    w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-    w = w.reshape([int(x) for x in reversed(t.shape)])
+    w = _gguf_tensor(hf_names[name])
     if cfg.arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
       w = _unpermute(w, cfg.num_heads if "q_proj" in name else cfg.num_kv_heads)
     return w
 
   return cfg, from_hf_tensors(cfg, get, hf_names.keys(), path)
+
+
+def _gguf_tensor(t) -> np.ndarray:
+  """One GGUF tensor dequantised to float32, in Hugging Face's (row-major) shape."""
+  w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+  return w.reshape([int(x) for x in reversed(t.shape)])
 
 
 def read_config(model: str = assets.DEFAULT_MODEL) -> LLMConfig:
@@ -314,17 +318,23 @@ def read_config(model: str = assets.DEFAULT_MODEL) -> LLMConfig:
 
 
 def read_embedding(model: str = assets.DEFAULT_MODEL) -> np.ndarray:
-  """The token embedding [V, D] as float32, read alone from a Hugging Face directory (a GGUF
-  file is dequantised whole first)."""
+  """The token embedding [V, D] as float32, read alone (from a Hugging Face directory or a GGUF file)."""
   path = assets.resolve_model_path(model)
+  name = TENSORS[0][0]
+  if os.path.isfile(path) and path.endswith(".gguf"):
+    gguf_name = next(k for k, v in GGUF_NAMES.items() if v == name)
+    tensor = next((t for t in gguf.GGUFReader(path).tensors if t.name == gguf_name), None)
+    if tensor is None:
+      raise CheckpointError(f"{path}: missing tensor {gguf_name!r}")
+    return _gguf_tensor(tensor)
   if os.path.isdir(path):
-    cfg, name = config_lib.from_hf_dir(path), TENSORS[0][0]
+    cfg = config_lib.from_hf_dir(path)
     w = SafetensorsReader(path, framework="numpy")(name)
     if tuple(w.shape) != (cfg.vocab_size, cfg.d_model):
       raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(w.shape)}, "
                             f"expected {(cfg.vocab_size, cfg.d_model)}")
     return np.asarray(w, np.float32)
-  return load(model)[1]["embedding"]
+  raise ValueError(f"model {model!r}: expected a Hugging Face directory or a .gguf file")
 
 
 def load(model: str = assets.DEFAULT_MODEL) -> tuple[LLMConfig, dict]:
