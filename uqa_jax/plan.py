@@ -1,7 +1,8 @@
 """Memory planner: what a training step needs on each device, found before anything is allocated.
 
   python -m uqa_jax.plan --config configs/scale.py:1b --mesh data=2,fsdp=4 [--device_memory 80GiB]
-  python -m uqa_jax.plan --config configs/qwen.py:7b --stage align --mesh fsdp=8 [--llm qwen2.5-7b]
+  python -m uqa_jax.plan --config configs/qwen.py:7b --stage align --llm qwen2.5-7b \
+      --config.data.source=synthetic   # no weights and no data here: shapes only
 
 For the Stage 1 (pretrain) or Stage 2 (align) step of a config it prints the parameter count,
 the bytes of parameters and optimizer state each device holds (from the shardings
