@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():
   assert plan.parse_memory("80GiB") == 80 << 30 and plan.parse_memory("512MiB") == 512 << 20
   assert plan.parse_memory("16G") == 16 << 30 and plan.parse_memory("1.5e9") == 1_500_000_000
+  assert plan.parse_memory("") is None  # the device's own memory
   assert plan.parse_mesh("data=2,fsdp=4") == {"data": 2, "fsdp": 4, "tensor": 1}
   with pytest.raises(ValueError, match="'80 gigs'"):
     plan.parse_memory("80 gigs")

@@ -152,8 +152,10 @@ def _gib(n: int) -> str:
   return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / (1 << 20):.1f} MiB"
 
 
-def parse_memory(text: str) -> int:
-  """'80GiB', '16G', '512MiB', '1.5e9' -> bytes."""
+def parse_memory(text: str) -> int | None:
+  """'80GiB', '16G', '512MiB', '1.5e9' -> bytes; '' -> None (what the device reports)."""
+  if not text:
+    return None
   m = re.fullmatch(r"\s*([0-9.eE+]+)\s*(|[KMGT]i?B?|B)\s*", text)
   if not m:
     raise ValueError(f"memory {text!r}: expected a number with an optional unit (e.g. 80GiB, 512MiB)")
@@ -308,7 +310,7 @@ def main(argv) -> None:
     devices = devices[:n]
   parts = pretrain.build(config, workdir, devices=devices)
   target = parts if llm_cfg is None else config_align_target(config, workdir, parts, llm_cfg, log=print)
-  memory = parse_memory(_FLAGS['device_memory'].value) if _FLAGS['device_memory'].value else None
+  memory = parse_memory(_FLAGS['device_memory'].value)
   p = plan(target, memory, search=_FLAGS['search'].value, log=print)
   print("\n".join(p.lines()))
   if not p.fits:

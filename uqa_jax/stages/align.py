@@ -114,8 +114,7 @@ class AlignConfig:
   device_memory: str = dataclasses.field(default="", metadata=RUN_ONLY)
 
   def __post_init__(self):
-    if self.device_memory:
-      plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
+    plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
     for key, valid in (("mode", choices.ALIGN_MODES), ("user", choices.ALIGN_USERS),
                        ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES), ("adapter_init", choices.ADAPTER_INITS)):
       if getattr(self, key) not in valid:
@@ -411,9 +410,10 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   prog = program(config, model, spec["has_time"], mesh, train_rows(workdir), loss_fn)
   if log is not None:  # a run (not a test's build): the step must fit before the LLM is read
     plan.check(plan.align_target(prog, pipe, data_stage.data_dir(workdir), tokenizer, mesh), log,
-               memory=plan.parse_memory(a.device_memory) if a.device_memory else None)
-  _, llm_params = sharded_load.load_onto(source.model, mesh, dtype=source.param_dtype,
-                                         shardings=prog.shardings["llm"])
+               memory=plan.parse_memory(a.device_memory))
+  load_llm = lambda: sharded_load.load_onto(source.model, mesh, dtype=source.param_dtype,
+                                            shardings=prog.shardings["llm"])[1]
+  llm_params = load_llm()
 
   if a.user == "random_encoder":  # same architecture, untrained, seeded
     encoder_params = jax.device_get(nn.unbox(prog.inits["encoder"](jax.random.PRNGKey(config.seed + 2))))
@@ -439,8 +439,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
     fine-tune's LLM is the one loaded above, read again when an earlier call took it over."""
     params = {g: parallel.shard_params(start_params[g], prog.shardings[g]) for g in prog.trainable if g != "llm"}
     if "llm" in prog.trainable:
-      params["llm"] = loaded.pop("llm", None) or sharded_load.load_onto(
-          source.model, mesh, dtype=source.param_dtype, shardings=prog.shardings["llm"])[1]
+      params["llm"] = loaded.pop("llm", None) or load_llm()
     return prog.init_state(params)
 
   return Parts(cfg=a, model=model, mesh=mesh, pipe=pipe, tokenizer=tokenizer,

@@ -77,8 +77,7 @@ class PretrainConfig:
     unknown = sorted(set(self.embed_dims) - set(schema.TABLES))
     if unknown:
       raise ValueError(f"embed_dims: unknown tables {unknown}; expected some of {list(schema.TABLES)}")
-    if self.device_memory:
-      plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
+    plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
 
 
 @flax.struct.dataclass
@@ -254,7 +253,7 @@ def run(config, workdir: str, log=print) -> dict:
       iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe)),
       parts.batch_shardings)
   # a step that cannot fit the devices stops here, before anything is allocated
-  plan.check(parts, log, memory=plan.parse_memory(p.device_memory) if p.device_memory else None)
+  plan.check(parts, log, memory=plan.parse_memory(p.device_memory))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
