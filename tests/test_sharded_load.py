@@ -20,8 +20,7 @@ from uqa_jax.llm.config import LLMConfig
 path = sys.argv[1]
 cfg = LLMConfig(vocab_size=512, d_model=128, d_ff=512, num_layers=12, num_heads=8, num_kv_heads=4, head_dim=16,
                 rope_theta=1e4, rms_eps=1e-6, qkv_bias=True, tie_embeddings=False)
-ids = jnp.zeros((1, 2), jnp.int32)
-init = lambda r: llm_model.Decoder(cfg).init(r, ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"]
+init = lambda r: llm_model.init_params(cfg, r)
 weights.save_hf(path, cfg, jax.device_get(nn.unbox(init(jax.random.PRNGKey(0)))))
 # split the checkpoint over three files with an index, as Hugging Face shards big models
 tensors = safetensors.numpy.load_file(os.path.join(path, "model.safetensors"))
