@@ -13,8 +13,9 @@ once, which undercounts `nn.scan`-stacked layers and the GRU's time loop. The pa
 """
 
 import argparse
-import functools
 import importlib
+import os
+import sys
 import time
 
 import jax
@@ -24,18 +25,9 @@ import numpy as np
 from uqa_jax import flops as flops_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
-from uqa_jax.stages import pretrain
 
-
-def matmul_rate(n=2048, repeats=5):
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    out = f(a)
-  out.block_until_ready()
-  return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+sys.path.insert(0, os.path.dirname(__file__))
+import step_setup  # noqa: E402
 
 
 def random_batch(rng, b, length, vocab, bag_sizes):
@@ -53,16 +45,8 @@ def bench(name, args, rng):
   config.data.max_len = args.length
   info = {"vocab_sizes": {"item": args.items, "cate": 9_330, "brand": 20_000, "shop": 20_000,
                           "seller": 20_000, "bpe": 49_152}}
-  model = pretrain.make_model(config, info)
   batch = random_batch(rng, args.batch, args.length, info["vocab_sizes"], pipeline.DEFAULT_BAG_SIZES)
-  params = jax.jit(lambda r: model.init({"params": r, "dropout": r}, batch)["params"])(jax.random.PRNGKey(0))
-  params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
-                        is_leaf=lambda x: hasattr(x, "value"))
-  p = pretrain.pretrain_config(config)
-  tx = pretrain.make_optimizer(p, 1000)
-  state = pretrain.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
-                              rng=jax.random.PRNGKey(1))
-  step = functools.partial(pretrain.train_step, model=model, tx=tx, cfg=p)
+  step, state, batch, _, _ = step_setup.build_from_config(config, info, batch)
 
   flops = flops_lib.matmul_flops(step, state, batch)
   compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
@@ -85,7 +69,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--encoders", nargs="+", default=["gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp"])
   args = parser.parse_args()
-  rate = matmul_rate()
+  rate = step_setup.matmul_rate()
   rng = np.random.default_rng(0)
   print(f"batch {args.batch}, length {args.length}, {args.items:,} items; float32 matmul rate "
         f"{rate / 1e9:.1f} GFLOP/s on {jax.devices()[0].platform}")

@@ -34,6 +34,31 @@ def test_chunked_sl_equals_naive_full_softmax(chunk):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_chunked_sl_gradient_in_the_weights_and_in_bfloat16_equals_the_full_softmax():
+  """The hand-written backward pass: the weights' gradient too, and a bfloat16 table and queries
+  (cotangents come back in each input's dtype)."""
+  q, targets, weights, table = _data()
+  weights = weights.at[:4].set(jnp.array([0.5, 2.0, 0.25, 1.5]))
+  g_chunk = jax.grad(nip_loss.sl_loss, argnums=2)(q, targets, weights, table, 100)
+  g_naive = jax.grad(nip_loss.sl_loss_naive, argnums=2)(q, targets, weights, table)
+  np.testing.assert_allclose(g_chunk, g_naive, rtol=1e-4, atol=1e-6)
+  q16, t16 = q.astype(jnp.bfloat16), table.astype(jnp.bfloat16)
+  g16 = jax.grad(nip_loss.sl_loss, argnums=(0, 3))(q16, targets, weights, t16, 100)
+  g32 = jax.grad(nip_loss.sl_loss_naive, argnums=(0, 3))(q16.astype(jnp.float32), targets, weights,
+                                                         t16.astype(jnp.float32))
+  for a, b in zip(g16, g32):
+    assert a.dtype == jnp.bfloat16
+    np.testing.assert_allclose(a.astype(jnp.float32), b, rtol=2e-2, atol=2e-3)
+
+
+def test_default_chunk_keeps_cpu_logit_blocks_cache_sized():
+  assert jax.default_backend() == "cpu"
+  assert nip_loss.default_chunk(4096) == 128  # the issue-14 step: B·L = 8 x 512
+  assert nip_loss.default_chunk(1000) == 512  # largest power of two with N·C <= 2^19
+  assert nip_loss.default_chunk(10 ** 6) == 128  # never below 128
+  assert nip_loss.default_chunk(1) == 1 << 19
+
+
 def _all_sizes(jaxpr):
   """Sizes of every value a jaxpr computes, inside scan/loop/checkpoint bodies too."""
   sizes = []

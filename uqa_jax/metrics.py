@@ -13,21 +13,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from uqa_jax import nip_loss
 from uqa_jax.data import arrow_io
 
 KS = (1, 5, 10, 20, 50)
 
 
-def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 8192):
+def target_ranks(queries_NxE, targets_N, table_VxE, chunk: int = 0):
   """Rank of each target among items 1..V-1, computed chunk by chunk (no [N, V] array).
 
+  `chunk` items per step (0: `nip_loss.default_chunk(N)`, per platform).
   Two passes over the table with the same chunked matmul (float32, highest precision): the
   first reads each target's own score out of it, the second counts the other items scoring at
   least as high. Comparing against a separately computed dot product instead would let rounding
   in the last bit break ties in the model's favour. -1 marks a query with any non-finite score.
   """
   v = table_VxE.shape[0]
-  chunk = min(chunk, v)
+  chunk = min(chunk or nip_loss.default_chunk(queries_NxE.shape[0]), v)
   num_chunks = -(-v // chunk)
   table = jnp.pad(table_VxE, ((0, num_chunks * chunk - v), (0, 0)))
   q = queries_NxE.astype(jnp.float32)

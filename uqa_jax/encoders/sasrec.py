@@ -24,12 +24,14 @@ class Block(nn.Module):
     x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, name="qkv")(x_BxLxD)
     q, k, v = jnp.split(qkv.reshape(*qkv.shape[:2], 3 * h, e), 3, axis=2)
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
+    with jax.named_scope("attention"):
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(out.reshape(*out.shape[:2], c.d_model))
     x_BxLxD = common.layer_norm("attn_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
-    y = nn.relu(common.dense(c.ff, ("embed", "mlp"), c, name="ff1")(x_BxLxD))
-    y = parallel.constrain(y, ("batch", "act_length", "act_mlp"))
-    y = common.dense(c.d_model, ("mlp", "embed"), c, name="ff2")(nn.Dropout(c.dropout)(y, deterministic=deterministic))
+    with jax.named_scope("mlp"):
+      y = nn.relu(common.dense(c.ff, ("embed", "mlp"), c, name="ff1")(x_BxLxD))
+      y = parallel.constrain(y, ("batch", "act_length", "act_mlp"))
+      y = common.dense(c.d_model, ("mlp", "embed"), c, name="ff2")(nn.Dropout(c.dropout)(y, deterministic=deterministic))
     return common.layer_norm("ff_norm")(x_BxLxD + nn.Dropout(c.dropout)(y, deterministic=deterministic)), None
 
 

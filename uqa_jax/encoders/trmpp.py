@@ -37,16 +37,18 @@ class Block(nn.Module):
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, use_bias=False, name="qkv")(y)
     qkv = parallel.constrain(qkv.reshape(*qkv.shape[:2], 3 * h, e), ("batch", "act_length", "act_heads", None))
     q, k, v = jnp.split(qkv, 3, axis=2)
-    out = jax.nn.dot_product_attention(rope(q), rope(k), v, mask=mask_Bx1xLxL)
+    with jax.named_scope("attention"):
+      out = jax.nn.dot_product_attention(rope(q), rope(k), v, mask=mask_Bx1xLxL)
     out = common.dense(c.d_model, ("heads", "embed"), c, use_bias=False, name="o")(
         out.reshape(*out.shape[:2], c.d_model))
     x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic)
     y = common.rms_norm("mlp_norm", c)(x_BxLxD)
     f = c.d_ff or (8 * c.d_model // 3 + 7) // 8 * 8
-    gate = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="gate")(y)
-    up = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="up")(y)
-    hidden = parallel.constrain(nn.silu(gate) * up, ("batch", "act_length", "act_mlp"))
-    out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="down")(hidden)
+    with jax.named_scope("mlp"):
+      gate = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="gate")(y)
+      up = common.dense(f, ("embed", "mlp"), c, use_bias=False, name="up")(y)
+      hidden = parallel.constrain(nn.silu(gate) * up, ("batch", "act_length", "act_mlp"))
+      out = common.dense(c.d_model, ("mlp", "embed"), c, use_bias=False, name="down")(hidden)
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
 
 

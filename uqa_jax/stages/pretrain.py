@@ -61,8 +61,9 @@ class PretrainConfig:
   weight_decay: float = 0.01
   grad_clip: float = 1.0
   embed_dims: dict = dataclasses.field(default_factory=dict)  # table -> width; absent: official widths
-  # Chunk of every streamed softmax: items for `sl` and eval ranking, in-batch positions for `cl`.
-  sl_chunk: int = 8192
+  # Chunk of every streamed softmax: items for `sl` and eval ranking, in-batch positions for `cl`
+  # (0: per platform, `nip_loss.default_chunk`: cache-sized logit blocks on CPU, 8192 elsewhere).
+  sl_chunk: int = 0
   cl_negatives: int = 256
   cl_temperature: float = 0.07
   log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
@@ -163,8 +164,9 @@ def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
   """
   rng = step_rng(state)
   loss, grads = jax.value_and_grad(lambda prm: loss_fn(model, cfg, prm, batch, rng))(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  with jax.named_scope("optimizer"):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
   return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)})
 
