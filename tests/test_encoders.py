@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from uqa_jax import encoders
+from uqa_jax.encoders import common
 from uqa_jax.encoders import gru4rec
 from uqa_jax.encoders import hstu
 from uqa_jax.encoders import mamba4rec
@@ -91,23 +92,26 @@ def test_padding_is_the_identity_of_the_scan():
   np.testing.assert_allclose(h, [1.0, 1.5, 1.75, 1.75, 1.75, 1.75])
 
 
+@pytest.mark.parametrize("impl", ["xla", "pallas"])
 @pytest.mark.parametrize("with_time", [False, True])
-def test_hstu_layer_equals_a_plain_jnp_reference(with_time):
+def test_hstu_layer_equals_a_plain_jnp_reference(with_time, impl):
+  """Both attention paths (the jnp reference and the fused Pallas kernel, interpret mode on CPU)
+  against a NumPy loop over every (batch, head, query, key)."""
   cfg = EncoderConfig(name="hstu", d_model=D, num_layers=1, num_heads=4, max_len=32, dropout=0.0,
-                      time_buckets=20)
+                      time_buckets=20, attention_impl=impl)
   block = hstu.Block(cfg)
   x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
   mask = jnp.ones((B, L), jnp.int32).at[1, 8:].set(0)
   rng = np.random.default_rng(0)
   times = np.cumsum(rng.exponential(5_000.0, size=(B, L)), axis=1).astype(np.int32)
-  buckets = hstu.time_buckets(jnp.asarray(times), cfg.time_buckets) if with_time else None
-  params = block.init(jax.random.PRNGKey(0), x, mask, buckets, True)
+  stamps = jnp.asarray(times) if with_time else None
+  params = block.init(jax.random.PRNGKey(0), x, mask, stamps, True)
   p = jax.tree.map(np.asarray, jax.tree.map(lambda v: v.value if hasattr(v, "value") else v,
                                             params["params"], is_leaf=lambda v: hasattr(v, "value")))
   p["rab"] = rng.normal(size=p["rab"].shape)
   if with_time:
     p["time_rab"] = rng.normal(size=p["time_rab"].shape)
-  got, _ = block.apply({"params": p}, x, mask, buckets, True)
+  got, _ = block.apply({"params": p}, x, mask, stamps, True)
 
   def time_bias(hi, bi, i, j):
     if not with_time:
@@ -324,3 +328,34 @@ def test_whole_mamba_block_with_padding_equals_a_sequential_numpy_reference():
   for b, n in enumerate(lengths):
     want = _np_mamba_block(params, np.asarray(x[b, :n], np.float64), cfg.d_conv)
     np.testing.assert_allclose(np.asarray(got[b, :n]), want, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_impl_resolves_per_platform_and_refuses_what_an_encoder_lacks():
+  assert jax.default_backend() == "cpu"
+  for name in ("trmpp", "sasrec", "hstu"):
+    assert common.attention_impl(EncoderConfig(name=name)) == "xla"  # auto on CPU
+  assert common.attention_impl(EncoderConfig(name="hstu", attention_impl="pallas")) == "pallas"
+  with pytest.raises(ValueError, match="trmpp offers auto, xla, cudnn"):
+    common.attention_impl(EncoderConfig(name="trmpp", attention_impl="pallas"))
+  with pytest.raises(ValueError, match="hstu offers auto, xla, pallas"):
+    common.attention_impl(EncoderConfig(name="hstu", attention_impl="flash"))
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU (benchmarks/gpu_check.sh)")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_cudnn_attention_equals_the_xla_path(dtype):
+  """Ragged lengths (right padding): valid rows of cuDNN's kernel equal XLA's, forward and gradients."""
+  b, length, h, e = 2, 256, 4, 64
+  ks = jax.random.split(jax.random.PRNGKey(0), 4)
+  q, k, v, cot = (jax.random.normal(x, (b, length, h, e)).astype(dtype) for x in ks)
+  lengths = jnp.array([length, 100])
+  valid = (jnp.arange(length)[None] < lengths[:, None])[:, :, None, None]
+
+  def run(impl):
+    f = lambda q, k, v: jnp.sum((common.causal_attention(q, k, v, lengths, impl) * cot * valid).astype(jnp.float32))
+    return common.causal_attention(q, k, v, lengths, impl), jax.grad(f, argnums=(0, 1, 2))(q, k, v)
+
+  (out_x, g_x), (out_c, g_c) = run("xla"), run("cudnn")
+  np.testing.assert_allclose(np.asarray(out_c * valid, np.float32), np.asarray(out_x * valid, np.float32), atol=2e-2)
+  for a, c in zip(g_c, g_x):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(c, np.float32), atol=5e-2)

@@ -1,6 +1,7 @@
 """Small pieces several encoders share: masks, dense layers with logical axes, layer stacking."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -34,12 +35,36 @@ def rms_norm(name, cfg):
 BLD = ("batch", "act_length", "act_embed")  # the residual stream [B, L, D] between layers
 
 
-def causal_mask(mask_BxL):
-  """[B, 1, L, L] bool: query t sees valid keys s <= t (and itself, so no row is empty)."""
-  length = mask_BxL.shape[1]
-  causal_LxL = jnp.tril(jnp.ones((length, length), bool))
-  eye_LxL = jnp.eye(length, dtype=bool)
-  return ((causal_LxL[None] & mask_BxL[:, None, :].astype(bool)) | eye_LxL[None])[:, None]
+ATTENTION_IMPLS = {"trmpp": ("xla", "cudnn"), "sasrec": ("xla", "cudnn"), "hstu": ("xla", "pallas")}
+
+
+def attention_impl(cfg) -> str:
+  """The attention kernel `cfg.attention_impl` names, "auto" resolved for this platform and dtype.
+
+  auto: Trm++ / SASRec use cuDNN's fused attention on a GPU when they compute in bfloat16 or
+  float16 (cuDNN has no float32 kernel) and XLA's otherwise; HSTU uses the plain XLA reference
+  (the Pallas kernel is opt-in until benchmarks/gpu_check.sh has verified it on a GPU).
+  """
+  allowed = ATTENTION_IMPLS[cfg.name]
+  if cfg.attention_impl not in ("auto",) + allowed:
+    raise ValueError(f"encoder.attention_impl={cfg.attention_impl!r}: {cfg.name} offers "
+                     f"{', '.join(('auto',) + allowed)}")
+  if cfg.attention_impl != "auto":
+    return cfg.attention_impl
+  if "cudnn" in allowed and jax.default_backend() == "gpu" and jnp.dtype(cfg.dtype) in (jnp.bfloat16, jnp.float16):
+    return "cudnn"
+  return "xla"
+
+
+def causal_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, lengths_B, impl: str):
+  """Softmax attention, causal, keys past each row's length masked (right padding), by `impl`.
+
+  With right padding causality alone keeps every valid query off padded keys; the lengths
+  only matter to padded queries (whose outputs nothing reads) and to cuDNN's kernel selection.
+  """
+  with jax.named_scope("attention"):
+    return jax.nn.dot_product_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, is_causal=True,
+                                        key_value_seq_lengths=lengths_B.astype(jnp.int32), implementation=impl)
 
 
 def stack(block_cls, cfg, name="layers", num_inputs=1):

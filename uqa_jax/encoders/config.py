@@ -26,6 +26,10 @@ class EncoderConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  # Attention kernel (Trm++, SASRec, HSTU): "auto" picks per platform (common.attention_impl);
+  # "xla" is the plain jnp / XLA path everywhere; "cudnn" (Trm++, SASRec: jax.nn.dot_product_attention's
+  # cuDNN kernel, GPU, bfloat16/float16); "pallas" (HSTU: the fused kernel, uqa_jax/encoders/hstu_pallas.py).
+  attention_impl: str = "auto"
   # HSTU: learned bias per bucket of log time gap, when batches carry timestamps (0: off)
   time_buckets: int = 128
   # Mamba4Rec

@@ -12,17 +12,22 @@ we use t_i, so step i depends on nothing after it (strictly causal, like the oth
 n is the configured maximum length `max_len` (the reference divides by its padded length,
 max_sequence_len): a constant, so step i's output depends neither on later clicks nor on how
 many there are, nor on how far a batch is padded.
+`encoder.attention_impl="pallas"` computes the attention with the fused kernel of
+`hstu_pallas` (no [B, H, L, L] array; the time buckets computed inside it); `hstu_attention`
+below is the plain `jnp` reference it is tested against ("xla", the default on every platform).
 Shape letters: B batch, L length, D width, H heads, E head dim, T time buckets.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from uqa_jax import parallel
 from uqa_jax.encoders import common
+from uqa_jax.encoders import hstu_pallas
 from uqa_jax.encoders.config import EncoderConfig
 
-READS = ("num_heads", "remat", "time_buckets")  # EncoderConfig fields read besides config.COMMON (tested)
+READS = ("num_heads", "remat", "time_buckets", "attention_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 
 
 def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_BxHxLxL, mask_BxL, n: int):
@@ -52,7 +57,7 @@ class Block(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, buckets_BxLxL, deterministic):
+  def __call__(self, x_BxLxD, mask_BxL, timestamps_BxL, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
     x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
@@ -62,12 +67,21 @@ class Block(nn.Module):
     split = lambda t: t.reshape(*t.shape[:2], h, e)
     rab_table = self.param("rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "positions")),
                            (h, c.max_len), jnp.dtype(c.param_dtype))
-    rab = relative_bias(rab_table, x_BxLxD.shape[1], c.max_len)[None]
-    if buckets_BxLxL is not None:
+    rab_HxLxL = relative_bias(rab_table, x_BxLxD.shape[1], c.max_len)
+    time_table = None
+    if timestamps_BxL is not None:
       time_table = self.param("time_rab", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "positions")),
                               (h, c.time_buckets), jnp.dtype(c.param_dtype))
-      rab = rab + jnp.moveaxis(time_table[:, buckets_BxLxL], 0, 1)
-    av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL, c.max_len).reshape(x_BxLxD.shape)
+    with jax.named_scope("attention"):
+      if common.attention_impl(c) == "pallas":
+        av = hstu_pallas.hstu_attention(split(q), split(k), split(v), rab_HxLxL, mask_BxL, c.max_len,
+                                        timestamps_BxL, time_table)
+      else:
+        rab = rab_HxLxL[None]
+        if time_table is not None:
+          rab = rab + jnp.moveaxis(time_table[:, time_buckets(timestamps_BxL, c.time_buckets)], 0, 1)
+        av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL, c.max_len)
+    av = av.reshape(x_BxLxD.shape)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * common.layer_norm("av_norm")(av))
     return x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic), None
 
@@ -78,6 +92,6 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
     use_time = timestamps_BxL is not None and self.cfg.time_buckets > 0
-    buckets = time_buckets(timestamps_BxL, self.cfg.time_buckets) if use_time else None
-    x, _ = common.stack(Block, self.cfg, num_inputs=2)(x_BxLxD, mask_BxL, buckets, deterministic)
+    x, _ = common.stack(Block, self.cfg, num_inputs=2)(x_BxLxD, mask_BxL, timestamps_BxL if use_time else None,
+                                                       deterministic)
     return common.layer_norm("norm")(x)

@@ -11,21 +11,20 @@ from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
-READS = ("num_heads", "d_ff", "remat")  # EncoderConfig fields read besides config.COMMON (tested)
+READS = ("num_heads", "d_ff", "remat", "attention_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 
 
 class Block(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_Bx1xLxL, deterministic):
+  def __call__(self, x_BxLxD, lengths_B, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
     x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, name="qkv")(x_BxLxD)
     q, k, v = jnp.split(qkv.reshape(*qkv.shape[:2], 3 * h, e), 3, axis=2)
-    with jax.named_scope("attention"):
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
+    out = common.causal_attention(q, k, v, lengths_B, common.attention_impl(c))
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(out.reshape(*out.shape[:2], c.d_model))
     x_BxLxD = common.layer_norm("attn_norm")(x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic))
     with jax.named_scope("mlp"):
@@ -47,5 +46,5 @@ class Model(nn.Module):
         nn.initializers.normal(0.02), ("positions", "embed")), (c.max_len, c.d_model), jnp.dtype(c.param_dtype))
     x = x_BxLxD * jnp.sqrt(c.d_model) + positions[:length]
     x = nn.Dropout(c.dropout)(x, deterministic=deterministic) * mask_BxL[..., None]
-    x, _ = common.stack(Block, c)(x, common.causal_mask(mask_BxL), deterministic)
+    x, _ = common.stack(Block, c)(x, mask_BxL.sum(-1), deterministic)
     return x

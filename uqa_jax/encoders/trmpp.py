@@ -1,7 +1,8 @@
 """Trm++: a Llama-style block: pre-RMSNorm, RoPE, SwiGLU, no biases.
 
 Shape letters: B batch, L length, D width, H heads, E head dim, F MLP width.
-Attention goes through `jax.nn.dot_product_attention`, so cuDNN's fused kernel serves on GPU.
+Attention goes through `jax.nn.dot_product_attention` (`common.causal_attention`): cuDNN's
+fused kernel on a GPU in bfloat16/float16, XLA's elsewhere (`encoder.attention_impl`).
 """
 
 import flax.linen as nn
@@ -12,7 +13,7 @@ from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 
-READS = ("num_heads", "d_ff", "remat")  # EncoderConfig fields read besides config.COMMON (tested)
+READS = ("num_heads", "d_ff", "remat", "attention_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 
 
 def rope(x_BxLxHxE, theta=10000.0):
@@ -29,7 +30,7 @@ class Block(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_Bx1xLxL, deterministic):
+  def __call__(self, x_BxLxD, lengths_B, deterministic):
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
     x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
@@ -37,8 +38,7 @@ class Block(nn.Module):
     qkv = common.dense(3 * c.d_model, ("embed", "heads"), c, use_bias=False, name="qkv")(y)
     qkv = parallel.constrain(qkv.reshape(*qkv.shape[:2], 3 * h, e), ("batch", "act_length", "act_heads", None))
     q, k, v = jnp.split(qkv, 3, axis=2)
-    with jax.named_scope("attention"):
-      out = jax.nn.dot_product_attention(rope(q), rope(k), v, mask=mask_Bx1xLxL)
+    out = common.causal_attention(rope(q), rope(k), v, lengths_B, common.attention_impl(c))
     out = common.dense(c.d_model, ("heads", "embed"), c, use_bias=False, name="o")(
         out.reshape(*out.shape[:2], c.d_model))
     x_BxLxD = x_BxLxD + nn.Dropout(c.dropout)(out, deterministic=deterministic)
@@ -58,5 +58,5 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
     del timestamps_BxL  # no time signal in this encoder
-    x, _ = common.stack(Block, self.cfg)(x_BxLxD, common.causal_mask(mask_BxL), deterministic)
+    x, _ = common.stack(Block, self.cfg)(x_BxLxD, mask_BxL.sum(-1), deterministic)
     return common.rms_norm("norm", self.cfg)(x)
