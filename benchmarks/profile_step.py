@@ -61,13 +61,12 @@ def op_names(hlo_text: str) -> dict:
   return names
 
 
-def trace_step(compiled, state, batch):
-  """-> (state, {op name: summed µs}, wall s) of one traced step."""
+def trace(run):
+  """-> ({op name: summed µs}, wall s) of one traced call of `run` (which must block)."""
   with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
     jax.profiler.start_trace(tmp, create_perfetto_trace=True)
-    state, metrics = compiled(state, batch)
-    metrics["loss"].block_until_ready()
+    run()
     jax.profiler.stop_trace()
     wall = time.perf_counter() - start
     path, = glob.glob(os.path.join(tmp, "**", "perfetto_trace.json.gz"), recursive=True)
@@ -78,7 +77,7 @@ def trace_step(compiled, state, batch):
   for e in events:
     if e.get("ph") == "X" and not e["name"].startswith(("$", "ThunkExecutor", "SlinkyThreadPool")):
       times[e["name"]] += e.get("dur", 0.0)
-  return state, times, wall
+  return times, wall
 
 
 def profile(encoder, shapes, top):
@@ -87,7 +86,7 @@ def profile(encoder, shapes, top):
   names = op_names(compiled.as_text())
   state, metrics = compiled(state, batch)
   metrics["loss"].block_until_ready()
-  state, times, wall = trace_step(compiled, state, batch)
+  times, wall = trace(lambda: jax.block_until_ready(compiled(state, batch)))
   parts = collections.Counter()
   unnamed = 0.0
   for op, us in times.items():

@@ -313,8 +313,10 @@ def _np_mamba_block(p, x_LxD, d_conv, eps=1e-6):
   return layer_norm(x + ff, p["ff_norm"])
 
 
-def test_whole_mamba_block_with_padding_equals_a_sequential_numpy_reference():
-  cfg = EncoderConfig(name="mamba4rec", d_model=D, num_layers=1, d_state=4, max_len=32, dropout=0.0)
+@pytest.mark.parametrize("scan_impl", ["associative", "sequential"])
+def test_whole_mamba_block_with_padding_equals_a_sequential_numpy_reference(scan_impl):
+  cfg = EncoderConfig(name="mamba4rec", d_model=D, num_layers=1, d_state=4, max_len=32, dropout=0.0,
+                      scan_impl=scan_impl)
   block = mamba4rec.Block(cfg)
   x = jax.random.normal(jax.random.PRNGKey(1), (B, L, D))
   lengths = [L, 7]
@@ -328,6 +330,13 @@ def test_whole_mamba_block_with_padding_equals_a_sequential_numpy_reference():
   for b, n in enumerate(lengths):
     want = _np_mamba_block(params, np.asarray(x[b, :n], np.float64), cfg.d_conv)
     np.testing.assert_allclose(np.asarray(got[b, :n]), want, atol=1e-5, rtol=1e-5)
+
+
+def test_scan_impl_resolves_per_platform():
+  assert mamba4rec.scan_fn(EncoderConfig(name="mamba4rec")) is mamba4rec.sequential_scan  # auto on CPU
+  assert mamba4rec.scan_fn(EncoderConfig(name="mamba4rec", scan_impl="associative")) is mamba4rec.selective_scan
+  with pytest.raises(ValueError, match="scan_impl='tree': expected auto, associative, sequential"):
+    mamba4rec.scan_fn(EncoderConfig(name="mamba4rec", scan_impl="tree"))
 
 
 def test_attention_impl_resolves_per_platform_and_refuses_what_an_encoder_lacks():

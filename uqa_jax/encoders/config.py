@@ -30,6 +30,9 @@ class EncoderConfig:
   # "xla" is the plain jnp / XLA path everywhere; "cudnn" (Trm++, SASRec: jax.nn.dot_product_attention's
   # cuDNN kernel, GPU, bfloat16/float16); "pallas" (HSTU: the fused kernel, uqa_jax/encoders/hstu_pallas.py).
   attention_impl: str = "auto"
+  # Mamba4Rec's selective scan: "auto" (sequential on CPU, associative elsewhere), "associative"
+  # (log depth, `jax.lax.associative_scan`) or "sequential" (`lax.scan`); see mamba4rec.scan_fn.
+  scan_impl: str = "auto"
   # HSTU: learned bias per bucket of log time gap, when batches carry timestamps (0: off)
   time_buckets: int = 128
   # Mamba4Rec
