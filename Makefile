@@ -32,11 +32,15 @@ test-slow: $(STAMP)  # pytest exits 5 when no test is marked slow: that is not a
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
-bench: $(STAMP)
-	$(PY) benchmarks/input_pipeline.py
-	$(PY) benchmarks/llm.py
-	$(PY) benchmarks/encoders.py --batch 4 --length 512 --steps 2
+bench: $(STAMP)  # every benchmark, tables printed, JSON under benchmarks/results/ (~14 min on 2 cores)
+	$(PY) benchmarks/vs_torch.py --steps 3
+	$(PY) benchmarks/profile_step.py --top 5
+	$(PY) benchmarks/scan.py --profile 1024 --repeats 2
+	$(PY) benchmarks/hstu_attention.py
+	$(PY) benchmarks/llm.py --repeats 2 --no_cache_too 0
+	$(PY) benchmarks/encoders.py --batch 2 --length 512 --steps 2
 	$(PY) benchmarks/align_step.py
+	$(PY) benchmarks/input_pipeline.py
 
 ablations: $(STAMP)  # configs/ablations.py: Tables 3/4, controls, text baselines (hours on 2 cores)
 	for v in $$($(PY) -c "from configs import ablations; print(*ablations.VARIANTS)"); do \

@@ -38,6 +38,7 @@ from uqa_jax.llm import weights
 from uqa_jax.stages import align
 from uqa_jax.stages import pretrain
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
+from benchmarks import step_setup  # pylint: disable=wrong-import-position
 from benchmarks.encoders import random_batch  # pylint: disable=wrong-import-position
 
 SOFT = 5  # soft tokens: configs/default.py's `recent` adapter (4 recent states + their mean)
@@ -161,6 +162,9 @@ def main():
     print(f"| {m} | transformers (PyTorch) | {torch_s:.3f} | {args.batch / torch_s:.2f} | {n_tokens / torch_s:,.0f} | |")
   print(f"frozen encoder forward (sasrec 64x2, 128 clicks): {mine[args.modes[0]][1] * 1e3:.1f} ms of our "
         f"{mine[args.modes[0]][0] * 1e3:.0f} ms {args.modes[0]} step")
+  step_setup.write_result("align_step", {**vars(args), "rows": [
+      {"mode": m, "ours_step_s": mine[m][0], "encoder_forward_s": mine[m][1], "torch_step_s": theirs[m]}
+      for m in args.modes]})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from uqa_jax import flops as flops_lib
@@ -75,10 +74,14 @@ def main():
         f"{rate / 1e9:.1f} GFLOP/s on {jax.devices()[0].platform}")
   print("| encoder | parameters | step s | sequences/s | matmul GFLOP/step | achieved / matmul peak |")
   print("| --- | --- | --- | --- | --- | --- |")
+  rows = []
   for name in args.encoders:
     step_s, n_params, flops = bench(name, args, rng)
+    rows.append({"encoder": name, "parameters": n_params, "step_s": step_s, "matmul_gflop": flops / 1e9,
+                 "of_peak": flops / step_s / rate})
     print(f"| {name} | {n_params / 1e6:.1f}M | {step_s:.2f} | {args.batch / step_s:.1f} | "
-          f"{flops / 1e9:.1f} | {flops / step_s / rate:.0%} |")
+          f"{flops / 1e9:.1f} | {flops / step_s / rate:.0%} |", flush=True)
+  step_setup.write_result("encoders", {**vars(args), "matmul_gflops": rate / 1e9, "rows": rows})
 
 
 if __name__ == "__main__":

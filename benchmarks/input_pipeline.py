@@ -12,6 +12,7 @@ benchmark (benchmarks/encoders.py, Stage 1) replaces the estimate with a measure
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -20,6 +21,9 @@ import numpy as np
 from uqa_jax.data import pipeline
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
+
+sys.path.insert(0, os.path.dirname(__file__))
+import step_setup  # noqa: E402
 
 
 def matmul_flops_per_s(n=2048, repeats=5):
@@ -64,6 +68,8 @@ def main():
   print(f"float32 matmul rate (numpy, this machine): {flops / 1e9:.1f} GFLOP/s")
   print(f"estimated 25M-encoder train step at peak matmul rate: {step_s:.1f}s "
         f"({1 / step_s:.3f} steps/s); pipeline/encoder ratio: {batches_s * step_s:,.0f}x (goal >= 10x)")
+  step_setup.write_result("input_pipeline", {**vars(args), "batches_per_s": batches_s, "numpy_matmul_gflops": flops / 1e9,
+                                             "estimated_step_s": step_s, "ratio": batches_s * step_s})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ its largest ops: where the associative scan's extra time goes. Writes
 import argparse
 import json
 import os
-import time
 
 import sys
 
@@ -28,18 +27,9 @@ from uqa_jax.encoders import mamba4rec
 
 sys.path.insert(0, os.path.dirname(__file__))
 import profile_step  # noqa: E402
+from step_setup import best_time  # noqa: E402
 
 IMPLS = {"associative": mamba4rec.selective_scan, "sequential": mamba4rec.sequential_scan}
-
-
-def best_time(fn, args, repeats):
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
 
 
 def inputs(batch, length, inner, state):

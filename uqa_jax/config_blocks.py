@@ -14,7 +14,7 @@ import typing
 
 import ml_collections
 
-RUN_ONLY = {"fingerprint": False}  # dataclasses.field(metadata=RUN_ONLY)
+from uqa_jax.registry import RUN_ONLY  # noqa: F401 (dataclasses.field(metadata=RUN_ONLY), re-exported)
 
 
 def added_later(old_behaviour) -> dict:

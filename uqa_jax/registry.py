@@ -5,6 +5,11 @@
 import dataclasses
 import importlib
 
+# dataclasses.field(metadata=RUN_ONLY): a setting that changes how a run goes, not what it
+# computes; left out of stage fingerprints (config_blocks, which re-exports it). Here, in a
+# module without ml_collections, so the encoders' config can use it on any machine.
+RUN_ONLY = {"fingerprint": False}
+
 
 def module(package: str, kind: str, names, name: str):
   """The module `package.name`; an unknown name is an error listing the valid ones."""

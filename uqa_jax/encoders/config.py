@@ -9,6 +9,7 @@ other fields it reads, and `check_reads` refuses a config that sets a field its 
 import dataclasses
 
 from uqa_jax import registry
+from uqa_jax.registry import RUN_ONLY
 
 COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", "param_dtype", "max_len")
 
@@ -29,10 +30,11 @@ class EncoderConfig:
   # Attention kernel (Trm++, SASRec, HSTU): "auto" picks per platform (common.attention_impl);
   # "xla" is the plain jnp / XLA path everywhere; "cudnn" (Trm++, SASRec: jax.nn.dot_product_attention's
   # cuDNN kernel, GPU, bfloat16/float16); "pallas" (HSTU: the fused kernel, uqa_jax/encoders/hstu_pallas.py).
-  attention_impl: str = "auto"
+  # How, not what: tested equal, so not fingerprinted (a run may resume on another platform).
+  attention_impl: str = dataclasses.field(default="auto", metadata=RUN_ONLY)
   # Mamba4Rec's selective scan: "auto" (sequential on CPU, associative elsewhere), "associative"
   # (log depth, `jax.lax.associative_scan`) or "sequential" (`lax.scan`); see mamba4rec.scan_fn.
-  scan_impl: str = "auto"
+  scan_impl: str = dataclasses.field(default="auto", metadata=RUN_ONLY)
   # HSTU: learned bias per bucket of log time gap, when batches carry timestamps (0: off)
   time_buckets: int = 128
   # Mamba4Rec
