@@ -8,7 +8,9 @@ parameters (`encoder.dtype`), attention by `encoder.attention_impl=auto` (cuDNN 
 bfloat16). Batch x 512 clicks per step (`--batches`, one per size; sized for one 80 GB card).
 Prints step time, sequences/s and MFU = matmul FLOPs counted on the step's jaxpr / step time /
 the bf16 matmul rate measured at 8192³ in the same run. Runs anywhere (on CPU use tiny
-batches). Writes gpu_step.json under `--out`.
+batches). Writes gpu_step.json under `--out`. With cuDNN attention the jaxpr holds attention as
+one custom call, not `dot_general`s, so its FLOPs (4·B·H·L²·E per layer forward, 2x that
+backward) are left out of the count and the MFU is a slight underestimate.
 """
 
 import argparse
@@ -63,7 +65,7 @@ def main():
   args = parser.parse_args()
   if len(args.batches) != len(args.sizes):
     parser.error("--batches needs one batch size per --sizes entry")
-  rate = step_setup.matmul_rate(args.matmul_n, dtype=jnp.bfloat16)
+  rate = step_setup.matmul_rate(args.matmul_n, dtype=jnp.bfloat16)  # default precision
   print(f"{jax.devices()[0].device_kind}: bf16 matmul at {args.matmul_n}³ {rate / 1e12:.0f} TFLOP/s")
   print("| size | parameters | batch x 512 | step ms | sequences/s | matmul TFLOP/step | MFU (of measured bf16) | compile s |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -7,7 +7,8 @@ Forward + backward of SiLU(QKᵀ + rab + time bias)/n · V with the causal and p
 (the gradient reaches q, k, v, the relative-bias table and the time table), for
 `hstu.hstu_attention` (XLA: [B, H, L, L] scores, attention and time-bias gather) and
 `hstu_pallas.hstu_attention` (blockwise, none of them). Prints the best time of `--repeats`
-and the compiled program's temporary memory (XLA's memory analysis) for each. On CPU the
+and the compiled program's temporary memory (XLA's memory analysis) for each, and the largest difference between their outputs on valid
+rows (the kernel is checked wherever it is timed). On CPU the
 kernel runs in Pallas' interpret mode, which is for correctness, not speed: its times there
 mean nothing, and `--fused_max` caps the lengths it runs at. On a GPU (benchmarks/gpu_check.sh)
 both compile for real. Writes `benchmarks/results/hstu_attention.json` (or `--out`).
@@ -25,7 +26,7 @@ from uqa_jax.encoders import hstu
 from uqa_jax.encoders import hstu_pallas
 
 sys.path.insert(0, os.path.dirname(__file__))
-import step_setup  # noqa: E402
+import timing  # noqa: E402
 
 TIME_BUCKETS = 128
 
@@ -63,7 +64,7 @@ def measure(fn, args, repeats):
   compiled = fn.lower(*args).compile()
   memory = compiled.memory_analysis()
   temp = getattr(memory, "temp_size_in_bytes", float("nan")) if memory is not None else float("nan")
-  return step_setup.best_time(compiled, args, repeats), temp
+  return timing.best_time(compiled, args, repeats), temp
 
 
 def main():
@@ -81,12 +82,19 @@ def main():
   mode = "interpret mode" if platform == "cpu" else "compiled"
   print(f"B {args.batch}, H {args.heads}, E {args.head_dim}, {args.dtype}, time bias on, forward+backward; "
         f"{platform} (fused kernel: {mode})")
-  print("| L | reference ms | reference temp MiB | fused ms | fused temp MiB | fused / reference time |")
-  print("| --- | --- | --- | --- | --- | --- |")
+  print("| L | reference ms | reference temp MiB | fused ms | fused temp MiB | fused / reference time | "
+        "max abs diff (valid rows) |")
+  print("| --- | --- | --- | --- | --- | --- | --- |")
   rows = []
   for length in args.lengths:
     q, k, v, cot, rt, tt, ts, mask = inputs(args.batch, length, args.heads, args.head_dim, jnp.dtype(args.dtype))
-    row = {"length": length}
+    row = {"length": length, "max_abs_diff": float("nan")}
+    if length <= args.fused_max:  # the kernel is checked where it is timed
+      try:
+        outs = [jax.jit(fn)(q, k, v, rt, tt, ts, mask).astype(jnp.float32) for fn in (reference, fused)]
+        row["max_abs_diff"] = float(jnp.max(jnp.abs(outs[0] - outs[1]) * mask[:, :, None, None]))
+      except Exception as e:  # recorded below by the timing attempt's own error
+        print(f"  comparison at L={length}: {type(e).__name__}: {str(e)[:200]}")
     for name, fn in (("reference", reference), ("fused", fused)):
       if name == "fused" and length > args.fused_max:
         row[f"{name}_ms"] = row[f"{name}_temp_mib"] = float("nan")
@@ -100,7 +108,8 @@ def main():
         print(f"  {name} at L={length}: {row[f'{name}_error']}")
     rows.append(row)
     print(f"| {length} | {row['reference_ms']:.1f} | {row['reference_temp_mib']:.1f} | {row['fused_ms']:.1f} | "
-          f"{row['fused_temp_mib']:.1f} | {row['fused_ms'] / row['reference_ms']:.2f} |", flush=True)
+          f"{row['fused_temp_mib']:.1f} | {row['fused_ms'] / row['reference_ms']:.2f} | {row['max_abs_diff']:.2e} |",
+          flush=True)
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"platform": platform, "fused_mode": mode, **{k: v for k, v in vars(args).items() if k != "out"},

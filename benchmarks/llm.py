@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uqa_jax.llm import assets
 from uqa_jax.llm import generate
 from uqa_jax.llm import model as model_lib
 
@@ -146,7 +145,8 @@ def main():
   import transformers
   if args.preset:
     gen, ref = random_models(args.preset, args.dtype)
-  else:
+  else:  # the default GGUF (its loader needs ml_collections and gguf; --preset needs neither)
+    from uqa_jax.llm import assets
     gen, _ = generate.load_generator(assets.DEFAULT_MODEL)
   rng = np.random.default_rng(0)
   prompts = {b: rng.integers(100, 40_000, size=(b, args.prompt)).astype(np.int32) for b in args.batches}

@@ -27,7 +27,7 @@ from uqa_jax.encoders import mamba4rec
 
 sys.path.insert(0, os.path.dirname(__file__))
 import profile_step  # noqa: E402
-from step_setup import best_time  # noqa: E402
+from timing import best_time  # noqa: E402
 
 IMPLS = {"associative": mamba4rec.selective_scan, "sequential": mamba4rec.sequential_scan}
 

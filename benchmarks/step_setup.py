@@ -8,9 +8,8 @@ a 100,000 x 128 item table, full-softmax NIP loss (`sl`), AdamW, dropout 0.1. Us
 
 import dataclasses
 import functools
-import json
 import os
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,9 @@ import numpy as np
 from configs import paper
 from uqa_jax.data import schema
 from uqa_jax.stages import pretrain
+
+sys.path.insert(0, os.path.dirname(__file__))  # also when imported as benchmarks.step_setup
+from timing import best_time, matmul_rate, write_result  # noqa: E402,F401 (re-exported for the scripts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,31 +74,3 @@ def build_from_config(c, info, b):
   return step, state, b, model, p
 
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def write_result(name: str, obj) -> str:
-  """Writes `obj` as benchmarks/results/<name>.json (every benchmark's record); -> the path."""
-  os.makedirs(RESULTS, exist_ok=True)
-  path = os.path.join(RESULTS, f"{name}.json")
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=1, default=str)
-  print(f"wrote {path}")
-  return path
-
-
-def best_time(fn, args, repeats):
-  """Best wall time of `fn(*args)` (blocked until ready) over `repeats` calls after a warm-up."""
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
-def matmul_rate(n=2048, repeats=5, dtype=jnp.float32):
-  """Matmul FLOP/s JAX reaches on this device at n³ (best of `repeats`)."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), dtype)
-  return 2 * n ** 3 / best_time(jax.jit(lambda x: x @ x), (a,), repeats)

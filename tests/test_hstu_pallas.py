@@ -42,8 +42,10 @@ def _fused(q, k, v, rab_table, time_table, mask, ts, use_time, block=16):
                                     time_table if use_time else None, block=block)  # interpret on CPU
 
 
-@pytest.mark.parametrize("length,use_time", [(48, True), (40, True), (48, False)])
-def test_fused_equals_reference_forward_and_gradients(length, use_time):
+@pytest.mark.parametrize("length,use_time,block", [(48, True, 16), (40, True, 16), (48, False, 16), (40, True, 128)])
+def test_fused_equals_reference_forward_and_gradients(length, use_time, block):
+  """block 16: several blocks per row, causal skipping, the last block part padding; block 128
+  (the default) shrinks to 64, the length's next power of two: one block, padded."""
   q, k, v, rab_table, time_table, mask, ts = _inputs(length)
   cot = jax.random.normal(jax.random.PRNGKey(9), (B, length, H, E))
   valid = mask[:, :, None, None]  # padded query rows are nobody's output
@@ -51,11 +53,12 @@ def test_fused_equals_reference_forward_and_gradients(length, use_time):
   def loss(fn):
     return lambda *a: jnp.sum(fn(*a, mask, ts, use_time) * cot * valid)
 
+  fused_fn = lambda *a: _fused(*a, block=block)
   ref, fused = _reference(q, k, v, rab_table, time_table, mask, ts, use_time), \
-      _fused(q, k, v, rab_table, time_table, mask, ts, use_time)
+      fused_fn(q, k, v, rab_table, time_table, mask, ts, use_time)
   np.testing.assert_allclose(fused * valid, ref * valid, atol=1e-5, rtol=1e-5)
   g_ref = jax.grad(loss(_reference), argnums=(0, 1, 2, 3, 4))(q, k, v, rab_table, time_table)
-  g_fused = jax.grad(loss(_fused), argnums=(0, 1, 2, 3, 4))(q, k, v, rab_table, time_table)
+  g_fused = jax.grad(loss(fused_fn), argnums=(0, 1, 2, 3, 4))(q, k, v, rab_table, time_table)
   for name, a, b in zip(["q", "k", "v", "rab table", "time table"], g_fused, g_ref):
     assert np.abs(np.asarray(b)).max() > 0 or (name == "time table" and not use_time), name
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=name)
@@ -73,6 +76,12 @@ def test_the_time_bias_changes_the_output():
   with_time = _fused(q, k, v, rab_table, time_table, mask, ts, True)
   without = _fused(q, k, v, rab_table, time_table, mask, ts, False)
   assert float(jnp.abs(with_time - without).max()) > 1e-3
+
+
+def test_block_must_be_a_power_of_two_of_at_least_16():
+  q, k, v, rab_table, _, mask, _ = _inputs(16)
+  with pytest.raises(ValueError, match="block=24; expected a power of two >= 16"):
+    hstu_pallas.hstu_attention(q, k, v, hstu.relative_bias(rab_table, 16, MAX_LEN), mask, MAX_LEN, block=24)
 
 
 def test_timestamps_without_a_table_is_an_error():

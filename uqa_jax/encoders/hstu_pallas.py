@@ -4,7 +4,8 @@ Blockwise, never materialising the [B, H, L, L] scores, attention or time-bias m
 program holds one [bq, bk] block at a time. The relative-position bias comes in as [H, L, L]
 (built by XLA from the per-head table; it has no batch axis), the time bias is computed inside
 the kernel from the click times and the per-head bucket table, exactly as
-`hstu.time_buckets` buckets them. `jax.custom_vjp` with three backward kernels:
+`hstu.time_buckets` buckets them, and read from the table by a gather on the table's ref (its
+gradient: one-hot contractions, 16 buckets at a time). `jax.custom_vjp` with three backward kernels:
 
   dq     grid (B, H, q blocks), loop over key blocks      -> dQ
   dkv    grid (B, H, k blocks), loop over query blocks    -> dK, dV
@@ -16,10 +17,12 @@ B batch, H heads, L length (padded to a multiple of the block), E head dim, T ti
 bq / bk block sizes. `hstu.hstu_attention` is the plain `jnp` reference this must equal
 (tests/test_hstu_pallas.py: forward and every gradient within 1e-5 in float32, interpret mode).
 
-On CPU the kernels run in Pallas' interpret mode (correct, not fast: for tests); on GPU
-(Triton) and TPU (Mosaic) they compile. Not yet run on either here (benchmarks/gpu_check.sh
-runs the tests and the timing on a GPU when a session is lent one). The time-bias lookup is a
-gather from a [T] row (`jnp.take`), which Mosaic may refuse.
+On CPU the kernels run in Pallas' interpret mode (correct, not fast: for tests). Written for
+Triton (GPU): every value a power of two in size (blocks, head dim, the padded [T] table),
+the table read through its ref with an index array (a pointer gather there), refs of full
+length only ever sliced. Not yet compiled on a GPU
+(benchmarks/gpu_check.sh runs the tests and timings there when a session is lent one). Mosaic
+(TPU) is less likely to take it: ref gathers and scatters, 1-D refs sliced at dynamic offsets.
 """
 
 import functools
@@ -36,21 +39,24 @@ def _silu_and_grad(s):
   return s * sig, sig * (1.0 + s * (1.0 - sig))
 
 
-def _time_bias(ts_q, ts_k, row_T):
-  """[bq, bk] bias of the bucketed gap |t_i - t_j| (int click times), and the buckets."""
+def _buckets(ts_q, ts_k, num_buckets):
+  """[bq, bk] int32 bucket of the gap |t_i - t_j| (int click times), as `hstu.time_buckets`."""
   gap = jnp.abs(ts_q[:, None] - ts_k[None, :]).astype(jnp.float32)
   bucket = jnp.floor(jnp.log(jnp.maximum(gap, 1.0)) / LOG_BASE)
-  bucket = jnp.clip(bucket, 0, row_T.shape[0] - 1).astype(jnp.int32)
-  return jnp.take(row_T, bucket), bucket
+  return jnp.clip(bucket, 0, num_buckets - 1).astype(jnp.int32)
 
 
-def _block_scores(q, k, rab, valid_k, ts_q, ts_k, row_T, qi, kj, bq, bk):
-  """Scores [bq, bk] (float32), the keep mask, and the time buckets (None without time)."""
+def _block_scores(q, k, rab, valid_k, ts_q, ts_k, time_ref, num_buckets, qi, kj, bq, bk):
+  """Scores [bq, bk] (float32), the keep mask, and the time buckets (None without time).
+
+  The time bias is read from the [T] table ref with the bucket array as its index: on Triton a
+  pointer gather (a `tl.load` of computed addresses), in interpret mode a take.
+  """
   s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32) + rab
   bucket = None
-  if row_T is not None:
-    bias, bucket = _time_bias(ts_q, ts_k, row_T)
-    s = s + bias
+  if num_buckets:
+    bucket = _buckets(ts_q, ts_k, num_buckets)
+    s = s + time_ref[bucket].astype(jnp.float32)
   rows = qi * bq + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
   cols = kj * bk + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
   keep = (rows >= cols) & (valid_k[None, :] > 0)
@@ -61,16 +67,15 @@ def _last_key_block(qi, bq, bk):
   return (qi * bq + bq - 1) // bk  # blocks past it lie strictly above the diagonal
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, o_ref, *, bq, bk, n, use_time):
+def _fwd_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, o_ref, *, bq, bk, n, buckets):
   qi = pl.program_id(2)
   q = q_ref[...].astype(jnp.float32)
-  ts_q = ts_ref[pl.ds(qi * bq, bq)] if use_time else None
-  row_T = time_ref[...].astype(jnp.float32) if use_time else None
+  ts_q = ts_ref[pl.ds(qi * bq, bq)] if buckets else None
 
   def body(kj, acc):
     keys = pl.ds(kj * bk, bk)
     s, keep, _ = _block_scores(q, k_ref[keys, :].astype(jnp.float32), rab_ref[:, keys].astype(jnp.float32),
-                               valid_ref[keys], ts_q, ts_ref[keys] if use_time else None, row_T, qi, kj, bq, bk)
+                               valid_ref[keys], ts_q, ts_ref[keys] if buckets else None, time_ref, buckets, qi, kj, bq, bk)
     a = jnp.where(keep, _silu_and_grad(s)[0], 0.0) / n
     return acc + jnp.dot(a, v_ref[keys, :].astype(jnp.float32), preferred_element_type=jnp.float32)
 
@@ -78,18 +83,17 @@ def _fwd_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, o_ref
   o_ref[...] = acc.astype(o_ref.dtype)
 
 
-def _dq_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_ref, dq_ref, *, bq, bk, n, use_time):
+def _dq_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_ref, dq_ref, *, bq, bk, n, buckets):
   qi = pl.program_id(2)
   q = q_ref[...].astype(jnp.float32)
   do = do_ref[...].astype(jnp.float32)
-  ts_q = ts_ref[pl.ds(qi * bq, bq)] if use_time else None
-  row_T = time_ref[...].astype(jnp.float32) if use_time else None
+  ts_q = ts_ref[pl.ds(qi * bq, bq)] if buckets else None
 
   def body(kj, dq):
     keys = pl.ds(kj * bk, bk)
     k = k_ref[keys, :].astype(jnp.float32)
     s, keep, _ = _block_scores(q, k, rab_ref[:, keys].astype(jnp.float32), valid_ref[keys], ts_q,
-                               ts_ref[keys] if use_time else None, row_T, qi, kj, bq, bk)
+                               ts_ref[keys] if buckets else None, time_ref, buckets, qi, kj, bq, bk)
     da = jax.lax.dot_general(do, v_ref[keys, :].astype(jnp.float32), (((1,), (1,)), ((), ())),
                              preferred_element_type=jnp.float32)
     ds = jnp.where(keep, da * _silu_and_grad(s)[1], 0.0) / n
@@ -100,13 +104,12 @@ def _dq_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_ref
 
 
 def _dkv_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_ref, dk_ref, dv_ref, *,
-                bq, bk, n, use_time, num_q_blocks):
+                bq, bk, n, buckets, num_q_blocks):
   kj = pl.program_id(2)
   k = k_ref[...].astype(jnp.float32)
   v = v_ref[...].astype(jnp.float32)
   valid_k = valid_ref[pl.ds(kj * bk, bk)]
-  ts_k = ts_ref[pl.ds(kj * bk, bk)] if use_time else None
-  row_T = time_ref[...].astype(jnp.float32) if use_time else None
+  ts_k = ts_ref[pl.ds(kj * bk, bk)] if buckets else None
 
   def body(qi, carry):
     dk, dv = carry
@@ -114,7 +117,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_re
     q = q_ref[rows, :].astype(jnp.float32)
     do = do_ref[rows, :].astype(jnp.float32)
     s, keep, _ = _block_scores(q, k, rab_ref[rows, :].astype(jnp.float32), valid_k,
-                               ts_ref[rows] if use_time else None, ts_k, row_T, qi, kj, bq, bk)
+                               ts_ref[rows] if buckets else None, ts_k, time_ref, buckets, qi, kj, bq, bk)
     silu, dsilu = _silu_and_grad(s)
     a = jnp.where(keep, silu, 0.0) / n
     dv = dv + jax.lax.dot_general(a, do, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
@@ -130,37 +133,45 @@ def _dkv_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_re
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
+T_CHUNK = 16  # buckets per one-hot slice in the time table's gradient: [bq, bk, 16] per step
+
+
 def _dbias_kernel(q_ref, k_ref, v_ref, rab_ref, valid_ref, ts_ref, time_ref, do_ref, drab_ref, dtime_ref, *,
-                  bq, bk, n, use_time, batch):
+                  bq, bk, n, buckets, batch):
+  """d rab of block (qi, kj) of one head, summed over the batch, and this block's part of the
+  time table's gradient: Σ ds per bucket as one-hot contractions over T_CHUNK buckets at a time
+  (static slices; a scatter-add would need atomics, whose duplicates interpret mode drops)."""
   qi, kj = pl.program_id(1), pl.program_id(2)
   rab = rab_ref[...].astype(jnp.float32)
-  row_T = time_ref[...].astype(jnp.float32) if use_time else None
-  num_t = dtime_ref.shape[-1]
+  chunks = dtime_ref.shape[-1] // T_CHUNK if buckets else 0
+  dtime_ref[...] = jnp.zeros(dtime_ref.shape, dtime_ref.dtype)
 
   def body(b, carry):
-    drab, dtime = carry
+    drab, parts = carry
     s, keep, bucket = _block_scores(q_ref[b].astype(jnp.float32), k_ref[b].astype(jnp.float32), rab,
-                                    valid_ref[b], ts_ref[b, pl.ds(qi * bq, bq)] if use_time else None,
-                                    ts_ref[b, pl.ds(kj * bk, bk)] if use_time else None, row_T, qi, kj, bq, bk)
+                                    valid_ref[b], ts_ref[b, pl.ds(qi * bq, bq)] if buckets else None,
+                                    ts_ref[b, pl.ds(kj * bk, bk)] if buckets else None, time_ref, buckets,
+                                    qi, kj, bq, bk)
     da = jax.lax.dot_general(do_ref[b].astype(jnp.float32), v_ref[b].astype(jnp.float32),
                              (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
     ds = jnp.where(keep, da * _silu_and_grad(s)[1], 0.0) / n
-    if use_time:  # Σ ds per bucket: a one-hot contraction over the block
-      one_hot = (bucket[..., None] == jax.lax.broadcasted_iota(jnp.int32, (1, 1, num_t), 2)).astype(jnp.float32)
-      dtime = dtime + jnp.sum(one_hot * ds[..., None], axis=(0, 1))
-    return drab + ds, dtime
+    if chunks:
+      ids = jax.lax.broadcasted_iota(jnp.int32, (1, 1, T_CHUNK), 2)
+      parts = tuple(part + jnp.sum(jnp.where(bucket[..., None] == c * T_CHUNK + ids, ds[..., None], 0.0), axis=(0, 1))
+                    for c, part in enumerate(parts))
+    return drab + ds, parts
 
   @pl.when(kj <= _last_key_block(qi, bq, bk))
   def _():
-    drab, dtime = jax.lax.fori_loop(0, batch, body, (jnp.zeros((bq, bk), jnp.float32),
-                                                     jnp.zeros((num_t,), jnp.float32)))
+    zeros = (jnp.zeros((bq, bk), jnp.float32), tuple(jnp.zeros((T_CHUNK,), jnp.float32) for _ in range(chunks)))
+    drab, parts = jax.lax.fori_loop(0, batch, body, zeros)
     drab_ref[...] = drab.astype(drab_ref.dtype)
-    dtime_ref[...] = dtime.astype(dtime_ref.dtype)
+    for c, part in enumerate(parts):
+      dtime_ref[pl.ds(c * T_CHUNK, T_CHUNK)] = part.astype(dtime_ref.dtype)
 
   @pl.when(kj > _last_key_block(qi, bq, bk))
   def _():
     drab_ref[...] = jnp.zeros(drab_ref.shape, drab_ref.dtype)
-    dtime_ref[...] = jnp.zeros(dtime_ref.shape, dtime_ref.dtype)
 
 
 def _specs(b, h, length, e, t, bq, bk, by):
@@ -185,20 +196,26 @@ def _prepare(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_HxLxL, valid_BxL, timestamps_B
   heads = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, pad), (0, 0)))
   rab = jnp.pad(rab_HxLxL, ((0, 0), (0, pad), (0, pad)))
   valid = jnp.pad(valid_BxL.astype(jnp.int32), ((0, 0), (0, pad)))
-  use_time = time_table_HxT is not None
-  ts = jnp.pad(timestamps_BxL.astype(jnp.int32), ((0, 0), (0, pad))) if use_time else jnp.zeros_like(valid)
-  table = time_table_HxT if use_time else jnp.zeros((rab.shape[0], 1), q_BxLxHxE.dtype)
-  return heads(q_BxLxHxE), heads(k_BxLxHxE), heads(v_BxLxHxE), rab, valid, ts, table, use_time
+  buckets = 0 if time_table_HxT is None else time_table_HxT.shape[1]
+  ts = jnp.pad(timestamps_BxL.astype(jnp.int32), ((0, 0), (0, pad))) if buckets else jnp.zeros_like(valid)
+  # The table's rows padded to a power of two (>= 16, Triton's smallest block); never indexed.
+  table = time_table_HxT if buckets else jnp.zeros((rab.shape[0], 0), jnp.float32)
+  table = jnp.pad(table, ((0, 0), (0, _pow2(max(table.shape[1], T_CHUNK)) - table.shape[1])))
+  return heads(q_BxLxHxE), heads(k_BxLxHxE), heads(v_BxLxHxE), rab, valid, ts, table, buckets
+
+
+def _pow2(n: int) -> int:
+  return 1 << (n - 1).bit_length()
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
-def _fused(q, k, v, rab, valid, ts, table, n, block, interpret, use_time):
-  return _forward(q, k, v, rab, valid, ts, table, n, block, interpret, use_time)
+def _fused(q, k, v, rab, valid, ts, table, n, block, interpret, buckets):
+  return _forward(q, k, v, rab, valid, ts, table, n, block, interpret, buckets)
 
 
-def _forward(q, k, v, rab, valid, ts, table, n, block, interpret, use_time):
+def _forward(q, k, v, rab, valid, ts, table, n, block, interpret, buckets):
   b, h, length, e = q.shape
-  kernel = functools.partial(_fwd_kernel, bq=block, bk=block, n=float(n), use_time=use_time)
+  kernel = functools.partial(_fwd_kernel, bq=block, bk=block, n=float(n), buckets=buckets)
   return pl.pallas_call(
       kernel, grid=(b, h, length // block), in_specs=_specs(b, h, length, e, table.shape[1], block, block, "q")[:7],
       out_specs=pl.BlockSpec((None, None, block, e), lambda i, j, x: (i, j, x, 0)),
@@ -206,17 +223,17 @@ def _forward(q, k, v, rab, valid, ts, table, n, block, interpret, use_time):
   )(q, k, v, rab, valid, ts, table)
 
 
-def _fused_fwd(q, k, v, rab, valid, ts, table, n, block, interpret, use_time):
-  out = _forward(q, k, v, rab, valid, ts, table, n, block, interpret, use_time)
+def _fused_fwd(q, k, v, rab, valid, ts, table, n, block, interpret, buckets):
+  out = _forward(q, k, v, rab, valid, ts, table, n, block, interpret, buckets)
   return out, (q, k, v, rab, valid, ts, table)
 
 
-def _fused_bwd(n, block, interpret, use_time, residuals, do):
+def _fused_bwd(n, block, interpret, buckets, residuals, do):
   q, k, v, rab, valid, ts, table = residuals
   b, h, length, e = q.shape
   t = table.shape[1]
   args = (q, k, v, rab, valid, ts, table, do)
-  common = dict(bq=block, bk=block, n=float(n), use_time=use_time)
+  common = dict(bq=block, bk=block, n=float(n), buckets=buckets)
   nb = length // block
   dq = pl.pallas_call(
       functools.partial(_dq_kernel, **common), grid=(b, h, nb), in_specs=_specs(b, h, length, e, t, block, block, "q"),
@@ -241,7 +258,7 @@ def _fused_bwd(n, block, interpret, use_time, residuals, do):
                  pl.BlockSpec((None, None, None, t), lambda j, x, y: (j, x, y, 0))],
       out_shape=[jax.ShapeDtypeStruct(rab.shape, jnp.float32), jax.ShapeDtypeStruct((h, nb, nb, t), jnp.float32)],
       interpret=interpret, name="hstu_attention_dbias")(*args)
-  dtable = dtime.sum((1, 2)).astype(table.dtype) if use_time else jnp.zeros_like(table)
+  dtable = dtime.sum((1, 2)).astype(table.dtype)  # zeros without time (the table is then a dummy)
   return dq, dk, dv, drab.astype(rab.dtype), None, None, dtable
 
 
@@ -254,16 +271,19 @@ def hstu_attention(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_HxLxL, mask_BxL, n: int,
 
   `rab_HxLxL` is the relative-position bias (no batch axis); with `timestamps_BxL` and
   `time_table_HxT` the kernel adds the bucketed time-gap bias itself. `block` (rows of the
-  query and key blocks) shrinks to the length rounded up to 8 for short sequences; `interpret`
-  defaults to True on CPU.
+  query and key blocks, a power of two) shrinks for short sequences to the length's next power
+  of two (>= 16: Triton's smallest dot); the head dim should be a power of two >= 16 for Triton
+  too. `interpret` defaults to True on CPU.
   """
   if (timestamps_BxL is None) != (time_table_HxT is None):
     raise ValueError("hstu_pallas.hstu_attention: pass both timestamps_BxL and time_table_HxT, or neither")
   length = q_BxLxHxE.shape[1]
-  block = min(block, -(-length // 8) * 8)
+  if block < 16 or block & (block - 1):
+    raise ValueError(f"hstu_pallas.hstu_attention: block={block}; expected a power of two >= 16")
+  block = min(block, _pow2(max(length, 16)))
   if interpret is None:
     interpret = jax.default_backend() == "cpu"
-  q, k, v, rab, valid, ts, table, use_time = _prepare(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_HxLxL, mask_BxL,
+  q, k, v, rab, valid, ts, table, buckets = _prepare(q_BxLxHxE, k_BxLxHxE, v_BxLxHxE, rab_HxLxL, mask_BxL,
                                                       timestamps_BxL, time_table_HxT, block)
-  out = _fused(q, k, v, rab, valid, ts, table, n, block, interpret, use_time)
+  out = _fused(q, k, v, rab, valid, ts, table, n, block, interpret, buckets)
   return jnp.swapaxes(out, 1, 2)[:, :length]

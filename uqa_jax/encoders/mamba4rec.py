@@ -97,9 +97,9 @@ SCANS = {"associative": selective_scan, "sequential": sequential_scan}
 def scan_fn(cfg):
   """The scan `cfg.scan_impl` names; "auto" is sequential on CPU and associative elsewhere.
 
-  On CPU the step-by-step scan is faster at every length measured, forward and backward
-  (64..2048 steps, [2, L, 1024, 16]: the associative one takes 1.1-1.8x as long,
-  benchmarks/scan.py): with two cores there is no parallelism for the log-depth tree to use,
+  On a 2-core CPU the step-by-step scan is faster from 128 steps up, forward and backward
+  ([2, L, 1024, 16]: the associative one takes 1.3-1.9x as long at L = 128..2048; at L = 64 the
+  two are within 10%; benchmarks/scan.py): there is no parallelism for the log-depth tree to use,
   and its up- and down-sweeps read and write the [B, L, I, N] tensors several times over
   (strided slices, pads and interleaves) where the sequential scan streams each [B, I, N]
   step once, in cache. On GPUs and TPUs the tree's parallelism over L is the point.
