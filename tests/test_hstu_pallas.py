@@ -42,7 +42,10 @@ def _fused(q, k, v, rab_table, time_table, mask, ts, use_time, block=16):
                                     time_table if use_time else None, block=block)  # interpret on CPU
 
 
-@pytest.mark.parametrize("length,use_time,block", [(48, True, 16), (40, True, 16), (48, False, 16), (40, True, 128)])
+@pytest.mark.parametrize("length,use_time,block", [
+    (48, True, 16), (40, True, 16), (40, True, 128),
+    # without time only the time-bias branches are skipped (the layer test runs it forward): slow
+    pytest.param(48, False, 16, marks=pytest.mark.slow)])
 def test_fused_equals_reference_forward_and_gradients(length, use_time, block):
   """block 16: several blocks per row, causal skipping, the last block part padding; block 128
   (the default) shrinks to 64, the length's next power of two: one block, padded."""

@@ -86,6 +86,7 @@ def data_workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # 28 s; the loss inside it is tested against the full softmax in test_nip_loss
 def test_train_step_is_a_pure_function_a_test_can_call(data_workdir):
   """Two calls of the plain train_step function == loss_fn, a NumPy gradient norm and optax by
   hand; the stage's sharded, donating step == both. (Step 1 has learning rate 0 in warm-up:
