@@ -20,9 +20,9 @@ bq / bk block sizes. `hstu.hstu_attention` is the plain `jnp` reference this mus
 On CPU the kernels run in Pallas' interpret mode (correct, not fast: for tests). Written for
 Triton (GPU): every value a power of two in size (blocks, head dim, the padded [T] table),
 the table read through its ref with an index array (a pointer gather there), refs of full
-length only ever sliced. Not yet compiled on a GPU
-(benchmarks/gpu_check.sh runs the tests and timings there when a session is lent one). Mosaic
-(TPU) is less likely to take it: ref gathers and scatters, 1-D refs sliced at dynamic offsets.
+length only ever sliced. Not yet compiled on a GPU (benchmarks/gpu_check.sh runs the tests and
+timings there when a session is lent one). Mosaic (TPU) is less likely to take it: a ref
+gather, 1-D refs sliced at dynamic offsets.
 """
 
 import functools
