@@ -1,4 +1,4 @@
-"""Small pieces several encoders share: masks, dense layers with logical axes, layer stacking."""
+"""Small pieces several encoders share: attention by platform, dense layers with logical axes, layer stacking."""
 
 import flax.linen as nn
 import jax
