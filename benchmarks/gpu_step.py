@@ -16,7 +16,6 @@ backward) are left out of the count and the MFU is a slight underestimate.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -42,17 +41,18 @@ def bench(size, batch, steps):
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0).lower(state, b).compile()
   compile_s = time.perf_counter() - start
-  state, metrics = compiled(state, b)
-  metrics["loss"].block_until_ready()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, b)
-    metrics["loss"].block_until_ready()
-    times.append(time.perf_counter() - start)
+  holder = {"state": state}
+
+  def run():
+    holder["state"], holder["metrics"] = compiled(holder["state"], b)
+    holder["metrics"]["loss"].block_until_ready()
+
+  run()
+  step_s = step_setup.median_time(run, steps)
+  state, metrics = holder["state"], holder["metrics"]
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return {"size": size, "batch": batch, "parameters": n_params, "compile_s": compile_s,
-          "step_s": statistics.median(times), "matmul_tflop": flops / 1e12, "loss": float(metrics["loss"])}
+          "step_s": step_s, "matmul_tflop": flops / 1e12, "loss": float(metrics["loss"])}
 
 
 def main():

@@ -20,7 +20,7 @@ from uqa_jax.data import schema
 from uqa_jax.stages import pretrain
 
 sys.path.insert(0, os.path.dirname(__file__))  # also when imported as benchmarks.step_setup
-from timing import best_time, matmul_rate, write_result  # noqa: E402,F401 (re-exported for the scripts)
+from timing import best_time, matmul_rate, median_time, write_result  # noqa: E402,F401 (re-exported for the scripts)
 
 
 @dataclasses.dataclass(frozen=True)

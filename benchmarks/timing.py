@@ -7,6 +7,7 @@ machine runs without our whole environment (benchmarks/gpu_check.sh) can use the
 import argparse
 import json
 import os
+import statistics
 import time
 
 import jax
@@ -25,6 +26,16 @@ def best_time(fn, args, repeats):
     jax.block_until_ready(fn(*args))
     best = min(best, time.perf_counter() - start)
   return best
+
+
+def median_time(run, steps):
+  """Median wall time of `run()` (which must block) over `steps` calls; warm it up first."""
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def matmul_rate(n=2048, repeats=5, dtype=jnp.float32):

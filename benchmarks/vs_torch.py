@@ -17,7 +17,6 @@ logits included); "of peak" is achieved FLOP/s over JAX's measured matmul rate. 
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -32,15 +31,6 @@ import step_setup  # noqa: E402
 import torch_encoders  # noqa: E402
 
 
-def _median_time(run, steps):
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def ours(encoder, shapes, steps):
   step, state, batch, _, _ = step_setup.build(encoder, shapes)
   flops = flops_lib.matmul_flops(step, state, batch)
@@ -53,7 +43,7 @@ def ours(encoder, shapes, steps):
 
   run()
   n_params = sum(x.size for x in jax.tree.leaves(holder["state"].params))
-  return _median_time(run, steps), flops, n_params
+  return step_setup.median_time(run, steps), flops, n_params
 
 
 def theirs(encoder, shapes, steps, compile_mode):
@@ -67,13 +57,13 @@ def theirs(encoder, shapes, steps, compile_mode):
   start = time.perf_counter()
   step(ids, lengths)  # warm-up (torch.compile compiles here)
   warm = time.perf_counter() - start
-  return _median_time(lambda: step(ids, lengths), steps), warm, sum(p.numel() for p in model.parameters())
+  return step_setup.median_time(lambda: step(ids, lengths), steps), warm, sum(p.numel() for p in model.parameters())
 
 
 def torch_matmul_rate(n=2048, repeats=5):
   a = torch.randn(n, n)
   a @ a
-  return 2 * n ** 3 / min(_median_time(lambda: a @ a, 1) for _ in range(repeats))
+  return 2 * n ** 3 / min(step_setup.median_time(lambda: a @ a, 1) for _ in range(repeats))
 
 
 def main():

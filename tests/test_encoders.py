@@ -106,13 +106,13 @@ def test_hstu_layer_equals_a_plain_jnp_reference(with_time, impl):
   rng = np.random.default_rng(0)
   times = np.cumsum(rng.exponential(5_000.0, size=(B, L)), axis=1).astype(np.int32)
   stamps = jnp.asarray(times) if with_time else None
-  params = block.init(jax.random.PRNGKey(0), x, mask, stamps, True)
+  params = block.init(jax.random.PRNGKey(0), x, mask, stamps, None, True)
   p = jax.tree.map(np.asarray, jax.tree.map(lambda v: v.value if hasattr(v, "value") else v,
                                             params["params"], is_leaf=lambda v: hasattr(v, "value")))
   p["rab"] = rng.normal(size=p["rab"].shape)
   if with_time:
     p["time_rab"] = rng.normal(size=p["time_rab"].shape)
-  got, _ = block.apply({"params": p}, x, mask, stamps, True)
+  got, _ = block.apply({"params": p}, x, mask, stamps, None, True)
 
   def time_bias(hi, bi, i, j):
     if not with_time:

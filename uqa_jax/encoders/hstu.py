@@ -57,7 +57,9 @@ class Block(nn.Module):
   cfg: EncoderConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_BxL, timestamps_BxL, deterministic):
+  def __call__(self, x_BxLxD, mask_BxL, timestamps_BxL, buckets_BxLxL, deterministic):
+    """`buckets_BxLxL`: `time_buckets(timestamps_BxL)` when the caller computed them once for all
+    layers (Model does, for the XLA path), else None (computed here when needed)."""
     c = self.cfg
     h, e = c.num_heads, c.d_model // c.num_heads
     x_BxLxD = parallel.constrain(x_BxLxD, common.BLD)
@@ -79,7 +81,9 @@ class Block(nn.Module):
       else:
         rab = rab_HxLxL[None]
         if time_table is not None:
-          rab = rab + jnp.moveaxis(time_table[:, time_buckets(timestamps_BxL, c.time_buckets)], 0, 1)
+          if buckets_BxLxL is None:
+            buckets_BxLxL = time_buckets(timestamps_BxL, c.time_buckets)
+          rab = rab + jnp.moveaxis(time_table[:, buckets_BxLxL], 0, 1)
         av = hstu_attention(split(q), split(k), split(v), rab, mask_BxL, c.max_len)
     av = av.reshape(x_BxLxD.shape)
     out = common.dense(c.d_model, ("heads", "embed"), c, name="o")(u * common.layer_norm("av_norm")(av))
@@ -92,6 +96,9 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, mask_BxL, deterministic=True, timestamps_BxL=None):
     use_time = timestamps_BxL is not None and self.cfg.time_buckets > 0
-    x, _ = common.stack(Block, self.cfg, num_inputs=2)(x_BxLxD, mask_BxL, timestamps_BxL if use_time else None,
-                                                       deterministic)
+    timestamps_BxL = timestamps_BxL if use_time else None
+    buckets = None  # the XLA path's [B, L, L] buckets, once for every layer (the kernel computes its own)
+    if use_time and common.attention_impl(self.cfg) == "xla":
+      buckets = time_buckets(timestamps_BxL, self.cfg.time_buckets)
+    x, _ = common.stack(Block, self.cfg, num_inputs=3)(x_BxLxD, mask_BxL, timestamps_BxL, buckets, deterministic)
     return common.layer_norm("norm")(x)
