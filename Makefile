@@ -57,7 +57,7 @@ full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a c
 	      --config.stages="('data', 'pretrain', 'align', 'evaluate')" || exit 1; done; \
 	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s --config.stages="('report',)" || exit 1; \
 	done
-	[ $(words $(SEEDS)) -lt 2 ] || $(PY) -m uqa_jax.seeds $(foreach s,$(SEEDS),workdir/default_full-trained-s$(s)) \
+	[ $(words $(SEEDS)) -lt 2 ] || $(PY) -m uqa_jax.tools.seeds $(foreach s,$(SEEDS),workdir/default_full-trained-s$(s)) \
 	  --out workdir/default_full-seeds.md
 
 pretrain-table: $(STAMP)  # brief Stage 1 runs of all five encoders (~40 min on 2 cores)

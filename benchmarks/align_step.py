@@ -8,7 +8,7 @@ random tokens, the loss on the last `--answer` tokens of each row (ours computes
 `--max-answer` positions the pipeline's `answer_at` names; PyTorch's `labels` path at all):
   adapter  only the adapter trains (the official default), the LLM is frozen
   full     the LLM trains too (AdamW on every LLM weight)
-Ours is `stages.align.train_step` jitted as the stage runs it (frozen encoder forward +
+Ours is `stages.program_lib.train_step` jitted as the stage runs it (frozen encoder forward +
 `recent` adapter + 5 soft tokens at position 0 + LLM + guarded AdamW). PyTorch's step is the
 same computation without the encoder: a linear map of 5 fixed states gives the soft tokens,
 spliced at position 0 through `inputs_embeds`, `labels` give the loss. Same weights (the GGUF
@@ -29,13 +29,15 @@ import numpy as np
 
 from configs import default
 from uqa_jax import adapters
-from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.config.recipes import AlignConfig
 from uqa_jax.data import pipeline
 from uqa_jax.llm import assets
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
-from uqa_jax.stages import align
+from uqa_jax.soft_prompt import model as uqa_model
+from uqa_jax.soft_prompt import optimizer
+from uqa_jax.soft_prompt import program as program_lib
 from uqa_jax.stages import pretrain
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script
 from benchmarks import step_setup  # pylint: disable=wrong-import-position
@@ -74,14 +76,14 @@ def ours(mode, args, llm_cfg, llm_params, tokens, answer_mask):
   answer_at = np.full((args.batch, args.max_answer), -1, np.int32)  # as the pipeline gives it
   answer_at[:, :args.answer] = np.arange(args.text - args.answer, args.text)
   batch.update(input_ids=tokens, attention_mask=np.ones_like(tokens), loss_mask=answer_mask, answer_at=answer_at)
-  a = align.AlignConfig(mode=mode, llm_learning_rate=1e-5)
-  tx = align.make_optimizer(a, 1000)
+  a = AlignConfig(mode=mode, llm_learning_rate=1e-5)
+  tx = optimizer.make_optimizer(a, 1000)
   groups = {"encoder": encoder_params, "adapter": adapter_params, "llm": llm_params}
   trainable = {g: groups[g] for g in a.trainable()}
   frozen = jax.device_put({g: v for g, v in groups.items() if g not in trainable})
-  state = align.AlignState(step=jnp.int32(0), params=jax.device_put(trainable), opt_state=tx.init(trainable),
+  state = program_lib.AlignState(step=jnp.int32(0), params=jax.device_put(trainable), opt_state=tx.init(trainable),
                            bad_in_row=jnp.int32(0), skipped=jnp.int32(0))
-  step = jax.jit(functools.partial(align.train_step, model=model, tx=tx), donate_argnums=0)
+  step = jax.jit(functools.partial(program_lib.train_step, model=model, tx=tx), donate_argnums=0)
   batch = jax.device_put(batch)
   box = [state]
 

@@ -21,9 +21,9 @@ import time
 import jax
 import numpy as np
 
-from uqa_jax import flops as flops_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
+from uqa_jax.runtime import flops as flops_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import step_setup  # noqa: E402

@@ -3,7 +3,7 @@
 # as `make full`: trained (data .. diagnose), then each control on a copy of its Stage 1, then
 # trained's report. Each finished workdir is packed into $OUT/<variant>-s<seed>.tgz without its
 # checkpoints, align export and data (regenerated from the seed where needed), so that the
-# report and `python -m uqa_jax.seeds` run here on what comes back.
+# report and `python -m uqa_jax.tools.seeds` run here on what comes back.
 #
 # The image there has jax, flax, optax and transformers but not grain, ml_collections or gguf,
 # and the default LLM's GGUF (98 MB) is larger than one call may carry. So, in this repo's root:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import scale
-from uqa_jax import flops as flops_lib
+from uqa_jax.runtime import flops as flops_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import step_setup  # noqa: E402

@@ -6,7 +6,7 @@ Stage 2 step on Qwen2.5-3B / 7B, nothing run.
   .venv/bin/python benchmarks/memory.py --align [--llms 3b 7b] [--align_meshes 1,1,1 1,2,4]
 
 For each size (`configs/scale.py`) and mesh (data,fsdp,tensor) it plans the step with
-`uqa_jax.plan`: parameters, parameters + AdamW state per device, and the ahead-of-time compiled
+`uqa_jax.tools.plan`: parameters, parameters + AdamW state per device, and the ahead-of-time compiled
 step's per-device peak (arguments + outputs - donated + temporaries), the fsdp mesh's figure
 as a fraction of one device's; `--search` adds the largest batch that fits `--device_memory`.
 The item and side-feature tables have the official data's vocabulary sizes (181M parameters:
@@ -36,12 +36,13 @@ import jax  # pylint: disable=wrong-import-position
 
 from configs import qwen  # pylint: disable=wrong-import-position
 from configs import scale  # pylint: disable=wrong-import-position
-from uqa_jax import plan  # pylint: disable=wrong-import-position
 from uqa_jax import stages  # pylint: disable=wrong-import-position
 from uqa_jax.data import schema  # pylint: disable=wrong-import-position
 from uqa_jax.llm import assets  # pylint: disable=wrong-import-position
 from uqa_jax.llm import config as llm_config  # pylint: disable=wrong-import-position
+from uqa_jax.runtime import planner  # pylint: disable=wrong-import-position
 from uqa_jax.stages import pretrain  # pylint: disable=wrong-import-position
+from uqa_jax.tools import plan  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "memory.json")
 ALIGN_RESULTS = os.path.join(os.path.dirname(RESULTS), "memory_align.json")
@@ -84,15 +85,15 @@ def align_table(args, memory: int) -> list[dict]:
         workdir = workdir or official_vocab_workdir(config)  # the same data set for every row
         n = shape["data"] * shape["fsdp"] * shape["tensor"]
         parts = pretrain.build(config, workdir, devices=jax.devices()[:n])
-        p = plan.plan(plan.config_align_target(config, workdir, parts, llm_config.PRESETS[preset]), memory)
+        p = planner.plan(plan.config_align_target(config, workdir, parts, llm_config.PRESETS[preset]), memory)
         single = p.step.peak if n == 1 else single
         ratio = p.step.peak / single if single else float("nan")
         rows.append({"llm": preset, "mode": mode, "param_dtype": fields["param_dtype"], "mesh": shape,
                      "batch": config.align.batch_size, "text_len": config.input.max_text_len,
                      "parameters": p.parameters, "state_bytes": p.state_bytes, "step_bytes": p.step.peak,
                      "temporaries": p.step.temporaries, "fraction_of_one_device": ratio, "device_memory": memory})
-        print(f"{size:>4} {mode:>8} {mesh_text:>7} {p.parameters:>15,} {p.state_bytes / plan.GiB:>7.2f} "
-              f"{p.step.peak / plan.GiB:>8.2f} {ratio:>8.3f}", flush=True)
+        print(f"{size:>4} {mode:>8} {mesh_text:>7} {p.parameters:>15,} {p.state_bytes / planner.GiB:>7.2f} "
+              f"{p.step.peak / planner.GiB:>8.2f} {ratio:>8.3f}", flush=True)
   return rows
 
 
@@ -107,7 +108,7 @@ def main(argv):
   parser.add_argument("--llms", nargs="+", default=list(qwen.SIZES))
   parser.add_argument("--align_meshes", nargs="+", default=["1,1,1", "1,2,4"])
   args = parser.parse_args(argv)
-  memory = plan.parse_memory(args.device_memory)
+  memory = planner.parse_memory(args.device_memory)
   if args.align:
     rows = align_table(args, memory)
     os.makedirs(os.path.dirname(ALIGN_RESULTS), exist_ok=True)
@@ -130,14 +131,14 @@ def main(argv):
       config.mesh = shape
       n = shape["data"] * shape["fsdp"] * shape["tensor"]
       parts = pretrain.build(config, workdir, devices=jax.devices()[:n])
-      p = plan.plan(parts, memory, search=args.search)
+      p = planner.plan(parts, memory, search=args.search)
       single = p.step.peak if n == 1 else single
       ratio = p.step.peak / single if single else float("nan")
       rows.append({"size": size, "mesh": shape, "batch": args.batch, "parameters": p.parameters,
                    "state_bytes": p.state_bytes, "step_bytes": p.step.peak, "temporaries": p.step.temporaries,
                    "fraction_of_one_device": ratio, "max_batch": p.max_batch, "device_memory": memory})
-      line = (f"{size:>5} {mesh_text:>7} {p.parameters:>14,} {p.state_bytes / plan.GiB:>7.2f} "
-              f"{p.step.peak / plan.GiB:>8.2f} {ratio:>8.3f}")
+      line = (f"{size:>5} {mesh_text:>7} {p.parameters:>14,} {p.state_bytes / planner.GiB:>7.2f} "
+              f"{p.step.peak / planner.GiB:>8.2f} {ratio:>8.3f}")
       print(line + (f" {p.max_batch:>18}" if args.search else ""), flush=True)
   os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
   with open(RESULTS, "w", encoding="utf-8") as f:

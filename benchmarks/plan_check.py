@@ -3,7 +3,7 @@
   python benchmarks/plan_check.py --size 1b --batches 64 128 [--out DIR]
 
 For each batch: one process plans the Stage 1 step of `configs/scale.py:<size>` on one device
-(`uqa_jax.plan`, nothing allocated), then allocates the state and runs two real steps, and reads
+(`uqa_jax.tools.plan`, nothing allocated), then allocates the state and runs two real steps, and reads
 the device's `peak_bytes_in_use`. Each batch runs in its own process, so the peak is that run's.
 Prints planned vs measured GiB and the device's limit; writes plan_check.json under --out.
 Needs a device with memory statistics (a GPU or TPU); on CPU there are none.
@@ -20,15 +20,17 @@ ONE = r"""
 import json, sys
 import jax
 from configs import scale
-from uqa_jax import distributed, plan, stages
+from uqa_jax import stages
 from uqa_jax.data import pipeline
+from uqa_jax.runtime import distributed
+from uqa_jax.runtime import planner
 from uqa_jax.stages import pretrain
 size, batch, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 config = scale.get_config(size)
 config.pretrain.batch_size = batch
 config.mesh = {"data": 1, "fsdp": 1, "tensor": 1}
 parts = pretrain.build(config, workdir, devices=jax.devices()[:1])
-p = plan.plan(parts)
+p = planner.plan(parts)
 row = {"size": size, "batch": batch, "planned": p.step.peak, "state": p.state_bytes, "limit": p.device_memory,
        "fits": p.fits, "measured": None}
 if p.fits:

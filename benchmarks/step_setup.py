@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import paper
+from uqa_jax.config import blocks
+from uqa_jax.config.recipes import PretrainConfig
 from uqa_jax.data import schema
 from uqa_jax.stages import pretrain
 
@@ -66,7 +68,7 @@ def build_from_config(c, info, b):
   params = jax.jit(lambda r: model.init({"params": r, "dropout": r}, b)["params"])(jax.random.PRNGKey(0))
   params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,
                         is_leaf=lambda x: hasattr(x, "value"))
-  p = pretrain.pretrain_config(c)
+  p = blocks.read(c, PretrainConfig)
   tx = pretrain.make_optimizer(p, 1000)
   state = pretrain.TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                               rng=jax.random.PRNGKey(1))

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import torch
 
-from uqa_jax import flops as flops_lib
+from uqa_jax.runtime import flops as flops_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import step_setup  # noqa: E402

@@ -65,5 +65,5 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
             "intervals are wide and the answer format is only partly learned. configs/default_full.py is the "
             "full-scale run: 1,000 users (about 90 asked), 1,000 Stage 1 and 400 Stage 2 steps, the zeros and "
             "random_encoder controls and the oracle reader aligned in their own workdirs (~2.5 h per seed on "
-            "2 cores); python -m uqa_jax.seeds joins the seeds: make full SEEDS=\"0 1\"")
+            "2 cores); python -m uqa_jax.tools.seeds joins the seeds: make full SEEDS=\"0 1\"")
   return c

@@ -69,7 +69,7 @@ def get_config(arg: str = "trained-s0"):
   # start; README). The controls start the same way from their own states (zeros: the mean title).
   a.adapter_init = "titles"
   c.evaluate.prompt_cost = False
-  c.note = (f"default_full {variant}-s{seed} done; the table across seeds: python -m uqa_jax.seeds "
+  c.note = (f"default_full {variant}-s{seed} done; the table across seeds: python -m uqa_jax.tools.seeds "
             "workdir/default_full-trained-s0 workdir/default_full-trained-s1 (after make full)")
   if variant == "trained":
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")

@@ -18,17 +18,13 @@ then Recall/NDCG@{1,10,50} of the held-out next item next to the popularity base
 import ml_collections
 
 from uqa_jax.adapters.config import AdapterConfig
-from uqa_jax import parallel
-from uqa_jax.config_blocks import block
+from uqa_jax.config.blocks import block
+from uqa_jax.config.recipes import AlignConfig, DiagnoseConfig, EvaluateConfig, PretrainConfig, ReportConfig
 from uqa_jax.data.config import DataConfig
 from uqa_jax.data.pipeline import InputConfig
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.llm.assets import LLMSource
-from uqa_jax.stages.align import AlignConfig
-from uqa_jax.stages.diagnose import DiagnoseConfig
-from uqa_jax.stages.evaluate import EvaluateConfig
-from uqa_jax.stages.pretrain import PretrainConfig
-from uqa_jax.stages.report import ReportConfig
+from uqa_jax.runtime import parallel
 
 
 def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
@@ -48,7 +44,7 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.diagnose = block(DiagnoseConfig)  # where user information is lost: data ceiling, encoder probe
   c.report = block(ReportConfig)
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the other devices
-  # logical axis -> mesh axes for parameters and activations (uqa_jax.parallel.RULES), e.g.
+  # logical axis -> mesh axes for parameters and activations (uqa_jax.runtime.parallel.RULES), e.g.
   # --config.sharding_rules.items='("tensor",)'
   c.sharding_rules = ml_collections.ConfigDict({name: axes for name, axes in parallel.RULES})
   return c

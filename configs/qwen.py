@@ -2,7 +2,7 @@
 
   python -m uqa_jax.main --config configs/qwen.py:7b \
       --config.data.path=/data/uqabench --config.llm.model=/models/Qwen2.5-7B-Instruct
-  python -m uqa_jax.plan --config configs/qwen.py:7b --stage align --llm qwen2.5-7b \
+  python -m uqa_jax.tools.plan --config configs/qwen.py:7b --stage align --llm qwen2.5-7b \
       --config.data.source=synthetic --nosearch        # the step's memory here, no weights needed
 
 Eight devices as (fsdp 2, tensor 4) (`data` takes the rest on a larger slice): the LLM's

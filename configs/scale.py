@@ -1,7 +1,7 @@
 """The paper's encoder-size sweep (Table 5 / Figure 3): Trm++ at eight sizes, 3.2M to 1.2B.
 
   python -m uqa_jax.main --config configs/scale.py:25m          # -> workdir/scale-25m
-  python -m uqa_jax.plan --config configs/scale.py:1b --mesh data=2,fsdp=4   # memory, no run
+  python -m uqa_jax.tools.plan --config configs/scale.py:1b --mesh data=2,fsdp=4   # memory, no run
 
 `SIZES` maps each size to (layers, d_model, heads) and the backbone parameter count the paper
 gives; the backbone (the scanned Trm++ blocks and the final norm, ~12·d²·layers) is within 3% of

@@ -11,7 +11,7 @@ on any problem.
 import argparse
 import sys
 
-from uqa_jax import scoring
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import build
 from uqa_jax.data import checker
 from uqa_jax.data import movielens
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print("\n".join(scoring.format_floors(info["answers"]["eval"], schema.TASKS)))
+  print("\n".join(answers_lib.format_floors(info["answers"]["eval"], schema.TASKS)))
   report = checker.check_directory(args.out)
   print(report.format())
   return 0 if report.ok else 1

@@ -21,13 +21,16 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from uqa_jax import align_export
-from uqa_jax import config_blocks
 from uqa_jax import stages
-from uqa_jax import uqa_model
+from uqa_jax.config import blocks
+from uqa_jax.config.recipes import AlignConfig
 from uqa_jax.data import pipeline
 from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import weights
+from uqa_jax.soft_prompt import export as align_export
+from uqa_jax.soft_prompt import model as uqa_model
+from uqa_jax.soft_prompt import optimizer
+from uqa_jax.soft_prompt import title_init
 from uqa_jax.stages import align
 from tests.conftest import tiny_llm_config
 
@@ -146,7 +149,7 @@ def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(stra
 
 def test_optimizer_equals_optax_adamw_per_group(base):
   """Our clip -> Adam -> decay -> per-group rate chain == optax.multi_transform of adamw per group."""
-  a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
+  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
                         schedule="warmup_cosine", warmup_steps=2, grad_clip=0.5)
   rng = np.random.default_rng(0)
   params = {"adapter": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
@@ -156,7 +159,7 @@ def test_optimizer_equals_optax_adamw_per_group(base):
       {"adapter": optax.adamw(sched(1e-2), b1=0.9, b2=0.98, weight_decay=0.1),
        "llm": optax.adamw(sched(1e-4), b1=0.9, b2=0.98, weight_decay=0.1)},
       {"adapter": {"w": "adapter"}, "llm": {"a": "llm", "b": "llm"}}))
-  ours = align.make_optimizer(a, total_steps=10)
+  ours = optimizer.make_optimizer(a, total_steps=10)
   p_ref, p_ours = params, params
   s_ref, s_ours = reference.init(params), ours.init(params)
   for _ in range(5):
@@ -172,10 +175,10 @@ def test_optimizer_equals_optax_adamw_per_group(base):
 def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
   """An adapter-only warm-up: the LLM's rate is 0 for the first steps, then its own warm-up and
   cosine run over the remaining steps; the adapter's schedule is not delayed."""
-  a = align.AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
+  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
                         warmup_steps=2, llm_frozen_steps=3)
   params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
-  tx = align.make_optimizer(a, total_steps=10)
+  tx = optimizer.make_optimizer(a, total_steps=10)
   state, p = tx.init(params), params
   moved = []
   for _ in range(6):
@@ -190,7 +193,7 @@ def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
     assert m["adapter"] == pytest.approx(float(adapter_rate(step)), rel=1e-4, abs=1e-9), step
   assert moved[4]["llm"] > 0
   with pytest.raises(ValueError, match="llm_frozen_steps=3 needs mode='full'"):
-    align.AlignConfig(mode="adapter", llm_frozen_steps=3)
+    AlignConfig(mode="adapter", llm_frozen_steps=3)
 
 
 def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path):
@@ -313,7 +316,7 @@ def test_zeros_control_feeds_zeros_in_training_and_evaluation(base, tmp_path):
   results = []
   for batch in (a, swapped):
     state, m = parts.step(parts.init(None), batch)
-    nll = parts.eval_nll(align.params_of(parts, state), batch)[0]
+    nll = parts.eval_nll(parts.params_of(state), batch)[0]
     results.append((float(m["loss"]), jax.device_get(state.params), np.asarray(nll)))
   assert results[0][0] == results[1][0]
   _assert_trees_equal(results[0][1], results[1][1])
@@ -347,7 +350,7 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
     parts = align.build(config, workdir)
     batch = _batches(parts, workdir, 1)[0]
     state = parts.init(None)
-    soft = parts.model.soft_tokens(align.params_of(parts, state), batch)
+    soft = parts.model.soft_tokens(parts.params_of(state), batch)
     embeds = parts.model.llm.apply({"params": parts.frozen["llm"]}, batch["input_ids"], method="embed")
     assert embeds.dtype == jnp.dtype(dtype)  # the LLM really computes in the configured dtype
     # the frozen LLM is stored as configured, loaded straight from the float32 checkpoint
@@ -363,22 +366,22 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
     assert losses[key] != reference and losses[key] == pytest.approx(reference, rel=2e-2)
   assert llm_bytes["bfloat16"] * 2 == llm_bytes["float32"]
   config.llm.dtype = "float16"
-  with pytest.raises(config_blocks.ConfigError, match="llm.dtype='float16'; expected float32 or bfloat16"):
+  with pytest.raises(blocks.ConfigError, match="llm.dtype='float16'; expected float32 or bfloat16"):
     stages.check_config(config)
   # a full fine-tune in bfloat16 weights would round the LLM's 1e-6 updates away: refused, named,
   # when the config is read (before Stage 1 would train)
   config.llm.dtype, config.align.mode = "bfloat16", "full"
-  with pytest.raises(config_blocks.ConfigError, match="llm.param_dtype='bfloat16' with align.mode='full'"):
+  with pytest.raises(blocks.ConfigError, match="llm.param_dtype='bfloat16' with align.mode='full'"):
     stages.check_config(config)
 
 
 def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():
   with pytest.raises(ValueError, match="train_encoder=True needs mode='full'"):
-    align.AlignConfig(train_encoder=True)
+    AlignConfig(train_encoder=True)
   with pytest.raises(ValueError, match="the zeros control never reads the encoder"):
-    align.AlignConfig(mode="full", train_encoder=True, user="zeros")
+    AlignConfig(mode="full", train_encoder=True, user="zeros")
   with pytest.raises(ValueError, match="user='text20' puts the history into the prompt as text"):
-    align.AlignConfig(mode="adapter", user="text20")
+    AlignConfig(mode="adapter", user="text20")
 
 
 @pytest.mark.parametrize("place", ["prefix", "placeholder"])
@@ -387,7 +390,7 @@ def test_logits_at_the_answer_only_equal_the_full_reference_path(base, tmp_path,
   config, workdir = _workdir(base, tmp_path, place=place)
   parts = align.build(config, workdir)
   batch = _batches(parts, workdir, 1)[0]
-  params = align.params_of(parts, parts.init(None))
+  params = parts.params_of(parts.init(None))
   width = batch["answer_at"].shape[1]  # max_answer_len, or the batch's longest answer cut to pad_multiple
   assert batch["answer_at"].shape[0] == 4 and width <= config.input.max_answer_len
   assert width == config.input.max_answer_len or width % config.input.pad_multiple == 0
@@ -437,7 +440,7 @@ def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp
   np.testing.assert_array_equal(soft(batch), soft(ids_changed))
   titles = uqa_model.TITLE_COLUMN
   assert not np.allclose(soft(batch), soft(dict(batch, **{titles: jnp.roll(batch[titles], 1, axis=0)})))
-  with pytest.raises(config_blocks.ConfigError, match="oracle_titles.*never reads the encoder"):
+  with pytest.raises(blocks.ConfigError, match="oracle_titles.*never reads the encoder"):
     align.align_config(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True))
 
 
@@ -463,7 +466,7 @@ def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, us
       n = int(batch["lengths"][b])
       key = (n, batch[uqa_model.TITLE_COLUMN][b, :n].tolist().__repr__())
       if not fitting:
-        if key not in users and key not in held and len(held) < align.TITLE_FIT_HELDOUT_USERS:
+        if key not in users and key not in held and len(held) < title_init.TITLE_FIT_HELDOUT_USERS:
           held[key] = [], []
         else:
           continue
@@ -500,5 +503,5 @@ def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, us
   else:
     assert parts.title_fit["r2"] > 0.05  # the states say something about the clicked titles
   for other in ("oracle_titles", "text20"):
-    with pytest.raises(config_blocks.ConfigError, match="adapter_init='titles'"):
+    with pytest.raises(blocks.ConfigError, match="adapter_init='titles'"):
       align.align_config(_config(config.llm.model, user=other, mode="full", adapter_init="titles"))

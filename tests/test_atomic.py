@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from uqa_jax import atomic
+from uqa_jax.runtime import atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

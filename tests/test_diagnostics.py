@@ -14,17 +14,19 @@ import optax
 import pytest
 
 from uqa_jax import adapters
-from uqa_jax import choices
-from uqa_jax import questions as questions_lib
-from uqa_jax import scoring
-from uqa_jax import uqa_model
+from uqa_jax.adapters import identity
 from uqa_jax.adapters.config import AdapterConfig
+from uqa_jax.config import choices
+from uqa_jax.config.recipes import AlignConfig
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
-from uqa_jax.diagnostics import ceiling
-from uqa_jax.diagnostics import probe as probe_lib
-from uqa_jax.stages import align
+from uqa_jax.evaluation import ceiling
+from uqa_jax.evaluation import probe as probe_lib
+from uqa_jax.evaluation import questions as questions_lib
+from uqa_jax.evaluation import scoring
 from uqa_jax.llm import model as llm_model
+from uqa_jax.soft_prompt import model as uqa_model
+from uqa_jax.soft_prompt import optimizer
 from tests.test_splice import CFG as LLM_CFG
 
 
@@ -145,8 +147,8 @@ def _oracle_reader_gain(planted: bool, setup: str, seed: int = 0) -> float:
             "llm": nn.unbox(llm.init(jax.random.PRNGKey(2), ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"])}
   tx = optax.adam(3e-3)
   if like_full:
-    params["adapter"] = align.identity_maps(params["adapter"])
-    tx = align.make_optimizer(align.AlignConfig(mode="full", user=choices.ORACLE, place="placeholder",
+    params["adapter"] = identity.identity_maps(params["adapter"])
+    tx = optimizer.make_optimizer(AlignConfig(mode="full", user=choices.ORACLE, place="placeholder",
                                                 learning_rate=3e-3, llm_learning_rate=3e-3, schedule="constant",
                                                 weight_decay=0.0), 300)
 

@@ -21,18 +21,25 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from uqa_jax import questions as questions_lib
-from uqa_jax import scoring
-from uqa_jax import seeds
 from uqa_jax import stages
+from uqa_jax.config.recipes import EvaluateConfig
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
+from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
+from uqa_jax.evaluation import diagnosis
+from uqa_jax.evaluation import evaluator as evaluator_lib
+from uqa_jax.evaluation import questions as questions_lib
+from uqa_jax.evaluation import scoring
+from uqa_jax.evaluation import tables
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import atomic
 from uqa_jax.stages import evaluate
 from uqa_jax.stages import report
+from uqa_jax.tools import seeds
 from tests.conftest import tiny_llm_config
 
 QUIET = lambda *_: None
@@ -114,14 +121,14 @@ def test_golds_longer_than_the_generation_budget_are_counted(evaluated, tokenize
   for run in ("aligned", "shuffled_user", "text20"):
     expected = collections.Counter(r["task"] for r in _records(workdir, run)
                                    if len(tokenizer.encode(r["answer"], add_special_tokens=False)) > 6)
-    result = stages.read_json(os.path.join(workdir, "evaluate", run, "result.json"))
+    result = atomic.read_json(os.path.join(workdir, "evaluate", run, "result.json"))
     assert sum(expected.values()) > 0
     assert result["golds_longer_than_max_new_tokens"] == dict(expected), run
 
 
 def test_ranked_prediction_is_the_candidate_a_numpy_bigram_prefers(evaluated, tokenizer):
   config, workdir, logits_of, _ = evaluated
-  chat = pipeline.ChatTokenizer(tokenizer, config.input.max_text_len)
+  chat = chat_lib.ChatTokenizer(tokenizer, config.input.max_text_len)
   path = os.path.join(workdir, "data", "align_data_eval.arrow")
   f = arrow_io.SequenceFile(path)
   ranked = [r for r in _records(workdir, "aligned") if "ranked_prediction" in r]
@@ -146,7 +153,7 @@ def test_answer_nll_is_the_gold_likelihood_a_numpy_bigram_gives(evaluated, token
   """Every question's `answer_nll` (not only those listing candidates), in both runs; this LLM
   ignores the soft tokens, so the report finds no gain of the own user's prompt at all."""
   config, workdir, logits_of, _ = evaluated
-  chat = pipeline.ChatTokenizer(tokenizer, config.input.max_text_len)
+  chat = chat_lib.ChatTokenizer(tokenizer, config.input.max_text_len)
   f = arrow_io.SequenceFile(os.path.join(workdir, "data", "align_data_eval.arrow"))
   for run in ("aligned", "shuffled_user"):
     records = _records(workdir, run)
@@ -158,7 +165,7 @@ def test_answer_nll_is_the_gold_likelihood_a_numpy_bigram_gives(evaluated, token
       prev = [prompt[-1]] + ids[:-1]
       want = -np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)])
       assert r["answer_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
-  gains = report.nll_gains(report.collect([workdir]), samples=100)
+  gains = tables.nll_gains(tables.collect([workdir]), samples=100)
   assert len(gains) == 1 and gains[0]["cells"]["overall"]["gain"] == 0
   assert gains[0]["cells"]["overall"]["ci"] == [0.0, 0.0] and gains[0]["cells"]["overall"]["p_value"] == 1.0
 
@@ -180,7 +187,7 @@ def test_shuffled_user_never_gets_their_own_prompt(evaluated):
 
 def test_text_baseline_writes_the_last_titles_into_the_prompt(evaluated, tokenizer):
   config, workdir, _, _ = evaluated
-  ev = evaluate.Evaluator(config, workdir, QUIET)
+  ev = evaluator_lib.Evaluator(config, workdir, QUIET)
   prompts, messages = ev.text_prompts(20)
   source = pipeline.SequenceSource(ev.path)
   for q, prompt, chat in zip(ev.questions[:5], prompts, messages):
@@ -196,9 +203,9 @@ def test_scores_equal_the_score_command_on_the_written_file(evaluated):
   _, workdir, _, _ = evaluated
   for run in ("aligned", "floor_constant"):
     path = os.path.join(workdir, "evaluate", run, "predictions.jsonl")
-    stored = stages.read_json(os.path.join(workdir, "evaluate", run, "result.json"))["scores"]
+    stored = atomic.read_json(os.path.join(workdir, "evaluate", run, "result.json"))["scores"]
     for variant in ("official", "strict"):
-      out = subprocess.run([sys.executable, "-m", "uqa_jax.score", path, "--json", "--variant", variant,
+      out = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", path, "--json", "--variant", variant,
                             "--samples", "200"], capture_output=True, text=True, check=True).stdout
       assert json.loads(out)["score"]["cells"] == stored[variant]["cells"]
 
@@ -211,12 +218,12 @@ def test_floor_constant_is_chosen_on_the_train_golds(evaluated):
     golds.setdefault(f.task(r), []).append(json.loads(f.text(r))[-1]["content"])
   records = _records(workdir, "floor_constant")
   for rec in records:
-    assert rec["prediction"] == scoring.best_constant(golds[rec["task"]])[0]
+    assert rec["prediction"] == answers_lib.best_constant(golds[rec["task"]])[0]
   # Chosen on the eval golds, some task's constant would differ: the test can tell the splits apart.
   eval_golds = {}
   for rec in records:
     eval_golds.setdefault(rec["task"], []).append(rec["answer"])
-  assert any(scoring.best_constant(g)[0] != scoring.best_constant(golds[t])[0] for t, g in eval_golds.items())
+  assert any(answers_lib.best_constant(g)[0] != answers_lib.best_constant(golds[t])[0] for t, g in eval_golds.items())
   first = _records(workdir, "floor_first_candidate")
   assert first and all(r["task"] in ("IP", "AP") for r in first)
 
@@ -244,7 +251,7 @@ def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):
   evaluate.run(config, workdir, log=lines.append)
   assert any("reusing" in l for l in lines) and not any("generated" in l for l in lines)
   with pytest.raises(ValueError, match="list each run once"):
-    evaluate.EvaluateConfig(runs=("aligned", "oracle"))
+    EvaluateConfig(runs=("aligned", "oracle"))
 
 
 @pytest.fixture(scope="module")
@@ -271,8 +278,8 @@ def tiny_base(tiny_llm_base):
 def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, tokenizer):
   """Stage 3 scores a candidate on a cached, left-padded prompt (soft tokens spliced in, or the
   history as text); Stage 2's loss path (right-padded, whole sequence, no cache) must agree."""
-  from uqa_jax import align_export
-  from uqa_jax import uqa_model
+  from uqa_jax.soft_prompt import export as align_export
+  from uqa_jax.soft_prompt import model as uqa_model
   config, base = tiny_base
   config = config.copy_and_resolve_references()
   config.align.place, config.align.user = place, user
@@ -290,7 +297,7 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
   n = config.input.max_text_len
   pipe = pipeline.PipelineConfig(max_len=config.data.max_len, bag_sizes=tuple(config.input.bag_sizes.items()),
                                  max_text_len=n, max_answer_len=config.input.max_answer_len, history_clicks=text_clicks)
-  mapper = pipeline.RowToArrays(pipe, source.path, pipeline.ChatTokenizer(tokenizer, n), source.language)
+  mapper = pipeline.RowToArrays(pipe, source.path, chat_lib.ChatTokenizer(tokenizer, n), source.language)
   nll_fn = jax.jit(lambda p, b: uqa_model.answer_nll(p, b, model=model))
   ranked = [r for r in _records(workdir, "aligned") if "ranked_prediction" in r]
   assert ranked
@@ -310,7 +317,7 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
     nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
     assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)
   if text_clicks:
-    result = stages.read_json(os.path.join(workdir, "evaluate", "aligned", "result.json"))
+    result = atomic.read_json(os.path.join(workdir, "evaluate", "aligned", "result.json"))
     assert result["label"] == "text20 (text-aligned LLM)" and result["prompt_tokens_mean"] > 150
     shuffled = _records(workdir, "shuffled_user")
     assert all(r["prompt_user"] != r["user"] for r in shuffled)
@@ -362,8 +369,8 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   shutil.copytree(os.path.join(workdir, "diagnose"), main / "diagnose")
   shutil.copytree(os.path.join(workdir, "evaluate"), oracle / "evaluate")
   path = oracle / "evaluate" / "aligned" / "result.json"
-  path.write_text(json.dumps({**json.loads(path.read_text()), **evaluate.describe(_oracle_config(), "aligned")}))
-  diagnosed = stages.read_json(os.path.join(workdir, "diagnose", "result.json"))  # the stage's own result
+  path.write_text(json.dumps({**json.loads(path.read_text()), **evaluator_lib.describe(_oracle_config(), "aligned")}))
+  diagnosed = atomic.read_json(os.path.join(workdir, "diagnose", "result.json"))  # the stage's own result
   assert set(diagnosed["runs"]) == {"ceiling", "probe", "probe_majority", "probe_shuffled_labels"}
   assert diagnosed["runs"]["probe"]["questions"] == diagnosed["runs"]["probe_majority"]["questions"] > 0
   assert os.path.exists(os.path.join(workdir, "diagnose", "probe", "predictions.jsonl"))
@@ -375,7 +382,7 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
   for column in ("count ceiling", "encoder probe", "majority answer", "floor: constant", "floor: first candidate",
                  "trained", "shuffled_user", "oracle reader", "NLL gain, oracle reader", "answers changed, trained"):
     assert f"| {column} |" in header, column
-  oracle_label = evaluate.describe(_oracle_config(), "aligned")["label"]
+  oracle_label = evaluator_lib.describe(_oracle_config(), "aligned")["label"]
   assert f"| shuffled_user of {oracle_label} | control |" in md  # the included workdir's own control, named
   assert md.count("| shuffled_user | control |") == 3  # once per table: official, strict, ranked
   si = next(l for l in table if l.startswith("| SI |"))
@@ -399,11 +406,11 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
     ({"data": True, "encoder": True, "adapter": True, "answers": False},
      "Lost at: answers (not measured before it: reader):"),
     ({"data": True, "encoder": True, "reader": True, "adapter": True}, "Not lost at any measured level (not measured: answers)"),
-    ({name: True for name, _ in report.LEVELS}, "Not lost: the trained encoder's answers beat shuffled_user"),
+    ({name: True for name, _ in diagnosis.LEVELS}, "Not lost: the trained encoder's answers beat shuffled_user"),
     ({}, "Not lost at any measured level (not measured: data, encoder, reader, adapter, answers)"),
 ])
 def test_lost_at_names_the_first_measured_link_that_fails(holds, expected):
-  assert report.lost_at(holds).startswith(expected)
+  assert diagnosis.lost_at(holds).startswith(expected)
 
 
 def _oracle_config():
@@ -413,7 +420,7 @@ def _oracle_config():
 
 
 def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
-  """`python -m uqa_jax.seeds` on two workdirs' reports: every run in both seeds with each value,
+  """`python -m uqa_jax.tools.seeds` on two workdirs' reports: every run in both seeds with each value,
   the ceiling and probe rows from diagnose, comparisons and NLL gains per seed, one verdict per control."""
   _, workdir, _, _ = evaluated
   dirs = [tmp_path / f"main-s{i}" for i in (0, 1)]

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from uqa_jax import flops
+from uqa_jax.runtime import flops
 
 X = jnp.ones((16, 16))
 MATMUL = 2 * 16 ** 3

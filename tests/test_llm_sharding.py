@@ -12,9 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from uqa_jax import parallel
 from uqa_jax.llm import model as model_lib
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import parallel
 assert jax.device_count() == 8, jax.devices()
 cfg = LLMConfig(vocab_size=128, d_model=64, d_ff=128, num_layers=2, num_heads=8, num_kv_heads=4,
                 head_dim=8, rope_theta=10000.0, rms_eps=1e-6, qkv_bias=True, tie_embeddings=False)

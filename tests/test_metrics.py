@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from uqa_jax import metrics
+from uqa_jax.evaluation import retrieval
 
 
 def test_chunked_ranks_equal_a_full_sort():
@@ -12,7 +12,7 @@ def test_chunked_ranks_equal_a_full_sort():
   q = jax.random.normal(k1, (40, 6))
   table = jax.random.normal(k2, (300, 6))
   targets = np.arange(1, 41)
-  ranks = np.asarray(metrics.target_ranks(q, targets, table, chunk=64))
+  ranks = np.asarray(retrieval.target_ranks(q, targets, table, chunk=64))
   scores = np.array(q @ table.T)
   scores[:, 0] = -np.inf
   want = [(np.delete(scores[i], t) >= scores[i, t]).sum() for i, t in enumerate(targets)]
@@ -22,16 +22,16 @@ def test_chunked_ranks_equal_a_full_sort():
 def test_ties_count_against_the_model():
   """A collapsed model (every score equal) ranks every target last, so Recall@1 is 0, not 1."""
   table = np.ones((50, 4), np.float32)
-  ranks = np.asarray(metrics.target_ranks(np.ones((3, 4)), np.array([1, 7, 49]), table, chunk=16))
+  ranks = np.asarray(retrieval.target_ranks(np.ones((3, 4)), np.array([1, 7, 49]), table, chunk=16))
   np.testing.assert_array_equal(ranks, [48, 48, 48])  # 49 candidates, all tied: 48 others >=
-  assert metrics.retrieval_metrics(ranks)["recall@1"] == 0.0
+  assert retrieval.retrieval_metrics(ranks)["recall@1"] == 0.0
   # Equal rows of random values: the target's score must come from the same matmul as the
   # others', or last-bit rounding breaks the tie in the model's favour.
   rng = np.random.default_rng(0)
   for _ in range(20):
     row = rng.normal(size=(1, 16)).astype(np.float32)
     table = np.repeat(row, 50, axis=0)
-    ranks = np.asarray(metrics.target_ranks(rng.normal(size=(3, 16)).astype(np.float32),
+    ranks = np.asarray(retrieval.target_ranks(rng.normal(size=(3, 16)).astype(np.float32),
                                             np.array([1, 20, 49]), table, chunk=16))
     np.testing.assert_array_equal(ranks, [48, 48, 48])
 
@@ -42,22 +42,22 @@ def test_non_finite_scores_raise():
   q[1, 2] = np.nan
   table_inf = table.copy()
   table_inf[17, 0] = np.inf
-  ranks = np.asarray(metrics.target_ranks(q, np.array([1, 2, 3]), table, chunk=8))
+  ranks = np.asarray(retrieval.target_ranks(q, np.array([1, 2, 3]), table, chunk=8))
   assert ranks[1] == -1 and ranks[0] >= 0 and ranks[2] >= 0
-  assert (np.asarray(metrics.target_ranks(np.ones((2, 4)), np.array([1, 2]), table_inf, chunk=8)) == -1).all()
+  assert (np.asarray(retrieval.target_ranks(np.ones((2, 4)), np.array([1, 2]), table_inf, chunk=8)) == -1).all()
   with pytest.raises(FloatingPointError, match="1 of 3 queries have non-finite scores"):
-    metrics.retrieval_metrics(ranks)
+    retrieval.retrieval_metrics(ranks)
 
 
 def test_recall_and_ndcg_values():
-  m = metrics.retrieval_metrics(np.array([0, 1, 9, 10, 100]), ks=(1, 10))
+  m = retrieval.retrieval_metrics(np.array([0, 1, 9, 10, 100]), ks=(1, 10))
   assert m["recall@1"] == 0.2 and m["recall@10"] == 0.6
   np.testing.assert_allclose(m["ndcg@10"], (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 5)
 
 
 def test_popularity_baseline_ranks_by_count():
   counts = np.array([99, 5, 50, 7, 50])  # id 0 is padding and never ranked; 2 and 4 tie
-  np.testing.assert_array_equal(metrics.popularity_ranks(counts, [2, 3, 1, 4]), [1, 2, 3, 1])
+  np.testing.assert_array_equal(retrieval.popularity_ranks(counts, [2, 3, 1, 4]), [1, 2, 3, 1])
 
 
 def test_popularity_baseline_equals_counting_row_by_row(en_dir):
@@ -76,5 +76,5 @@ def test_popularity_baseline_equals_counting_row_by_row(en_dir):
     items = evalf.bags(r, "uni_seq_item_id").ids
     if len(items) >= 2:
       ranks.append(sum(counts[i] >= counts[items[-1]] for i in range(1, vocab) if i != items[-1]))
-  got = metrics.popularity_baseline(train.path, evalf.path, vocab)
-  assert got == metrics.retrieval_metrics(np.array(ranks))
+  got = retrieval.popularity_baseline(train.path, evalf.path, vocab)
+  assert got == retrieval.retrieval_metrics(np.array(ranks))

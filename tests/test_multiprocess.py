@@ -23,7 +23,7 @@ def _result(workdir, stage="pretrain"):
 def _params(workdir, stage="pretrain"):
   path = os.path.join(workdir, stage, "export", "params")
   if stage == "align":  # written shard by shard from the run's mesh
-    from uqa_jax import align_export  # pylint: disable=import-outside-toplevel
+    from uqa_jax.soft_prompt import export as align_export  # pylint: disable=import-outside-toplevel
     return align_export.restore_params(path)
   return ocp.StandardCheckpointer().restore(path)
 
@@ -161,7 +161,7 @@ class _FakeSharding:
 
 
 def test_a_mesh_that_feeds_another_process_rows_is_refused(monkeypatch):
-  from uqa_jax import distributed  # pylint: disable=import-outside-toplevel
+  from uqa_jax.runtime import distributed  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
   monkeypatch.setattr(distributed.jax, "process_index", lambda: 1)
   distributed.check_batch_block(_FakeSharding([(4, 6), (6, 8)]), (8, 3))  # its block 4-8: fine
@@ -172,7 +172,7 @@ def test_a_mesh_that_feeds_another_process_rows_is_refused(monkeypatch):
 
 
 def test_process_flags_without_a_coordinator_are_an_error():
-  from uqa_jax import distributed  # pylint: disable=import-outside-toplevel
+  from uqa_jax.runtime import distributed  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="need --coordinator"):
     distributed.initialize("", num_processes=2, process_id=1)
 

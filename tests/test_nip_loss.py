@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from uqa_jax import nip_loss
+from uqa_jax.encoders import nip_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,8 @@ def test_rows_past_num_items_are_never_candidates_and_get_no_gradient():
 SHARDED = r"""
 import re
 import jax, jax.numpy as jnp, numpy as np
-from uqa_jax import nip_loss, parallel
+from uqa_jax.encoders import nip_loss
+from uqa_jax.runtime import parallel
 rows, e, n, v = 16384, 16, 256, 16000
 k = jax.random.split(jax.random.PRNGKey(0), 3)
 q = jax.random.normal(k[0], (n, e)); table = jax.random.normal(k[1], (rows, e))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from uqa_jax.data import arrow_io
+from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
 
@@ -240,11 +241,11 @@ def test_a_template_that_writes_bos_first_keeps_it_when_the_system_turn_is_cut(t
   tok.chat_template = ("{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|im_start|>system\nDefault"
                        "<|im_end|>\n{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
                        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-  chat = pipeline.ChatTokenizer(tok, 64)
+  chat = chat_lib.ChatTokenizer(tok, 64)
   got = chat.render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
   assert got == "<|endoftext|><|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
   # SmolLM2's own template: its BOS (<|im_start|>) opens every turn, not the document; nothing kept.
-  plain = pipeline.ChatTokenizer(tokenizer, 64).render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
+  plain = chat_lib.ChatTokenizer(tokenizer, 64).render([{"role": "user", "content": "Q?"}], add_generation_prompt=True)
   assert plain == "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from uqa_jax import distributed
-from uqa_jax import plan
 from uqa_jax import stages
 from uqa_jax.data import pipeline
 from uqa_jax.llm import sharded_load
+from uqa_jax.runtime import distributed
+from uqa_jax.runtime import planner
+from uqa_jax.soft_prompt import program as program_lib
 from uqa_jax.stages import align
 from uqa_jax.stages import pretrain
 
@@ -24,16 +25,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():
-  assert plan.parse_memory("80GiB") == 80 << 30 and plan.parse_memory("512MiB") == 512 << 20
-  assert plan.parse_memory("16G") == 16 << 30 and plan.parse_memory("1.5e9") == 1_500_000_000
-  assert plan.parse_memory("") is None  # the device's own memory
-  assert plan.parse_mesh("data=2,fsdp=4") == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert planner.parse_memory("80GiB") == 80 << 30 and planner.parse_memory("512MiB") == 512 << 20
+  assert planner.parse_memory("16G") == 16 << 30 and planner.parse_memory("1.5e9") == 1_500_000_000
+  assert planner.parse_memory("") is None  # the device's own memory
+  assert planner.parse_mesh("data=2,fsdp=4") == {"data": 2, "fsdp": 4, "tensor": 1}
   with pytest.raises(ValueError, match="'80 gigs'"):
-    plan.parse_memory("80 gigs")
+    planner.parse_memory("80 gigs")
   with pytest.raises(ValueError, match="model=2"):
-    plan.parse_mesh("model=2")
+    planner.parse_mesh("model=2")
   with pytest.raises(ValueError, match="sizes >= 1"):
-    plan.parse_mesh("data=-1")
+    planner.parse_mesh("data=-1")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def parts(workdir):
 
 
 def test_state_bytes_equal_the_allocated_state(parts):
-  p = plan.plan(parts, memory=1 << 40)
+  p = planner.plan(parts, memory=1 << 40)
   state = parts.init(jax.random.PRNGKey(0))  # one device: the whole state
   assert p.state_bytes == sum(x.nbytes for x in jax.tree.leaves(state))
   assert p.parameters == sum(x.size for x in jax.tree.leaves(state.params))
@@ -58,12 +59,12 @@ def test_state_bytes_equal_the_allocated_state(parts):
 
 @pytest.mark.slow  # five compiles, ~25 s on 2 cores: `make test-slow`
 def test_largest_batch_fits_and_ten_percent_more_does_not(parts):
-  small = plan.step_memory(parts, parts.cfg.batch_size).peak
+  small = planner.step_memory(parts, parts.cfg.batch_size).peak
   memory = 12 * small  # room for a batch several times the config's
-  p = plan.plan(parts, memory=memory, search=True)
+  p = planner.plan(parts, memory=memory, search=True)
   assert p.max_batch > parts.cfg.batch_size
-  assert plan.step_memory(parts, p.max_batch).peak <= memory
-  assert plan.step_memory(parts, int(p.max_batch * 1.1) + 1).peak > memory
+  assert planner.step_memory(parts, p.max_batch).peak <= memory
+  assert planner.step_memory(parts, int(p.max_batch * 1.1) + 1).peak > memory
 
 
 def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
@@ -78,7 +79,7 @@ def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
 
 def test_the_planned_executable_runs_the_first_step_without_compiling_again(workdir):
   planned = pretrain.build(smoke.get_config(), workdir)
-  plan.check(planned, log=lambda *_: None)
+  planner.check(planned, log=lambda *_: None)
   path = os.path.join(workdir, "data", "pretrain_data_train.arrow")
   batch = next(distributed.GlobalBatches(iter(pipeline.make_dataset(path, planned.pipe)), planned.batch_shardings))
   _, metrics = planned.step(planned.init(jax.random.PRNGKey(0)), batch)
@@ -119,15 +120,15 @@ def _align_workdir(tiny_llm_base, path, **llm_fields):
   return config, str(path)
 
 
-def _align_target(parts, workdir):
-  return plan.align_target(parts.program, parts.pipe, os.path.join(workdir, "data"), parts.tokenizer, parts.mesh)
+def _align_target(prog, workdir):
+  return program_lib.plan_target(prog, prog.pipe, os.path.join(workdir, "data"), prog.tokenizer)
 
 
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
 def test_align_state_bytes_equal_the_allocated_state_and_frozen_groups(tiny_llm_base, tmp_path, param_dtype):
   config, workdir = _align_workdir(tiny_llm_base, tmp_path, param_dtype=param_dtype)
   parts = align.build(config, workdir)
-  p = plan.plan(_align_target(parts, workdir), memory=1 << 40)
+  p = planner.plan(_align_target(parts, workdir), memory=1 << 40)
   state = parts.init(None)  # one device: everything whole
   held = (state, parts.frozen)
   assert p.name == "align" and p.fits
@@ -145,7 +146,7 @@ def test_align_stops_before_reading_the_llm_weights_when_the_step_cannot_fit(tin
   def read(*args, **kwargs):
     raise AssertionError("the LLM's weights were read before the plan")
   monkeypatch.setattr(sharded_load, "load_onto", read)
-  with pytest.raises(plan.DoesNotFit, match="the align training step does not fit the devices") as e:
+  with pytest.raises(planner.DoesNotFit, match="the align training step does not fit the devices") as e:
     align.build(config, workdir, log=lambda *_: None)
   assert "--config.llm.param_dtype=bfloat16" in str(e.value) and "device memory 1.0 MiB" in str(e.value)
 
@@ -161,13 +162,13 @@ def test_the_planned_align_executable_runs_the_first_step_without_compiling_agai
   batch = next(distributed.GlobalBatches(iter(data), parts.batch_sharding))
   _, metrics = parts.step(parts.init(None), batch)
   assert np.isfinite(float(metrics["loss"]))
-  assert parts.program.step._jit._cache_size() == 0  # pylint: disable=protected-access  # the plan's executable ran
+  assert parts.sharded_step._jit._cache_size() == 0  # pylint: disable=protected-access  # the plan's executable ran
 
 
 @pytest.mark.slow  # ~12 s: a subprocess that compiles the step (align's plan is tested fast in-process above)
 def test_plan_cli_plans_the_align_step_from_the_stage1_export(tiny_llm_base, tmp_path):
   config, workdir = _align_workdir(tiny_llm_base, tmp_path)
-  out = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/smoke.py", "--workdir", workdir,
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.tools.plan", "--config", "configs/smoke.py", "--workdir", workdir,
                         "--stage", "align", "--nosearch", f"--config.llm.model={config.llm.model}",
                         f"--config.input.max_text_len={config.input.max_text_len}", "--config.align.batch_size=4",
                         "--config.align.steps=2", "--config.align.schedule=constant", "--config.align.mode=adapter"],
@@ -177,7 +178,7 @@ def test_plan_cli_plans_the_align_step_from_the_stage1_export(tiny_llm_base, tmp
   count = sum(x.size for x in jax.tree.leaves((parts.init(None).params, parts.frozen)))
   assert f"plan: encoder from {workdir}/pretrain/export" in out.stdout, out.stdout
   assert f"align step, mesh {{'data': 1, 'fsdp': 1, 'tensor': 1}} (cpu), {count:,} parameters" in out.stdout
-  bad = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/smoke.py", "--workdir", workdir,
+  bad = subprocess.run([sys.executable, "-m", "uqa_jax.tools.plan", "--config", "configs/smoke.py", "--workdir", workdir,
                         "--stage", "align", "--llm", "qwen9"], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "--llm 'qwen9': unknown; expected one of qwen2.5-0.5b" in bad.stderr
 
@@ -185,7 +186,7 @@ def test_plan_cli_plans_the_align_step_from_the_stage1_export(tiny_llm_base, tmp
 @pytest.mark.slow  # builds the paper-size synthetic data and compiles a 3B step on 8 simulated devices: ~2 min
 def test_plan_cli_plans_qwen_3b_alignment_over_fsdp_and_tensor_without_its_weights(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run([sys.executable, "-m", "uqa_jax.plan", "--config", "configs/qwen.py:3b", "--workdir",
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.tools.plan", "--config", "configs/qwen.py:3b", "--workdir",
                         str(tmp_path / "w"), "--stage", "align", "--llm", "qwen2.5-3b", "--nosearch",
                         "--config.data.source=synthetic"], cwd=ROOT, capture_output=True, text=True, timeout=900,
                        env=env)

@@ -20,9 +20,10 @@ import jax, numpy as np
 from jax.sharding import NamedSharding
 from tests import tiny_llm
 from tests.conftest import tiny_llm_config
-from uqa_jax import parallel, stages
+from uqa_jax import stages
 from uqa_jax.data import pipeline
 from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.runtime import parallel
 from uqa_jax.stages import align, pretrain
 assert jax.device_count() == 8
 workdir, llm_dir = sys.argv[1], sys.argv[2]

@@ -7,11 +7,12 @@ import re
 import numpy as np
 import pytest
 
+from uqa_jax.config import blocks
 from uqa_jax.data import arrow_io
 from uqa_jax.data import qa
 from uqa_jax.data import schema
 from uqa_jax.data import synthetic
-from uqa_jax.stages import data as data_stage
+from uqa_jax.data.config import DataConfig
 from tests.conftest import SMALL
 
 
@@ -209,7 +210,7 @@ def test_default_data_has_no_constant_answer_above_a_quarter(tmp_path, tokenizer
   floor is 1/4 by format (four shuffled candidates) and is reported, not asserted."""
   from configs import default
   cfg = default.get_config()
-  d = data_stage.data_config(cfg)
+  d = blocks.read(cfg, DataConfig)
   info = synthetic.build_dataset(str(tmp_path), d.generator(cfg.seed), tokenizer, "smollm2",
                                  d.filters, d.align_eval_fraction, max_len=d.max_len,
                                  log=lambda *_: None)

@@ -8,12 +8,13 @@ import pytest
 from configs import scale
 from configs import seqlen
 from uqa_jax import encoders
-from uqa_jax.stages import pretrain
+from uqa_jax.config import blocks
+from uqa_jax.encoders.config import EncoderConfig
 
 
 def backbone_parameters(config) -> int:
   """Parameters of the encoder backbone alone (no item tables or head), from shapes only."""
-  cfg = pretrain.encoder_config(config)
+  cfg = blocks.read(config, EncoderConfig)
   model = encoders.get(cfg.name)(cfg)
   x = jax.ShapeDtypeStruct((1, 8, cfg.d_model), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, 8), jnp.int32)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from uqa_jax import scoring
+from uqa_jax.data import answers as answers_lib
+from uqa_jax.evaluation import scoring
 
 
 def test_best_constant_matches_brute_force_over_all_strings():
@@ -15,27 +16,27 @@ def test_best_constant_matches_brute_force_over_all_strings():
     for _ in range(4):
       alphabet += [s + c for s in alphabet for c in "12ab" if len(s + c) <= 4]
     brute = max(sum(c.startswith(g) for g in golds) for c in set(alphabet)) / len(golds)
-    answer, accuracy = scoring.best_constant(golds)
+    answer, accuracy = answers_lib.best_constant(golds)
     assert accuracy == brute
     assert sum(answer.startswith(g) for g in golds) / len(golds) == brute
 
 
 def test_a_longer_constant_is_credited_for_its_prefixes():
   """Under `startswith`, "15" scores on gold "1" too: the floor counts it."""
-  assert scoring.best_constant(["1", "1", "15", "2", "3"]) == ("15", 0.6)
+  assert answers_lib.best_constant(["1", "1", "15", "2", "3"]) == ("15", 0.6)
 
 
 @pytest.mark.parametrize("gold", ["", "  "])
 def test_empty_gold_is_an_error_not_a_point(gold):
   with pytest.raises(ValueError, match="empty gold"):
-    scoring.is_correct("anything", gold)
+    answers_lib.is_correct("anything", gold)
   with pytest.raises(ValueError, match="empty gold"):
-    scoring.best_constant(["a", gold])
+    answers_lib.best_constant(["a", gold])
 
 
 def test_first_candidate_and_report():
   rows = [("IP", "b", ("a", "b")), ("IP", "a", ("a", "c")), ("MF", "3", ()), ("MF", "3", ())]
-  report = scoring.answer_report(rows)
+  report = answers_lib.answer_report(rows)
   assert report["IP"]["first_candidate_accuracy"] == 0.5
   assert report["MF"]["first_candidate_accuracy"] is None
   assert report["MF"]["top_answers"] == [["3", 2]] and report["MF"]["best_constant_accuracy"] == 1.0
@@ -155,16 +156,16 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
 def test_score_command_reads_official_jsonl(tmp_path):
   path = tmp_path / "pred.jsonl"
   path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in OFFICIAL_LINES) + "\n", encoding="utf-8")
-  out = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(path), "--json"], capture_output=True,
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(path), "--json"], capture_output=True,
                        text=True, check=True).stdout
   score = json.loads(out)["score"]
   assert score["units"] == "records" and score["cells"]["overall"]["correct"] == 4
-  strict = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(path), "--variant", "strict"],
+  strict = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(path), "--variant", "strict"],
                           capture_output=True, text=True, check=True).stdout
   assert "overall" in strict and "4/9" in strict.replace(" ", "")
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"question": "q"}\nnot json\n', encoding="utf-8")
-  run = subprocess.run([sys.executable, "-m", "uqa_jax.score", str(bad)], capture_output=True, text=True)
+  run = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(bad)], capture_output=True, text=True)
   assert run.returncode == 2 and "line 2: not JSON" in run.stderr
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from uqa_jax import seeds
+from uqa_jax.tools import seeds
 
 
 def _run(workdir, label, kind, acc):

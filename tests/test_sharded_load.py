@@ -14,9 +14,9 @@ import json, os, sys, tracemalloc
 import flax.linen as nn
 import jax, jax.numpy as jnp, numpy as np
 import safetensors.numpy
-from uqa_jax import parallel
 from uqa_jax.llm import model as llm_model, sharded_load, weights
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import parallel
 path = sys.argv[1]
 cfg = LLMConfig(vocab_size=512, d_model=128, d_ff=512, num_layers=12, num_heads=8, num_kv_heads=4, head_dim=16,
                 rope_theta=1e4, rms_eps=1e-6, qkv_bias=True, tie_embeddings=False)

@@ -10,12 +10,12 @@ from configs import default
 from tests import test_user_model
 from uqa_jax import adapters
 from uqa_jax import encoders
-from uqa_jax import parallel
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import parallel
 
 
 def unnamed_axes(boxed) -> list[str]:

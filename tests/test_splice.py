@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uqa_jax import splice
 from uqa_jax.llm import model as model_lib
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.soft_prompt import splice
 
 CFG = LLMConfig(vocab_size=50, d_model=32, d_ff=64, num_layers=2, num_heads=4, num_kv_heads=2,
                 head_dim=8, rope_theta=10000.0, rms_eps=1e-6, qkv_bias=True, tie_embeddings=True)

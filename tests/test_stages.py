@@ -6,9 +6,9 @@ import pytest
 
 from configs import default
 from configs import smoke
-from uqa_jax import choices
-from uqa_jax import config_blocks
 from uqa_jax import stages
+from uqa_jax.config import blocks
+from uqa_jax.config import choices
 
 QUIET = lambda *_: None
 
@@ -70,7 +70,7 @@ def test_an_unknown_key_is_an_error_naming_it_and_the_valid_keys(block, key, val
     target = target[part]
   with target.unlocked():
     target[key] = 1
-  with pytest.raises(config_blocks.ConfigError, match=rf"config {block}: unknown key {key}; valid keys: .*{valid}"):
+  with pytest.raises(blocks.ConfigError, match=rf"config {block}: unknown key {key}; valid keys: .*{valid}"):
     stages.check_config(config)
 
 
@@ -82,7 +82,7 @@ def test_an_unknown_block_and_a_dead_encoder_setting_are_errors():
     stages.check_config(config)
   config = default.get_config("gru4rec")
   config.encoder.num_heads = 4
-  with pytest.raises(config_blocks.ConfigError, match="config encoder: num_heads=4: not read by gru4rec"):
+  with pytest.raises(blocks.ConfigError, match="config encoder: num_heads=4: not read by gru4rec"):
     stages.check_config(config)
 
 

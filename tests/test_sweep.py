@@ -1,4 +1,4 @@
-"""`python -m uqa_jax.sweep`: runs configs in their own workdirs (resumable) and tabulates and plots
+"""`python -m uqa_jax.tools.sweep`: runs configs in their own workdirs (resumable) and tabulates and plots
 what each measured against encoder size or sequence length."""
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from uqa_jax import sweep
+from uqa_jax.tools import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +64,7 @@ TINY = ["--config.data.synthetic.num_users=60", "--config.data.synthetic.num_ite
 
 @pytest.mark.slow  # about a minute on 2 cores: `make test-slow`
 def test_sweep_runs_two_sizes_then_resumes_without_training_again(tmp_path):
-  cmd = [sys.executable, "-m", "uqa_jax.sweep", "--configs", "configs/scale.py:3m", "configs/scale.py:13m",
+  cmd = [sys.executable, "-m", "uqa_jax.tools.sweep", "--configs", "configs/scale.py:3m", "configs/scale.py:13m",
          "--root", str(tmp_path), "--", *TINY]
   first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from uqa_jax import adapters
-from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.llm import model as llm_model
+from uqa_jax.soft_prompt import model as uqa_model
 from tests.test_splice import CFG as LLM_CFG
 from tests.test_user_model import DIMS, VOCAB, _batch
 

@@ -17,9 +17,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from uqa_jax import distributed
-from uqa_jax import plan
 from uqa_jax import stages
+from uqa_jax.runtime import distributed
+from uqa_jax.runtime import planner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file, optionally "
                                           "with an argument: configs/default.py:hstu.", lock_config=True)
@@ -78,7 +78,7 @@ def main(argv):
       stages.run(name, config, workdir)
     except stages.StaleStateError as e:
       sys.exit(f"uqa-jax: {e}")
-    except plan.DoesNotFit as e:
+    except planner.DoesNotFit as e:
       sys.exit(f"uqa-jax: [{name}] {e}")
     print(f"[{name}] done in {time.time() - start:.1f}s")
   if config.get("note"):

@@ -10,11 +10,11 @@ tokens have.
 
 import functools
 
-from uqa_jax import choices
-from uqa_jax import registry
+from uqa_jax.config import blocks
+from uqa_jax.config import choices
 
 NAMES = choices.ADAPTERS  # mean, mlp, recent, qformer
-_module = functools.partial(registry.module, __name__, "adapter", NAMES)
+_module = functools.partial(blocks.module, __name__, "adapter", NAMES)
 
 
 def get(name: str):

@@ -7,14 +7,17 @@ adapter ignores.
 """
 
 import dataclasses
+from typing import ClassVar
 
-from uqa_jax import registry
+from uqa_jax import adapters
+from uqa_jax.config import blocks
 
 COMMON = ("name", "d_llm", "embed_rms")
 
 
 @dataclasses.dataclass(frozen=True)
 class AdapterConfig:
+  BLOCK: ClassVar[str] = "adapter"
   name: str = "mean"  # uqa_jax.choices.ADAPTERS; `mean` is the official default
   d_llm: int = 0  # the LLM's width (derived)
   embed_rms: float = 1.0  # RMS of the LLM's token embeddings: the output norm's initial scale (derived)
@@ -30,10 +33,13 @@ class AdapterConfig:
     if self.pool not in ("mean", "last"):
       raise ValueError(f"adapter.pool={self.pool!r}; expected mean or last")
 
+  def check_block(self) -> None:
+    check_reads(self, adapters.reads(self.name))
+
 
 def check_reads(cfg: AdapterConfig, reads) -> None:
   """Raises ValueError if `cfg` sets, away from its default, a field its adapter does not read."""
-  dead = registry.unread(cfg, COMMON + tuple(reads))
+  dead = blocks.unread(cfg, COMMON + tuple(reads))
   if dead:
     raise ValueError(f"{', '.join(f'adapter.{k}={getattr(cfg, k)!r}' for k in dead)}: not read by "
                      f"adapter {cfg.name!r} (it reads {', '.join(sorted(reads)) or 'nothing else'})")

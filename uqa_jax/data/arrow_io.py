@@ -13,8 +13,8 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from uqa_jax import atomic
 from uqa_jax.data import schema
+from uqa_jax.runtime import atomic
 
 
 class DataFileError(ValueError):

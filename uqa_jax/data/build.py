@@ -19,7 +19,7 @@ import numpy as np
 
 import pyarrow as pa
 
-from uqa_jax import scoring
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 from uqa_jax.data.catalog import Catalog, RowEncoder, list_array
@@ -141,7 +141,7 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
         golds.append((qa.task, qa.answer, qa.candidates))
         per_task[f"{split}/{qa.task}"] += 1
     write("align", split, users, 1, {schema.TEXT_COLUMN: texts, schema.TASK_COLUMN: tasks})
-    answers[split] = scoring.answer_report(golds)
+    answers[split] = answers_lib.answer_report(golds)
 
   info = {
       "name": name, "source": source, "language": catalog.language,

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from uqa_jax import scoring
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 
@@ -144,7 +144,7 @@ def _check_chat(path, start, texts, tasks, language, report):
       add(f"malformed chat: roles {[m['role'] for m in chat]}, expected ... user, assistant")
       continue
     try:
-      scoring.check_gold(chat[-1]["content"])
+      answers_lib.check_gold(chat[-1]["content"])
     except ValueError as e:
       add(str(e))
     try:

@@ -5,8 +5,9 @@ What only changes how batches are cut from it (bag widths, chat length) is the `
 """
 
 import dataclasses
+from typing import ClassVar
 
-from uqa_jax import config_blocks
+from uqa_jax.config import blocks
 from uqa_jax.data import build
 from uqa_jax.data import schema
 from uqa_jax.data.synthetic import SyntheticConfig
@@ -21,6 +22,7 @@ def _generator_defaults() -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+  BLOCK: ClassVar[str] = "data"
   source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.choices.DATA_SOURCES)
   # official: the directory holding the Kaggle files; movielens: a release's folder (empty: the
   # ml-100k copy in the recbole wheel)
@@ -37,5 +39,5 @@ class DataConfig:
     self.generator(seed=0)  # an unknown generator key fails here, when the config is read
 
   def generator(self, seed: int) -> SyntheticConfig:
-    return config_blocks.build(SyntheticConfig, self.synthetic, "data.synthetic",
+    return blocks.build(SyntheticConfig, self.synthetic, "data.synthetic",
                                language=self.language, seed=seed)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from uqa_jax import scoring
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
 from uqa_jax.data import schema
 
@@ -76,6 +76,6 @@ def answer_report(directory: str, split: str = "eval") -> dict[str, dict]:
         task = schema.task_of(None, question, "zh")
       except ValueError as e:
         raise arrow_io.DataFileError(f"{path}, row {start + r}: {e}") from None
-      scoring.check_gold(answer, f"{path}, row {start + r}")
+      answers_lib.check_gold(answer, f"{path}, row {start + r}")
       items.append((task, answer, ()))
-  return scoring.answer_report(items)
+  return answers_lib.answer_report(items)

@@ -7,11 +7,11 @@ steps <= t). Only HSTU reads the optional int32 click times; the others ignore t
 
 import functools
 
-from uqa_jax import choices
-from uqa_jax import registry
+from uqa_jax.config import blocks
+from uqa_jax.config import choices
 
 NAMES = choices.ENCODERS  # gru4rec, sasrec, mamba4rec, hstu, trmpp
-_module = functools.partial(registry.module, __name__, "encoder", NAMES)
+_module = functools.partial(blocks.module, __name__, "encoder", NAMES)
 
 
 def get(name: str):

@@ -7,15 +7,19 @@ other fields it reads, and `check_reads` refuses a config that sets a field its 
 """
 
 import dataclasses
+from typing import ClassVar
 
-from uqa_jax import registry
-from uqa_jax.registry import RUN_ONLY
+from uqa_jax import encoders
+from uqa_jax.config import blocks
+from uqa_jax.config.blocks import RUN_ONLY
 
 COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", "param_dtype", "max_len")
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
+  BLOCK: ClassVar[str] = "encoder"
+  DERIVED: ClassVar[dict] = {"max_len": "data.max_len"}  # set by the run, never by the block
   name: str = "trmpp"  # uqa_jax.choices.ENCODERS
   input_variant: str = "full"  # full | no_text | no_side (paper Table 3)
   d_model: int = 512  # D
@@ -46,10 +50,13 @@ class EncoderConfig:
   def ff(self) -> int:
     return self.d_ff or 4 * self.d_model
 
+  def check_block(self) -> None:
+    check_reads(self, encoders.reads(self.name))
+
 
 def check_reads(cfg: EncoderConfig, reads) -> None:
   """Raises ValueError if `cfg` sets, away from its default, a field outside COMMON and `reads`."""
-  dead = registry.unread(cfg, COMMON + tuple(reads))
+  dead = blocks.unread(cfg, COMMON + tuple(reads))
   if dead:
     raise ValueError(f"{', '.join(f'{k}={getattr(cfg, k)!r}' for k in dead)}: not read by {cfg.name} "
                      f"(it reads {', '.join(COMMON[2:-1] + tuple(sorted(reads)))}); remove "

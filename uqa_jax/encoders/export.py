@@ -18,10 +18,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from uqa_jax import atomic
 from uqa_jax.data import schema
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
+from uqa_jax.runtime import atomic
 
 SPEC_FILE = "encoder.json"
 PARAMS_DIR = "params"

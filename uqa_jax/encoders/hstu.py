@@ -22,10 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders import hstu_pallas
 from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.runtime import parallel
 
 READS = ("num_heads", "remat", "time_buckets", "attention_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 

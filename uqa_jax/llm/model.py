@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from uqa_jax import parallel
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import parallel
 
 BTD = ("batch", "act_length", "act_embed")  # the residual stream
 BTHE = ("batch", "act_length", "act_heads", "head_dim")

@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uqa_jax import parallel
 from uqa_jax.llm import assets
 from uqa_jax.llm import config as config_lib
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import parallel
 
 
 def decoder_shardings(cfg: LLMConfig, mesh, axis_rules=None):

@@ -26,13 +26,13 @@ import sys
 
 import jax
 
-from uqa_jax import atomic
-from uqa_jax import choices
-from uqa_jax import distributed
+from uqa_jax.config import choices
 from uqa_jax.llm import assets
+from uqa_jax.runtime import atomic
+from uqa_jax.runtime import distributed
+from uqa_jax.runtime import workdir as workdir_lib
 
-RESULT = "result.json"
-FINGERPRINT = "fingerprint.json"
+RESULT, FINGERPRINT = workdir_lib.RESULT, workdir_lib.FINGERPRINT
 GLOBAL_KEYS = ("seed", "stages", "restart", "note")  # top-level config keys every run has
 
 
@@ -139,15 +139,6 @@ def check_paths(config) -> None:
     raise ValueError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
 
 
-def read_json(path):
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def write_json(path: str, value) -> None:
-  atomic.write_text(path, json.dumps(value, indent=2, sort_keys=True))
-
-
 def _diff(old: dict, new: dict) -> list[str]:
   missing = "(absent)"
   return [f"  {k}: {json.dumps(old.get(k, missing))} -> {json.dumps(new.get(k, missing))}"
@@ -178,7 +169,7 @@ def status(workdir: str, name: str, config) -> str:
     raise StaleStateError(f"[{name}] {out} holds outputs without a {FINGERPRINT} (made by an older "
                           f"version or copied in); they cannot be checked against this config. "
                           + _how_to_proceed(name, workdir))
-  stored, wanted = read_json(path), fingerprint(name, config)
+  stored, wanted = atomic.read_json(path), fingerprint(name, config)
   if stored != wanted:
     raise StaleStateError(f"[{name}] {out} was made with other settings; nothing was changed. "
                           "Differences (stored -> this config):\n" + "\n".join(_diff(stored, wanted))
@@ -196,23 +187,23 @@ def run(name: str, config, workdir: str, log=print) -> dict:
   state = distributed.agree(status(workdir, name, config), STATES)  # process 0 decides for all
   if state == "done":
     log(f"[{name}] reusing {out}: finished with the same settings ({RESULT})")
-    return read_json(os.path.join(out, RESULT))
+    return atomic.read_json(os.path.join(out, RESULT))
   if state == "started":
     log(f"[{name}] resuming in {out} (same settings)")
   processes = check_processes(name)
   distributed.barrier(f"{name}-start")  # every process has read the status before process 0 writes
   if distributed.is_main():
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
+    atomic.write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
   result = None
   if processes == "all" or distributed.is_main():
     result = get(name).run(config, workdir, log=log)
   else:
     print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
   if distributed.is_main():
-    write_json(os.path.join(out, RESULT), result)
+    atomic.write_json(os.path.join(out, RESULT), result)
   distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports
-  return result if result is not None else read_json(os.path.join(out, RESULT))
+  return result if result is not None else atomic.read_json(os.path.join(out, RESULT))
 
 
 def restart(workdir: str, name: str, log=print) -> None:

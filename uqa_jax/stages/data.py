@@ -7,20 +7,19 @@ not read here and changing it never rebuilds the data; the pretrain stage report
 its widths truncate.
 """
 
-import os
 
-from uqa_jax import config_blocks
-from uqa_jax import scoring
+from uqa_jax.config import blocks
+from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
 from uqa_jax.data import checker
 from uqa_jax.data import movielens
 from uqa_jax.data import official
-from uqa_jax.data import pipeline
 from uqa_jax.data import schema
 from uqa_jax.data import synthetic
 from uqa_jax.data.config import DataConfig
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.llm.assets import LLMSource
+from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("data", "llm")
 # The data fields (besides `source`) each source reads; the others stay out of its fingerprint.
@@ -31,34 +30,21 @@ UPSTREAM = ()
 PROCESSES = "main"  # process 0 builds the data set; the others wait for it
 
 
-def data_config(config) -> DataConfig:
-  return config_blocks.build(DataConfig, config.data, "data")
 
-
-def input_config(config) -> pipeline.InputConfig:
-  return config_blocks.build(pipeline.InputConfig, config.input, "input")
-
-
-def llm_source(config) -> LLMSource:
-  return config_blocks.build(LLMSource, config.llm, "llm")
 
 
 def fingerprint(config) -> dict:
-  d = data_config(config)
-  data = config_blocks.fingerprint(d, keep=("source",) + READ_BY_SOURCE[d.source])
+  d = blocks.read(config, DataConfig)
+  data = blocks.fingerprint(d, keep=("source",) + READ_BY_SOURCE[d.source])
   if d.source == "official":  # linked as they are: no seed, no tokenizer
     return {"data": data}
-  return {"seed": config.seed, "data": data, "llm": {"model": llm_source(config).model}}
-
-
-def data_dir(workdir: str) -> str:
-  return os.path.join(workdir, "data")
+  return {"seed": config.seed, "data": data, "llm": {"model": blocks.read(config, LLMSource).model}}
 
 
 def run(config, workdir: str, log=print) -> dict:
   """Builds (or links) and checks the data set; returns its dataset_info."""
-  out = data_dir(workdir)
-  d, model = data_config(config), llm_source(config).model
+  out = workdir_lib.data_dir(workdir)
+  d, model = blocks.read(config, DataConfig), blocks.read(config, LLMSource).model
   filters = d.filters
   tokenizer = lambda: tokenizer_lib.load_tokenizer(model)
   if d.source == "synthetic":
@@ -79,7 +65,7 @@ def run(config, workdir: str, log=print) -> dict:
     info["answers"] = {split: official.answer_report(out, split) for split in schema.SPLITS}
   for split, report in info["answers"].items():
     log(f"data: answers and floors on align {split} (what any method must beat; official rule "
-        f"`prediction.startswith(gold)`):\n  " + "\n  ".join(scoring.format_floors(report, schema.TASKS)))
+        f"`prediction.startswith(gold)`):\n  " + "\n  ".join(answers_lib.format_floors(report, schema.TASKS)))
   return info
 
 

@@ -20,7 +20,6 @@ gold is a train answer of its stem (elsewhere no probe can be right: item titles
 report shows all of them together.
 """
 
-import dataclasses
 import os
 import time
 
@@ -28,35 +27,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uqa_jax import config_blocks
-from uqa_jax import questions as questions_lib
-from uqa_jax import scoring
 from uqa_jax.adapters import common
-from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.config import blocks
+from uqa_jax.config.recipes import DiagnoseConfig
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
-from uqa_jax.diagnostics import ceiling
-from uqa_jax.diagnostics import probe as probe_lib
+from uqa_jax.data.config import DataConfig
 from uqa_jax.encoders import export as encoder_export
+from uqa_jax.evaluation import ceiling
+from uqa_jax.evaluation import diagnosis as diagnosis_lib
+from uqa_jax.evaluation import probe as probe_lib
+from uqa_jax.evaluation import questions as questions_lib
+from uqa_jax.evaluation import scoring
 from uqa_jax.llm import tokenizer as tokenizer_lib
-from uqa_jax.stages import data as data_stage
-from uqa_jax.stages import evaluate as evaluate_stage
-from uqa_jax.stages import pretrain as pretrain_stage
+from uqa_jax.llm.assets import LLMSource
+from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("diagnose",)
 UPSTREAM = ("pretrain",)
-RUNS = ("ceiling", "probe", "probe_majority", "probe_shuffled_labels")
+RUNS = diagnosis_lib.RUNS
 
-
-@dataclasses.dataclass(frozen=True)
-class DiagnoseConfig:
-  probe: probe_lib.ProbeConfig = probe_lib.ProbeConfig()
-  batch_size: int = dataclasses.field(default=32, metadata=RUN_ONLY)  # histories per encoder call
-  bootstrap_samples: int = 1000
-
-
-def diagnose_config(config) -> DiagnoseConfig:
-  return config_blocks.build(DiagnoseConfig, config.diagnose, "diagnose")
 
 
 # What the records hold; raised when that changes, so an older workdir's result is refused (its
@@ -65,9 +55,8 @@ RECORDS_VERSION = 2
 
 
 def fingerprint(config) -> dict:
-  return {"diagnose": {**config_blocks.fingerprint(diagnose_config(config)), "recent_states": recent_states(config),
-                       "records_version": RECORDS_VERSION},
-          **pretrain_stage.fingerprint(config)}
+  return {"diagnose": {**blocks.fingerprint(blocks.read(config, DiagnoseConfig)), "recent_states": recent_states(config),
+                       "records_version": RECORDS_VERSION}}  # with Stage 1's (and the data's): the runner adds every upstream stage's fingerprint
 
 
 def recent_states(config) -> int:
@@ -99,13 +88,13 @@ def _score(records: list[dict], samples: int, seed: int) -> dict:
 
 
 def run(config, workdir: str, log=print) -> dict:
-  c = diagnose_config(config)
+  c = blocks.read(config, DiagnoseConfig)
   start = time.time()
-  d = data_stage.data_config(config)
-  data_dir = data_stage.data_dir(workdir)
-  tokenizer = tokenizer_lib.load_tokenizer(data_stage.llm_source(config).model)
-  questions_lib.check_title_tokenizer(data_dir, data_stage.llm_source(config).model, log)
-  pipe = data_stage.input_config(config).pipeline(batch_size=c.batch_size, max_len=d.max_len)
+  d = blocks.read(config, DataConfig)
+  data_dir = workdir_lib.data_dir(workdir)
+  tokenizer = tokenizer_lib.load_tokenizer(blocks.read(config, LLMSource).model)
+  questions_lib.check_title_tokenizer(data_dir, blocks.read(config, LLMSource).model, log)
+  pipe = blocks.read(config, pipeline.InputConfig).pipeline(batch_size=c.batch_size, max_len=d.max_len)
   loaded = {split: questions_lib.load(os.path.join(data_dir, schema.file_name("align", split)), pipe, tokenizer)
             for split in schema.SPLITS}
   (train, train_hist, language), (eval_, eval_hist, _) = loaded["train"], loaded["eval"]
@@ -125,7 +114,7 @@ def run(config, workdir: str, log=print) -> dict:
   for name, records in runs.items():
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)
     scoring_path = os.path.join(out_dir, name, "predictions.jsonl")
-    evaluate_stage.write_jsonl(scoring_path, records)
+    scoring.write_jsonl(scoring_path, records)
     result["runs"][name] = {"questions": len(records), "scores": _score(records, c.bootstrap_samples, config.seed)}
   # The probe against the majority answer where a probe can be right (the gold is a train answer).
   answerable = lambda rs: [r for r in rs if r["seen_answer"]]
@@ -133,37 +122,7 @@ def run(config, workdir: str, log=print) -> dict:
     result["probe_vs_majority"] = scoring.compare(answerable(probed["records"]["probe"]),
                                                   answerable(probed["records"]["majority"]),
                                                   "official", samples=c.bootstrap_samples, seed=config.seed)
-  for line in summary(result):
+  for line in diagnosis_lib.summary(result):
     log(line)
   log(f"diagnose: done in {time.time() - start:.0f}s")
   return result
-
-
-COUNTED = (("ceiling_unanswered", "not answered by the count reader"),
-           ("probe_unprobed", "not probed (fewer train questions of their stem than diagnose.probe.min_train)"),
-           ("probe_no_known_candidate", "left out of the probe (no listed candidate is a train answer)"),
-           ("probe_unseen_answer", "probed, gold never a train answer (no probe can be right)"))
-
-
-def counted(result: dict) -> list[str]:
-  """One line per non-empty count of questions a diagnostic skipped or cannot answer, per task."""
-  return [f"{what}: " + ", ".join(f"{t} {n}" for t, n in sorted(result[key].items()))
-          for key, what in COUNTED if result.get(key)]
-
-
-def summary(result: dict) -> list[str]:
-  """Per task: the count ceiling, the probe, the majority answer, the shuffled-label probe."""
-  cell = lambda run, task: result["runs"][run]["scores"]["official"]["cells"].get(f"task/{task}")
-  fmt = lambda c: "—" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
-  lines = ["diagnose (official rule, % [95% interval over users]): task | count ceiling | encoder probe | "
-           "majority answer | probe on shuffled labels"]
-  for task in schema.TASKS:
-    row = [fmt(cell(r, task)) for r in RUNS]
-    if any(x != "—" for x in row):
-      lines.append(f"  {task:3} | " + " | ".join(f"{x:20}" for x in row))
-  lines += [f"  {line}" for line in counted(result)]
-  if "probe_vs_majority" in result:
-    c = result["probe_vs_majority"]
-    lines.append(f"  probe minus majority, probed questions whose gold is a train answer: {c['difference']:+.1%} "
-                 f"[{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f} (n={c['n']})")
-  return lines

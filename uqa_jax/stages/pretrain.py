@@ -24,61 +24,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from uqa_jax import checkpoint as checkpoint_lib
-from uqa_jax import config_blocks
-from uqa_jax import distributed
 from uqa_jax import encoders
-from uqa_jax import metrics
-from uqa_jax import nip_loss
-from uqa_jax import parallel
-from uqa_jax import plan
-from uqa_jax.config_blocks import RUN_ONLY
+from uqa_jax.config import blocks
+from uqa_jax.config.recipes import PretrainConfig
 from uqa_jax.data import arrow_io
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
-from uqa_jax.encoders import export
+from uqa_jax.data.config import DataConfig
 from uqa_jax.encoders import config as encoder_lib
+from uqa_jax.encoders import export
+from uqa_jax.encoders import nip_loss
+from uqa_jax.encoders import user_model
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
-from uqa_jax.stages import data as data_stage
+from uqa_jax.evaluation import retrieval
+from uqa_jax.runtime import checkpoint as checkpoint_lib
+from uqa_jax.runtime import distributed
+from uqa_jax.runtime import parallel
+from uqa_jax.runtime import planner
+from uqa_jax.runtime import workdir as workdir_lib
 from uqa_jax.stages import train_loop
 
 BLOCKS = ("input", "encoder", "pretrain", "mesh", "sharding_rules")
 UPSTREAM = ("data",)
 PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.distributed)
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-  """The `pretrain` block; defaults are the paper's Stage 1 recipe (§4.1.3)."""
-  loss: str = "sl"  # sl (softmax over all items) | cl (InfoNCE)
-  batch_size: int = 256
-  epochs: int = 10  # used when steps is 0
-  steps: int = 0  # 0: epochs x rows // batch_size
-  learning_rate: float = 1e-4  # peak of warm-up + cosine decay to a tenth
-  warmup_steps: int = 100
-  betas: tuple[float, float] = (0.9, 0.999)
-  weight_decay: float = 0.01
-  grad_clip: float = 1.0
-  embed_dims: dict = dataclasses.field(default_factory=dict)  # table -> width; absent: official widths
-  # Chunk of every streamed softmax: items for `sl` and eval ranking, in-batch positions for `cl`
-  # (0: per platform, `nip_loss.default_chunk`: cache-sized logit blocks on CPU, 8192 elsewhere).
-  sl_chunk: int = 0
-  cl_negatives: int = 256
-  cl_temperature: float = 0.07
-  log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
-  eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
-  checkpoint_every: int = dataclasses.field(default=500, metadata=RUN_ONLY)
-  max_to_keep: int = dataclasses.field(default=3, metadata=RUN_ONLY)
-  # Memory one device may use, e.g. "16GiB" (empty: what the device reports; CPU: available host
-  # memory per CPU device). The step is planned against it before anything is allocated (uqa_jax.plan).
-  device_memory: str = dataclasses.field(default="", metadata=RUN_ONLY)
-
-  def __post_init__(self):
-    unknown = sorted(set(self.embed_dims) - set(schema.TABLES))
-    if unknown:
-      raise ValueError(f"embed_dims: unknown tables {unknown}; expected some of {list(schema.TABLES)}")
-    plan.parse_memory(self.device_memory)  # a malformed size fails when the config is read
 
 
 @flax.struct.dataclass
@@ -89,31 +58,25 @@ class TrainState:
   rng: jax.Array
 
 
-def pretrain_config(config) -> PretrainConfig:
-  return config_blocks.build(PretrainConfig, config.pretrain, "pretrain")
-
-
-def encoder_config(config) -> EncoderConfig:
-  return config_blocks.build_checked(EncoderConfig, config.encoder, "encoder",
-                                     lambda c: encoder_lib.check_reads(c, encoders.reads(c.name)),
-                                     max_len=data_stage.data_config(config).max_len)
-
-
 def fingerprint(config) -> dict:
   parallel.config_rules(config)  # checked here (before any work); sharding changes no number: not stored
-  p = pretrain_config(config)
+  p = blocks.read(config, PretrainConfig)
+  try:
+    user_model.check_embed_dims(p.embed_dims)
+  except ValueError as err:
+    raise blocks.ConfigError(f"config pretrain: {err}") from None
   unused = () if p.loss == "cl" else ("cl_negatives", "cl_temperature")
   unused += ("epochs",) if p.steps else ()
-  e = encoder_config(config)
+  e = blocks.read(config, EncoderConfig)
   return {"seed": config.seed,
-          "encoder": config_blocks.fingerprint(e, keep=encoder_lib.COMMON + encoders.reads(e.name)),
-          "pretrain": {k: v for k, v in config_blocks.fingerprint(p).items() if k not in unused},
-          "input": {"bag_sizes": data_stage.input_config(config).bag_sizes}}
+          "encoder": blocks.fingerprint(e, keep=encoder_lib.COMMON + encoders.reads(e.name)),
+          "pretrain": {k: v for k, v in blocks.fingerprint(p).items() if k not in unused},
+          "input": {"bag_sizes": blocks.read(config, pipeline.InputConfig).bag_sizes}}
 
 
 def make_model(config, info) -> UserModel:
-  dims = dict(schema.OFFICIAL_EMBED_DIMS, **pretrain_config(config).embed_dims)
-  return UserModel(encoder_config(config), info["vocab_sizes"], dims)
+  dims = dict(schema.OFFICIAL_EMBED_DIMS, **blocks.read(config, PretrainConfig).embed_dims)
+  return UserModel(blocks.read(config, EncoderConfig), info["vocab_sizes"], dims)
 
 
 def make_optimizer(p: PretrainConfig, total_steps: int):
@@ -177,7 +140,7 @@ def last_step_ranks(params, batch, *, model, cfg: PretrainConfig):
   queries, table = nip_queries_targets(model, params, batch, deterministic=True)
   rows = jnp.arange(queries.shape[0])
   last = jnp.maximum(batch["lengths"] - 1, 1)
-  ranks = metrics.target_ranks(queries[rows, last - 1], batch[schema.ITEM_COLUMN][rows, last], table,
+  ranks = retrieval.target_ranks(queries[rows, last - 1], batch[schema.ITEM_COLUMN][rows, last], table,
                                cfg.sl_chunk)
   return ranks, batch["valid"] & (batch["lengths"] >= 2)
 
@@ -200,16 +163,16 @@ class Parts:
 
 
 def build(config, workdir: str, devices=None) -> Parts:
-  p = pretrain_config(config)
-  data_dir = data_stage.data_dir(workdir)
+  p = blocks.read(config, PretrainConfig)
+  data_dir = workdir_lib.data_dir(workdir)
   info = arrow_io.read_dataset_info(data_dir)
   model = make_model(config, info)
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
   train_rows = info["counts"][schema.file_name("pretrain", "train")]
-  total_steps = p.steps or p.epochs * max(1, train_rows // p.batch_size)
+  total_steps = p.total_steps(train_rows)
   tx = make_optimizer(p, total_steps)
-  pipe = data_stage.input_config(config).pipeline(
-      batch_size=p.batch_size, max_len=data_stage.data_config(config).max_len, seed=config.seed,
+  pipe = blocks.read(config, pipeline.InputConfig).pipeline(
+      batch_size=p.batch_size, max_len=blocks.read(config, DataConfig).max_len, seed=config.seed,
       num_epochs=None)
   path = os.path.join(data_dir, schema.file_name("pretrain", "train"))
   example = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False)))))
@@ -239,23 +202,22 @@ def build(config, workdir: str, devices=None) -> Parts:
 
 def evaluate(parts: Parts, params, data_dir: str) -> dict[str, float]:
   path = os.path.join(data_dir, schema.file_name("pretrain", "eval"))
-  cfg = dataclasses.replace(parts.pipe, shuffle=False, num_epochs=1, drop_remainder=False)
   ranks = []
-  for batch in distributed.GlobalBatches(iter(pipeline.make_dataset(path, cfg)), parts.batch_shardings):
-    r, keep = jax.device_get(parts.eval_ranks(params, batch))
+  for r, keep in train_loop.eval_batches(lambda batch: parts.eval_ranks(params, batch), path, parts.pipe,
+                                         parts.batch_shardings):
     ranks.append(r[keep])
-  return metrics.retrieval_metrics(np.concatenate(ranks))
+  return retrieval.retrieval_metrics(np.concatenate(ranks))
 
 
 def run(config, workdir: str, log=print) -> dict:
   parts = build(config, workdir)
-  p, data_dir = parts.cfg, data_stage.data_dir(workdir)
+  p, data_dir = parts.cfg, workdir_lib.data_dir(workdir)
   out_dir = os.path.join(workdir, "pretrain")
   data = distributed.GlobalBatches(
       iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe)),
       parts.batch_shardings)
   # a step that cannot fit the devices stops here, before anything is allocated
-  plan.check(parts, log, memory=plan.parse_memory(p.device_memory))
+  planner.check(parts, log, memory=planner.parse_memory(p.device_memory))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
@@ -266,7 +228,7 @@ def run(config, workdir: str, log=print) -> dict:
     if warmup_steps(p, parts.total_steps) < p.warmup_steps:
       log(f"pretrain: note: {parts.total_steps} steps are fewer than warmup_steps={p.warmup_steps}; "
           f"the warm-up is cut to {warmup_steps(p, parts.total_steps)} steps")
-    _report_truncation(data_dir, data_stage.input_config(config).bag_sizes, log)
+    _report_truncation(data_dir, blocks.read(config, pipeline.InputConfig).bag_sizes, log)
     if e.name == "hstu":
       on = parts.has_time and e.time_buckets > 0
       log(f"pretrain: HSTU time bias {'on' if on else 'off'} "
@@ -278,7 +240,7 @@ def run(config, workdir: str, log=print) -> dict:
   finally:
     ckpt.close()
   result = {"model": evaluate(parts, state.params, data_dir),
-            "popularity": metrics.popularity_baseline(
+            "popularity": retrieval.popularity_baseline(
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
                 os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
             "steps_per_s": steps_per_s,

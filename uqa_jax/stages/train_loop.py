@@ -1,4 +1,5 @@
-"""The loop every training stage shares (pretrain, align): start or resume, step, log, save.
+"""The loop every training stage shares (pretrain, align): start or resume, step, log, save, and
+the eval pass over a file. Its length and cadence are the block's (`recipes.TrainingLoop`).
 
 The loop never waits for the device between steps: each step's metrics stay on the device. At a
 log step they are fetched after the *next* step is dispatched (as nanodo does), so the device
@@ -13,10 +14,23 @@ State and the data iterator are checkpointed together, so a resumed run sees exa
 batches an uninterrupted one would.
 """
 
+import dataclasses
 import time
 
 import jax
 import numpy as np
+
+from uqa_jax.data import pipeline
+from uqa_jax.runtime import distributed
+
+
+def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
+  """Host copies of `fn(batch)` for every batch of the file at `path`, in order, once, the last
+  batch padded (its padding rows marked `valid` False); batches are global arrays on `sharding`."""
+  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False)
+  batches = iter(pipeline.make_dataset(path, cfg, tokenizer=tokenizer))
+  for batch in distributed.GlobalBatches(batches, sharding):
+    yield jax.device_get(fn(batch))
 
 
 def start(ckpt, init, state_shardings, data, seed: int, log, name: str):

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from uqa_jax.data import arrow_io
+from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
 from uqa_jax.data import schema
@@ -50,7 +51,7 @@ def load(path: str, pipe: pipeline.PipelineConfig, tokenizer, max_questions: int
   """-> (questions, {user: history arrays}, language) of the first `max_questions` rows (0: all)."""
   source = pipeline.SequenceSource(path)
   language = source.language
-  chat = pipeline.ChatTokenizer(tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
+  chat = chat_lib.ChatTokenizer(tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
   mapper = pipeline.RowToArrays(pipe, path, chat, language)
   n = len(source) if not max_questions else min(max_questions, len(source))
   questions, histories = [], {}

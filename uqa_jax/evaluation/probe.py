@@ -15,7 +15,6 @@ Shape letters: N examples, F features, C classes.
 """
 
 import collections
-import dataclasses
 import functools
 
 import jax
@@ -23,16 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from uqa_jax.config.recipes import ProbeConfig
 from uqa_jax.data import qa
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeConfig:
-  min_train: int = 20  # train questions a stem needs to be probed
-  l2: float = 1e-3  # on standardised features
-  steps: int = 300
-  learning_rate: float = 0.05
-  seed: int = 0  # the label shuffle of the control
 
 
 def stem(question: str, language: str) -> str:

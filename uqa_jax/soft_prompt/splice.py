@@ -14,7 +14,7 @@ Shape letters: B batch, T tokens, K soft tokens, M LLM width, S = T + K.
 
 import jax.numpy as jnp
 
-from uqa_jax import choices
+from uqa_jax.config import choices
 
 PLACES = choices.SPLICE_PLACES  # prefix, placeholder
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from uqa_jax import parallel
+from uqa_jax.runtime import parallel
 
 
 CPU_LOGITS_BLOCK = 1 << 19  # elements of one [N, C] logits block on CPU: 2 MiB of float32

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uqa_jax import nip_loss
 from uqa_jax.data import arrow_io
+from uqa_jax.encoders import nip_loss
 
 KS = (1, 5, 10, 20, 50)
 

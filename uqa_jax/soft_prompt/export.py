@@ -23,15 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from uqa_jax import atomic
-from uqa_jax import parallel
 from uqa_jax import adapters
-from uqa_jax import uqa_model
 from uqa_jax.adapters.config import AdapterConfig
 from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import sharded_load
 from uqa_jax.llm import weights
+from uqa_jax.runtime import atomic
+from uqa_jax.runtime import parallel
+from uqa_jax.soft_prompt import model as uqa_model
 
 SPEC_FILE = "align.json"
 PARAMS_DIR = "params"

@@ -1,6 +1,6 @@
 """One report per seed joined: the tables the README quotes for a run repeated over seeds.
 
-  python -m uqa_jax.seeds workdir/default_full-trained-s0 workdir/default_full-trained-s1 [--out FILE.md]
+  python -m uqa_jax.tools.seeds workdir/default_full-trained-s0 workdir/default_full-trained-s1 [--out FILE.md]
 
 Reads each workdir's `report/report.json` (the report stage, every included workdir's runs with
 it) and `diagnose/result.json`, checks that each report's runs share one seed and that the seeds
@@ -26,8 +26,9 @@ import re
 
 import numpy as np
 
-from uqa_jax import stages
-from uqa_jax.stages import report as report_lib
+from uqa_jax.evaluation import tables
+from uqa_jax.runtime import atomic
+from uqa_jax.runtime import workdir as workdir_lib
 
 DIAGNOSE_ROWS = (("count ceiling", "ceiling"), ("encoder probe", "probe"), ("majority answer", "probe_majority"),
                  ("probe, shuffled labels", "probe_shuffled_labels"))
@@ -54,12 +55,12 @@ def load(workdirs: list[str]) -> list[dict]:
     path = os.path.join(w, "report", "report.json")
     if not os.path.exists(path):
       raise FileNotFoundError(f"seeds: {path} is missing; run the report stage in {w} first")
-    diag = os.path.join(w, "diagnose", stages.RESULT)
+    diag = os.path.join(w, "diagnose", workdir_lib.RESULT)
     if not os.path.exists(diag):
       raise FileNotFoundError(f"seeds: {diag} is missing (the count ceiling and the encoder probe); "
                               f"run the diagnose stage in {w} first")
-    report = stages.read_json(path)
-    out.append({"workdir": w, "seed": report_seed(report, path), "report": report, "diagnose": stages.read_json(diag)})
+    report = atomic.read_json(path)
+    out.append({"workdir": w, "seed": report_seed(report, path), "report": report, "diagnose": atomic.read_json(diag)})
   by_seed = {}
   for s in out:
     if s["seed"] in by_seed:
@@ -88,7 +89,7 @@ def runs(seed: dict) -> dict:
   out = {(_role(r["workdir"]), r["label"]): r for r in seed["report"]["results"]}
   for label, name in DIAGNOSE_ROWS:
     if name not in seed["diagnose"]["runs"]:
-      raise ValueError(f"seeds: {seed['workdir']}/diagnose/{stages.RESULT} has no '{name}' run")
+      raise ValueError(f"seeds: {seed['workdir']}/diagnose/{workdir_lib.RESULT} has no '{name}' run")
     out[(main_role, label)] = {"kind": "diagnose", "scores": seed["diagnose"]["runs"][name]["scores"]}
   return out
 
@@ -98,13 +99,13 @@ def _display(key, main_role) -> str:
   return label if role == main_role else f"{label} [{role}]"
 
 
-def accuracy_table(seeds: list[dict], variant: str, columns=report_lib.COLUMNS,
-                   headers=report_lib.HEADERS) -> tuple[list[str], list[str]]:
+def accuracy_table(seeds: list[dict], variant: str, columns=tables.COLUMNS,
+                   headers=tables.HEADERS) -> tuple[list[str], list[str]]:
   """(markdown rows: mean % over seeds with each seed's value, runs missing from some seed)."""
   per_seed = [runs(s) for s in seeds]
   main_role = _role(seeds[0]["workdir"])
   keys = [k for k in per_seed[0] if all(k in p for p in per_seed)]
-  kinds = report_lib.KINDS + ("diagnose",)
+  kinds = tables.KINDS + ("diagnose",)
   keys.sort(key=lambda k: (kinds.index(per_seed[0][k]["kind"]), k[1]))
   missing = sorted({_display(k, main_role) for p in per_seed for k in p if not all(k in q for q in per_seed)})
   lines = ["| run | kind | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
@@ -149,9 +150,9 @@ def comparison_table(seeds: list[dict]) -> list[str]:
 
 def _cell_order(cell: str) -> tuple:
   """overall, then the sub-tasks in the paper's order, then the groups."""
-  if cell in report_lib.COLUMNS:
-    return (report_lib.COLUMNS.index(cell) + 1) % len(report_lib.COLUMNS), cell
-  return len(report_lib.COLUMNS), cell
+  if cell in tables.COLUMNS:
+    return (tables.COLUMNS.index(cell) + 1) % len(tables.COLUMNS), cell
+  return len(tables.COLUMNS), cell
 
 
 def nll_table(seeds: list[dict]) -> list[str]:
@@ -193,13 +194,13 @@ def verdicts(seeds: list[dict], variant: str = "official") -> list[str]:
       continue
     spread = max(acc) - min(acc)
     beaten = {}
-    for other in report_lib.CONTROLS:
+    for other in tables.CONTROLS:
       diffs = [next((c for c in s["report"]["comparisons"] if _method_key(c) == key and c["other"] == other
                      and c["variant"] == variant and "p_value" in c), None) for s in seeds]
       if any(c is None for c in diffs):
         lines.append(f"{name} vs {other} ({variant}): not compared in every seed")
         continue
-      every = all(c["ci"][0] > 0 and c["p_value"] < report_lib.ALPHA for c in diffs)
+      every = all(c["ci"][0] > 0 and c["p_value"] < tables.ALPHA for c in diffs)
       values = [c["difference"] for c in diffs]
       mean = float(np.mean(values))
       beaten[other] = every and mean > spread
@@ -226,8 +227,8 @@ def write(workdirs: list[str]) -> str:
   md = [f"# Across {len(seeds)} seeds: {', '.join(workdirs)}", "",
         "Accuracy in %: the mean over seeds, each seed's value in brackets (seed order as given).", ""]
   for variant, title in (("official", "official rule"), ("strict", "strict"), ("ranked", "ranked (questions with candidates)")):
-    columns = report_lib.COLUMNS if variant != "ranked" else ["task/IP", "task/AP", "overall"]
-    headers = report_lib.HEADERS if variant != "ranked" else ["IP", "AP", "All ranked"]
+    columns = tables.COLUMNS if variant != "ranked" else ["task/IP", "task/AP", "overall"]
+    headers = tables.HEADERS if variant != "ranked" else ["IP", "AP", "All ranked"]
     lines, missing = accuracy_table(seeds, variant, columns, headers)
     md += [f"## Table 2 — {title}", "", *lines, ""]
     if missing:

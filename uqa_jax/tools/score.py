@@ -1,4 +1,4 @@
-"""`python -m uqa_jax.score FILE.jsonl [--variant official|strict|ranked]`: score any predictions file.
+"""`python -m uqa_jax.tools.score FILE.jsonl [--variant official|strict|ranked]`: score any predictions file.
 
 Reads JSONL in the official output format (`question`, `prediction`, `answer`; `task`, `user`
 and `ranked_prediction` when present, as the evaluate stage writes them), so the PyTorch
@@ -12,11 +12,11 @@ import argparse
 import json
 import sys
 
-from uqa_jax import scoring
+from uqa_jax.evaluation import scoring
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m uqa_jax.score", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="python -m uqa_jax.tools.score", description=__doc__.splitlines()[0])
   parser.add_argument("file", help="predictions JSONL")
   parser.add_argument("--variant", default="official", choices=scoring.VARIANTS)
   parser.add_argument("--compare", help="a second JSONL over the same questions: paired bootstrap")
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
       paired = scoring.compare(records, scoring.read_jsonl(args.compare), args.variant,
                                samples=args.samples, seed=args.seed)
   except (OSError, ValueError) as e:
-    print(f"uqa_jax.score: {e}", file=sys.stderr)
+    print(f"uqa_jax.tools.score: {e}", file=sys.stderr)
     return 2
   if args.json:
     print(json.dumps({"score": score, "compare": paired}, indent=2))

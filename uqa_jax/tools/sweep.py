@@ -1,4 +1,4 @@
-"""`python -m uqa_jax.sweep --configs A B ... [--x encoder_parameters|max_len] [--name N] [--root DIR] [-- overrides]`.
+"""`python -m uqa_jax.tools.sweep --configs A B ... [--x encoder_parameters|max_len] [--name N] [--root DIR] [-- overrides]`.
 
 Runs each config with `python -m uqa_jax.main` in its own workdir (`DIR/<config name>-<argument>`,
 as `main` names them), one after the other; rerunning the same command resumes: finished stages
@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from uqa_jax import stages
+from uqa_jax.runtime import workdir as workdir_lib
 
 X_AXES = ("encoder_parameters", "max_len")
 
@@ -56,16 +57,16 @@ def collect(configs, workdirs) -> list[dict]:
   """One row per run from its workdir: Stage 1 (always) and Stage 3 (when it ran)."""
   rows = []
   for config, workdir in zip(configs, workdirs):
-    pre = _read(os.path.join(workdir, "pretrain", stages.RESULT), config)
-    fp = _read(os.path.join(workdir, "pretrain", stages.FINGERPRINT), config)
+    pre = _read(os.path.join(workdir, "pretrain", workdir_lib.RESULT), config)
+    fp = _read(os.path.join(workdir, "pretrain", workdir_lib.FINGERPRINT), config)
     if "encoder_parameters" not in pre:
-      raise SweepError(f"sweep: {config}: {workdir}/pretrain/{stages.RESULT} has no parameter count (made by an "
+      raise SweepError(f"sweep: {config}: {workdir}/pretrain/{workdir_lib.RESULT} has no parameter count (made by an "
                        f"older version); rerun it with --config.restart=pretrain")
     row = {"config": config, "workdir": workdir, "parameters": pre["parameters"],
            "encoder_parameters": pre["encoder_parameters"], "max_len": fp["data.max_len"],
            "recall@10": pre["model"]["recall@10"], "ndcg@10": pre["model"]["ndcg@10"],
            "popularity recall@10": pre["popularity"]["recall@10"]}
-    evaluate = os.path.join(workdir, "evaluate", stages.RESULT)
+    evaluate = os.path.join(workdir, "evaluate", workdir_lib.RESULT)
     if os.path.exists(evaluate):
       runs = _read(evaluate, config)["runs"]
       for run in ("aligned", "shuffled_user"):
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
   argv = sys.argv[1:] if argv is None else argv
   overrides = argv[argv.index("--") + 1:] if "--" in argv else []
   argv = argv[:argv.index("--")] if "--" in argv else argv
-  parser = argparse.ArgumentParser(prog="python -m uqa_jax.sweep", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m uqa_jax.tools.sweep", description=__doc__.split("\n")[0])
   parser.add_argument("--configs", nargs="+", required=True, help="configs/<name>.py[:arg] ...")
   parser.add_argument("--x", choices=X_AXES, default="encoder_parameters", help="the x axis of the table and plot")
   parser.add_argument("--name", default="", help="the sweep's name (default: the first config's file name)")

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from uqa_jax import adapters
-from uqa_jax import choices
-from uqa_jax import splice
+from uqa_jax.config import choices
 from uqa_jax.data import schema
 from uqa_jax.llm import model as llm_model
+from uqa_jax.soft_prompt import splice
 
 USERS = choices.ALIGN_USERS  # encoder, zeros, random_encoder, oracle_titles, text20, text50
 TITLE_COLUMN = "uni_seq_title_bpe_token_ids"

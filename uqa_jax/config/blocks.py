@@ -1,4 +1,5 @@
-"""Config blocks are dataclasses: one source of defaults, strict keys, fingerprints.
+"""Config blocks are dataclasses: one source of defaults, strict keys, fingerprints; and the
+model families chosen by name (encoders, adapters).
 
 A config file holds each block as an `ml_collections.ConfigDict` made by `block(cls, ...)`
 (every field of `cls` with its default, so `--config.<block>.<field>=...` overrides work);
@@ -7,14 +8,21 @@ Fields marked `RUN_ONLY` (logging and checkpoint cadence) change how a run repor
 it computes, so they stay out of the stage fingerprints. A field added after workdirs exist
 is marked `added_later(value)`: at `value` (what the code did before the field existed) it stays
 out of the fingerprint, so those workdirs stay valid; any other value enters it.
+
+A family (`module`) is `<package>.<name>` among the names `choices` allows; `unread` lists the
+settings of a shared block that the chosen member does not read, which callers refuse.
+
+ml_collections is imported only where a block is made (`block`), so the model packages can use
+this module on a machine without it (the GPU checks import the encoders alone).
 """
 
 import dataclasses
+import importlib
 import typing
 
-import ml_collections
-
-from uqa_jax.registry import RUN_ONLY  # noqa: F401 (dataclasses.field(metadata=RUN_ONLY), re-exported)
+# dataclasses.field(metadata=RUN_ONLY): a setting that changes how a run goes, not what it
+# computes; left out of stage fingerprints.
+RUN_ONLY = {"fingerprint": False}
 
 
 def added_later(old_behaviour) -> dict:
@@ -27,7 +35,7 @@ class ConfigError(ValueError):
 
 
 def _plain(value):
-  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+  return value.to_dict() if hasattr(value, "to_dict") else value  # an ml_collections.ConfigDict
 
 
 def _nested(cls) -> dict[str, type]:
@@ -61,18 +69,31 @@ def build(cls, block, where: str, **derived):
     raise ConfigError(f"config {where}: {e}") from e
 
 
-def build_checked(cls, block, where: str, check, **derived):
-  """`build`, then `check(instance)`; a ValueError it raises becomes a ConfigError naming the block."""
-  obj = build(cls, block, where, **derived)
-  try:
-    check(obj)
-  except ValueError as e:
-    raise ConfigError(f"config {where}: {e}") from None
+def read(config, cls, **derived):
+  """The run's block of `cls` (`config[cls.BLOCK]`) as a `cls`: the one accessor every stage uses.
+
+  `cls.DERIVED` (optional) maps fields the run fills from other blocks to their dotted key
+  (the encoder's `max_len` is `data.max_len`); `derived` adds fields the run computes (the
+  adapter's `d_llm` from the LLM). `cls.check_block()` (optional) runs after construction: a
+  ValueError it raises (a family member that does not read a field the block sets) becomes a
+  ConfigError naming the block.
+  """
+  for field, key in getattr(cls, "DERIVED", {}).items():
+    block_name, _, name = key.partition(".")
+    derived.setdefault(field, config[block_name][name])
+  obj = build(cls, config[cls.BLOCK], cls.BLOCK, **derived)
+  if hasattr(obj, "check_block"):
+    try:
+      obj.check_block()
+    except ValueError as e:
+      raise ConfigError(f"config {cls.BLOCK}: {e}") from None
   return obj
 
 
-def block(cls, *, exclude: tuple[str, ...] = (), **overrides) -> ml_collections.ConfigDict:
-  """The config block for `cls`: every field at its default, `overrides` applied (checked)."""
+def block(cls, *, exclude: tuple[str, ...] = (), **overrides):
+  """The config block for `cls` (an `ml_collections.ConfigDict`): every field at its default,
+  `overrides` applied (checked)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel (see the module doc)
   fields = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
@@ -94,3 +115,21 @@ def fingerprint(obj, keep=None) -> dict:
         continue
       out[f.name] = fingerprint(value) if dataclasses.is_dataclass(value) else value
   return out
+
+
+def module(package: str, kind: str, names, name: str):
+  """The module `package.name`; an unknown name is an error listing the valid ones."""
+  if name not in names:
+    raise ValueError(f"unknown {kind} {name!r}; expected one of {', '.join(names)}")
+  return importlib.import_module(f"{package}.{name}")
+
+
+def unread(obj, read) -> list[str]:
+  """Fields of dataclass `obj` set away from their default that are not in `read`.
+
+  A family's models read some fields of its shared block; a setting the chosen model ignores
+  would be silently dead, so callers refuse these.
+  """
+  default = type(obj)()
+  return [f.name for f in dataclasses.fields(obj)
+          if f.name not in read and getattr(obj, f.name) != getattr(default, f.name)]

@@ -31,7 +31,7 @@ import string
 import numpy as np
 
 from uqa_jax.data import qa
-from uqa_jax.diagnostics import probe as probe_lib
+from uqa_jax.evaluation import probe as probe_lib
 
 ATTR_WORDS = {"cate": ("categor", "类目"), "brand": ("brand", "品牌"), "shop": ("shop", "店铺")}
 TASKS = ("DF", "MF", "IP", "AP", "LI", "SI", "IT")

@@ -1,9 +1,11 @@
 """Files written whole or not at all: to `<path>.tmp`, then renamed over `path`.
 
 An interrupted run (a kill, a full disk) leaves the previous file or none, never a partial one
-that a resumed run would read as finished.
+that a resumed run would read as finished. JSON files (results, fingerprints) go through
+`write_json` / `read_json`.
 """
 
+import json
 import os
 
 
@@ -23,3 +25,12 @@ def write_text(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
   write_with(path, write)
+
+
+def write_json(path: str, value) -> None:
+  write_text(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_json(path: str):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)

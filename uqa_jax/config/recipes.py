@@ -1,0 +1,171 @@
+"""The stage recipes: the `pretrain`, `align`, `evaluate`, `diagnose` and `report` config blocks.
+
+Each is a frozen dataclass whose defaults are the one place the recipe's defaults live (the
+paper's or the official code's, as each says); `BLOCK` names its config block and
+`blocks.read(config, Cls)` builds it from a run's config, refusing unknown keys and bad values
+by name. The model packages hold their own blocks (`encoder`, `adapter`, `llm`, `data`, `input`).
+Fields marked `RUN_ONLY` change how a run reports, not what it computes (not fingerprinted).
+"""
+
+import dataclasses
+from typing import ClassVar
+
+from uqa_jax.config import blocks
+from uqa_jax.config import choices
+from uqa_jax.config.blocks import RUN_ONLY
+from uqa_jax.runtime import planner
+
+SCHEDULES = ("constant", "warmup_cosine")  # align.schedule
+TEXT_LLMS = ("base", "aligned")  # evaluate.text_llm
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingLoop:
+  """What both training blocks (`pretrain`, `align`) hold besides their recipe: the run's length
+  and its cadence (`stages/train_loop.py` reads these). Each block sets its own defaults."""
+  batch_size: int = 32
+  epochs: int = 1  # used when steps is 0
+  steps: int = 0  # 0: epochs x rows // batch_size
+  log_every: int = dataclasses.field(default=10, metadata=RUN_ONLY)
+  eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
+  checkpoint_every: int = dataclasses.field(default=100, metadata=RUN_ONLY)
+  max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)
+  # Memory one device may use, e.g. "80GiB" (empty: what the device reports; CPU: available host
+  # memory per CPU device). The step is planned against it before anything is allocated, and
+  # before the LLM's weights are read (`uqa_jax.runtime.planner`).
+  device_memory: str = dataclasses.field(default="", metadata=RUN_ONLY)
+
+  def __post_init__(self):
+    planner.parse_memory(self.device_memory)  # a malformed size fails when the config is read
+
+  def total_steps(self, rows: int) -> int:
+    """The run's length: `steps`, or `epochs` passes over `rows` training rows in whole batches."""
+    return self.steps or self.epochs * max(1, rows // self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(TrainingLoop):
+  """The `pretrain` block; defaults are the paper's Stage 1 recipe (§4.1.3)."""
+  BLOCK: ClassVar[str] = "pretrain"
+  loss: str = "sl"  # sl (softmax over all items) | cl (InfoNCE)
+  batch_size: int = 256
+  epochs: int = 10  # used when steps is 0
+  learning_rate: float = 1e-4  # peak of warm-up + cosine decay to a tenth
+  warmup_steps: int = 100
+  betas: tuple[float, float] = (0.9, 0.999)
+  weight_decay: float = 0.01
+  grad_clip: float = 1.0
+  embed_dims: dict = dataclasses.field(default_factory=dict)  # table -> width; absent: official widths
+  # Chunk of every streamed softmax: items for `sl` and eval ranking, in-batch positions for `cl`
+  # (0: per platform, `nip_loss.default_chunk`: cache-sized logit blocks on CPU, 8192 elsewhere).
+  sl_chunk: int = 0
+  cl_negatives: int = 256
+  cl_temperature: float = 0.07
+  log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
+  checkpoint_every: int = dataclasses.field(default=500, metadata=RUN_ONLY)
+  max_to_keep: int = dataclasses.field(default=3, metadata=RUN_ONLY)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig(TrainingLoop):
+  """The `align` block; defaults are the official recipe (adapter-only, AdamW 1e-4, 3 epochs)."""
+  BLOCK: ClassVar[str] = "align"
+  mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
+  user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
+  place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
+  # choices.ADAPTER_INITS: random | titles (`adapters/title_fit.py`: the token map starts as the
+  # ridge fit of each click's mean title embedding on its encoder state)
+  adapter_init: str = dataclasses.field(default="random", metadata=blocks.added_later("random"))
+  title_fit_rows: int = dataclasses.field(default=512, metadata=blocks.added_later(512))  # align-train rows it fits on
+  system_prompt: str = ""  # "": no system turn at all
+  epochs: int = 3  # used when steps is 0
+  learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
+  llm_learning_rate: float = 1e-6  # mode full only (official: 1e-6 for every non-adapter parameter)
+  llm_frozen_steps: int = 0  # mode full: the LLM's rate is 0 for this many first steps (the adapter, and a training encoder, start at once)
+  train_encoder: bool = False
+  schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
+  warmup_steps: int = 100  # schedule warmup_cosine only
+  betas: tuple[float, float] = (0.9, 0.98)
+  weight_decay: float = 0.0
+  grad_clip: float = 1.5
+  max_bad_steps: int = dataclasses.field(default=10, metadata=RUN_ONLY)
+
+  def __post_init__(self):
+    super().__post_init__()
+    for key, valid in (("mode", choices.ALIGN_MODES), ("user", choices.ALIGN_USERS),
+                       ("place", choices.SPLICE_PLACES), ("schedule", SCHEDULES), ("adapter_init", choices.ADAPTER_INITS)):
+      if getattr(self, key) not in valid:
+        raise ValueError(f"{key}={getattr(self, key)!r} is not a valid choice; expected one of {', '.join(valid)}")
+    if self.train_encoder and self.mode != "full":
+      raise ValueError("train_encoder=True needs mode='full' (mode 'adapter' trains the adapter only)")
+    if self.train_encoder and self.user in ("zeros", choices.ORACLE, *choices.TEXT_CLICKS):
+      raise ValueError(f"train_encoder=True with user={self.user!r}: the {self.user} control never reads the encoder")
+    if self.user in choices.TEXT_CLICKS and self.mode != "full":
+      raise ValueError(f"user={self.user!r} puts the history into the prompt as text and has no soft tokens: "
+                       "only the LLM can learn, so it needs mode='full'")
+    if self.llm_frozen_steps and self.mode != "full":
+      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps} needs mode='full' (mode 'adapter' never trains the LLM)")
+    if self.llm_frozen_steps < 0:
+      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps}; expected 0 or more")
+    if self.adapter_init == "titles" and self.user in (choices.ORACLE, *choices.TEXT_CLICKS):
+      raise ValueError(f"adapter_init='titles' with user={self.user!r}: it fits the map from encoder states; the "
+                       f"{self.user} run has none (the oracle's map starts as the identity)")
+    if self.title_fit_rows < 1:
+      raise ValueError(f"title_fit_rows={self.title_fit_rows}; expected at least 1")
+    if self.max_bad_steps < 1:
+      raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
+
+  def trainable(self) -> tuple[str, ...]:
+    """The parameter groups the update touches."""
+    return ("adapter",) + (("llm",) if self.mode == "full" else ()) + (("encoder",) if self.train_encoder else ())
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+  BLOCK: ClassVar[str] = "evaluate"
+  runs: tuple[str, ...] = ("aligned", "shuffled_user", "floor")  # choices.EVAL_RUNS
+  max_new_tokens: int = 32
+  temperature: float = 0.0  # 0: greedy (the default); > 0 samples, seeded by config.seed
+  top_p: float = 1.0  # nucleus filtering when sampling
+  batch_size: int = 16
+  ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
+  answer_nll: bool = True  # also score the gold answer's NLL per token (every question)
+  text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
+  max_questions: int = 0  # 0: every align-eval question
+  prompt_cost: bool = True  # Table 7: time the prefill of the soft prompt and of text20/text50
+  bootstrap_samples: int = 1000
+  log_every: int = dataclasses.field(default=5, metadata=RUN_ONLY)  # batches
+
+  def __post_init__(self):
+    unknown = [r for r in self.runs if r not in choices.EVAL_RUNS]
+    if unknown or not self.runs or len(set(self.runs)) != len(self.runs):
+      raise ValueError(f"runs={tuple(self.runs)}: list each run once, from {', '.join(choices.EVAL_RUNS)}")
+    if self.text_llm not in TEXT_LLMS:
+      raise ValueError(f"text_llm={self.text_llm!r}; expected one of {', '.join(TEXT_LLMS)}")
+    for key in ("max_new_tokens", "batch_size", "bootstrap_samples"):
+      if getattr(self, key) < 1:
+        raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+  min_train: int = 20  # train questions a stem needs to be probed
+  l2: float = 1e-3  # on standardised features
+  steps: int = 300
+  learning_rate: float = 0.05
+  seed: int = 0  # the label shuffle of the control
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnoseConfig:
+  BLOCK: ClassVar[str] = "diagnose"
+  probe: ProbeConfig = ProbeConfig()
+  batch_size: int = dataclasses.field(default=32, metadata=RUN_ONLY)  # histories per encoder call
+  bootstrap_samples: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+  BLOCK: ClassVar[str] = "report"
+  include: tuple[str, ...] = ()  # other workdirs whose evaluate results join the tables
+  figures: bool = True

@@ -1,0 +1,336 @@
+"""Stage 3's evaluator: the aligned model asks every align-eval question; the runs it can make.
+
+`Evaluator(config, workdir)` loads the aligned model (`workdir/align/export`, every tensor and
+both sources checked), checks the questions (candidates, answer lengths against
+`evaluate.max_new_tokens`), computes each user's soft tokens once, and answers a run's
+questions (`run(name)`): whole answers decoded greedily with the KV cache, in batches of prompts
+sorted by length; with `ranked`, each listed candidate's likelihood; with `answer_nll`, the gold
+answer's NLL per token. `cost()` times Table 7's prefills; `floor(run)` answers with the floors.
+What each run is: `uqa_jax/stages/evaluate.py`.
+"""
+
+import collections
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from uqa_jax.config import blocks
+from uqa_jax.config import choices
+from uqa_jax.config.recipes import EvaluateConfig
+from uqa_jax.data import answers as answers_lib
+from uqa_jax.data import arrow_io
+from uqa_jax.data import chat as chat_lib
+from uqa_jax.data import pipeline
+from uqa_jax.data import qa
+from uqa_jax.data import schema
+from uqa_jax.data.config import DataConfig
+from uqa_jax.evaluation import questions as questions_lib
+from uqa_jax.evaluation import scoring
+from uqa_jax.llm import generate
+from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.runtime import workdir as workdir_lib
+from uqa_jax.soft_prompt import export as align_export
+
+TEXT_CLICKS = choices.TEXT_CLICKS
+FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
+COST_ROWS = 4  # questions per timed prefill (Table 7)
+COST_FILE = "cost.json"  # in workdir/evaluate: Table 7's timings
+
+
+def run_names(e: EvaluateConfig) -> list[str]:
+  """The result directories the config's runs write (`floor` writes two)."""
+  return [n for r in e.runs for n in (FLOOR_RUNS if r == "floor" else (r,))]
+
+
+def describe(config, run: str) -> dict:
+  """What a run is, for the report: its label, kind, and the settings its tables group by."""
+  user = config.align.user
+  if run == "aligned" and user in TEXT_CLICKS:
+    label, kind = f"{user} (text-aligned LLM)", "baseline"
+  elif run == "aligned" and user == "encoder":
+    label, kind = config.encoder.name, "method"
+    label += {"full": "", "no_text": " w/o text", "no_side": " w/o side info"}[config.encoder.input_variant]
+    label += "" if config.pretrain.loss == "sl" else f" ({config.pretrain.loss.upper()} loss)"
+  elif run == "aligned" and user == choices.ORACLE:
+    label, kind = "oracle reader (titles' LLM embeddings)", "diagnostic"
+  elif run == "aligned":
+    label, kind = user, "control"
+  elif run == "shuffled_user":
+    label, kind = "shuffled_user", "control"
+  elif run in TEXT_CLICKS:
+    label, kind = run + ("" if blocks.read(config, EvaluateConfig).text_llm == "base" else " (soft-prompt-aligned LLM)"), "baseline"
+  else:
+    label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate"}[run], "floor"
+  return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
+          "input_variant": config.encoder.input_variant, "pretrain_loss": config.pretrain.loss,
+          "adapter": config.adapter.name, "align_mode": config.align.mode, "align_user": user,
+          "llm": config.llm.model, "seed": config.seed}
+
+
+class Evaluator:
+  """The aligned model, its tokenizer and generators, and the eval questions with their soft tokens."""
+
+  def __init__(self, config, workdir: str, log=print):
+    self.e = blocks.read(config, EvaluateConfig)
+    self.log = log
+    self.seed = config.seed
+    export = os.path.join(workdir, "align", "export")
+    self.model, params, self.spec = align_export.load(export)
+    self.llm_source = self.spec["llm"]["model"]
+    self.tokenizer = tokenizer_lib.load_tokenizer(self.llm_source)
+    self.data_dir = workdir_lib.data_dir(workdir)
+    self.path = os.path.join(self.data_dir, schema.file_name("align", "eval"))
+    d = blocks.read(config, DataConfig)
+    pipe = blocks.read(config, pipeline.InputConfig).pipeline(batch_size=self.e.batch_size, max_len=d.max_len,
+                                                    system_prompt=self.spec["align"]["system_prompt"])
+    self.chat = chat_lib.ChatTokenizer(self.tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
+    start = time.time()
+    self.questions, histories, self.language = questions_lib.load(self.path, pipe, self.tokenizer, self.e.max_questions)
+    self._check_candidates()
+    self._check_answer_lengths()
+    self.text_user = TEXT_CLICKS.get(self.spec["align"]["user"], 0)  # aligned with the history as text
+    self.user_row = {}
+    for q in self.questions:
+      self.user_row.setdefault(q.user, q.row)
+    self.place = self.spec["align"]["place"]
+    if self.text_user:
+      self.soft = {}
+      log(f"evaluate: {len(self.questions)} questions of {len(self.user_row)} users from {self.path}; "
+          f"the LLM was aligned with the last {self.text_user} titles as text (no soft tokens)")
+    else:
+      self.soft = questions_lib.soft_tokens(self.model, params, histories, self.e.batch_size)
+      log(f"evaluate: {len(self.questions)} questions of {len(self.soft)} users from {self.path}; "
+          f"{self.model.adapter.cfg.name} adapter, {self.model.num_soft} soft tokens ({self.place}), "
+          f"computed in {time.time() - start:.1f}s")
+    eos = generate.eos_ids_for(self.model.llm.cfg, self.tokenizer)
+    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    make = lambda p: generate.Generator(self.model.llm.cfg, jax.tree.map(jnp.asarray, p), eos_ids=eos, pad_id=pad)
+    self.aligned_llm = make(params["llm"])
+    self._make, self._base_llm = make, None if "llm" in self.spec["saved"] else self.aligned_llm
+
+  def _base(self):
+    """The LLM before alignment (the zero-shot text baselines), loaded once."""
+    if self._base_llm is None:
+      self._base_llm = self._make(align_export.load_llm(self.spec)[1])
+    return self._base_llm
+
+  def _check_candidates(self) -> None:
+    """A listed candidate set must hold the gold; IP/AP questions that list none are counted."""
+    for q in self.questions:
+      if q.candidates and q.answer not in q.candidates:
+        raise ValueError(f"{self.path}, row {q.row}: the gold {q.answer!r} is not among the question's "
+                         f"candidates {list(q.candidates)}")
+    unlisted = [q for q in self.questions if q.task in ("IP", "AP") and not q.candidates]
+    listed = sum(1 for q in self.questions if q.candidates)
+    if unlisted:
+      self.log(f"evaluate: WARNING {len(unlisted)} IP/AP questions list no candidates after the marker "
+               f"{qa.CANDIDATE_MARKERS[self.language]!r} (first: row {unlisted[0].row}); the ranked variant "
+               f"covers the {listed} questions that do")
+
+  def _check_answer_lengths(self) -> None:
+    """Golds longer than `max_new_tokens` tokens can never be generated: counted per task, logged
+    with the longest, and stored in every run's result (`golds_longer_than_max_new_tokens`)."""
+    lengths = [len(self.tokenizer.encode(q.answer, add_special_tokens=False)) for q in self.questions]
+    long = [(n, q) for n, q in zip(lengths, self.questions) if n > self.e.max_new_tokens]
+    self.unreachable = dict(sorted(collections.Counter(q.task for _, q in long).items()))
+    if long:
+      n, q = max(long, key=lambda x: x[0])
+      self.log(f"evaluate: WARNING {len(long)} of {len(self.questions)} gold answers are longer than "
+               f"evaluate.max_new_tokens={self.e.max_new_tokens} tokens, so no generated answer can match them "
+               f"({', '.join(f'{t} {c}' for t, c in self.unreachable.items())}; longest: row {q.row}, {q.task}, "
+               f"{n} tokens); raise evaluate.max_new_tokens to at least {n} to give every question a chance")
+
+  # --- what each run asks ------------------------------------------------------------
+  def prompt_users(self, run: str) -> list[str]:
+    """Whose history each question is asked with: its own, or (shuffled_user) another user's."""
+    if run == "aligned":
+      return [q.user for q in self.questions]
+    partner = questions_lib.shuffled_partners([q.user for q in self.questions], self.seed)
+    return [partner[q.user] for q in self.questions]
+
+  def soft_prompt(self, users: list[str]):
+    """(soft tokens per question [N, K, M], splice index per question) from the given users' histories."""
+    soft = np.stack([self.soft[u] for u in users])
+    at = [q.question_at if self.place == "placeholder" else 0 for q in self.questions]
+    return soft, at
+
+  def text_prompts(self, clicks: int, users: list[str] | None = None):
+    """(prompt ids, chat messages) per question with the last `clicks` titles of its own
+    history (or of `users[i]`'s) written above it."""
+    source = pipeline.SequenceSource(self.path)
+    prompts, messages = [], []
+    for i, q in enumerate(self.questions):
+      row = source[q.row if users is None else self.user_row[users[i]]]
+      chat = qa.with_history(q.messages, qa.history_text(row, clicks, self.tokenizer, self.language))
+      prompts.append(self.chat.prompt_ids(chat, f"{self.path}, row {q.row}")[0])
+      messages.append(chat)
+    return prompts, messages
+
+  def check_text_tokenizer(self) -> None:
+    questions_lib.check_title_tokenizer(self.data_dir, self.llm_source, self.log)
+
+  # --- asking ------------------------------------------------------------------------
+  def _batches(self, indices, prompts):
+    """Batches of question indices sorted by prompt length, each padded to `batch_size` by
+    repeating its last question: one shape per prompt bucket, one compilation each."""
+    order = sorted(indices, key=lambda i: len(prompts[i]))
+    size = self.e.batch_size
+    chunks = [order[i:i + size] for i in range(0, len(order), size)]
+    return [(idx, idx + [idx[-1]] * (size - len(idx))) for idx in chunks]
+
+  def _progress(self, run, what, done, total, start):
+    elapsed = time.time() - start
+    self.log(f"evaluate[{run}]: {what} {done}/{total} questions, {done / elapsed:.2f} questions/s, "
+             f"ETA {elapsed / done * (total - done):.0f}s")
+
+  def ask(self, run: str, gen, prompts, messages, soft=None, soft_at=None) -> tuple[list[dict], float]:
+    """Generate (and rank) every question -> (records in question order, prefill s per question)."""
+    e, n = self.e, len(self.questions)
+    pick = lambda idx: (None if soft is None else soft[idx], None if soft_at is None else [soft_at[i] for i in idx])
+    predictions, likely = [None] * n, [None] * n
+    sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
+                                       top_p=e.top_p, seed=self.seed)
+    batches, start = self._batches(range(n), prompts), time.time()
+    for b, (idx, full) in enumerate(batches):
+      soft_b, at_b = pick(full)
+      out = gen.generate([prompts[i] for i in full], sampling, soft_prompt_BxPxD=soft_b, soft_at=at_b)
+      for i, ids in zip(idx, out):
+        predictions[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+      if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
+        self._progress(run, "generated", sum(len(x) for x, _ in batches[:b + 1]), n, start)
+    # Prefill time (Table 7) on the first batch: its shape is compiled by now.
+    first = batches[0][1]
+    prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first), new_tokens=e.max_new_tokens,
+                                    warm=False) / len(first)
+    scored = [i for i in range(n) if e.answer_nll or (e.ranked and self.questions[i].candidates)]
+    if scored:
+      batches, start = self._batches(scored, prompts), time.time()
+      for b, (idx, full) in enumerate(batches):
+        self._likelihoods(gen, idx, full, prompts, messages, *pick(full), likely)
+        if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
+          self._progress(run, "scored the answer likelihoods of", sum(len(x) for x, _ in batches[:b + 1]),
+                         len(scored), start)
+    k = 0 if soft is None else soft.shape[1]
+    records = []
+    for i, q in enumerate(self.questions):
+      record = {"question": q.question, "prediction": predictions[i], "answer": q.answer, "task": q.task,
+                "user": q.user, "row": q.row, "prompt_tokens": len(prompts[i]) + k}
+      if likely[i]:
+        record.update(likely[i])
+      records.append(record)
+    return records, prefill_s
+
+  def _options(self, q) -> tuple[str, ...]:
+    """The answers whose likelihood is scored: the listed candidates (ranked; the gold is one of
+    them), else the gold alone (`answer_nll`)."""
+    return q.candidates if self.e.ranked and q.candidates else (q.answer,)
+
+  def _likelihoods(self, gen, idx, full, prompts, messages, soft_b, at_b, out) -> None:
+    """Each option's NLL per answer token after the prompt, on one cached prefill per row; the
+    lowest among listed candidates is the ranked prediction, the gold's is `answer_nll`."""
+    conts = []
+    for i in full:
+      q = self.questions[i]
+      conts.append([self.chat.answer_ids(messages[i], c, prompts[i], f"{self.path}, row {q.row}")
+                    for c in self._options(q)])
+    scores = gen.continuation_nll([prompts[i] for i in full], conts, soft_prompt_BxPxD=soft_b, soft_at=at_b)
+    for i, per_option in zip(idx, scores):
+      q, options = self.questions[i], self._options(self.questions[i])
+      nll = [s / c for s, c in per_option]
+      out[i] = {}
+      if self.e.answer_nll:
+        out[i]["answer_nll"] = round(nll[options.index(q.answer)], 5)
+      if self.e.ranked and q.candidates:
+        out[i].update(ranked_prediction=q.candidates[int(np.argmin(nll))], candidate_nll=[round(x, 4) for x in nll])
+
+  # --- the runs ----------------------------------------------------------------------
+  def run(self, run: str) -> tuple[list[dict], dict]:
+    """-> (records, cost {prefill_s_per_question})."""
+    messages = [q.messages for q in self.questions]
+    if run in ("aligned", "shuffled_user"):
+      users = self.prompt_users(run)
+      own = sum(u == q.user for u, q in zip(users, self.questions))
+      if run == "shuffled_user" and own:
+        raise RuntimeError(f"shuffled_user: {own} questions got their own user's prompt")
+      if self.text_user:  # the history is in the prompt as text; the LLM was aligned that way
+        self.check_text_tokenizer()
+        prompts, messages = self.text_prompts(self.text_user, users)
+        records, prefill_s = self.ask(run, self.aligned_llm, prompts, messages)
+      else:
+        soft, at = self.soft_prompt(users)
+        records, prefill_s = self.ask(run, self.aligned_llm, [q.prompt for q in self.questions], messages, soft, at)
+      if run == "shuffled_user":
+        for r, u in zip(records, users):
+          r["prompt_user"] = u
+      return records, {"prefill_s_per_question": prefill_s}
+    if run in TEXT_CLICKS:
+      self.check_text_tokenizer()
+      gen = self._base() if self.e.text_llm == "base" else self.aligned_llm
+      prompts, messages = self.text_prompts(TEXT_CLICKS[run])
+      records, prefill_s = self.ask(run, gen, prompts, messages)
+      return records, {"prefill_s_per_question": prefill_s}
+    return self.floor(run), {}
+
+  def cost(self) -> dict:
+    """Table 7: prompt tokens per question (all questions) and prefill seconds per question
+    (one warm batch of `COST_ROWS` questions) for the soft prompt and for text20/text50."""
+    m = min(COST_ROWS, len(self.questions))
+    out = {}
+    if not self.text_user:
+      soft, at = self.soft_prompt(self.prompt_users("aligned"))
+      prompts = [q.prompt for q in self.questions]
+      out["embedding"] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
+                          "prefill_s_per_question": self.aligned_llm.prefill_seconds(prompts[:m], soft[:m], at[:m]) / m}
+    try:
+      self.check_text_tokenizer()
+    except ValueError as e:
+      self.log(f"evaluate: WARNING Table 7 without text20/text50: {e}")
+      return {**out, **{run: {"skipped": str(e)} for run in TEXT_CLICKS}}
+    gen = self._base() if self.e.text_llm == "base" else self.aligned_llm
+    for run, clicks in TEXT_CLICKS.items():
+      prompts, _ = self.text_prompts(clicks)
+      out[run] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
+                  "prefill_s_per_question": gen.prefill_seconds(prompts[:m]) / m}
+    self.log("evaluate: prompt cost (Table 7): " + "; ".join(
+        f"{k} {v['prompt_tokens_mean']:.0f} tokens, {1000 * v['prefill_s_per_question']:.0f} ms prefill per question"
+        for k, v in out.items() if "skipped" not in v))
+    return out
+
+  def train_constants(self) -> dict[str, str]:
+    """{task: the best constant answer under the official rule on the align-train golds}."""
+    path = os.path.join(self.data_dir, schema.file_name("align", "train"))
+    f = arrow_io.SequenceFile(path)
+    golds = {}
+    for r in range(len(f)):
+      question, answer = (m["content"] for m in json.loads(f.text(r))[-2:])
+      try:
+        task = schema.task_of(f.task(r), question, self.language)
+      except ValueError as e:
+        raise ValueError(f"{path}, row {r}: {e}") from None
+      golds.setdefault(task, []).append(answer)
+    return {t: answers_lib.best_constant(g)[0] for t, g in golds.items()}
+
+  def floor(self, run: str) -> list[dict]:
+    """Predictions of a floor: train-chosen constants per task, or the first listed candidate."""
+    constants = self.train_constants() if run == "floor_constant" else {}
+    records = []
+    for q in self.questions:
+      if run == "floor_constant":
+        prediction = constants.get(q.task)
+        if prediction is None:
+          raise ValueError(f"floor_constant: no align-train question of task {q.task} to choose a constant from")
+      else:
+        if not q.candidates:
+          continue
+        prediction = q.candidates[0]
+      records.append({"question": q.question, "prediction": prediction, "answer": q.answer, "task": q.task,
+                      "user": q.user, "row": q.row})
+    return records
+
+
+def score_all(records: list[dict], samples: int, seed: int) -> dict:
+  return {v: scoring.score_records(records, v, samples=samples, seed=seed) for v in scoring.VARIANTS}

@@ -1,0 +1,242 @@
+"""The report's tables and statistics, from stored evaluation results alone (no JAX).
+
+`collect` reads each workdir's `evaluate/<run>/result.json`; `table` is Table 2 (runs x the seven
+sub-tasks, the three groups and overall, every accuracy with its 95% interval over users);
+`comparisons` pairs each trained encoder with the controls and floors (paired bootstrap over
+users), `nll_gains` its answer NLL with shuffled_user's question by question, `changed` counts the
+answers the own prompt changes; `verdict` / `nll_verdict` say in one line whether the encoder beats
+its controls; `ablation` is Tables 3/4, `cost_table` Table 7, `figure` the accuracy bars. The
+report stage (`uqa_jax/stages/report.py`) writes them; `uqa_jax.tools.seeds` reads them across seeds.
+"""
+
+import os
+
+from uqa_jax.data import schema
+from uqa_jax.evaluation import evaluator as evaluator_lib
+from uqa_jax.evaluation import scoring
+from uqa_jax.runtime import atomic
+from uqa_jax.runtime import workdir as workdir_lib
+
+COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
+HEADERS = list(schema.TASKS) + ["SU", "AcP", "IP-g", "Overall"]  # groups: sequence understanding, action prediction, interest perception
+CONTROLS = ("shuffled_user", "zeros", "random_encoder")
+KINDS = ("method", "control", "diagnostic", "baseline", "floor")  # the tables' row order
+ALPHA = 0.05
+
+
+
+def collect(workdirs: list[str]) -> list[dict]:
+  """Every run's stored result, with the directory it came from; an empty workdir is an error."""
+  found = []
+  for workdir in workdirs:
+    root = os.path.join(workdir, "evaluate")
+    runs = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, workdir_lib.RESULT))) \
+        if os.path.isdir(root) else []
+    if not runs:
+      raise FileNotFoundError(f"report: no evaluate results under {root}; run the evaluate stage there first")
+    mine = [{**atomic.read_json(os.path.join(root, run, workdir_lib.RESULT)), "dir": os.path.join(root, run),
+             "workdir": workdir} for run in runs]
+    # An included workdir's own controls (its shuffled_user, its floors) are named after its
+    # aligned model where the label is taken: "shuffled_user of oracle reader (...)".
+    aligned = next((r["label"] for r in mine if r["run"] == "aligned"), os.path.basename(workdir))
+    taken = {r["label"] for r in found}
+    for r in mine:
+      if r["run"] != "aligned" and r["label"] in taken:
+        r["label"] = f"{r['label']} of {aligned}"
+    found += mine
+  return found
+
+
+def cell(c) -> str:
+  return "—" if c is None else f"{100 * c['accuracy']:.1f} [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
+
+
+def table(results: list[dict], variant: str, columns=COLUMNS, headers=HEADERS) -> list[str]:
+  """Markdown rows: one per run, accuracy % [95% interval] per column."""
+  lines = ["| run | kind | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
+  for r in results:
+    cells = r["scores"][variant]["cells"]
+    lines.append(f"| {r['label']} | {r['kind']} | " + " | ".join(cell(cells.get(c)) for c in columns) + " |")
+  return lines
+
+
+def _records(result):
+  return scoring.read_jsonl(os.path.join(result["dir"], "predictions.jsonl"))
+
+
+PART_RUNS = ("floor_first_candidate",)  # runs over part of the questions (those with candidates)
+
+
+def comparisons(results: list[dict], samples: int) -> list[dict]:
+  """Each trained encoder against every control, baseline and floor over the same questions
+  (paired; against a run over part of the questions, e.g. the first-candidate floor, on that part)."""
+  out = []
+  for method in (r for r in results if r["kind"] == "method"):
+    mine = _records(method)
+    mine_keys = scoring.question_keys(mine)
+    mine_set = set(mine_keys)
+    for other in results:
+      # Everything of its own workdir; of other workdirs, their trained models (the zeros and
+      # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
+      if other is method or (other["workdir"] != method["workdir"] and other["run"] != "aligned"):
+        continue
+      theirs = _records(other)
+      ours = mine
+      keys = set(scoring.question_keys(theirs))
+      if keys != mine_set:
+        if not (other["run"] in PART_RUNS and keys < mine_set):
+          raise ValueError(
+              f"report: {method['dir']} and {other['dir']} hold different questions "
+              f"({len(mine_set - keys)} only in the first, {len(keys - mine_set)} only in the "
+              "second): another seed's or data set's workdir in report.include?")
+        ours = [r for r, k in zip(mine, mine_keys) if k in keys]  # the questions with candidates
+      for variant in ("official", "strict", "ranked"):
+        try:
+          c = scoring.compare(ours, theirs, variant, samples=samples)
+        except scoring.NothingScored as e:  # e.g. a floor has no ranked predictions
+          c = {"variant": variant, "skipped": str(e)}
+        out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
+                    "other_dir": other["dir"], **c})
+  return out
+
+
+def shuffled_of(results: list[dict], method: dict | None) -> dict | None:
+  """The shuffled_user run of `method`'s own workdir (same trained model, another user's prompt)."""
+  return next((r for r in results if method and r["run"] == "shuffled_user" and r["workdir"] == method["workdir"]),
+              None)
+
+
+def nll_gains(results: list[dict], samples: int) -> list[dict]:
+  """Per aligned model (trained encoder, controls, oracle reader): the gold answer's NLL per token
+  under a shuffled user's prompt minus under the own user's, per task (`scoring.compare_nll`),
+  from its workdir's `shuffled_user`."""
+  out = []
+  for method in (r for r in results if r["run"] == "aligned"):
+    shuffled = shuffled_of(results, method)
+    if shuffled is None:
+      out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
+      continue
+    try:
+      cells = scoring.compare_nll(_records(method), _records(shuffled), samples=samples)
+    except scoring.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
+      out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
+      continue
+    out.append({"method": method["label"], "method_dir": method["dir"], "cells": cells})
+  return out
+
+
+def changed(results: list[dict]) -> dict:
+  """{aligned run's dir: `scoring.changed_answers` against its workdir's shuffled_user}."""
+  out = {}
+  for method in (r for r in results if r["run"] == "aligned"):
+    shuffled = shuffled_of(results, method)
+    if shuffled is not None:
+      out[method["dir"]] = scoring.changed_answers(_records(method), _records(shuffled))
+  return out
+
+
+def nll_table(gains: list[dict]) -> list[str]:
+  lines = ["| method | cell | n | NLL own | NLL shuffled | gain (shuffled − own) | 95% interval | p |",
+           "|---|---|---|---|---|---|---|---|"]
+  for g in gains:
+    if "skipped" in g:
+      lines.append(f"| {g['method']} | not measured: {g['skipped']} | | | | | | |")
+      continue
+    for name, c in g["cells"].items():
+      lines.append(f"| {g['method']} | {name} | {c['n']} | {c['own']:.4f} | {c['other']:.4f} | {c['gain']:+.4f} | "
+                   f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] | {c['p_value']:.3f} |")
+  return lines
+
+
+def nll_verdict(gains: list[dict]) -> str:
+  lines = []
+  for g in gains:
+    if "skipped" in g:
+      continue
+    c = g["cells"]["overall"]
+    above = c["ci"][0] > 0 and c["p_value"] < ALPHA
+    lines.append(f"answer NLL (paired over users): {g['method']}'s own prompt {'makes' if above else 'does not make'} "
+                 f"the gold more likely than a shuffled user's beyond noise (gain {c['gain']:+.4f} nats/token "
+                 f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p={c['p_value']:.3f})")
+  return "\n".join(lines)
+
+
+def beats(c: dict) -> bool:
+  return "p_value" in c and c["difference"] > 0 and c["ci"][0] > 0 and c["p_value"] < ALPHA
+
+
+def verdict(results: list[dict], comps: list[dict]) -> str:
+  """One line per trained encoder: does it beat shuffled_user and zeros beyond noise (official rule)?
+
+  Beyond noise: the paired bootstrap's 95% interval of the difference lies above zero and its
+  two-sided p-value is below 0.05.
+  """
+  methods = [r for r in results if r["kind"] == "method"]
+  if not methods:
+    return "verdict: no trained-encoder run to judge"
+  lines = []
+  for m in methods:
+    parts = []
+    for control in ("shuffled_user", "zeros"):
+      found = [c for c in comps if c["method_dir"] == m["dir"] and c["other"] == control and c["variant"] == "official"]
+      if not found:
+        parts.append(f"{control}: not run")
+      elif "p_value" not in found[0]:
+        parts.append(f"{control}: not comparable ({found[0]['skipped']})")
+      else:
+        c = found[0]
+        parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
+                     f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
+    lines.append(f"verdict (official rule, paired bootstrap over users): {m['label']} " + "; ".join(parts))
+  return "\n".join(lines)
+
+
+def task_cell(scores: dict, task: str):
+  return scores["official"]["cells"].get(f"task/{task}")
+
+
+def ablation(results: list[dict], key: str, title: str) -> list[str]:
+  """Table 2's columns for the trained-encoder runs, when they differ in `key` (input_variant, pretrain_loss)."""
+  methods = [r for r in results if r["kind"] == "method"]
+  if len({r[key] for r in methods}) < 2:
+    return []
+  methods = sorted(methods, key=lambda r: (r[key], r["label"]))
+  return [f"### {title} (official rule)", "", *table(methods, "official"), "",
+          f"### {title} (strict)", "", *table(methods, "strict"), ""]
+
+
+def cost_table(workdir: str) -> list[str]:
+  """Table 7 from `evaluate/cost.json`: the soft prompt against the history written as text."""
+  path = os.path.join(workdir, "evaluate", evaluator_lib.COST_FILE)
+  if not os.path.exists(path):
+    return [f"(not measured: no {path}; evaluate.prompt_cost was off)"]
+  cost = atomic.read_json(path)
+  lines = ["| input | prompt tokens / question | prefill ms / question |", "|---|---|---|"]
+  for kind, c in cost.items():
+    if "skipped" in c:
+      lines.append(f"| {kind} | not measured: {c['skipped']} | |")
+      continue
+    lines.append(f"| {kind} | {c['prompt_tokens_mean']:.1f} | {1000 * c['prefill_s_per_question']:.1f} |")
+  return lines
+
+
+def figure(results: list[dict], variant: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  columns = [c for c in COLUMNS if any(c in r["scores"][variant]["cells"] for r in results)]
+  fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(columns)), 4.5))
+  width = 0.8 / max(len(results), 1)
+  for i, r in enumerate(results):
+    cells = r["scores"][variant]["cells"]
+    xs = [j + (i - (len(results) - 1) / 2) * width for j in range(len(columns))]
+    acc = [100 * cells[c]["accuracy"] if c in cells else 0 for c in columns]
+    err = [[100 * (cells[c]["accuracy"] - cells[c]["ci"][0]) if c in cells else 0 for c in columns],
+           [100 * (cells[c]["ci"][1] - cells[c]["accuracy"]) if c in cells else 0 for c in columns]]
+    ax.bar(xs, acc, width, yerr=err, capsize=2, label=r["label"])
+  ax.set_xticks(range(len(columns)), [HEADERS[COLUMNS.index(c)] for c in columns])
+  ax.set_ylabel(f"accuracy, % ({variant}; 95% bootstrap interval)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,17 @@
+"""Where a run's files live: each stage writes only `<workdir>/<stage>/`.
+
+  <workdir>/<stage>/fingerprint.json  the settings the stage's outputs depend on
+  <workdir>/<stage>/result.json       what the stage returned, written when it finished
+  <workdir>/data/                     the data set (Arrow files and dataset_info.json)
+The runner (`uqa_jax/stages/__init__.py`) checks fingerprints; every layer that reads a
+workdir's files takes their names from here.
+"""
+
+import os
+
+RESULT = "result.json"
+FINGERPRINT = "fingerprint.json"
+
+
+def data_dir(workdir: str) -> str:
+  return os.path.join(workdir, "data")
