@@ -8,7 +8,7 @@ WORKDIR ?= workdir/default
 
 SEEDS ?= 0 1
 
-.PHONY: demo test test-slow test-all venv bench ablations full pretrain-table clean
+.PHONY: demo test test-unit test-integration test-slow test-all venv bench ablations full pretrain-table clean
 
 $(STAMP): requirements.txt requirements-assets.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m uqa_jax.main --config $(CONFIG) --workdir $(WORKDIR)
 
-test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+test: $(STAMP)  # both tiers, slow tests left out (CI: .ci/run)
+	$(PY) -m pytest -q --durations=15 tests/unit tests/integration
+
+test-unit: $(STAMP)  # the inner loop: tests/unit mirrors the package tree (a few minutes on 2 cores)
+	$(PY) -m pytest -q --durations=10 tests/unit
+
+test-integration: $(STAMP)  # stage runs, subprocesses, several processes
+	$(PY) -m pytest -q --durations=15 tests/integration
 
 test-slow: $(STAMP)  # pytest exits 5 when no test is marked slow: that is not a failure
 	$(PY) -m pytest -q -m slow || test $$? -eq 5

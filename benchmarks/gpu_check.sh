@@ -30,7 +30,7 @@ python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__versi
 
 stamp "1. tests on the GPU"
 JAX_DEFAULT_MATMUL_PRECISION=highest timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest \
-  tests/test_hstu_pallas.py tests/test_encoders.py tests/test_nip_loss.py -k "not popularity_baseline_equals" \
+  tests/unit/encoders/test_hstu_pallas.py tests/unit/encoders/test_encoders.py tests/unit/encoders/test_nip_loss.py -k "not popularity_baseline_equals" \
   2>&1 | tee "$out/tests.log" | tail -30
 
 stamp "2. matmul rates; HSTU fused vs reference, bf16"

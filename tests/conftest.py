@@ -8,6 +8,8 @@ import pytest
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository (tests run subprocesses from it)
+
 # Tests compare against float64/NumPy references at 1e-5: on GPUs JAX's default float32 matmul is
 # TF32 (benchmarks/gpu_check.sh: 12 reference tests fail on an H200 at the default, 1 at
 # "highest"). CPUs always compute float32 in full, so this changes nothing there.

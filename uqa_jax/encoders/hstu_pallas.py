@@ -15,7 +15,7 @@ gradient: one-hot contractions, 16 buckets at a time). `jax.custom_vjp` with thr
 Blocks strictly above the diagonal are skipped (the causal mask zeroes them). Shape letters:
 B batch, H heads, L length (padded to a multiple of the block), E head dim, T time buckets,
 bq / bk block sizes. `hstu.hstu_attention` is the plain `jnp` reference this must equal
-(tests/test_hstu_pallas.py: forward and every gradient within 1e-5 in float32, interpret mode).
+(tests/unit/encoders/test_hstu_pallas.py: forward and every gradient within 1e-5 in float32, interpret mode).
 
 On CPU the kernels run in Pallas' interpret mode (correct, not fast: for tests). Written for
 Triton (GPU): every value a power of two in size (blocks, head dim, the padded [T] table),

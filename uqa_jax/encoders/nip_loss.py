@@ -67,7 +67,7 @@ def sl_loss(queries_NxE, targets_N, weights_N, table_VxE, chunk: int = 0, num_it
   128) and are never candidates. Under a mesh whose rules shard `items` over S devices the table
   is read as [S, V/S, E], and each chunk takes C rows from every shard at once: each device
   streams its own rows, and only [N]-sized partial log-sum-exps cross devices; no row of the
-  table moves (tests/test_nip_loss.py checks the compiled program). The target's logit is read
+  table moves (tests/unit/encoders/test_nip_loss.py checks the compiled program). The target's logit is read
   from the same chunks, so no gather from the sharded table either.
 
   The gradient is written by hand (`jax.custom_vjp`): the forward pass keeps only each query's

@@ -1,11 +1,12 @@
-"""Where user information is lost: the data, the encoder, or the LLM reading soft tokens.
+"""Stage 3 and the diagnostics, as a library: scoring answers and the statistics around them.
 
-  probe.py    does the frozen encoder's state hold a closed-set answer? (a linear probe on
-              align-train users, scored on align-eval users, against the majority answer)
-  ceiling.py  do the clicks the model sees determine the answer? (a count-based reader of the
-              history's text features, per sub-task, next to the floors)
-The reader diagnostic is an alignment run (`align.user=oracle_titles`, `uqa_model.title_states`)
-and the answer log-likelihood gain is part of every evaluation (`scoring.compare_nll`); the
-`diagnose` stage (`uqa_jax/stages/diagnose.py`) runs the first two, the report puts all four
-side by side.
+  scoring.py    verdicts (official, strict, ranked), per task / group / overall with bootstrap
+                intervals over users (`bootstrap.py`), paired comparisons, answer-NLL gains
+  questions.py  the eval questions, their users and soft tokens; shuffled partners
+  evaluator.py  the aligned model answering every question (Stage 3's work)
+  tables.py     the report's tables and verdicts from stored results alone
+  diagnosis.py  where user information is lost: data -> encoder -> reader -> adapter -> answers
+  probe.py      does the frozen encoder's state hold a closed-set answer? (a linear probe)
+  ceiling.py    do the clicks the model sees determine the answer? (a count-based reader)
+  retrieval.py  Stage 1's next-item Recall / NDCG and the popularity baseline
 """

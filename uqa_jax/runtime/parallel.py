@@ -19,7 +19,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # logical axis -> mesh axes (a tuple; () = replicated). The one source of truth for sharding,
 # for parameters and activations alike; `config.sharding_rules` overrides entries (`rules`).
 RULES = (
-    # parameters (every parameter's axes are named: tests/test_sharding_rules.py)
+    # parameters (every parameter's axes are named: tests/unit/runtime/test_sharding_rules.py)
     ("layers", ()),  # the scanned layer stack (also "layers" on the LLM's stacked weights)
     ("vocab", ("tensor",)),  # LLM token rows; side-feature table rows
     ("items", ("fsdp", "tensor")),  # item-id table rows: sharded, the SL loss reads it in place

@@ -88,7 +88,7 @@ def fingerprint(config) -> dict:
   ad = blocks.read(config, AdapterConfig)
   i = blocks.read(config, pipeline.InputConfig)
   # length_window orders the training rows (0, the order before it existed, stays out);
-  # pad_multiple only cuts padding, which changes no number (tests/test_uqa_model.py).
+  # pad_multiple only cuts padding, which changes no number (tests/unit/soft_prompt/test_uqa_model.py).
   return {"align": {k: v for k, v in blocks.fingerprint(a).items() if k not in unused},
           "adapter": blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": blocks.fingerprint(blocks.read(config, LLMSource)),

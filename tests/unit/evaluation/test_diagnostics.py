@@ -27,7 +27,7 @@ from uqa_jax.evaluation import scoring
 from uqa_jax.llm import model as llm_model
 from uqa_jax.soft_prompt import model as uqa_model
 from uqa_jax.soft_prompt import optimizer
-from tests.test_splice import CFG as LLM_CFG
+from tests.unit.soft_prompt.test_splice import CFG as LLM_CFG
 
 
 @dataclasses.dataclass

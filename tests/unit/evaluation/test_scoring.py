@@ -43,9 +43,6 @@ def test_first_candidate_and_report():
 
 
 # --- Scoring JSONL records: the official rule, strict, ranked, groups, intervals. ---------------
-import json
-import subprocess
-import sys
 
 # Hand-written official-format lines (no `task`: the official substring rule assigns it).
 OFFICIAL_LINES = [
@@ -151,22 +148,6 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
       scoring.compare_nll([dict(r, answer_nll=1.0) for r in a], [dict(r, answer_nll=1.0) for r in b])
   with pytest.raises(scoring.NothingScored, match="no question is scored under 'ranked'"):
     scoring.compare(records, worse, "ranked")
-
-
-def test_score_command_reads_official_jsonl(tmp_path):
-  path = tmp_path / "pred.jsonl"
-  path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in OFFICIAL_LINES) + "\n", encoding="utf-8")
-  out = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(path), "--json"], capture_output=True,
-                       text=True, check=True).stdout
-  score = json.loads(out)["score"]
-  assert score["units"] == "records" and score["cells"]["overall"]["correct"] == 4
-  strict = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(path), "--variant", "strict"],
-                          capture_output=True, text=True, check=True).stdout
-  assert "overall" in strict and "4/9" in strict.replace(" ", "")
-  bad = tmp_path / "bad.jsonl"
-  bad.write_text('{"question": "q"}\nnot json\n', encoding="utf-8")
-  run = subprocess.run([sys.executable, "-m", "uqa_jax.tools.score", str(bad)], capture_output=True, text=True)
-  assert run.returncode == 2 and "line 2: not JSON" in run.stderr
 
 
 def test_resampling_users_widens_the_interval_when_a_users_answers_go_together():

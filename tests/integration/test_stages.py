@@ -9,6 +9,7 @@ from configs import smoke
 from uqa_jax import stages
 from uqa_jax.config import blocks
 from uqa_jax.config import choices
+from tests.conftest import ROOT
 
 QUIET = lambda *_: None
 
@@ -40,7 +41,7 @@ def test_stages_are_modules_chosen_by_name(monkeypatch):
 
 def test_every_config_file_passes_the_start_up_checks(tmp_path):
   import importlib
-  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  root = os.path.join(ROOT, "configs")
   for name in sorted(f[:-3] for f in os.listdir(root) if f.endswith(".py") and f != "__init__.py"):
     config = importlib.import_module(f"configs.{name}").get_config()
     if config.data.source == "official":  # the paths a user brings
@@ -205,7 +206,7 @@ def test_restart_deletes_the_stage_and_everything_after_it(tmp_path):
 def test_official_files_with_a_shorter_max_len_say_how_many_rows_are_longer(tmp_path):
   """The official files keep 512 clicks: a smaller data.max_len is reported at the data stage."""
   from configs import official
-  from tests.test_checker import make_valid
+  from tests.unit.data.test_checker import make_valid
   from uqa_jax.data import arrow_io
   src = tmp_path / "kaggle"
   src.mkdir()

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +10,8 @@ import pytest
 from uqa_jax.data import arrow_io
 from uqa_jax.data import checker
 from uqa_jax.data import schema
-from tests.test_arrow_io import random_columns
-from tests.test_arrow_io import with_times
+from tests.unit.data.test_arrow_io import random_columns
+from tests.unit.data.test_arrow_io import with_times
 
 VOCAB = {t: 50 for t in schema.TABLES}
 
@@ -168,28 +166,6 @@ def test_zh_task_label_contradicting_the_official_rule(tmp_path):
   rewrite(tmp_path / "align_data_eval.arrow", bad)
   rows = sorted((os.path.basename(p.file), p.row) for p in problems(tmp_path))
   assert rows == [("align_data_eval.arrow", 1), ("align_data_train.arrow", 1)]
-
-
-def test_cli_exits_nonzero_and_prints_location(valid_dir):
-  rewrite(valid_dir / "pretrain_data_train.arrow",
-          lambda c: c[schema.ITEM_COLUMN][0].__setitem__(0, [99]))
-  out = subprocess.run([sys.executable, "-m", "data_prep.check", str(valid_dir)],
-                       capture_output=True, text=True)
-  assert out.returncode == 1
-  assert "pretrain_data_train.arrow, row 0, column 'uni_seq_item_id': id out of range" in out.stdout
-
-
-def test_official_download_without_info_gets_one_derived(tmp_path):
-  """data_prep.uqabench derives dataset_info.json for files in the official schema (no task column)."""
-  src = tmp_path
-  make_valid(str(src), language="zh", info=False)
-  assert checker.check_directory(str(src)).notes  # official sizes assumed, and said so
-  out = subprocess.run([sys.executable, "-m", "data_prep.uqabench", str(src)],
-                       capture_output=True, text=True)
-  assert out.returncode == 0, out.stdout + out.stderr
-  info = arrow_io.read_dataset_info(str(src))
-  assert info["vocab_sizes"] == schema.OFFICIAL_VOCAB_SIZES and info["language"] == "zh"
-  assert info["counts"]["align_data_eval.arrow"] == 12
 
 
 def _set_row(row, *, question=None, answer=None, task=None):

@@ -19,8 +19,7 @@ from configs import smoke
 from uqa_jax import stages
 from uqa_jax.data import pipeline
 from uqa_jax.stages import pretrain
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def _cmd(workdir, *extra):

@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def _result(workdir, stage="pretrain"):

@@ -7,9 +7,7 @@ import sys
 
 import jax
 import pytest
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def run_main(*args):

@@ -4,7 +4,7 @@ SLURM's variables and one GPU each; the TPU launcher creates, copies, installs a
 import os
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def _run(script, env, *args):

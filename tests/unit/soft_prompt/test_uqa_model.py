@@ -14,8 +14,8 @@ from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.llm import model as llm_model
 from uqa_jax.soft_prompt import model as uqa_model
-from tests.test_splice import CFG as LLM_CFG
-from tests.test_user_model import DIMS, VOCAB, _batch
+from tests.unit.soft_prompt.test_splice import CFG as LLM_CFG
+from tests.unit.encoders.test_user_model import DIMS, VOCAB, _batch
 
 
 @functools.lru_cache(maxsize=None)

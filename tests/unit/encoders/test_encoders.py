@@ -93,7 +93,7 @@ def test_padding_is_the_identity_of_the_scan():
 
 
 @pytest.mark.parametrize("impl", ["xla", pytest.param("pallas", marks=pytest.mark.skipif(
-    jax.default_backend() != "cpu", reason="head dim 8 < 16, Triton's smallest dot: tests/test_hstu_pallas.py"))])
+    jax.default_backend() != "cpu", reason="head dim 8 < 16, Triton's smallest dot: tests/unit/encoders/test_hstu_pallas.py"))])
 @pytest.mark.parametrize("with_time", [False, True])
 def test_hstu_layer_equals_a_plain_jnp_reference(with_time, impl):
   """Both attention paths (the jnp reference and the fused Pallas kernel, interpret mode on CPU)

@@ -20,8 +20,7 @@ from uqa_jax.runtime import planner
 from uqa_jax.soft_prompt import program as program_lib
 from uqa_jax.stages import align
 from uqa_jax.stages import pretrain
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def test_sizes_and_meshes_parse_and_bad_ones_name_the_input():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from configs import default
-from tests import test_user_model
+from tests.unit.encoders import test_user_model
 from uqa_jax import adapters
 from uqa_jax import encoders
 from uqa_jax.adapters.config import AdapterConfig

@@ -83,7 +83,7 @@ def test_every_answer_follows_the_rules_genres_whole(ml_dir, tokenizer):
   MF counts every click carrying the genre (or decade); LI/SI/IT rank genres by clicks carrying
   them (then recency, then name); AP's gold is one of the next movie's genres and no distractor
   is any of them; IP's gold is the same user's held-out movie."""
-  from tests.test_qa import _ranked, _thirds
+  from tests.unit.data.test_qa import _ranked, _thirds
   catalog, _, _, _ = movielens.load()
   genres, decades = catalog.names["cate"], catalog.names["brand"]
   dec = lambda ids: tokenizer.decode(ids, clean_up_tokenization_spaces=False)

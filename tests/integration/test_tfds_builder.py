@@ -1,10 +1,10 @@
 """The TFDS builder writes and reads an official-format directory without importing TensorFlow."""
 
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
+
 
 SCRIPT = r"""
 import sys

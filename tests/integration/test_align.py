@@ -33,9 +33,9 @@ from uqa_jax.soft_prompt import optimizer
 from uqa_jax.soft_prompt import title_init
 from uqa_jax.stages import align
 from tests.conftest import tiny_llm_config
+from tests.conftest import ROOT
 
 QUIET = lambda *_: None
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

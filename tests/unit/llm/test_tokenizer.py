@@ -26,15 +26,6 @@ def test_gguf_tokenizer_matches_transformers_gguf_loader(tokenizer):
   assert tokenizer.eos_token == ref.eos_token == "<|im_end|>"
 
 
-def test_library_tokenizer_path_does_not_import_torch():
-  import subprocess, sys
-  code = ("import sys; from uqa_jax.llm import tokenizer as t; t.load_tokenizer('smollm2'); "
-          "import uqa_jax.data.pipeline, uqa_jax.stages.data; "
-          "assert 'torch' not in sys.modules, 'torch imported'")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr
-
-
 def test_unknown_model_path_is_a_clear_error():
   with pytest.raises(FileNotFoundError, match="no such file or directory"):
     tokenizer_lib.load_tokenizer("/nonexistent/model")
