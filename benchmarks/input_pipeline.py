@@ -48,7 +48,7 @@ def main():
     start = time.perf_counter()
     synthetic.build_dataset(tmp, cfg, tokenizer_lib.load_tokenizer(), "smollm2", log=lambda *_: None)
     build_s = time.perf_counter() - start
-    pcfg = pipeline.PipelineConfig(batch_size=args.batch_size, max_len=args.max_len, num_epochs=None)
+    pcfg = pipeline.InputConfig(batch_size=args.batch_size, max_len=args.max_len, num_epochs=None)
     it = iter(pipeline.make_dataset(os.path.join(tmp, "pretrain_data_train.arrow"), pcfg,
                                     process_index=0, process_count=1))
     next(it)  # warm-up

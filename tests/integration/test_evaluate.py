@@ -295,7 +295,7 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
   model, params, _ = align_export.load(os.path.join(workdir, "align", "export"))
   source = pipeline.SequenceSource(os.path.join(workdir, "data", "align_data_eval.arrow"))
   n = config.input.max_text_len
-  pipe = pipeline.PipelineConfig(max_len=config.data.max_len, bag_sizes=tuple(config.input.bag_sizes.items()),
+  pipe = pipeline.InputConfig(max_len=config.data.max_len, bag_sizes=config.input.bag_sizes.to_dict(),
                                  max_text_len=n, max_answer_len=config.input.max_answer_len, history_clicks=text_clicks)
   mapper = pipeline.RowToArrays(pipe, source.path, chat_lib.ChatTokenizer(tokenizer, n), source.language)
   nll_fn = jax.jit(lambda p, b: uqa_model.answer_nll(p, b, model=model))

@@ -48,10 +48,11 @@ def build(cls, block, where: str, **derived):
   """`cls(**block, **derived)`; an unknown key is a ConfigError naming it and the valid keys.
 
   `derived` are fields the run fills in from elsewhere (e.g. the encoder's `max_len` from
-  `data.max_len`); a block that sets one is an error too, so no value has two sources.
+  `data.max_len`), and `cls.RUN_FIELDS` (optional) those a stage sets for its run (the input
+  block's batch size); a block that sets either is an error too, so no value has two sources.
   """
   values = dict(_plain(block) or {})
-  fields = [f.name for f in dataclasses.fields(cls)]
+  fields = [f.name for f in dataclasses.fields(cls) if f.name not in getattr(cls, "RUN_FIELDS", ())]
   unknown = sorted(set(values) - set(fields))
   if unknown:
     valid = ", ".join(f for f in fields if f not in derived)
@@ -94,6 +95,7 @@ def block(cls, *, exclude: tuple[str, ...] = (), **overrides):
   """The config block for `cls` (an `ml_collections.ConfigDict`): every field at its default,
   `overrides` applied (checked)."""
   import ml_collections  # pylint: disable=import-outside-toplevel (see the module doc)
+  exclude = tuple(exclude) + tuple(getattr(cls, "RUN_FIELDS", ()))  # set by each run, never by the block
   fields = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
   unknown = sorted(set(overrides) - set(fields))
   if unknown:

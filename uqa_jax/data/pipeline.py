@@ -34,10 +34,10 @@ Two options make align batches cheaper (off by default; `input` block):
 
 import collections
 import dataclasses
-from typing import ClassVar
 import json
 import os
 import threading
+from typing import ClassVar
 
 import grain
 import numpy as np
@@ -57,13 +57,26 @@ DEFAULT_BAG_SIZES = {
 
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
-  """The `input` config block: how batches are cut from the data; never part of the data recipe."""
+  """How batches are cut from the data (never part of the data recipe): the `input` config block
+  (the first five fields), and the batching a stage sets for its run (`RUN_FIELDS`, never set by
+  the block: `for_run`)."""
   BLOCK: ClassVar[str] = "input"
+  RUN_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "max_len", "system_prompt", "history_clicks", "seed",
+                                           "shuffle", "num_epochs", "drop_remainder")
   bag_sizes: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_BAG_SIZES))  # K per column
   max_text_len: int = 192  # T: chat tokens per align row
   max_answer_len: int = chat_lib.MAX_ANSWER_LEN  # A: answer + end-of-turn tokens per align row
   length_window: int = 0  # > 0: align rows sorted by length within windows of this many batches
   pad_multiple: int = 0  # > 0: align batches cut to their longest row, rounded up to this multiple
+  # Set by the stage for its run:
+  batch_size: int = 256
+  max_len: int = schema.MAX_LEN
+  system_prompt: str = ""  # "": no system turn (the template's default one is removed)
+  history_clicks: int = 0  # > 0: the last this many clicked titles written above each question (text users)
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = 1  # None: repeat forever
+  drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
 
   def __post_init__(self):
     if self.length_window < 0 or self.pad_multiple < 0:
@@ -73,27 +86,12 @@ class InputConfig:
     if unknown:
       raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
 
-  def pipeline(self, **kwargs) -> "PipelineConfig":
-    return PipelineConfig(bag_sizes=tuple(self.bag_sizes.items()), max_text_len=self.max_text_len,
-                          max_answer_len=self.max_answer_len, length_window=self.length_window,
-                          pad_multiple=self.pad_multiple, **kwargs)
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-  batch_size: int = 256
-  max_len: int = schema.MAX_LEN
-  bag_sizes: tuple[tuple[str, int], ...] = tuple(DEFAULT_BAG_SIZES.items())
-  max_text_len: int = InputConfig.max_text_len
-  max_answer_len: int = InputConfig.max_answer_len
-  length_window: int = 0  # see the module docstring; align files only
-  pad_multiple: int = 0
-  system_prompt: str = ""  # "": no system turn (the template's default one is removed)
-  history_clicks: int = 0  # > 0: the last this many clicked titles written above each question (text users)
-  seed: int = 0
-  shuffle: bool = True
-  num_epochs: int | None = 1  # None: repeat forever
-  drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
+  def for_run(self, **run) -> "InputConfig":
+    """This block with a stage's batching (`RUN_FIELDS` only)."""
+    unknown = sorted(set(run) - set(self.RUN_FIELDS))
+    if unknown:
+      raise TypeError(f"InputConfig.for_run: {unknown} are not run fields; expected some of {self.RUN_FIELDS}")
+    return dataclasses.replace(self, **run)
 
 
 class SequenceSource:
@@ -162,7 +160,7 @@ def times_to_array(times: np.ndarray, max_len: int) -> np.ndarray:
 class RowToArrays(grain.transforms.Map):
   """One row (`SequenceSource` item) -> dict of fixed-shape arrays (see module docstring)."""
 
-  def __init__(self, cfg: PipelineConfig, path: str, chat: chat_lib.ChatTokenizer | None = None,
+  def __init__(self, cfg: InputConfig, path: str, chat: chat_lib.ChatTokenizer | None = None,
                language: str = "zh"):
     self.language = language
     self.max_len = cfg.max_len
@@ -346,7 +344,7 @@ def chat_lengths(path: str) -> np.ndarray:
   return np.array([len(file.text(r)) for r in range(len(file))], np.int64)
 
 
-def make_dataset(path: str, cfg: PipelineConfig, *, tokenizer=None, process_index: int | None = None,
+def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: int | None = None,
                  process_count: int | None = None) -> grain.IterDataset:
   """The batched dataset over `path`; pass `tokenizer` for align files (chat columns)."""
   if process_index is None or process_count is None:

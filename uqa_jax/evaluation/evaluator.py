@@ -85,7 +85,7 @@ class Evaluator:
     self.data_dir = workdir_lib.data_dir(workdir)
     self.path = os.path.join(self.data_dir, schema.file_name("align", "eval"))
     d = blocks.read(config, DataConfig)
-    pipe = blocks.read(config, pipeline.InputConfig).pipeline(batch_size=self.e.batch_size, max_len=d.max_len,
+    pipe = blocks.read(config, pipeline.InputConfig).for_run(batch_size=self.e.batch_size, max_len=d.max_len,
                                                     system_prompt=self.spec["align"]["system_prompt"])
     self.chat = chat_lib.ChatTokenizer(self.tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
     start = time.time()

@@ -47,7 +47,7 @@ def _user_key(arrays: dict) -> str:
   return digest.hexdigest()[:16]
 
 
-def load(path: str, pipe: pipeline.PipelineConfig, tokenizer, max_questions: int = 0):
+def load(path: str, pipe: pipeline.InputConfig, tokenizer, max_questions: int = 0):
   """-> (questions, {user: history arrays}, language) of the first `max_questions` rows (0: all)."""
   source = pipeline.SequenceSource(path)
   language = source.language

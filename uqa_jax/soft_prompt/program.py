@@ -92,7 +92,7 @@ class Program:
   sharded_step: Any  # parallel.Sharded: (state, frozen, batch) -> (state, metrics), state donated
   eval_nll: Any  # (params, batch) -> (nll [B], tokens [B], task [B], valid [B]) of the global batch, replicated
   # A run's (with_weights):
-  pipe: pipeline.PipelineConfig | None = None
+  pipe: pipeline.InputConfig | None = None
   tokenizer: Any = None
   frozen: Any = None  # the groups that do not train, on the device
   start_params: Any = None  # every group as loaded: host arrays, the frozen LLM on the devices (a trained one: its shapes)
@@ -144,7 +144,7 @@ def check_config(config) -> None:
         "processes: it cuts each batch to its longest chat, which differs between the processes' rows; set it to 0")
 
 
-def plan_target(prog: Program, pipe: pipeline.PipelineConfig, data_dir: str, tokenizer) -> planner.Target:
+def plan_target(prog: Program, pipe: pipeline.InputConfig, data_dir: str, tokenizer) -> planner.Target:
   """Stage 2's step for the memory planner, its batch as the align-train file gives it at the
   full text length (`pipe` with `pad_multiple` off)."""
   cfg = dataclasses.replace(pipe, shuffle=False, pad_multiple=0)

@@ -19,7 +19,7 @@ TITLE_FIT_HELDOUT_USERS = 64  # users after the fitted rows whose clicks measure
 
 
 def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embedding_VxM, path: str,
-                  pipe: pipeline.PipelineConfig, tokenizer) -> tuple[dict, dict]:
+                  pipe: pipeline.InputConfig, tokenizer) -> tuple[dict, dict]:
   """(adapter params with `proj` fitted, what the fit saw): `adapters/title_fit.py` on the
   states of the first `align.title_fit_rows` rows of the align-train file `path`, in file order
   (all zero for the `zeros` control, whose adapter never sees a state), every valid click.

@@ -95,10 +95,10 @@ def fingerprint(config) -> dict:
           "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {})}}
 
 
-def make_pipeline(config) -> pipeline.PipelineConfig:
+def make_pipeline(config) -> pipeline.InputConfig:
   """The align-train batches: shuffled, endless (the step count ends the run)."""
   a = blocks.read(config, AlignConfig)
-  return blocks.read(config, pipeline.InputConfig).pipeline(
+  return blocks.read(config, pipeline.InputConfig).for_run(
       batch_size=a.batch_size, max_len=blocks.read(config, DataConfig).max_len, seed=config.seed, num_epochs=None,
       system_prompt=a.system_prompt, history_clicks=choices.TEXT_CLICKS.get(a.user, 0))
 

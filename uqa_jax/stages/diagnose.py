@@ -94,7 +94,7 @@ def run(config, workdir: str, log=print) -> dict:
   data_dir = workdir_lib.data_dir(workdir)
   tokenizer = tokenizer_lib.load_tokenizer(blocks.read(config, LLMSource).model)
   questions_lib.check_title_tokenizer(data_dir, blocks.read(config, LLMSource).model, log)
-  pipe = blocks.read(config, pipeline.InputConfig).pipeline(batch_size=c.batch_size, max_len=d.max_len)
+  pipe = blocks.read(config, pipeline.InputConfig).for_run(batch_size=c.batch_size, max_len=d.max_len)
   loaded = {split: questions_lib.load(os.path.join(data_dir, schema.file_name("align", split)), pipe, tokenizer)
             for split in schema.SPLITS}
   (train, train_hist, language), (eval_, eval_hist, _) = loaded["train"], loaded["eval"]

@@ -151,7 +151,7 @@ class Parts:
   cfg: PretrainConfig
   model: UserModel
   mesh: Any
-  pipe: pipeline.PipelineConfig
+  pipe: pipeline.InputConfig
   total_steps: int
   has_time: bool
   state_shardings: Any
@@ -171,7 +171,7 @@ def build(config, workdir: str, devices=None) -> Parts:
   train_rows = info["counts"][schema.file_name("pretrain", "train")]
   total_steps = p.total_steps(train_rows)
   tx = make_optimizer(p, total_steps)
-  pipe = blocks.read(config, pipeline.InputConfig).pipeline(
+  pipe = blocks.read(config, pipeline.InputConfig).for_run(
       batch_size=p.batch_size, max_len=blocks.read(config, DataConfig).max_len, seed=config.seed,
       num_epochs=None)
   path = os.path.join(data_dir, schema.file_name("pretrain", "train"))

@@ -66,7 +66,7 @@ def test_files_carry_the_rating_times(ml_dir):
 
 
 def test_pipeline_runs_unchanged_on_it(ml_dir, tokenizer):
-  cfg = pipeline.PipelineConfig(batch_size=16, max_len=64, num_epochs=1)
+  cfg = pipeline.InputConfig(batch_size=16, max_len=64, num_epochs=1)
   b = next(iter(pipeline.make_dataset(os.path.join(ml_dir, "align_data_train.arrow"), cfg,
                                       tokenizer=tokenizer, process_index=0, process_count=1)))
   assert b["uni_seq_cate_id"].shape == (16, 64, 4) and b["input_ids"].shape == (16, 192)

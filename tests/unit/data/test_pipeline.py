@@ -11,7 +11,7 @@ from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
 
-CFG = pipeline.PipelineConfig(batch_size=8, max_len=16, max_text_len=192, num_epochs=None)
+CFG = pipeline.InputConfig(batch_size=8, max_len=16, max_text_len=192, num_epochs=None)
 
 
 def _ds(en_dir, kind="pretrain", split="train", cfg=CFG, **kw):
@@ -31,7 +31,7 @@ def test_batches_have_fixed_shapes(en_dir):
 
 
 def test_truncation_keeps_the_most_recent_steps(en_dir):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  cfg = pipeline.InputConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
   f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
   b = next(iter(_ds(en_dir, cfg=cfg)))
   for r in range(4):
@@ -46,7 +46,7 @@ def test_truncation_keeps_the_most_recent_steps(en_dir):
 
 
 def test_timestamps_are_truncated_like_items_and_relative(en_dir):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  cfg = pipeline.InputConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
   f = arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_train.arrow"))
   assert f.has_time  # the synthetic data carries click times
   b = next(iter(_ds(en_dir, cfg=cfg)))
@@ -92,7 +92,7 @@ def test_restored_iterator_continues_with_the_same_batches(en_dir):
 def test_same_seed_same_order_other_seed_other_order(en_dir):
   first = lambda cfg: next(iter(_ds(en_dir, cfg=cfg)))[schema.ITEM_COLUMN]
   np.testing.assert_array_equal(first(CFG), first(CFG))
-  other = pipeline.PipelineConfig(**{**CFG.__dict__, "seed": 1})
+  other = pipeline.InputConfig(**{**CFG.__dict__, "seed": 1})
   assert not np.array_equal(first(CFG), first(other))
 
 
@@ -100,7 +100,7 @@ def test_same_seed_same_order_other_seed_other_order(en_dir):
 def test_processes_hold_their_block_of_each_global_batch(en_dir, drop_remainder):
   """P processes' local batches, stacked in process order, are the one-process batches (shuffled,
   several epochs); an eval run pads the last global batch so every process makes as many batches."""
-  cfg = pipeline.PipelineConfig(batch_size=12, max_len=16, num_epochs=2, drop_remainder=drop_remainder)
+  cfg = pipeline.InputConfig(batch_size=12, max_len=16, num_epochs=2, drop_remainder=drop_remainder)
   whole = list(_ds(en_dir, cfg=cfg))
   for count in (2, 3):
     parts = [list(_ds(en_dir, cfg=cfg, process_index=p, process_count=count)) for p in range(count)]
@@ -125,7 +125,7 @@ def test_a_global_batch_must_split_over_the_processes(en_dir):
 
 
 def test_eval_pads_the_last_batch_and_marks_it(en_dir):
-  cfg = pipeline.PipelineConfig(batch_size=32, max_len=16, shuffle=False, num_epochs=1,
+  cfg = pipeline.InputConfig(batch_size=32, max_len=16, shuffle=False, num_epochs=1,
                                 drop_remainder=False)
   batches = list(_ds(en_dir, split="eval", cfg=cfg))
   n = len(arrow_io.SequenceFile(os.path.join(en_dir, "pretrain_data_eval.arrow")))
@@ -134,7 +134,7 @@ def test_eval_pads_the_last_batch_and_marks_it(en_dir):
 
 
 def test_align_labels_cover_only_the_answer_and_chat_end(en_dir, tokenizer):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
+  cfg = pipeline.InputConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1)
   b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
   f = arrow_io.SequenceFile(os.path.join(en_dir, "align_data_train.arrow"))
   assert b["input_ids"].shape == b["loss_mask"].shape == (4, 192)
@@ -154,7 +154,7 @@ def test_align_labels_cover_only_the_answer_and_chat_end(en_dir, tokenizer):
 
 
 def test_a_configured_system_prompt_is_rendered(en_dir, tokenizer):
-  cfg = pipeline.PipelineConfig(batch_size=2, max_len=16, shuffle=False, num_epochs=1,
+  cfg = pipeline.InputConfig(batch_size=2, max_len=16, shuffle=False, num_epochs=1,
                                 system_prompt="Answer in a few words.")
   b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
   text = tokenizer.decode(b["input_ids"][0][:int(b["attention_mask"][0].sum())])
@@ -163,9 +163,9 @@ def test_a_configured_system_prompt_is_rendered(en_dir, tokenizer):
 
 
 def test_history_clicks_write_the_last_titles_above_the_question_and_keep_the_labels(en_dir, tokenizer):
-  base = pipeline.PipelineConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1, max_text_len=512)
+  base = pipeline.InputConfig(batch_size=4, max_len=16, shuffle=False, num_epochs=1, max_text_len=512)
   plain = next(iter(_ds(en_dir, kind="align", cfg=base, tokenizer=tokenizer)))
-  cfg = pipeline.PipelineConfig(**{**base.__dict__, "history_clicks": 5})
+  cfg = pipeline.InputConfig(**{**base.__dict__, "history_clicks": 5})
   b = next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
   f = arrow_io.SequenceFile(os.path.join(en_dir, "align_data_train.arrow"))
   for r in range(4):
@@ -181,7 +181,7 @@ def test_history_clicks_write_the_last_titles_above_the_question_and_keep_the_la
 
 
 def test_too_long_chat_is_an_error_naming_the_file(en_dir, tokenizer):
-  cfg = pipeline.PipelineConfig(batch_size=2, max_len=16, max_text_len=8, num_epochs=1)
+  cfg = pipeline.InputConfig(batch_size=2, max_len=16, max_text_len=8, num_epochs=1)
   with pytest.raises(ValueError, match="align_data_train.arrow.*max_text_len=8"):
     next(iter(_ds(en_dir, kind="align", cfg=cfg, tokenizer=tokenizer)))
 
@@ -228,7 +228,7 @@ def test_a_bad_row_is_an_error_naming_it(en_dir, tmp_path, tokenizer, task, ques
   table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(texts))
   with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
     w.write_table(table)
-  cfg = pipeline.PipelineConfig(batch_size=len(tasks), max_len=16, shuffle=False, num_epochs=1,
+  cfg = pipeline.InputConfig(batch_size=len(tasks), max_len=16, shuffle=False, num_epochs=1,
                                 drop_remainder=False)
   with pytest.raises(ValueError, match=f"align_data_train.arrow, row {row}: {why}"):
     next(iter(_ds(str(tmp_path), kind="align", cfg=cfg, tokenizer=tokenizer)))
@@ -250,7 +250,7 @@ def test_a_template_that_writes_bos_first_keeps_it_when_the_system_turn_is_cut(t
 
 
 def _align_cfg(**kw):
-  return pipeline.PipelineConfig(**{**CFG.__dict__, "batch_size": 4, "max_answer_len": 48, **kw})
+  return pipeline.InputConfig(**{**CFG.__dict__, "batch_size": 4, "max_answer_len": 48, **kw})
 
 
 def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, tokenizer):

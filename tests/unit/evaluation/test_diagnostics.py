@@ -1,33 +1,23 @@
 """The diagnostics find a planted signal and none where there is none: the linear probe on
-hand-built user vectors, the oracle reader on a tiny LLM trained here, the count ceiling on
-the synthetic data (an independent counting of the histories the questions were made from)."""
+hand-built user vectors, the count ceiling on the synthetic data (an independent counting of the
+histories the questions were made from). The oracle reader, which trains a tiny LLM, is
+tests/integration/test_oracle_reader.py."""
 
 import collections
 import dataclasses
 import os
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from uqa_jax import adapters
-from uqa_jax.adapters import identity
-from uqa_jax.adapters.config import AdapterConfig
-from uqa_jax.config import choices
-from uqa_jax.config.recipes import AlignConfig
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
 from uqa_jax.evaluation import ceiling
 from uqa_jax.evaluation import probe as probe_lib
 from uqa_jax.evaluation import questions as questions_lib
 from uqa_jax.evaluation import scoring
-from uqa_jax.llm import model as llm_model
 from uqa_jax.soft_prompt import model as uqa_model
-from uqa_jax.soft_prompt import optimizer
-from tests.unit.soft_prompt.test_splice import CFG as LLM_CFG
 
 
 @dataclasses.dataclass
@@ -116,67 +106,6 @@ def test_probe_leaves_out_stems_with_too_few_train_questions():
     assert len(records) == 30 and all(r["prediction"] == "" and not r["answered"] for r in records)
 
 
-# How the oracle reader is set up: a plain start, and default_full's (soft tokens before the
-# question, identity-initialised adapter maps, Stage 2's own optimizer over adapter and LLM).
-ORACLE_SETUPS = (pytest.param("prefix", marks=pytest.mark.slow), "as default_full")  # prefix: `make test-slow`
-TEST_ROWS = 2048  # the null gain's noise: 256 rows gave up to 0.45 nats, 2048 rows 0.10
-
-
-def _oracle_reader_gain(planted: bool, setup: str, seed: int = 0) -> float:
-  """Trains adapter + tiny LLM on soft tokens from the title embeddings of 6 clicks; the answer
-  token is the last click's item mod 8 (planted) or random. -> eval NLL shuffled minus own."""
-  rng = np.random.default_rng(seed)
-  adapter = adapters.get("recent")(AdapterConfig(name="recent", num_tokens=2, d_llm=LLM_CFG.d_model, embed_rms=1.0))
-  llm = llm_model.Decoder(LLM_CFG)
-  like_full = setup == "as default_full"
-  model = uqa_model.UQAModel(None, adapter, llm, place="placeholder" if like_full else "prefix", user=choices.ORACLE)
-
-  def batch(n):
-    items = rng.integers(0, 16, size=(n, 6))
-    titles = np.zeros((n, 6, 2), np.int32)
-    titles[:, :, 0] = 10 + items  # one title token per item (the second slot pads)
-    answer = 30 + (items[:, -1] % 8 if planted else rng.integers(0, 8, size=n))
-    ids = np.stack([np.full(n, 3), np.full(n, 4), answer, np.full(n, 5)], 1).astype(np.int32)
-    return {uqa_model.TITLE_COLUMN: titles, "lengths": np.full(n, 6, np.int32), "input_ids": ids,
-            "attention_mask": np.ones_like(ids), "loss_mask": np.tile(np.array([0, 0, 1, 0], np.int32), (n, 1)),
-            "question_at": np.ones(n, np.int32)}  # token 4 plays the question
-
-  train, test = batch(256), batch(TEST_ROWS)
-  ids = jnp.zeros((1, 2), jnp.int32)
-  params = {"adapter": adapter.init(jax.random.PRNGKey(1), jnp.zeros((1, 2, LLM_CFG.d_model)), jnp.ones((1, 2), jnp.int32))["params"],
-            "llm": nn.unbox(llm.init(jax.random.PRNGKey(2), ids, positions=ids, kv_mask=jnp.ones((1, 2), jnp.int32))["params"])}
-  tx = optax.adam(3e-3)
-  if like_full:
-    params["adapter"] = identity.identity_maps(params["adapter"])
-    tx = optimizer.make_optimizer(AlignConfig(mode="full", user=choices.ORACLE, place="placeholder",
-                                                learning_rate=3e-3, llm_learning_rate=3e-3, schedule="constant",
-                                                weight_decay=0.0), 300)
-
-  @jax.jit
-  def fit(params):
-    def step(carry, _):
-      p, s = carry
-      g = jax.grad(lambda p: uqa_model.answer_loss(p, train, model=model))(p)
-      u, s = tx.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    return jax.lax.scan(step, (params, tx.init(params)), None, length=300)[0][0]
-
-  params = fit(params)
-  nll = lambda b: float(uqa_model.answer_loss(params, b, model=model))
-  others = dict(test, **{uqa_model.TITLE_COLUMN: np.roll(test[uqa_model.TITLE_COLUMN], 1, axis=0)})
-  return nll(others) - nll(test)
-
-
-@pytest.mark.parametrize("setup", ORACLE_SETUPS)
-def test_oracle_reader_learns_to_read_soft_tokens_when_they_hold_the_answer(setup):
-  assert _oracle_reader_gain(planted=True, setup=setup) > 1.0  # chance is ln 8 = 2.08 nats
-
-
-@pytest.mark.parametrize("setup", ORACLE_SETUPS)
-def test_oracle_reader_finds_nothing_when_the_answer_is_not_in_the_history(setup):
-  assert abs(_oracle_reader_gain(planted=False, setup=setup)) < 0.25
-
-
 def test_oracle_states_are_mean_title_embeddings_and_need_the_title_column():
   table = np.arange(40, dtype=np.float32).reshape(10, 4)
   titles = np.array([[[1, 2, 0], [3, 0, 0], [0, 0, 0]]], np.int32)  # step 3 is padding (length 2)
@@ -195,7 +124,7 @@ def test_count_ceiling_reads_the_interest_labels_off_the_history(en_dir, tokeniz
   them (decoded from the text features, no code shared with `qa`) gives every label; another
   user's clicks do not. The next click (IP, AP) is predictable well above the first-candidate floor."""
   path = os.path.join(en_dir, "align_data_train.arrow")  # more questions than the eval file's 8 users
-  pipe = pipeline.PipelineConfig(max_len=512, max_text_len=256, max_answer_len=64)
+  pipe = pipeline.InputConfig(max_len=512, max_text_len=256, max_answer_len=64)
   qs, _, language = questions_lib.load(path, pipe, tokenizer)
   source = pipeline.SequenceSource(path)
   records, skipped = ceiling.records(qs, source, tokenizer, language)
