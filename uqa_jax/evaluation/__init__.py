@@ -1,7 +1,8 @@
 """Stage 3 and the diagnostics, as a library: scoring answers and the statistics around them.
 
   scoring.py    verdicts (official, strict, ranked), per task / group / overall with bootstrap
-                intervals over users (`bootstrap.py`), paired comparisons, answer-NLL gains
+                intervals over users (`bootstrap.py`); predictions as JSONL
+  paired.py     two runs question by question: accuracy difference, changed answers, NLL gain
   questions.py  the eval questions, their users and soft tokens; shuffled partners
   evaluator.py  the aligned model answering every question (Stage 3's work)
   tables.py     the report's tables and verdicts from stored results alone

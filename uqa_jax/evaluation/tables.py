@@ -13,6 +13,7 @@ import os
 
 from uqa_jax.data import schema
 from uqa_jax.evaluation import evaluator as evaluator_lib
+from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import workdir as workdir_lib
@@ -73,7 +74,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   out = []
   for method in (r for r in results if r["kind"] == "method"):
     mine = _records(method)
-    mine_keys = scoring.question_keys(mine)
+    mine_keys = paired.question_keys(mine)
     mine_set = set(mine_keys)
     for other in results:
       # Everything of its own workdir; of other workdirs, their trained models (the zeros and
@@ -82,7 +83,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
         continue
       theirs = _records(other)
       ours = mine
-      keys = set(scoring.question_keys(theirs))
+      keys = set(paired.question_keys(theirs))
       if keys != mine_set:
         if not (other["run"] in PART_RUNS and keys < mine_set):
           raise ValueError(
@@ -92,8 +93,8 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
         ours = [r for r, k in zip(mine, mine_keys) if k in keys]  # the questions with candidates
       for variant in ("official", "strict", "ranked"):
         try:
-          c = scoring.compare(ours, theirs, variant, samples=samples)
-        except scoring.NothingScored as e:  # e.g. a floor has no ranked predictions
+          c = paired.compare(ours, theirs, variant, samples=samples)
+        except paired.NothingScored as e:  # e.g. a floor has no ranked predictions
           c = {"variant": variant, "skipped": str(e)}
         out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
                     "other_dir": other["dir"], **c})
@@ -108,7 +109,7 @@ def shuffled_of(results: list[dict], method: dict | None) -> dict | None:
 
 def nll_gains(results: list[dict], samples: int) -> list[dict]:
   """Per aligned model (trained encoder, controls, oracle reader): the gold answer's NLL per token
-  under a shuffled user's prompt minus under the own user's, per task (`scoring.compare_nll`),
+  under a shuffled user's prompt minus under the own user's, per task (`paired.compare_nll`),
   from its workdir's `shuffled_user`."""
   out = []
   for method in (r for r in results if r["run"] == "aligned"):
@@ -117,8 +118,8 @@ def nll_gains(results: list[dict], samples: int) -> list[dict]:
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
       continue
     try:
-      cells = scoring.compare_nll(_records(method), _records(shuffled), samples=samples)
-    except scoring.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
+      cells = paired.compare_nll(_records(method), _records(shuffled), samples=samples)
+    except paired.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
       continue
     out.append({"method": method["label"], "method_dir": method["dir"], "cells": cells})
@@ -126,12 +127,12 @@ def nll_gains(results: list[dict], samples: int) -> list[dict]:
 
 
 def changed(results: list[dict]) -> dict:
-  """{aligned run's dir: `scoring.changed_answers` against its workdir's shuffled_user}."""
+  """{aligned run's dir: `paired.changed_answers` against its workdir's shuffled_user}."""
   out = {}
   for method in (r for r in results if r["run"] == "aligned"):
     shuffled = shuffled_of(results, method)
     if shuffled is not None:
-      out[method["dir"]] = scoring.changed_answers(_records(method), _records(shuffled))
+      out[method["dir"]] = paired.changed_answers(_records(method), _records(shuffled))
   return out
 
 

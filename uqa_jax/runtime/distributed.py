@@ -10,7 +10,7 @@ devices and a mesh spans all of them; each process feeds its own devices.
 Which process does what: process 0 (`is_main`) builds the data set, prints, and writes every
 result and report file; the others wait for it at `barrier`s. Stage 1 runs on every process
 (the batch in configs is global; each process reads its block of each batch, see
-`data.pipeline.ProcessSlice`, and `GlobalBatches` makes the global arrays); Orbax saves and
+`data.batching.ProcessSlice`, and `GlobalBatches` makes the global arrays); Orbax saves and
 restores checkpoints collectively.
 """
 
@@ -107,7 +107,7 @@ class GlobalBatches:
 
 def check_batch_block(sharding, global_shape) -> None:
   """The rows this process's devices hold must be its block [p*b, (p+1)*b) of the global batch,
-  the rows `pipeline.ProcessSlice` reads for it; a mesh whose batch axes do not split across the
+  the rows `batching.ProcessSlice` reads for it; a mesh whose batch axes do not split across the
   processes that way (e.g. `tensor` spanning hosts) would feed another process's rows."""
   b = global_shape[0] // jax.process_count()
   p = jax.process_index()

@@ -38,6 +38,7 @@ from uqa_jax.evaluation import ceiling
 from uqa_jax.evaluation import diagnosis as diagnosis_lib
 from uqa_jax.evaluation import probe as probe_lib
 from uqa_jax.evaluation import questions as questions_lib
+from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.llm.assets import LLMSource
@@ -119,7 +120,7 @@ def run(config, workdir: str, log=print) -> dict:
   # The probe against the majority answer where a probe can be right (the gold is a train answer).
   answerable = lambda rs: [r for r in rs if r["seen_answer"]]
   if answerable(probed["records"]["probe"]):
-    result["probe_vs_majority"] = scoring.compare(answerable(probed["records"]["probe"]),
+    result["probe_vs_majority"] = paired.compare(answerable(probed["records"]["probe"]),
                                                   answerable(probed["records"]["majority"]),
                                                   "official", samples=c.bootstrap_samples, seed=config.seed)
   for line in diagnosis_lib.summary(result):

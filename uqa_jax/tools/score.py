@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 
 
@@ -28,20 +29,21 @@ def main(argv=None) -> int:
     records = scoring.read_jsonl(args.file)
     score = scoring.score_records(records, args.variant, samples=args.samples, seed=args.seed,
                                   where=f"{args.file}, ")
-    paired = None
+    comparison = None
     if args.compare:
-      paired = scoring.compare(records, scoring.read_jsonl(args.compare), args.variant,
-                               samples=args.samples, seed=args.seed)
+      comparison = paired.compare(records, scoring.read_jsonl(args.compare), args.variant,
+                                  samples=args.samples, seed=args.seed)
   except (OSError, ValueError) as e:
     print(f"uqa_jax.tools.score: {e}", file=sys.stderr)
     return 2
   if args.json:
-    print(json.dumps({"score": score, "compare": paired}, indent=2))
+    print(json.dumps({"score": score, "compare": comparison}, indent=2))
     return 0
   print("\n".join(scoring.format_score(score)))
-  if paired:
-    print(f"  vs {args.compare}: {paired['difference']:+.1%} [{paired['ci'][0]:+.1%}, {paired['ci'][1]:+.1%}], "
-          f"paired bootstrap p={paired['p_value']:.3f} over {paired['n']} questions")
+  if comparison:
+    c = comparison
+    print(f"  vs {args.compare}: {c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], "
+          f"paired bootstrap p={c['p_value']:.3f} over {c['n']} questions")
   return 0
 
 

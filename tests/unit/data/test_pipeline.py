@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from uqa_jax.data import arrow_io
+from uqa_jax.data import batching
 from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import schema
@@ -255,13 +256,13 @@ def _align_cfg(**kw):
 
 def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, tokenizer):
   path = os.path.join(en_dir, "align_data_train.arrow")
-  lengths_R = pipeline.chat_lengths(path)
+  lengths_R = batching.chat_lengths(path)
   f = arrow_io.SequenceFile(path)
   assert [len(f.text(r)) for r in (0, 5)] == lengths_R[[0, 5]].tolist()
   import grain
   plain = grain.MapDataset.range(len(lengths_R)).shuffle(seed=0)
   window, batch = 3, 4
-  grouped = pipeline.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
+  grouped = batching.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
   span = window * batch
   got = [grouped[i] for i in range(len(plain))]
   for start in range(0, len(plain) - span + 1, span):
@@ -278,7 +279,7 @@ def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, to
   # grain reads on several threads: any interleaving of reads gives the same rows.
   from concurrent.futures import ThreadPoolExecutor
   import sys
-  fresh = pipeline.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
+  fresh = batching.LengthGrouped(plain, lengths_R, window=window, batch_size=batch, seed=0)
   order = np.random.default_rng(1).permutation(np.repeat(np.arange(len(plain)), 5))
   interval = sys.getswitchinterval()
   sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes: races show

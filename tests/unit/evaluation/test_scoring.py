@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from uqa_jax.data import answers as answers_lib
+from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 
 
@@ -130,24 +131,24 @@ def test_paired_comparison_detects_a_real_difference_and_not_a_relabelling():
   records = [{"task": "SI", "user": f"u{u}", "question": f"q{q}", "answer": "a", "prediction": "a"}
              for u in range(30) for q in range(4)]
   worse = [dict(r, prediction="b" if i % 2 else "a") for i, r in enumerate(records)]
-  assert scoring.compare(records, worse)["p_value"] < 0.01
+  assert paired.compare(records, worse)["p_value"] < 0.01
   # The same verdicts in another order: pairs are matched by (user, question), not by position.
   shuffled = [worse[i] for i in np.random.default_rng(0).permutation(len(worse))]
-  same = scoring.compare(worse, shuffled)
+  same = paired.compare(worse, shuffled)
   assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["p_value"] == 1.0
-  assert scoring.compare(records, shuffled)["difference"] == pytest.approx(0.5)
+  assert paired.compare(records, shuffled)["difference"] == pytest.approx(0.5)
   with pytest.raises(ValueError, match="different questions"):
-    scoring.compare(records, records[:-1])
+    paired.compare(records, records[:-1])
   # A record without its user would be resampled as a user of its own: refused, in either run.
   unnamed = [dict(r) for r in worse]
   del unnamed[5]["user"]
   for a, b, which in ((records, unnamed, "second"), (unnamed, records, "first")):
     with pytest.raises(ValueError, match=rf"compare, {which} run: 1 of 120 records have no `user` field"):
-      scoring.compare(a, b)
+      paired.compare(a, b)
     with pytest.raises(ValueError, match=rf"compare_nll, {which} run: 1 of 120 records have no `user` field"):
-      scoring.compare_nll([dict(r, answer_nll=1.0) for r in a], [dict(r, answer_nll=1.0) for r in b])
-  with pytest.raises(scoring.NothingScored, match="no question is scored under 'ranked'"):
-    scoring.compare(records, worse, "ranked")
+      paired.compare_nll([dict(r, answer_nll=1.0) for r in a], [dict(r, answer_nll=1.0) for r in b])
+  with pytest.raises(paired.NothingScored, match="no question is scored under 'ranked'"):
+    paired.compare(records, worse, "ranked")
 
 
 def test_resampling_users_widens_the_interval_when_a_users_answers_go_together():
@@ -172,9 +173,9 @@ def test_paired_p_value_agrees_with_an_exact_sign_test():
   b = [dict(r, prediction="x" if rb else "y") for r, (_, rb) in zip(a, pattern)]
   exact = 2 * sum(comb(18, k) for k in range(0, 5)) / 2 ** 18
   assert exact == pytest.approx(0.0309, abs=1e-4)
-  paired = scoring.compare(a, b, samples=4000)
-  assert paired["difference"] == pytest.approx(10 / 40)
-  assert 0.3 * exact < paired["p_value"] < 3 * exact
+  c = paired.compare(a, b, samples=4000)
+  assert c["difference"] == pytest.approx(10 / 40)
+  assert 0.3 * exact < c["p_value"] < 3 * exact
 
 
 def test_answer_nll_gain_is_paired_per_task_and_matches_a_plain_loop():
@@ -188,7 +189,7 @@ def test_answer_nll_gain_is_paired_per_task_and_matches_a_plain_loop():
       other.append(dict(own[-1], answer_nll=nll + gain + float(rng.normal(0, 0.05)) * (t == "AP")))
   # Pairs are matched by (user, question), not by position.
   order = np.random.default_rng(0).permutation(len(other))
-  cells = scoring.compare_nll(own, [other[i] for i in order], samples=500, seed=2)
+  cells = paired.compare_nll(own, [other[i] for i in order], samples=500, seed=2)
   assert cells["task/SI"]["gain"] == pytest.approx(0.3) and cells["task/SI"]["ci"][0] > 0.29
   assert cells["task/SI"]["p_value"] < 0.01
   assert cells["task/AP"]["ci"][0] < 0 < cells["task/AP"]["ci"][1] and cells["task/AP"]["p_value"] > 0.05
@@ -203,10 +204,10 @@ def test_answer_nll_gain_is_paired_per_task_and_matches_a_plain_loop():
 
 def test_answer_nll_gain_refuses_missing_or_non_finite_likelihoods():
   own = [{"task": "SI", "user": "u", "question": "q", "answer": "a", "prediction": "a", "answer_nll": 1.0}]
-  with pytest.raises(scoring.MissingLikelihood, match=r"record 1 \(second run\) has no answer_nll"):
-    scoring.compare_nll(own, [{k: v for k, v in own[0].items() if k != "answer_nll"}])
+  with pytest.raises(paired.MissingLikelihood, match=r"record 1 \(second run\) has no answer_nll"):
+    paired.compare_nll(own, [{k: v for k, v in own[0].items() if k != "answer_nll"}])
   with pytest.raises(FloatingPointError, match="record 1 \\(first run\\) has answer_nll nan"):
-    scoring.compare_nll([dict(own[0], answer_nll=float("nan"))], own)
+    paired.compare_nll([dict(own[0], answer_nll=float("nan"))], own)
 
 
 def test_changed_answers_counts_differing_and_discordant_pairs_as_a_plain_count():
@@ -224,11 +225,11 @@ def test_changed_answers_counts_differing_and_discordant_pairs_as_a_plain_count(
            rec("u1", "MF", "q2", "1", "1"),
            rec("u1", "SI", "q1", "dog food, yoga mats", "dog food, yoga mats")]
   other[3]["answer"] = "dog food"  # the gold is the question's: right with the other prompt too (startswith)
-  out = scoring.changed_answers(own, other)
+  out = paired.changed_answers(own, other)
   assert out["task/SI"] == {"n": 2, "changed": 2, "own_only": 0, "other_only": 0}
   assert out["task/MF"] == {"n": 1, "changed": 0, "own_only": 0, "other_only": 0}
   assert out["overall"] == {"n": 4, "changed": 2, "own_only": 0, "other_only": 0}
   other[3]["prediction"] = "yoga mats"
-  assert scoring.changed_answers(own, other)["task/SI"] == {"n": 2, "changed": 2, "own_only": 1, "other_only": 0}
+  assert paired.changed_answers(own, other)["task/SI"] == {"n": 2, "changed": 2, "own_only": 1, "other_only": 0}
   with pytest.raises(ValueError, match="different questions"):
-    scoring.changed_answers(own, other[:3])
+    paired.changed_answers(own, other[:3])
