@@ -8,7 +8,7 @@ random tokens, the loss on the last `--answer` tokens of each row (ours computes
 `--max-answer` positions the pipeline's `answer_at` names; PyTorch's `labels` path at all):
   adapter  only the adapter trains (the official default), the LLM is frozen
   full     the LLM trains too (AdamW on every LLM weight)
-Ours is `stages.program_lib.train_step` jitted as the stage runs it (frozen encoder forward +
+Ours is `soft_prompt.program.train_step` jitted as the stage runs it (frozen encoder forward +
 `recent` adapter + 5 soft tokens at position 0 + LLM + guarded AdamW). PyTorch's step is the
 same computation without the encoder: a linear map of 5 fixed states gives the soft tokens,
 spliced at position 0 through `inputs_embeds`, `labels` give the loss. Same weights (the GGUF

@@ -7,7 +7,7 @@ For each encoder: one jitted SL training step (embedding + encoder + chunked ful
 `--items` items + AdamW) on random batches (with click times, so HSTU's time bias is on);
 prints sequences/s, step time, parameter count and achieved matmul FLOP/s as a fraction of
 this machine's float32 matmul rate, measured in the same run. FLOPs are counted on the step's
-jaxpr with scan trip counts (`uqa_jax/flops.py`): XLA's cost analysis counts a loop body
+jaxpr with scan trip counts (`uqa_jax/runtime/flops.py`): XLA's cost analysis counts a loop body
 once, which undercounts `nn.scan`-stacked layers and the GRU's time loop. The paper's batch is 256; on a 2-core CPU use a small
 `--batch` (the per-sequence rate is what compares).
 """

@@ -131,7 +131,7 @@ def main(argv):
       config.mesh = shape
       n = shape["data"] * shape["fsdp"] * shape["tensor"]
       parts = pretrain.build(config, workdir, devices=jax.devices()[:n])
-      p = planner.plan(parts, memory, search=args.search)
+      p = planner.plan(parts.target(), memory, search=args.search)
       single = p.step.peak if n == 1 else single
       ratio = p.step.peak / single if single else float("nan")
       rows.append({"size": size, "mesh": shape, "batch": args.batch, "parameters": p.parameters,

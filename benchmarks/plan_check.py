@@ -30,7 +30,7 @@ config = scale.get_config(size)
 config.pretrain.batch_size = batch
 config.mesh = {"data": 1, "fsdp": 1, "tensor": 1}
 parts = pretrain.build(config, workdir, devices=jax.devices()[:1])
-p = planner.plan(parts)
+p = planner.plan(parts.target())
 row = {"size": size, "batch": batch, "planned": p.step.peak, "state": p.state_bytes, "limit": p.device_memory,
        "fits": p.fits, "measured": None}
 if p.fits:

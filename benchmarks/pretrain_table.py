@@ -39,7 +39,8 @@ def main():
   print("| encoder | Recall@10 | NDCG@10 | steps/s |")
   print("| --- | --- | --- | --- |")
   for name, m in rows:
-    print(f"| {name} | {m['model']['recall@10']:.4f} | {m['model']['ndcg@10']:.4f} | {'-' if m['steps_per_s'] is None else f"{m['steps_per_s']:.2f}"} |")
+    rate = "-" if m["steps_per_s"] is None else f"{m['steps_per_s']:.2f}"
+    print(f"| {name} | {m['model']['recall@10']:.4f} | {m['model']['ndcg@10']:.4f} | {rate} |")
 
 
 if __name__ == "__main__":

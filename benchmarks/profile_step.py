@@ -3,7 +3,7 @@
   .venv/bin/python benchmarks/profile_step.py [--encoders trmpp sasrec] [--batch 8] [--length 512]
       [--layers 4] [--sl_chunk 0] [--top 8]
 
-Builds the issue-14 step (`benchmarks/step_setup.py`: 4 layers, d 512, 4 heads, batch 8 x 512,
+Builds the benchmarked step (`benchmarks/step_setup.py`: 4 layers, d 512, 4 heads, batch 8 x 512,
 item ids only, a 100,000 x 128 item table, full-softmax NIP loss, AdamW), runs it once to
 compile, then traces one step with `jax.profiler` (a Perfetto trace) and charges every XLA op
 the trace timed to a part of the model by the op's name stack in the compiled HLO (the

@@ -1,4 +1,4 @@
-"""The issue-14 training step of Trm++ / SASRec, built from the library exactly as Stage 1 runs it.
+"""The benchmarked training step of Trm++ / SASRec, built from the library exactly as Stage 1 runs it.
 
 Shapes (defaults): 4 layers, d 512, 4 heads, batch 8 x 512, item-id-only input (`no_side`) with
 a 100,000 x 128 item table, full-softmax NIP loss (`sl`), AdamW, dropout 0.1. Used by

@@ -3,13 +3,13 @@
   .venv/bin/python benchmarks/vs_torch.py [--encoders trmpp sasrec] [--steps 5] [--batch 8]
       [--length 512] [--layers 4] [--no_compile]
 
-The issue-14 shapes (`benchmarks/step_setup.py`): 4 layers, d 512, 4 heads, batch 8 x 512,
+The benchmarked shapes (`benchmarks/step_setup.py`): 4 layers, d 512, 4 heads, batch 8 x 512,
 item ids only with a 100,000 x 128 table, full-softmax NIP loss, AdamW, dropout 0.1. Ours is
 Stage 1's own `train_step`; PyTorch's is `benchmarks/torch_encoders.py` (the same model; how
 each side computes the loss and attention is said there). Every figure comes from this one
 invocation on this machine: the float32 matmul rate JAX and PyTorch reach at 2048³, then per
 encoder the median step time over `--steps` timed steps after warm-up (compilation). FLOPs are
-matmul FLOPs counted on our step's jaxpr (`uqa_jax/flops.py`; the loss's recomputed chunk
+matmul FLOPs counted on our step's jaxpr (`uqa_jax/runtime/flops.py`; the loss's recomputed chunk
 logits included); "of peak" is achieved FLOP/s over JAX's measured matmul rate. Writes
 `benchmarks/results/vs_torch.json`.
 """

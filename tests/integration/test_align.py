@@ -17,7 +17,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -29,7 +28,6 @@ from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import weights
 from uqa_jax.soft_prompt import export as align_export
 from uqa_jax.soft_prompt import model as uqa_model
-from uqa_jax.soft_prompt import optimizer
 from uqa_jax.soft_prompt import title_init
 from uqa_jax.stages import align
 from tests.conftest import tiny_llm_config
@@ -145,55 +143,6 @@ def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(stra
   config = _config(straight[0].llm.model)
   config.llm.param_dtype = "bfloat16"
   _assert_trees_equal(params["llm"], align.build(config, straight[1]).frozen["llm"])
-
-
-def test_optimizer_equals_optax_adamw_per_group(base):
-  """Our clip -> Adam -> decay -> per-group rate chain == optax.multi_transform of adamw per group."""
-  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, weight_decay=0.1,
-                        schedule="warmup_cosine", warmup_steps=2, grad_clip=0.5)
-  rng = np.random.default_rng(0)
-  params = {"adapter": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
-            "llm": {"a": rng.normal(size=(5,)).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}}
-  sched = lambda lr: optax.warmup_cosine_decay_schedule(0.0, lr, 2, 10, end_value=lr * 0.1)
-  reference = optax.chain(optax.clip_by_global_norm(0.5), optax.multi_transform(
-      {"adapter": optax.adamw(sched(1e-2), b1=0.9, b2=0.98, weight_decay=0.1),
-       "llm": optax.adamw(sched(1e-4), b1=0.9, b2=0.98, weight_decay=0.1)},
-      {"adapter": {"w": "adapter"}, "llm": {"a": "llm", "b": "llm"}}))
-  ours = optimizer.make_optimizer(a, total_steps=10)
-  p_ref, p_ours = params, params
-  s_ref, s_ours = reference.init(params), ours.init(params)
-  for _ in range(5):
-    grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
-    u, s_ref = reference.update(grads, s_ref, p_ref)
-    p_ref = optax.apply_updates(p_ref, u)
-    u, s_ours = ours.update(grads, s_ours, p_ours)
-    p_ours = optax.apply_updates(p_ours, u)
-  for x, y in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-
-
-def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
-  """An adapter-only warm-up: the LLM's rate is 0 for the first steps, then its own warm-up and
-  cosine run over the remaining steps; the adapter's schedule is not delayed."""
-  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
-                        warmup_steps=2, llm_frozen_steps=3)
-  params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
-  tx = optimizer.make_optimizer(a, total_steps=10)
-  state, p = tx.init(params), params
-  moved = []
-  for _ in range(6):
-    grads = jax.tree.map(np.ones_like, params)
-    u, state = tx.update(grads, state, p)
-    moved.append({g: float(np.abs(np.asarray(u[g][k])).max()) for g, k in (("adapter", "w"), ("llm", "a"))})
-    p = optax.apply_updates(p, u)
-  llm_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-4, 2, 7, end_value=1e-5)
-  adapter_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 10, end_value=1e-3)
-  for step, m in enumerate(moved):  # Adam's |m / sqrt(v)| is 1 under constant gradients
-    assert m["llm"] == pytest.approx(0.0 if step < 3 else float(llm_rate(step - 3)), abs=1e-9), step
-    assert m["adapter"] == pytest.approx(float(adapter_rate(step)), rel=1e-4, abs=1e-9), step
-  assert moved[4]["llm"] > 0
-  with pytest.raises(ValueError, match="llm_frozen_steps=3 needs mode='full'"):
-    AlignConfig(mode="adapter", llm_frozen_steps=3)
 
 
 def test_full_fine_tuning_moves_the_llm_at_its_own_learning_rate(base, tmp_path):
@@ -375,15 +324,6 @@ def test_bfloat16_llm_keeps_adapter_and_loss_in_float32(base, tmp_path):
     stages.check_config(config)
 
 
-def test_train_encoder_needs_full_fine_tuning_and_a_real_encoder():
-  with pytest.raises(ValueError, match="train_encoder=True needs mode='full'"):
-    AlignConfig(train_encoder=True)
-  with pytest.raises(ValueError, match="the zeros control never reads the encoder"):
-    AlignConfig(mode="full", train_encoder=True, user="zeros")
-  with pytest.raises(ValueError, match="user='text20' puts the history into the prompt as text"):
-    AlignConfig(mode="adapter", user="text20")
-
-
 @pytest.mark.parametrize("place", ["prefix", "placeholder"])
 def test_logits_at_the_answer_only_equal_the_full_reference_path(base, tmp_path, place):
   """The pipeline's `answer_at` path (logits at A positions) == logits everywhere + loss_mask."""
@@ -441,7 +381,7 @@ def test_oracle_reader_aligns_on_title_embeddings_and_its_export_loads(base, tmp
   titles = uqa_model.TITLE_COLUMN
   assert not np.allclose(soft(batch), soft(dict(batch, **{titles: jnp.roll(batch[titles], 1, axis=0)})))
   with pytest.raises(blocks.ConfigError, match="oracle_titles.*never reads the encoder"):
-    align.align_config(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True))
+    blocks.read(_config(config.llm.model, user="oracle_titles", mode="full", train_encoder=True), AlignConfig)
 
 
 @pytest.mark.parametrize("user", ["encoder", pytest.param("zeros", marks=pytest.mark.slow)])  # zeros: ~20 s
@@ -504,4 +444,4 @@ def test_titles_init_fits_the_token_map_to_the_clicked_titles(base, tmp_path, us
     assert parts.title_fit["r2"] > 0.05  # the states say something about the clicked titles
   for other in ("oracle_titles", "text20"):
     with pytest.raises(blocks.ConfigError, match="adapter_init='titles'"):
-      align.align_config(_config(config.llm.model, user=other, mode="full", adapter_init="titles"))
+      blocks.read(_config(config.llm.model, user=other, mode="full", adapter_init="titles"), AlignConfig)

@@ -49,7 +49,7 @@ def parts(workdir):
 
 
 def test_state_bytes_equal_the_allocated_state(parts):
-  p = planner.plan(parts, memory=1 << 40)
+  p = planner.plan(parts.target(), memory=1 << 40)
   state = parts.init(jax.random.PRNGKey(0))  # one device: the whole state
   assert p.state_bytes == sum(x.nbytes for x in jax.tree.leaves(state))
   assert p.parameters == sum(x.size for x in jax.tree.leaves(state.params))
@@ -58,12 +58,12 @@ def test_state_bytes_equal_the_allocated_state(parts):
 
 @pytest.mark.slow  # five compiles, ~25 s on 2 cores: `make test-slow`
 def test_largest_batch_fits_and_ten_percent_more_does_not(parts):
-  small = planner.step_memory(parts, parts.cfg.batch_size).peak
+  small = planner.step_memory(parts.target(), parts.cfg.batch_size).peak
   memory = 12 * small  # room for a batch several times the config's
-  p = planner.plan(parts, memory=memory, search=True)
+  p = planner.plan(parts.target(), memory=memory, search=True)
   assert p.max_batch > parts.cfg.batch_size
-  assert planner.step_memory(parts, p.max_batch).peak <= memory
-  assert planner.step_memory(parts, int(p.max_batch * 1.1) + 1).peak > memory
+  assert planner.step_memory(parts.target(), p.max_batch).peak <= memory
+  assert planner.step_memory(parts.target(), int(p.max_batch * 1.1) + 1).peak > memory
 
 
 def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
@@ -78,7 +78,7 @@ def test_stage1_stops_before_allocating_a_step_that_cannot_fit(tmp_path):
 
 def test_the_planned_executable_runs_the_first_step_without_compiling_again(workdir):
   planned = pretrain.build(smoke.get_config(), workdir)
-  planner.check(planned, log=lambda *_: None)
+  planner.check(planned.target(), log=lambda *_: None)
   path = os.path.join(workdir, "data", "pretrain_data_train.arrow")
   batch = next(distributed.GlobalBatches(iter(pipeline.make_dataset(path, planned.pipe)), planned.batch_shardings))
   _, metrics = planned.step(planned.init(jax.random.PRNGKey(0)), batch)

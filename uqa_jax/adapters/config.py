@@ -18,7 +18,7 @@ COMMON = ("name", "d_llm", "embed_rms")
 @dataclasses.dataclass(frozen=True)
 class AdapterConfig:
   BLOCK: ClassVar[str] = "adapter"
-  name: str = "mean"  # uqa_jax.choices.ADAPTERS; `mean` is the official default
+  name: str = "mean"  # uqa_jax.config.choices.ADAPTERS; `mean` is the official default
   d_llm: int = 0  # the LLM's width (derived)
   embed_rms: float = 1.0  # RMS of the LLM's token embeddings: the output norm's initial scale (derived)
   num_tokens: int = 4  # mlp: tokens out; recent: the last valid states used (plus one mean token)

@@ -3,7 +3,6 @@ state, `adapter.pool`) -> `num_tokens` soft tokens.
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from uqa_jax.adapters import common
 from uqa_jax.adapters.config import AdapterConfig

@@ -23,7 +23,7 @@ def _generator_defaults() -> dict:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   BLOCK: ClassVar[str] = "data"
-  source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.choices.DATA_SOURCES)
+  source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.config.choices.DATA_SOURCES)
   # official: the directory holding the Kaggle files; movielens: a release's folder (empty: the
   # ml-100k copy in the recbole wheel)
   path: str = ""

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 def dense(features, axes, cfg, use_bias=True, name=None, kernel_init=None, bias_init=None,
           dtype=None):
-  """nn.Dense whose kernel carries logical axis names (see uqa_jax.parallel.RULES).
+  """nn.Dense whose kernel carries logical axis names (see uqa_jax.runtime.parallel.RULES).
 
   `kernel_init` defaults to LeCun normal, `bias_init` to zeros (nn.Dense's); the bias is named by
   the kernel's last axis; `dtype` (the computation's) defaults to `cfg.dtype`.

@@ -20,7 +20,7 @@ COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", 
 class EncoderConfig:
   BLOCK: ClassVar[str] = "encoder"
   DERIVED: ClassVar[dict] = {"max_len": "data.max_len"}  # set by the run, never by the block
-  name: str = "trmpp"  # uqa_jax.choices.ENCODERS
+  name: str = "trmpp"  # uqa_jax.config.choices.ENCODERS
   input_variant: str = "full"  # full | no_text | no_side (paper Table 3)
   d_model: int = 512  # D
   num_layers: int = 8

@@ -38,7 +38,6 @@ from uqa_jax.soft_prompt import export as align_export
 TEXT_CLICKS = choices.TEXT_CLICKS
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
 COST_ROWS = 4  # questions per timed prefill (Table 7)
-COST_FILE = "cost.json"  # in workdir/evaluate: Table 7's timings
 
 
 def run_names(e: EvaluateConfig) -> list[str]:

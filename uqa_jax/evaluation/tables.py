@@ -12,7 +12,6 @@ report stage (`uqa_jax/stages/report.py`) writes them; `uqa_jax.tools.seeds` rea
 import os
 
 from uqa_jax.data import schema
-from uqa_jax.evaluation import evaluator as evaluator_lib
 from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 from uqa_jax.runtime import atomic
@@ -208,7 +207,7 @@ def ablation(results: list[dict], key: str, title: str) -> list[str]:
 
 def cost_table(workdir: str) -> list[str]:
   """Table 7 from `evaluate/cost.json`: the soft prompt against the history written as text."""
-  path = os.path.join(workdir, "evaluate", evaluator_lib.COST_FILE)
+  path = os.path.join(workdir, "evaluate", workdir_lib.EVAL_COST)
   if not os.path.exists(path):
     return [f"(not measured: no {path}; evaluate.prompt_cost was off)"]
   cost = atomic.read_json(path)

@@ -6,7 +6,7 @@ L layers.
 
 Pre-RMSNorm blocks: x + Attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x)); RoPE on q and k
 (rotate-half convention, the checkpoint's theta); grouped-query attention (`attend`); layers stacked with `nn.scan`, so parameters of a block carry a
-leading `layers` axis. Every parameter carries logical axis names (see `uqa_jax.parallel`), and
+leading `layers` axis. Every parameter carries logical axis names (see `uqa_jax.runtime.parallel`), and
 so do the activations a sharded step pins (residual stream, q/k/v heads, MLP hidden, logits, KV
 cache: no-ops outside `parallel.Sharded`). `cfg.remat` recomputes each layer in the backward
 pass instead of keeping its activations (what a 3B/7B alignment step needs to fit).

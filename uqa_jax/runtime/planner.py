@@ -68,17 +68,6 @@ class Target:
     return (self.state, *self.fixed, batch)
 
 
-def pretrain_target(parts) -> Target:
-  """Stage 1's step (`pretrain.build`'s parts)."""
-  return Target("pretrain", parts.step, abstract_state(parts), (), parts.example, parts.batch_shardings,
-                parts.mesh, parts.cfg.batch_size,
-                () if parts.model.cfg.remat else ("--config.encoder.remat=True",))
-
-
-def _target(x) -> Target:
-  return x if isinstance(x, Target) else pretrain_target(x)
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
   name: str
@@ -150,20 +139,12 @@ def device_memory(device) -> int:
   return psutil.virtual_memory().available // len(jax.local_devices(backend=device.platform))
 
 
-def step_memory(target, batch_size: int, keep: bool = False) -> StepMemory:
-  """The compiled step's per-device memory at `batch_size` (lowered on shapes only); `target`: a
-  `Target` or Stage 1's parts; `keep`: the step keeps the executable, so the run's first step
-  does not compile it again."""
-  t = _target(target)
-  m = t.step.compile(*t.args(batch_size), keep=keep).memory_analysis()
+def step_memory(target: Target, batch_size: int, keep: bool = False) -> StepMemory:
+  """The compiled step's per-device memory at `batch_size` (lowered on shapes only); `keep`: the
+  step keeps the executable, so the run's first step does not compile it again."""
+  m = target.step.compile(*target.args(batch_size), keep=keep).memory_analysis()
   return StepMemory(batch_size, m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes,
                     m.temp_size_in_bytes)
-
-
-def abstract_state(parts):
-  """Stage 1's TrainState: shapes, dtypes and shardings."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      jax.eval_shape(parts.init, jax.random.PRNGKey(0)), parts.state_shardings)
 
 
 def state_bytes_per_device(state) -> int:
@@ -171,9 +152,8 @@ def state_bytes_per_device(state) -> int:
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
 
 
-def plan(target, memory: int | None = None, search: bool = False, log=None) -> Plan:
-  """The plan of a step (`Target`, or Stage 1's parts); `search`: also the largest batch."""
-  t = _target(target)
+def plan(t: Target, memory: int | None = None, search: bool = False, log=None) -> Plan:
+  """The plan of a step; `search`: also the largest batch."""
   step = step_memory(t, t.batch_size, keep=True)
   device = next(d for d in t.mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
   memory = device_memory(device) if memory is None else memory
@@ -211,9 +191,8 @@ def _largest_batch(t: Target, step: StepMemory, memory: int, log, tries: int = 6
   return max(fitting, default=0)
 
 
-def check(target, log=print, memory: int | None = None) -> Plan:
+def check(t: Target, log=print, memory: int | None = None) -> Plan:
   """A stage's check before it allocates: DoesNotFit (with the figures) when the step cannot fit."""
-  t = _target(target)
   p = plan(t, memory)
   if not p.fits:
     raise DoesNotFit(f"the {t.name} training step does not fit the devices; nothing was allocated.\n  " +

@@ -11,6 +11,7 @@ import os
 
 RESULT = "result.json"
 FINGERPRINT = "fingerprint.json"
+EVAL_COST = "cost.json"  # in <workdir>/evaluate/: Table 7's prefill timings
 
 
 def data_dir(workdir: str) -> str:

@@ -2,10 +2,10 @@
 
 Runs on the Stage 1 export and the align files alone (no LLM weights; the tokenizer decodes the
 text features), and writes `workdir/diagnose/<name>/predictions.jsonl` plus one `result.json`:
-  ceiling          the count reader (`diagnostics/ceiling.py`) on every align-eval question (one
+  ceiling          the count reader (`evaluation/ceiling.py`) on every align-eval question (one
                    it does not answer counts wrong): 100% on DF/MF/SI/LI/IT checks the labels;
                    IP/AP show how predictable the next click is from the last clicks
-  probe            a linear probe (`diagnostics/probe.py`) per question stem from the Stage 1
+  probe            a linear probe (`evaluation/probe.py`) per question stem from the Stage 1
                    encoder's states — the masked mean and the last `adapter.num_tokens` valid
                    states for the `recent` adapter (exactly what it reads), the last one for the
                    others (a Q-Former reads every state: the probe sees less than it does) —
@@ -46,7 +46,6 @@ from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("diagnose",)
 UPSTREAM = ("pretrain",)
-RUNS = diagnosis_lib.RUNS
 
 
 

@@ -1,6 +1,6 @@
 """Stage 3: ask the aligned model every align-eval question, write predictions, score them.
 
-The aligned model is `workdir/align/export` (`align_export.load`: every tensor and both sources
+The aligned model is `workdir/align/export` (`soft_prompt.export.load`: every tensor and both sources
 checked). Runs (`evaluate.runs`, `choices.EVAL_RUNS`), each written to
 `workdir/evaluate/<run>/predictions.jsonl` (official format: `question`, `prediction`,
 `answer`; plus `task`, `user`, `prompt_tokens`, `ranked_prediction` where candidates are
@@ -57,7 +57,7 @@ def run(config, workdir: str, log=print) -> dict:
   out_dir = os.path.join(workdir, "evaluate")
   names = evaluator_lib.run_names(e)
   todo = [r for r in names if not os.path.exists(os.path.join(out_dir, r, workdir_lib.RESULT))]
-  cost_path = os.path.join(out_dir, evaluator_lib.COST_FILE)
+  cost_path = os.path.join(out_dir, workdir_lib.EVAL_COST)
   need_cost = e.prompt_cost and not os.path.exists(cost_path)
   evaluator = evaluator_lib.Evaluator(config, workdir, log) if todo or need_cost else None
   if need_cost:

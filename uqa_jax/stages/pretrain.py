@@ -47,7 +47,7 @@ from uqa_jax.stages import train_loop
 
 BLOCKS = ("input", "encoder", "pretrain", "mesh", "sharding_rules")
 UPSTREAM = ("data",)
-PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.distributed)
+PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.runtime.distributed)
 
 
 @flax.struct.dataclass
@@ -161,6 +161,17 @@ class Parts:
   step: Any  # (state, batch) -> (state, metrics), jitted, state donated
   eval_ranks: Any  # (params, batch) -> ranks [B], jitted
 
+  def abstract_state(self):
+    """The TrainState's shapes, dtypes and shardings (nothing allocated)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        jax.eval_shape(self.init, jax.random.PRNGKey(0)), self.state_shardings)
+
+  def target(self) -> planner.Target:
+    """The step for the memory planner (shapes only)."""
+    return planner.Target("pretrain", self.step, self.abstract_state(), (), self.example, self.batch_shardings,
+                          self.mesh, self.cfg.batch_size,
+                          () if self.model.cfg.remat else ("--config.encoder.remat=True",))
+
 
 def build(config, workdir: str, devices=None) -> Parts:
   p = blocks.read(config, PretrainConfig)
@@ -217,7 +228,7 @@ def run(config, workdir: str, log=print) -> dict:
       iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe)),
       parts.batch_shardings)
   # a step that cannot fit the devices stops here, before anything is allocated
-  planner.check(parts, log, memory=planner.parse_memory(p.device_memory))
+  planner.check(parts.target(), log, memory=planner.parse_memory(p.device_memory))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")

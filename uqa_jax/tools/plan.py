@@ -90,7 +90,7 @@ def main(argv) -> None:
       devices = jax.devices("cpu")
     devices = devices[:n]
   parts = pretrain.build(config, workdir, devices=devices)
-  target = parts if llm_cfg is None else config_align_target(config, workdir, parts, llm_cfg, log=print)
+  target = parts.target() if llm_cfg is None else config_align_target(config, workdir, parts, llm_cfg, log=print)
   memory = planner.parse_memory(_FLAGS['device_memory'].value)
   p = planner.plan(target, memory, search=_FLAGS['search'].value, log=print)
   print("\n".join(p.lines()))

@@ -126,3 +126,11 @@ def test_skipped_steps_are_counted_and_too_many_in_a_row_stop_the_run():
                    ckpt=ckpt, cfg=Cadence(log_every=1, eval_every=0, checkpoint_every=100), log=lambda _: None,
                    name="t", max_bad_steps=3)
   assert ckpt.saved == []
+
+
+def test_a_non_finite_loss_at_a_log_step_is_caught_by_the_deferred_fetch():
+  events = []
+  with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 4; stopped without saving\. "
+                                               r"No checkpoint was saved yet"):
+    _run(9, events, bad_at=4, cadence=Cadence(log_every=4, eval_every=0, checkpoint_every=100))
+  assert events[-2:] == [("step", 5), ("fetch", [1, 2, 3, 4])]  # found while step 5 ran, before any save
