@@ -61,10 +61,7 @@ class TrainState:
 def fingerprint(config) -> dict:
   parallel.config_rules(config)  # checked here (before any work); sharding changes no number: not stored
   p = blocks.read(config, PretrainConfig)
-  try:
-    user_model.check_embed_dims(p.embed_dims)
-  except ValueError as err:
-    raise blocks.ConfigError(f"config pretrain: {err}") from None
+  embed_dims(config)  # checked here, before any work
   unused = () if p.loss == "cl" else ("cl_negatives", "cl_temperature")
   unused += ("epochs",) if p.steps else ()
   e = blocks.read(config, EncoderConfig)
@@ -74,9 +71,19 @@ def fingerprint(config) -> dict:
           "input": {"bag_sizes": blocks.read(config, pipeline.InputConfig).bag_sizes}}
 
 
+def embed_dims(config) -> dict:
+  """Each table's embedding width: the official ones, with `pretrain.embed_dims` over them (an
+  unknown table is a ConfigError naming it)."""
+  dims = blocks.read(config, PretrainConfig).embed_dims
+  try:
+    user_model.check_embed_dims(dims)
+  except ValueError as err:
+    raise blocks.ConfigError(f"config pretrain: {err}") from None
+  return dict(schema.OFFICIAL_EMBED_DIMS, **dims)
+
+
 def make_model(config, info) -> UserModel:
-  dims = dict(schema.OFFICIAL_EMBED_DIMS, **blocks.read(config, PretrainConfig).embed_dims)
-  return UserModel(blocks.read(config, EncoderConfig), info["vocab_sizes"], dims)
+  return UserModel(blocks.read(config, EncoderConfig), info["vocab_sizes"], embed_dims(config))
 
 
 def make_optimizer(p: PretrainConfig, total_steps: int):
