@@ -4,14 +4,11 @@ breaks the layers contract, and one stage importing another breaks the stages' i
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import ROOT
-
-LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-                              "sys.exit(lint_imports_command())", "--no-cache"]
+from tests.unit.test_layers import LINT
 
 
 @pytest.mark.parametrize("module, line, edge", [
