@@ -30,6 +30,16 @@ _COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0, f
                                    "jobs with several tasks are joined without it")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the run (with --coordinator)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's index (with --coordinator)")
+_CACHE = flags.DEFINE_string("compilation_cache", None, "JAX's persistent compilation cache (default: "
+                             "$JAX_COMPILATION_CACHE_DIR, else .jax_cache beside the workdir; 'off': none)")
+
+
+def compilation_cache(flag: str | None, workdir: str) -> str:
+  """The persistent compilation cache directory ('' for none): the flag, else JAX's environment
+  variable, else `.jax_cache` beside the workdir (shared by the workdirs of one folder)."""
+  if flag is not None:
+    return "" if flag == "off" else os.path.abspath(flag)
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.dirname(workdir), ".jax_cache")
 
 
 def main(argv):
@@ -58,7 +68,11 @@ def main(argv):
   # Absolute, so every stage (and Orbax, which refuses relative checkpoint paths) sees the same place.
   workdir = os.path.abspath(_WORKDIR.value or stages.default_workdir(config_arg))
   os.makedirs(workdir, exist_ok=True)
-  print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}")
+  cache = compilation_cache(_CACHE.value, workdir)
+  if cache:  # executables compiled once are read back by a rerun, a resumed run, another variant
+    jax.config.update("jax_compilation_cache_dir", cache)
+  print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}; "
+        f"compilation cache {cache or 'off'}")
   if config.restart and distributed.is_main():
     stages.restart(workdir, config.restart)
   distributed.barrier("restart")

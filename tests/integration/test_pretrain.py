@@ -45,6 +45,11 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
   straight = subprocess.run(_cmd(tmp_path / "a"), cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert straight.returncode == 0, straight.stderr[-3000:]
   assert "pretrain: final recall@1" in straight.stdout
+  with open(tmp_path / "a" / "pretrain" / "result.json", encoding="utf-8") as f:
+    compiled = json.load(f)["compile"]  # the runner's accounting, from JAX's compilation events
+  assert compiled["executables"] >= 3, compiled  # at least init, step, eval
+  assert 0 < compiled["compile_seconds"] < compiled["seconds"], compiled
+  assert f"[pretrain] compiled {compiled['executables']} XLA executables" in straight.stdout
 
   # Without PYTHONUNBUFFERED: progress must arrive line by line anyway (main line-buffers stdout).
   env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}

@@ -12,7 +12,8 @@ Each stage is a module `uqa_jax/stages/<name>.py` exporting
 `run(name, config, workdir)` below wraps a stage: it checks that every upstream stage finished
 for this same config, compares the stage's own fingerprint with the one stored in
 `workdir/<name>/fingerprint.json` (same: resume or reuse; different: `StaleStateError`, nothing
-touched), and writes `workdir/<name>/result.json` when the stage returns. A stage's fingerprint
+touched), and writes `workdir/<name>/result.json` when the stage returns, with what the stage
+compiled (`compile`: executables, persistent-cache hits, compile and wall seconds). A stage's fingerprint
 holds its upstream stages' settings too, so a changed data set invalidates the encoder trained
 on it. `restart(workdir, name)` is the only place outputs are deleted, and only when asked.
 """
@@ -29,6 +30,7 @@ import jax
 from uqa_jax.config import choices
 from uqa_jax.llm import assets
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import compile_stats
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import workdir as workdir_lib
 
@@ -196,10 +198,14 @@ def run(name: str, config, workdir: str, log=print) -> dict:
     os.makedirs(out, exist_ok=True)
     atomic.write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
   result = None
-  if processes == "all" or distributed.is_main():
-    result = get(name).run(config, workdir, log=log)
-  else:
-    print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
+  with compile_stats.Collector() as compiled:  # what the stage compiled, from JAX's own events
+    if processes == "all" or distributed.is_main():
+      result = get(name).run(config, workdir, log=log)
+    else:
+      print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
+  if result is not None:
+    result = {**result, "compile": compiled.summary()}
+    log(f"[{name}] {compiled.describe()}")
   if distributed.is_main():
     atomic.write_json(os.path.join(out, RESULT), result)
   distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports
