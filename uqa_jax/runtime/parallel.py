@@ -186,6 +186,12 @@ def _check_divides(where: str, shape, names, spec: PartitionSpec, mesh: Mesh) ->
                        f"(--config.sharding_rules.{name}='()') or use a mesh whose {'/'.join(axes)} size divides {size}")
 
 
+def abstract(tree, shardings):
+  """The shapes and dtypes of `tree`'s leaves (arrays or ShapeDtypeStructs) placed on `shardings`:
+  what Orbax restores into and what the planner compiles on, nothing allocated."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
 def shard_params(params, shardings):
   """Places plain (unboxed) arrays with the given shardings. With several processes a host array
   must hold the same values on every process (each process places its devices' slices of it)."""

@@ -115,15 +115,11 @@ class Program:
   def abstract_state(self):
     """The AlignState's shapes, dtypes and shardings (nothing allocated)."""
     boxed = jax.eval_shape(lambda r: {g: self.inits[g](r) for g in self.trainable}, jax.random.PRNGKey(0))
-    return _with_shardings(jax.eval_shape(self.init_state, nn.unbox(boxed)), self.state_shardings)
+    return parallel.abstract(jax.eval_shape(self.init_state, nn.unbox(boxed)), self.state_shardings)
 
   def abstract_frozen(self):
-    return {g: _with_shardings(nn.unbox(jax.eval_shape(self.inits[g], jax.random.PRNGKey(0))), self.shardings[g])
+    return {g: parallel.abstract(nn.unbox(jax.eval_shape(self.inits[g], jax.random.PRNGKey(0))), self.shardings[g])
             for g in self.inits if g not in self.trainable}
-
-
-def _with_shardings(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 def check_config(config) -> None:

@@ -55,8 +55,9 @@ RECORDS_VERSION = 2
 
 
 def fingerprint(config) -> dict:
+  # Stage 1's and the data's settings join it through the runner, which adds every upstream stage's.
   return {"diagnose": {**blocks.fingerprint(blocks.read(config, DiagnoseConfig)), "recent_states": recent_states(config),
-                       "records_version": RECORDS_VERSION}}  # with Stage 1's (and the data's): the runner adds every upstream stage's fingerprint
+                       "records_version": RECORDS_VERSION}}
 
 
 def recent_states(config) -> int:

@@ -170,8 +170,7 @@ class Parts:
 
   def abstract_state(self):
     """The TrainState's shapes, dtypes and shardings (nothing allocated)."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        jax.eval_shape(self.init, jax.random.PRNGKey(0)), self.state_shardings)
+    return parallel.abstract(jax.eval_shape(self.init, jax.random.PRNGKey(0)), self.state_shardings)
 
   def target(self) -> planner.Target:
     """The step for the memory planner (shapes only)."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from uqa_jax.data import pipeline
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import parallel
 
 
 def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
@@ -38,9 +39,8 @@ def start(ckpt, init, state_shardings, data, seed: int, log, name: str):
   latest = ckpt.latest_step()
   if latest is None:
     return init(jax.random.PRNGKey(seed))
-  abstract = jax.tree.map(lambda s, a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          state_shardings, jax.eval_shape(init, jax.random.PRNGKey(seed)))
-  state = ckpt.restore(latest, abstract, data)
+  state = ckpt.restore(latest, parallel.abstract(jax.eval_shape(init, jax.random.PRNGKey(seed)), state_shardings),
+                       data)
   log(f"{name}: resumed from step {latest} ({ckpt.directory})")
   return state
 

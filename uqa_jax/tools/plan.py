@@ -125,7 +125,7 @@ def config_align_target(config, workdir: str, parts, llm_cfg, log=None) -> plann
         f"LLM {llm_cfg.num_layers} layers x {llm_cfg.d_model}, stored {config.llm.param_dtype}, computing "
         f"{config.llm.dtype}{', remat' if config.llm.remat else ''}; align mode {config.align.mode}")
   prog = program_lib.program(config, program_lib.make_model(config, encoder, llm_cfg), parts.has_time, parts.mesh,
-                       align.train_rows(workdir))
+                             align.train_rows(workdir))
   tokenizer = tokenizer_lib.load_tokenizer(config.llm.model)
   return program_lib.plan_target(prog, align.make_pipeline(config), workdir_lib.data_dir(workdir), tokenizer)
 
