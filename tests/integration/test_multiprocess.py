@@ -78,7 +78,7 @@ def test_two_processes_align_as_one_process_with_eight_devices(tmp_path, tokeniz
   exported parameters equal one process's."""
   from tests import tiny_llm  # pylint: disable=import-outside-toplevel
   llm = tiny_llm.make_dir(str(tmp_path / "llm"), tokenizer)
-  overrides = [f"--config.llm.model={llm}", "--config.input.max_text_len=96", "--config.input.pad_multiple=0",
+  overrides = [f"--config.llm.model={llm}", "--config.input.max_text_len=96", "--config.input.widths=()",
                "--config.pretrain.steps=3", "--config.stages=('data', 'pretrain', 'align')",
                f"--config.align.mode={mode}", "--config.align.schedule=constant", "--config.align.steps=6",
                "--config.align.batch_size=8", "--config.align.log_every=1", "--config.align.checkpoint_every=3"]

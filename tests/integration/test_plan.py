@@ -152,7 +152,7 @@ def test_align_stops_before_reading_the_llm_weights_when_the_step_cannot_fit(tin
 
 def test_the_planned_align_executable_runs_the_first_step_without_compiling_again(tiny_llm_base, tmp_path):
   config, workdir = _align_workdir(tiny_llm_base, tmp_path)
-  config.input.pad_multiple = 0  # batches at the full text length, the shape the plan compiles
+  config.input.widths = ()  # batches at the full text length, the shape the plan compiles
   lines = []
   parts = align.build(config, workdir, log=lines.append)
   assert any(line.startswith("plan: align step needs") for line in lines), lines

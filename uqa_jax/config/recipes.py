@@ -128,6 +128,9 @@ class EvaluateConfig:
   temperature: float = 0.0  # 0: greedy (the default); > 0 samples, seeded by config.seed
   top_p: float = 1.0  # nucleus filtering when sampling
   batch_size: int = 16
+  # Prompts padded to at most this many length buckets, fitted to the prompts the runs ask (the
+  # least padding): one prefill executable per bucket. Padding changes no answer (masked).
+  prompt_buckets: int = dataclasses.field(default=2, metadata=RUN_ONLY)
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
   answer_nll: bool = True  # also score the gold answer's NLL per token (every question)
   text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
@@ -142,7 +145,7 @@ class EvaluateConfig:
       raise ValueError(f"runs={tuple(self.runs)}: list each run once, from {', '.join(choices.EVAL_RUNS)}")
     if self.text_llm not in TEXT_LLMS:
       raise ValueError(f"text_llm={self.text_llm!r}; expected one of {', '.join(TEXT_LLMS)}")
-    for key in ("max_new_tokens", "batch_size", "bootstrap_samples"):
+    for key in ("max_new_tokens", "batch_size", "bootstrap_samples", "prompt_buckets"):
       if getattr(self, key) < 1:
         raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
 

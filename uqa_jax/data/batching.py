@@ -2,7 +2,7 @@
 
   LengthGrouped  `input.length_window`: rows regrouped so each batch holds rows of similar length
   ProcessSlice   several JAX processes: each reads its block of every global batch's rows
-  CutPadding     `input.pad_multiple`: an align batch cut to its longest row
+  CutToWidth     `input.widths`: an align batch's text cut to the smallest width holding its rows
   padded_batch   eval: the last batch padded, its padding rows marked `valid` False
 """
 
@@ -112,20 +112,18 @@ class ProcessSlice(grain.MapDataset):
     return f"ProcessSlice(process {self.index}, {self.local} of each {self.batch_size} rows)"
 
 
-class CutPadding(grain.transforms.Map):
-  """An align batch with its T and A axes cut to its longest row, rounded up to `multiple`."""
+class CutToWidth(grain.transforms.Map):
+  """An align batch with its T axis cut to the smallest of `widths` that holds its longest row
+  (`max_text_len` when none does): a few fixed shapes, so one compiled step each. Rows are
+  left-aligned, so only padding is cut; the A axis stays `max_answer_len`."""
 
-  def __init__(self, multiple: int, max_text_len: int, max_answer_len: int):
-    self.multiple, self.max_text_len, self.max_answer_len = multiple, max_text_len, max_answer_len
-
-  def _cut(self, n: int, most: int) -> int:
-    return min(most, max(self.multiple, -(-n // self.multiple) * self.multiple))
+  def __init__(self, widths: tuple[int, ...], max_text_len: int):
+    self.widths, self.max_text_len = tuple(widths), max_text_len
 
   def map(self, batch: dict) -> dict:
-    t = self._cut(int(batch["attention_mask"].sum(axis=1).max()), self.max_text_len)
-    a = self._cut(int((batch["answer_at"] >= 0).sum(axis=1).max()), self.max_answer_len)
-    return {**batch, **{k: batch[k][:, :t] for k in ("input_ids", "loss_mask", "attention_mask")},
-            "answer_at": batch["answer_at"][:, :a]}
+    longest = int(batch["attention_mask"].sum(axis=1).max())
+    t = next((w for w in self.widths if w >= longest), self.max_text_len)
+    return {**batch, **{k: batch[k][:, :t] for k in ("input_ids", "loss_mask", "attention_mask")}}
 
 
 def chat_lengths(path: str) -> np.ndarray:

@@ -27,9 +27,9 @@ Two options make align batches cheaper (off by default; `input` block):
   length_window  > 0: after shuffling, each window of this many batches is sorted by chat
                  length (characters, a proxy for tokens) and cut into batches whose order is then
                  shuffled (seeded per window): rows of a batch have similar lengths.
-  pad_multiple   > 0: each batch's T and A axes are cut to its longest row, rounded up to this
-                 multiple (at most `max_text_len` / `max_answer_len`): fewer padded positions,
-                 one compiled shape per length bucket.
+  widths         text lengths below `max_text_len` a batch may be cut to: each batch's T axis
+                 is cut to the smallest width that holds its longest row (else `max_text_len`),
+                 so a run compiles one train step per width plus one, whatever its rows.
 """
 
 import dataclasses
@@ -66,7 +66,7 @@ class InputConfig:
   max_text_len: int = 192  # T: chat tokens per align row
   max_answer_len: int = chat_lib.MAX_ANSWER_LEN  # A: answer + end-of-turn tokens per align row
   length_window: int = 0  # > 0: align rows sorted by length within windows of this many batches
-  pad_multiple: int = 0  # > 0: align batches cut to their longest row, rounded up to this multiple
+  widths: tuple[int, ...] = ()  # align batches cut to the smallest of these holding their rows
   # Set by the stage for its run:
   batch_size: int = 256
   max_len: int = schema.MAX_LEN
@@ -78,9 +78,12 @@ class InputConfig:
   drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
 
   def __post_init__(self):
-    if self.length_window < 0 or self.pad_multiple < 0:
-      raise ValueError(f"input.length_window={self.length_window}, input.pad_multiple={self.pad_multiple}: "
-                       "expected >= 0 (0 = off)")
+    if self.length_window < 0:
+      raise ValueError(f"input.length_window={self.length_window}: expected >= 0 (0 = off)")
+    widths = tuple(self.widths)
+    if list(widths) != sorted(set(widths)) or any(not 0 < w < self.max_text_len for w in widths):
+      raise ValueError(f"input.widths={widths}: expected distinct lengths, ascending, each in "
+                       f"[1, input.max_text_len={self.max_text_len})")
     unknown = sorted(set(self.bag_sizes) - set(schema.FEATURE_COLUMNS[1:]))
     if unknown:
       raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
@@ -242,9 +245,9 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
     ds = batching.LengthGrouped(ds, batching.chat_lengths(path), window=cfg.length_window, batch_size=cfg.batch_size,
                                 seed=cfg.seed)
   if process_count > 1:
-    if cfg.pad_multiple and tokenizer is not None:  # each process would cut its rows to its own longest
-      raise ValueError("input.pad_multiple cuts a batch to its longest row, which differs between processes; "
-                       "set it to 0 for a multi-process run")
+    if cfg.widths and tokenizer is not None:  # each process would cut its rows to its own longest
+      raise ValueError(f"input.widths={tuple(cfg.widths)} cuts a batch by its longest row, which differs between "
+                       "processes; set it to () for a multi-process run")
     ds = batching.ProcessSlice(ds, batch_size=cfg.batch_size, index=process_index, count=process_count,
                       pad=not cfg.drop_remainder)
   if len(ds) == 0:
@@ -257,6 +260,6 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
     ds = ds.batch(local_batch, drop_remainder=True)
   else:
     ds = ds.batch(local_batch, drop_remainder=False, batch_fn=batching.padded_batch(local_batch))
-  if cfg.pad_multiple and tokenizer is not None:
-    ds = ds.map(batching.CutPadding(cfg.pad_multiple, cfg.max_text_len, cfg.max_answer_len))
+  if cfg.widths and tokenizer is not None:
+    ds = ds.map(batching.CutToWidth(cfg.widths, cfg.max_text_len))
   return ds.to_iter_dataset()

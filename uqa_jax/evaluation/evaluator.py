@@ -37,7 +37,6 @@ from uqa_jax.soft_prompt import export as align_export
 
 TEXT_CLICKS = choices.TEXT_CLICKS
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
-COST_ROWS = 4  # questions per timed prefill (Table 7)
 
 
 def run_names(e: EvaluateConfig) -> list[str]:
@@ -105,17 +104,61 @@ class Evaluator:
       log(f"evaluate: {len(self.questions)} questions of {len(self.soft)} users from {self.path}; "
           f"{self.model.adapter.cfg.name} adapter, {self.model.num_soft} soft tokens ({self.place}), "
           f"computed in {time.time() - start:.1f}s")
+    self._texts = {}
+    self.answer_len = self._answer_slots()
     eos = generate.eos_ids_for(self.model.llm.cfg, self.tokenizer)
     pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-    make = lambda p: generate.Generator(self.model.llm.cfg, jax.tree.map(jnp.asarray, p), eos_ids=eos, pad_id=pad)
-    self.aligned_llm = make(params["llm"])
-    self._make, self._base_llm = make, None if "llm" in self.spec["saved"] else self.aligned_llm
+    self.separate_base = "llm" in self.spec["saved"]  # full fine-tuning: the text baselines' LLM is another
+    make = lambda p, shapes: generate.Generator(self.model.llm.cfg, jax.tree.map(jnp.asarray, p), eos_ids=eos,
+                                                pad_id=pad, shapes=shapes)
+    self.aligned_llm = make(params["llm"], self._shapes("aligned"))
+    self._make, self._base_llm = make, None if self.separate_base else self.aligned_llm
 
   def _base(self):
     """The LLM before alignment (the zero-shot text baselines), loaded once."""
     if self._base_llm is None:
-      self._base_llm = self._make(align_export.load_llm(self.spec)[1])
+      self._base_llm = self._make(align_export.load_llm(self.spec)[1], self._shapes("base"))
     return self._base_llm
+
+  # --- shapes: compiled once -------------------------------------------------------------
+  def _answer_slots(self) -> int:
+    """Continuation slots of the likelihood passes: the longest scored option's answer tokens
+    (with its end-of-turn token), rounded up to a multiple of 8."""
+    if not (self.e.ranked or self.e.answer_nll):
+      return 0
+    longest = max(len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
+                  for q in self.questions for c in self._options(q))
+    return -(-longest // 8) * 8
+
+  def _prompt_lengths(self, llm: str) -> list[int]:
+    """Prompt lengths (soft tokens included) of every question the runs ask `llm` ("aligned" or
+    "base"; one pool when the base LLM is the aligned one)."""
+    lengths = []
+    for run in self.e.runs:
+      if run in ("aligned", "shuffled_user") and (llm == "aligned" or not self.separate_base):
+        if self.text_user:
+          self.check_text_tokenizer()
+          lengths += map(len, self.text_prompts(self.text_user, self.prompt_users(run))[0])
+        else:
+          lengths += [len(q.prompt) + self.model.num_soft for q in self.questions]
+      elif run in TEXT_CLICKS:
+        on = "base" if self.e.text_llm == "base" and self.separate_base else "aligned"
+        if on == llm or not self.separate_base:
+          self.check_text_tokenizer()
+          lengths += map(len, self.text_prompts(TEXT_CLICKS[run])[0])
+    return lengths
+
+  def _shapes(self, llm: str) -> generate.Shapes | None:
+    """The fixed shapes of `llm`'s generator: `evaluate.prompt_buckets` buckets fitted to every
+    prompt its runs ask; None when no run asks it (Table 7's timings alone)."""
+    lengths = self._prompt_lengths(llm)
+    if not lengths:
+      return None
+    shapes = generate.Shapes.fit(lengths, self.e.prompt_buckets, self.e.max_new_tokens, self.answer_len)
+    self.log(f"evaluate: the {llm} LLM's prompts padded to {len(shapes.buckets)} length buckets {shapes.buckets}, "
+             f"a {shapes.cache_len}-slot KV cache ({self.e.max_new_tokens} new tokens, {self.answer_len} answer slots): "
+             f"one prefill per bucket, one decode loop, one candidate scorer at batch {self.e.batch_size}")
+    return shapes
 
   def _check_candidates(self) -> None:
     """A listed candidate set must hold the gold; IP/AP questions that list none are counted."""
@@ -159,7 +202,13 @@ class Evaluator:
 
   def text_prompts(self, clicks: int, users: list[str] | None = None):
     """(prompt ids, chat messages) per question with the last `clicks` titles of its own
-    history (or of `users[i]`'s) written above it."""
+    history (or of `users[i]`'s) written above it; computed once per (clicks, users)."""
+    key = (clicks, None if users is None else tuple(users))
+    if key not in self._texts:
+      self._texts[key] = self._text_prompts(clicks, users)
+    return self._texts[key]
+
+  def _text_prompts(self, clicks: int, users: list[str] | None):
     source = pipeline.SequenceSource(self.path)
     prompts, messages = [], []
     for i, q in enumerate(self.questions):
@@ -203,8 +252,7 @@ class Evaluator:
         self._progress(run, "generated", sum(len(x) for x, _ in batches[:b + 1]), n, start)
     # Prefill time (Table 7) on the first batch: its shape is compiled by now.
     first = batches[0][1]
-    prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first), new_tokens=e.max_new_tokens,
-                                    warm=False) / len(first)
+    prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first)) / len(first)
     scored = [i for i in range(n) if e.answer_nll or (e.ranked and self.questions[i].candidates)]
     if scored:
       batches, start = self._batches(scored, prompts), time.time()
@@ -276,14 +324,17 @@ class Evaluator:
 
   def cost(self) -> dict:
     """Table 7: prompt tokens per question (all questions) and prefill seconds per question
-    (one warm batch of `COST_ROWS` questions) for the soft prompt and for text20/text50."""
-    m = min(COST_ROWS, len(self.questions))
+    (one warm batch of `evaluate.batch_size` questions, the runs' batch, so the soft prompt's
+    timing reuses their prefill) for the soft prompt and for text20/text50."""
+    m = self.e.batch_size
+    rows = [i % len(self.questions) for i in range(m)]  # the first batch, repeated when there are fewer
     out = {}
     if not self.text_user:
       soft, at = self.soft_prompt(self.prompt_users("aligned"))
       prompts = [q.prompt for q in self.questions]
+      seconds = self.aligned_llm.prefill_seconds([prompts[i] for i in rows], soft[rows], [at[i] for i in rows])
       out["embedding"] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
-                          "prefill_s_per_question": self.aligned_llm.prefill_seconds(prompts[:m], soft[:m], at[:m]) / m}
+                          "prefill_s_per_question": seconds / m}
     try:
       self.check_text_tokenizer()
     except ValueError as e:
@@ -293,7 +344,7 @@ class Evaluator:
     for run, clicks in TEXT_CLICKS.items():
       prompts, _ = self.text_prompts(clicks)
       out[run] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
-                  "prefill_s_per_question": gen.prefill_seconds(prompts[:m]) / m}
+                  "prefill_s_per_question": gen.prefill_seconds([prompts[i] for i in rows]) / m}
     self.log("evaluate: prompt cost (Table 7): " + "; ".join(
         f"{k} {v['prompt_tokens_mean']:.0f} tokens, {1000 * v['prefill_s_per_question']:.0f} ms prefill per question"
         for k, v in out.items() if "skipped" not in v))

@@ -13,7 +13,8 @@ pass instead of keeping its activations (what a 3B/7B alignment step needs to fi
 
 Key/value slots: a query at slot i attends to slots j <= i with `kv_mask[b, j]` (and always
 to itself, so a padding query never sees an empty row). With a cache, this call's keys and
-values are written at slots [slot, slot + T) of the per-layer cache first.
+values are written at slots [slot, slot + T) of the per-layer cache first; a static (Python int)
+slot attends only to slots [0, slot + T), so a prefill's attention is T x T, not T x S.
 """
 
 import flax.linen as nn
@@ -111,8 +112,9 @@ class Attention(nn.Module):
       k_all, v_all, layer = cache_kv
       k_all = jax.lax.dynamic_update_slice(k_all, k_BxTxKxE[None].astype(k_all.dtype), (layer, 0, slot, 0, 0))
       v_all = jax.lax.dynamic_update_slice(v_all, v_BxTxKxE[None].astype(v_all.dtype), (layer, 0, slot, 0, 0))
-      k_BxSxKxE = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)
-      v_BxSxKxE = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)
+      span = mask_Bx1xTxS.shape[-1]  # the slots this call can see (a prefill: its own)
+      k_BxSxKxE = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)[:, :span]
+      v_BxSxKxE = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)[:, :span]
       new_cache = (parallel.constrain(k_all, CACHE), parallel.constrain(v_all, CACHE))
     else:
       k_BxSxKxE, v_BxSxKxE, new_cache = k_BxTxKxE, v_BxTxKxE, None
@@ -201,6 +203,8 @@ class Decoder(nn.Module):
       raise ValueError("Decoder: pass exactly one of tokens [B, T] or embeds [B, T, D]")
     x_BxTxD = self.embed(tokens) if embeds is None else embeds.astype(jnp.dtype(self.cfg.dtype))
     x_BxTxD = parallel.constrain(x_BxTxD, BTD)
+    if cache is not None and isinstance(slot, int):  # a static slot: later slots cannot be seen
+      kv_mask = kv_mask[:, :slot + x_BxTxD.shape[1]]
     mask = attention_mask(kv_mask, slot, x_BxTxD.shape[1])
     kv = None if cache is None else (cache["k"], cache["v"])
     (x_BxTxD, kv, _), _ = self.layers((x_BxTxD, kv, jnp.int32(0)), positions, mask, slot)

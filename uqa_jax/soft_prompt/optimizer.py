@@ -20,6 +20,14 @@ def make_optimizer(a: AlignConfig, total_steps: int):
   chains, with the last link per group). The optimizer state then holds only arrays shaped
   like the parameters (no `optax.multi_transform` masks), which Orbax saves and restores as is.
   """
+  return optax.chain(optax.clip_by_global_norm(a.grad_clip),
+                     optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
+                     optax.add_decayed_weights(a.weight_decay),
+                     scale_by_group_schedule(schedules(a, total_steps)))
+
+
+def schedules(a: AlignConfig, total_steps: int) -> dict:
+  """{group: learning rate as a function of the applied updates so far}, per trainable group."""
   def schedule(lr, delay=0):
     if a.schedule == "constant":
       after = optax.constant_schedule(lr)
@@ -27,10 +35,7 @@ def make_optimizer(a: AlignConfig, total_steps: int):
       after = optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, total_steps - delay, end_value=lr * 0.1)
     return optax.join_schedules([optax.constant_schedule(0.0), after], [delay]) if delay else after
   delays = {"llm": a.llm_frozen_steps}  # the LLM's schedule starts after its frozen steps
-  return optax.chain(optax.clip_by_global_norm(a.grad_clip),
-                     optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
-                     optax.add_decayed_weights(a.weight_decay),
-                     scale_by_group_schedule({g: schedule(getattr(a, LR_OF[g]), delays.get(g, 0)) for g in a.trainable()}))
+  return {g: schedule(getattr(a, LR_OF[g]), delays.get(g, 0)) for g in a.trainable()}
 
 
 def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:

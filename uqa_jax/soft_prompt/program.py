@@ -50,7 +50,7 @@ def soft_token_norm(model, params, batch):
   return jnp.mean(jnp.linalg.norm(model.soft_tokens(params, batch), axis=-1))
 
 
-def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model.answer_loss):
+def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model.answer_loss, schedules=None):
   """One guarded AdamW step -> (state, metrics), on the device.
 
   `frozen` holds the groups that do not train; they are an input, never an output, so they
@@ -59,6 +59,7 @@ def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model
   does: the schedule's step count then stays behind `state.step` by the skipped steps).
   """
   params_in = state.params
+  applied = state.step - state.skipped  # the updates so far: the schedules' step (skipped steps do not count)
   loss, grads = jax.value_and_grad(lambda p: loss_fn({**frozen, **p}, batch, model=model))(params_in)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -71,8 +72,9 @@ def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model
                         skipped=state.skipped + (~ok).astype(jnp.int32))
   # The soft tokens of this step's loss (same inputs: XLA computes them once).
   soft_norm = soft_token_norm(model, {**frozen, **jax.lax.stop_gradient(params_in)}, batch)
+  rates = {f"learning_rate/{g}": s(applied) for g, s in (schedules or {}).items()}
   return state, {"loss": loss, "grad_norm": grad_norm, "param_norm": param_norm, "skipped": ~ok,
-                 "bad_in_row": bad_in_row, "soft_norm": soft_norm}
+                 "bad_in_row": bad_in_row, "soft_norm": soft_norm, **rates}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +127,7 @@ class Program:
 def check_config(config) -> None:
   """What would stop a run only after Stage 1 and the LLM's loading, checked when the config is
   read (the stage's fingerprint calls this): bfloat16 weights for a full fine-tune, and chats
-  cut per batch (`input.pad_multiple`) with several processes."""
+  cut per batch (`input.widths`) with several processes."""
   a, source = blocks.read(config, AlignConfig), blocks.read(config, LLMSource)
   if a.mode == "full" and source.param_dtype != "float32":
     raise blocks.ConfigError(
@@ -133,17 +135,17 @@ def check_config(config) -> None:
         f"align.llm_learning_rate={a.llm_learning_rate:g}, and bfloat16 weights (8 bits of mantissa) would round "
         "most of its updates away; a full fine-tune keeps float32 weights (llm.dtype=bfloat16 still computes in "
         "bfloat16)")
-  pad_multiple = blocks.read(config, pipeline.InputConfig).pad_multiple
-  if jax.process_count() > 1 and pad_multiple:
+  widths = tuple(blocks.read(config, pipeline.InputConfig).widths)
+  if jax.process_count() > 1 and widths:
     raise blocks.ConfigError(
-        f"config input.pad_multiple={pad_multiple} with {jax.process_count()} "
-        "processes: it cuts each batch to its longest chat, which differs between the processes' rows; set it to 0")
+        f"config input.widths={widths} with {jax.process_count()} processes: it cuts each batch by its "
+        "longest chat, which differs between the processes' rows; set it to ()")
 
 
 def plan_target(prog: Program, pipe: pipeline.InputConfig, data_dir: str, tokenizer) -> planner.Target:
   """Stage 2's step for the memory planner, its batch as the align-train file gives it at the
-  full text length (`pipe` with `pad_multiple` off)."""
-  cfg = dataclasses.replace(pipe, shuffle=False, pad_multiple=0)
+  full text length (`pipe` with `widths` off)."""
+  cfg = dataclasses.replace(pipe, shuffle=False, widths=())
   batch = next(iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("align", "train")), cfg,
                                           tokenizer=tokenizer)))
   example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
@@ -187,7 +189,8 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
   batch_sh = parallel.logical_sharding(mesh, ("batch",), axis_rules)
   frozen_sh = {g: shardings[g] for g in inits if g not in trainable}
-  sharded_step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn), mesh,
+  sharded_step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
+                                                    schedules=optimizer.schedules(a, total_steps)), mesh,
                                   axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
                                   out_shardings=(state_sh, None), donate_argnums=0)
   eval_nll = parallel.Sharded(functools.partial(_eval_rows, model=model), mesh, axis_rules,

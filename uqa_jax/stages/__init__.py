@@ -31,6 +31,7 @@ from uqa_jax.config import choices
 from uqa_jax.llm import assets
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import compile_stats
+from uqa_jax.runtime import scalars
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import workdir as workdir_lib
 
@@ -206,6 +207,8 @@ def run(name: str, config, workdir: str, log=print) -> dict:
   if result is not None:
     result = {**result, "compile": compiled.summary()}
     log(f"[{name}] {compiled.describe()}")
+    with scalars.Scalars(scalars.logdir(out)) as curves:  # beside the training curves, for TensorBoard
+      curves.write(0, {f"compile/{k}": v for k, v in compiled.summary().items()})
   if distributed.is_main():
     atomic.write_json(os.path.join(out, RESULT), result)
   distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports

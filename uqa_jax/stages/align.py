@@ -65,6 +65,7 @@ from uqa_jax.runtime import checkpoint as checkpoint_lib
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
+from uqa_jax.runtime import scalars
 from uqa_jax.runtime import workdir as workdir_lib
 from uqa_jax.soft_prompt import export as align_export
 from uqa_jax.soft_prompt import model as uqa_model
@@ -88,7 +89,7 @@ def fingerprint(config) -> dict:
   ad = blocks.read(config, AdapterConfig)
   i = blocks.read(config, pipeline.InputConfig)
   # length_window orders the training rows (0, the order before it existed, stays out);
-  # pad_multiple only cuts padding, which changes no number (tests/unit/soft_prompt/test_uqa_model.py).
+  # widths only cut padding, which changes no number (tests/unit/soft_prompt/test_uqa_model.py).
   return {"align": {k: v for k, v in blocks.fingerprint(a).items() if k not in unused},
           "adapter": blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": blocks.fingerprint(blocks.read(config, LLMSource)),
@@ -194,29 +195,34 @@ def run(config, workdir: str, log=print) -> dict:
   out_dir = os.path.join(workdir, "align")
   path = os.path.join(data_dir, schema.file_name("align", "train"))
   # global arrays with the step's batch sharding: batches of the planned shape (the full text
-  # length; with input.pad_multiple only the longest) run the executable the plan compiled
+  # length; with input.widths only the longest) run the executable the plan compiled
   data = distributed.GlobalBatches(iter(pipeline.make_dataset(path, prog.pipe, tokenizer=prog.tokenizer)),
                                    prog.batch_sharding)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
   model = prog.model
-  curve = []
+  curve, timings = [], {}
+  curves = scalars.Scalars(scalars.logdir(out_dir))
   try:
     state = train_loop.start(ckpt, prog.init, prog.state_shardings, data, config.seed, log, "align")
     _describe(config, prog, state, log)
     start_eval = _eval_before(prog, state, data_dir, out_dir, log)
+    curves.write(0, {f"eval/{k}": v for k, v in start_eval.items()})
     state, steps_per_s = train_loop.run(
         prog.step, state, data, total_steps=prog.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
         batch_size=a.batch_size, max_bad_steps=a.max_bad_steps, curve=curve,
         describe=lambda m: f"soft-token norm {float(m['soft_norm']):.3f} (token embeddings {prog.embed_norm:.3f})",
-        evaluate=lambda s: f"answer NLL {evaluate(prog, prog.params_of(s), data_dir)['answer_nll']:.4f}")
+        evaluate=lambda s: evaluate(prog, prog.params_of(s), data_dir), fmt=lambda m: f"answer NLL {m['answer_nll']:.4f}",
+        scalars=curves, timings=timings)
+    final = evaluate(prog, prog.params_of(state), data_dir)
+    curves.write(prog.total_steps, {f"eval/{k}": v for k, v in final.items()})
   finally:
     ckpt.close()
-  final = evaluate(prog, prog.params_of(state), data_dir)
+    curves.close()
   skipped = int(jax.device_get(state.skipped))
   log(f"align: final eval answer NLL {final['answer_nll']:.4f} (" +
       ", ".join(f"{t} {final[f'answer_nll/{t}']:.3f}" for t in schema.TASKS if f"answer_nll/{t}" in final) +
       f"); {skipped} steps skipped")
-  result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s,
+  result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s, **timings,
             "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
             "skipped_steps": skipped, **({"title_fit": prog.title_fit} if prog.title_fit else {}),
             "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps

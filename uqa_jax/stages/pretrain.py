@@ -42,6 +42,7 @@ from uqa_jax.runtime import checkpoint as checkpoint_lib
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
+from uqa_jax.runtime import scalars
 from uqa_jax.runtime import workdir as workdir_lib
 from uqa_jax.stages import train_loop
 
@@ -86,12 +87,16 @@ def make_model(config, info) -> UserModel:
   return UserModel(blocks.read(config, EncoderConfig), info["vocab_sizes"], embed_dims(config))
 
 
-def make_optimizer(p: PretrainConfig, total_steps: int):
+def make_schedule(p: PretrainConfig, total_steps: int):
   warmup = warmup_steps(p, total_steps)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(total_steps, warmup + 1),
-                                                end_value=p.learning_rate * 0.1)
+  return optax.warmup_cosine_decay_schedule(0.0, p.learning_rate, warmup, max(total_steps, warmup + 1),
+                                            end_value=p.learning_rate * 0.1)
+
+
+def make_optimizer(p: PretrainConfig, total_steps: int):
   return optax.chain(optax.clip_by_global_norm(p.grad_clip),
-                     optax.adamw(schedule, b1=p.betas[0], b2=p.betas[1], weight_decay=p.weight_decay))
+                     optax.adamw(make_schedule(p, total_steps), b1=p.betas[0], b2=p.betas[1],
+                                 weight_decay=p.weight_decay))
 
 
 def warmup_steps(p: PretrainConfig, total_steps: int) -> int:
@@ -126,8 +131,9 @@ def step_rng(state: TrainState) -> jax.Array:
   return jax.random.fold_in(state.rng, state.step)
 
 
-def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
-  """One AdamW step on the NIP loss -> (state, {"loss", "grad_norm", "param_norm"}), on the device.
+def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig, schedule=None):
+  """One AdamW step on the NIP loss -> (state, {"loss", "grad_norm", "param_norm", and the step's
+  "learning_rate" when `schedule` is given}), on the device.
 
   The parameter norm is of the parameters *after* the update, so the loop's finite check also
   catches an update that overflowed them although the loss and gradient were finite.
@@ -137,8 +143,10 @@ def train_step(state: TrainState, batch, *, model, tx, cfg: PretrainConfig):
   with jax.named_scope("optimizer"):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-  return (state.replace(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)})
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+  if schedule is not None:
+    metrics["learning_rate"] = schedule(state.step)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def last_step_ranks(params, batch, *, model, cfg: PretrainConfig):
@@ -203,7 +211,8 @@ def build(config, workdir: str, devices=None) -> Parts:
   axis_rules = parallel.config_rules(config)
   state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
   batch_sh = jax.tree.map(lambda _: parallel.logical_sharding(mesh, ("batch",), axis_rules), example)
-  step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, cfg=p), mesh, axis_rules,
+  step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, cfg=p,
+                                            schedule=make_schedule(p, total_steps)), mesh, axis_rules,
                           in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
   eval_ranks = parallel.Sharded(functools.partial(last_step_ranks, model=model, cfg=p), mesh, axis_rules,
                                 in_shardings=(state_sh.params, batch_sh),  # replicated out: every process reads all
@@ -236,6 +245,8 @@ def run(config, workdir: str, log=print) -> dict:
   # a step that cannot fit the devices stops here, before anything is allocated
   planner.check(parts.target(), log, memory=planner.parse_memory(p.device_memory))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
+  curves = scalars.Scalars(scalars.logdir(out_dir))
+  timings = {}
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
     e = parts.model.cfg
@@ -253,14 +264,18 @@ def run(config, workdir: str, log=print) -> dict:
     curve = []
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=p, log=log, name="pretrain",
-        evaluate=lambda s: _fmt(evaluate(parts, s.params, data_dir)), curve=curve)
+        evaluate=lambda s: evaluate(parts, s.params, data_dir), fmt=_fmt, curve=curve, scalars=curves,
+        timings=timings)
+    final = evaluate(parts, state.params, data_dir)
+    curves.write(parts.total_steps, {f"eval/{k}": v for k, v in final.items()})
   finally:
     ckpt.close()
-  result = {"model": evaluate(parts, state.params, data_dir),
+    curves.close()
+  result = {"model": final,
             "popularity": retrieval.popularity_baseline(
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
                 os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
-            "steps_per_s": steps_per_s,
+            "steps_per_s": steps_per_s, **timings,
             "parameters": n_params,  # all of the user model's, item tables included
             "encoder_parameters": sum(x.size for x in jax.tree.leaves(state.params["encoder"])),  # the backbone
             "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps

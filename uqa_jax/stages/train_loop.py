@@ -11,7 +11,9 @@ non-finite step or came out of one. A step that guards itself (align: a non-fini
 gradient or updated parameter leaves the state as it was) reports `skipped` and `bad_in_row`;
 such steps are counted, and `max_bad_steps` of them in a row stop the run the same way.
 State and the data iterator are checkpointed together, so a resumed run sees exactly the
-batches an uninterrupted one would.
+batches an uninterrupted one would. With `scalars` (`runtime.scalars.Scalars`), every progress
+line's figures (mean loss, steps/s, examples/s and the last step's scalar metrics: gradient and
+parameter norms, learning rates) and every eval's metrics also go to TensorBoard.
 """
 
 import dataclasses
@@ -73,18 +75,26 @@ def _fetch_checked(pending, ckpt, name: str, max_bad_steps: int) -> list[dict]:
   return values
 
 
-def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None,
-        batch_size: int | None = None, describe=None, max_bad_steps: int = 0, curve: list | None = None):
+NOT_CURVES = ("skipped", "bad_in_row")  # step metrics that are counters, not curves
+
+
+def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None, fmt=None,
+        batch_size: int | None = None, describe=None, max_bad_steps: int = 0, curve: list | None = None,
+        scalars=None, timings: dict | None = None):
   """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s or None).
 
   `cfg` supplies the cadence: `log_every`, `checkpoint_every`, `eval_every` (0: never; the
-  caller evaluates at the end). `evaluate(state) -> str` is logged at eval steps. Progress
+  caller evaluates at the end). `evaluate(state) -> {metric: number}` runs at eval steps and is
+  logged as `fmt(metrics)` (default: every metric). `timings`, when given, receives
+  `first_step_seconds`: from the call to the first step's end (its compilation included). Progress
   lines give the mean loss of the steps since the last line, steps/s (and examples/s when
   `batch_size` is given), ETA, skipped steps so far, and `describe(metrics) -> str` of the
   last step's metrics. `curve`, when given, receives [step, mean loss] at every progress line
   (full precision; the steps this call ran).
   """
   first = int(jax.device_get(state.step))
+  called = time.time()
+  fmt = fmt or (lambda m: " ".join(f"{k} {v:.4f}" for k, v in m.items()))
   pending, window = [], []
   skipped = int(jax.device_get(getattr(state, "skipped", 0)))  # a resumed run's earlier skips too
   timed_from, t0, log_due = None, None, None
@@ -99,8 +109,14 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     losses = [float(m["loss"]) for m in window if not m.get("skipped", False)]
     if curve is not None and losses:
       curve.append([step, float(np.mean(losses))])
-    if step > timed_from:
-      rate = (step - timed_from) / (time.time() - t0)
+    rate = (step - timed_from) / (time.time() - t0) if step > timed_from else None
+    if scalars is not None:
+      good = [m for m in window if not m.get("skipped", False)]  # a skipped step's metrics may be NaN
+      last = {f"train/{k}": v for k, v in (good[-1] if good else {}).items() if k not in NOT_CURVES and k != "loss"}
+      speed = {} if rate is None else {"train/steps_per_s": rate, **({"train/examples_per_s": rate * batch_size}
+                                                                    if batch_size else {})}
+      scalars.write(step, {**({"train/loss": np.mean(losses)} if losses else {}), **speed, **last})
+    if rate is not None:
       parts = [f"{name}: step {step}/{total_steps}",
                f"loss {np.mean(losses):.4f}" if losses else "loss -",
                f"{rate:.2f} steps/s" + (f" ({rate * batch_size:.1f} examples/s)" if batch_size else ""),
@@ -119,6 +135,9 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     if timed_from is None:  # the first step compiles: rates start after it
       jax.block_until_ready(metrics)
       timed_from, t0 = done, time.time()
+      log(f"{name}: first step done {t0 - called:.1f}s after the loop started (its compilation included)")
+      if timings is not None:
+        timings["first_step_seconds"] = round(t0 - called, 3)
     if log_due is not None:  # the log step's metrics, fetched while this step runs
       take(_fetch_checked(pending[:-1], ckpt, name, max_bad_steps))
       pending = pending[-1:]
@@ -137,7 +156,10 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     if save:
       ckpt.save(done, state, data)
     if eval_now:
-      log(f"{name}: eval at step {done}: {evaluate(state)}")
+      metrics = evaluate(state)
+      log(f"{name}: eval at step {done}: {fmt(metrics)}")
+      if scalars is not None:
+        scalars.write(done, {f"eval/{k}": v for k, v in metrics.items()})
   ckpt.wait()
   if timed_from is None or timed_from == total_steps:  # nothing ran, or only the compiling step
     return state, None

@@ -15,7 +15,7 @@ accelerator's.
 
 The align step is planned from the LLM's config.json (or `--llm`, a `llm.config.PRESETS` name,
 when its weights are not on this machine): no weight is read. Its batch is planned at the full
-`input.max_text_len` (the size every batch has unless `input.pad_multiple` cuts it); with
+`input.max_text_len` (the size every batch has unless `input.widths` cuts it); with
 `--llm`, text that the config's tokenizer cannot give (its model is not here) is cut with the
 default model's tokenizer, which changes no shape. Without a Stage 1 export in the workdir the
 encoder is the config's, untrained (same shapes).

@@ -148,7 +148,7 @@ def test_unknown_place_or_user_is_refused():
 
 @pytest.mark.parametrize("place", ["prefix", "placeholder"])
 def test_extra_right_padding_does_not_change_the_answer_nll(place):
-  """What `input.pad_multiple` cuts (padding after every row, -1 answer slots) changes no number."""
+  """What `input.widths` cut (padding after every row, -1 answer slots) changes no number."""
   model, params, batch = _setup()
   model = uqa_model.UQAModel(model.encoder, model.adapter, model.llm, place=place)
   batch["question_at"] = np.array([3, 2], np.int32)

@@ -64,7 +64,8 @@ def _run(total_steps, events, *, bad_at=None, cadence=Cadence(), first=0, **kwar
     mp.setattr(train_loop, "_fetch_checked", fetch)
     state, rate = train_loop.run(step_fn, State(step=jnp.int32(first), total=jnp.int32(0)), iter(range(1, 100)),
                                  total_steps=total_steps, ckpt=ckpt, cfg=cadence, log=lines.append, name="t",
-                                 evaluate=lambda s: f"total {int(s.total)}", **kwargs)
+                                 evaluate=lambda s: {"total": int(s.total)}, fmt=lambda m: f"total {m['total']}",
+                                 **kwargs)
   return state, rate, lines, ckpt
 
 
@@ -134,3 +135,21 @@ def test_a_non_finite_loss_at_a_log_step_is_caught_by_the_deferred_fetch():
                                                r"No checkpoint was saved yet"):
     _run(9, events, bad_at=4, cadence=Cadence(log_every=4, eval_every=0, checkpoint_every=100))
   assert events[-2:] == [("step", 5), ("fetch", [1, 2, 3, 4])]  # found while step 5 ran, before any save
+
+
+class FakeScalars:
+  def __init__(self):
+    self.points = []
+
+  def write(self, step, values):
+    self.points.extend((step, tag, float(v)) for tag, v in values.items())
+
+
+def test_progress_lines_and_evals_go_to_the_scalars_writer():
+  events, curve, curves = [], [], FakeScalars()
+  _run(7, events, curve=curve, scalars=curves, batch_size=4)
+  at = lambda tag: [(s, v) for s, t, v in curves.points if t == tag]
+  assert at("train/loss") == [(s, pytest.approx(v)) for s, v in curve]  # the mean loss of each progress line
+  assert [s for s, _ in at("train/grad_norm")] == [s for s, _ in curve]
+  assert [s for s, _ in at("train/examples_per_s")] == [4, 7]  # rates count from the first (compiling) step
+  assert at("eval/total") == [(2, 3.0), (4, 10.0), (6, 21.0)]

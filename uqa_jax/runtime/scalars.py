@@ -1,0 +1,55 @@
+"""Training curves where ML users look for them: TensorBoard event files, no TensorFlow needed.
+
+`Scalars(logdir)` writes `{tag: number}` at a step through `tensorboardX` (a maintained writer of
+the TensorBoard event format); every stage writes into `workdir/<stage>/tensorboard/`, so
+`tensorboard --logdir workdir/` shows every stage of every workdir side by side. Only JAX
+process 0 writes (the others hold no file). A non-finite or non-scalar value is an error naming
+its tag, never a silent gap in a curve.
+"""
+
+import math
+import os
+
+import jax
+import numpy as np
+
+SUBDIR = "tensorboard"
+
+
+def logdir(stage_dir: str) -> str:
+  return os.path.join(stage_dir, SUBDIR)
+
+
+class Scalars:
+  """A context manager around one event file in `logdir` (process 0), or a no-op elsewhere."""
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self._writer = None
+    if jax.process_index() == 0:
+      import tensorboardX  # imported here: only process 0 of a stage that writes curves needs it
+      self._writer = tensorboardX.SummaryWriter(directory, flush_secs=30)
+
+  def write(self, step: int, values: dict) -> None:
+    """One point per tag at `step`; values must be finite scalars (Python or 0-d arrays)."""
+    for tag, value in values.items():
+      v = np.asarray(value)
+      if v.shape != () or not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
+        raise ValueError(f"scalar {tag!r} at step {step}: expected one number, got {value!r}")
+      v = float(v)
+      if not math.isfinite(v):
+        raise ValueError(f"scalar {tag!r} at step {step} is {v}")
+      if self._writer is not None:
+        self._writer.add_scalar(tag, v, int(step))
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
