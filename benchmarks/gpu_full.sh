@@ -19,17 +19,21 @@
 # Usage there: bash benchmarks/gpu_full.sh SEED [VARIANT ...]   (default: trained and CONTROLS)
 # Stage 1 runs once (trained's); then every variant runs at the same time, one process each
 # (compilation is CPU work and the machine has 16 cores; the GPU holds them all), each line of
-# output prefixed with its variant; Stage 2 batches keep the full width (`input.pad_multiple=0`:
-# one compilation instead of one per width; it changes no number).
-# Measured on one H200 (jax 0.11.2, seed 1), twice, neither within one 600 s call:
-#  - the earlier one-variant-at-a-time version with cut batches: data 6 s, pretrain 73 s, align
-#    323 s (each new batch width compiled), generation ~5.7 questions/s; ended inside evaluate.
-#  - this version with GPU_FULL_ARGS="--config.evaluate.batch_size=64": Stage 1 106 s; align
-#    220-286 s per variant (the 400 steps themselves ~20 s at 18-33 steps/s; the rest compilation
-#    and setup, four processes at once), then generation at ~2.2 questions/s (each 64-row prompt
-#    bucket compiles); at 600 s every variant was halfway through its first generation pass, so
-#    nothing was packed. The run is compile-bound: cutting Stage 3's compilations (issue 14) comes
-#    before a seed fits one call.
+# output prefixed with its variant. Accelerator settings for every run (GPU_ARGS below): bfloat16
+# compute over float32 weights and Adam moments in both training stages (`encoder.dtype`,
+# `llm.dtype`), Stage 2 batches at the full width (`input.widths=()`: one train step executable),
+# Stage 3 at batch 64 (one prefill per prompt bucket, one decode loop, one scorer), and the
+# persistent compilation cache beside the workdirs (the variants' second process reads what the
+# first compiled).
+# Measured on one H200 (jax 0.11.2, seed 1), twice, before Stage 3 compiled once per shape;
+# neither fit one 600 s call:
+#  - one variant at a time with cut batches: data 6 s, pretrain 73 s, align 323 s (each new batch
+#    width compiled), generation ~5.7 questions/s; ended inside evaluate.
+#  - all variants at once, evaluate batch 64: Stage 1 106 s; align 220-286 s per variant (the
+#    400 steps themselves ~20 s at 18-33 steps/s; the rest compilation and setup), then
+#    generation at ~2.2 questions/s (each 64-row prompt bucket compiled a prefill and a decode
+#    step); at 600 s every variant was halfway through its first generation pass.
+# Not yet run with the compile-once Stage 3 (benchmarks/README.md says what to record).
 # Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
 #   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
 #   --config.align.steps=2 --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9
@@ -52,9 +56,12 @@ if [ ${#variants[@]} -eq 0 ]; then
 fi
 read -ra extra <<< "${GPU_FULL_ARGS:-}"
 w=workdir/default_full
+GPU_ARGS=(--config.input.widths="()" --config.encoder.dtype=bfloat16 --config.llm.dtype=bfloat16
+          --config.evaluate.batch_size=64)
+[ -n "${GPU_FULL_LOCAL:-}" ] && GPU_ARGS=(--config.input.widths="()")  # CPU: float32, the demo's batch
 run_main() {  # $1 variant, $2 stages
   $PY -m uqa_jax.main --config "configs/default_full.py:$1-s$seed" --config.stages="$2" \
-    --config.input.pad_multiple=0 "${extra[@]}"
+    "${GPU_ARGS[@]}" "${extra[@]}"
 }
 pack() {  # $1 variant: the workdir without checkpoints, align export and data (and, but for
   # trained, the copied Stage 1 encoder export)

@@ -29,6 +29,7 @@ def get_config():
   c.data.path = DATA_DIR
   c.llm.model = QWEN_DIR
   c.llm.dtype = "bfloat16"
+  c.encoder.dtype = "bfloat16"  # Stage 1 too: bfloat16 compute over float32 weights and Adam moments
   c.input.max_text_len = 512
   c.adapter.name = "mean"
   c.align.mode = "adapter"

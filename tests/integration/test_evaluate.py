@@ -451,11 +451,12 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
 def test_stage3_compiles_once_per_shape(evaluated):
   """Every run (aligned, shuffled_user, text20 on the same LLM, the floors) and Table 7 share the
   generator's executables: the encoder's soft tokens, one prefill per prompt bucket, one decode
-  loop, one candidate scorer, and one ahead-of-time prefill for text50's timing (longer than any
-  bucket), whatever the number of questions and of their distinct prompt lengths."""
+  loop, one candidate scorer per answer bucket, and one ahead-of-time prefill for text50's
+  timing (longer than any bucket), whatever the number of questions and of their lengths."""
   config, workdir, _, _ = evaluated
   questions = [r for r in _records(workdir, "aligned")] + _records(workdir, "text20")
   assert len({r["prompt_tokens"] for r in questions}) >= 8  # many lengths, few shapes
-  compiled = atomic.read_json(os.path.join(workdir, "evaluate", "result.json"))["compile"]
-  buckets = config.evaluate.prompt_buckets
-  assert compiled["executables"] == 1 + buckets + 1 + 1 + 1, compiled
+  result = atomic.read_json(os.path.join(workdir, "evaluate", "result.json"))
+  compiled, shapes = result["compile"], result["shapes"]["aligned"]
+  assert len(shapes["buckets"]) == config.evaluate.prompt_buckets == 2 and 1 <= len(shapes["answer_buckets"]) <= 2
+  assert compiled["executables"] == 1 + 2 + 1 + len(shapes["answer_buckets"]) + 1, (compiled, shapes)

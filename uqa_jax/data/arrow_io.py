@@ -247,6 +247,62 @@ class SequenceFile:
       out[schema.TASK_COLUMN] = self.task(row)
     return out
 
+  # --- many rows at once (a batch): one vectorised gather per record batch they fall in ---------
+  def _groups(self, rows: np.ndarray):
+    """Yields (positions in `rows`, record batch index, rows local to it) per record batch."""
+    rows = np.asarray(rows, np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+      bad = int(rows[(rows < 0) | (rows >= len(self))][0])
+      raise IndexError(f"{self.path}: row {bad} out of range [0, {len(self)})")
+    batch_of = np.searchsorted(self._starts, rows, side="right") - 1
+    for b in np.unique(batch_of):
+      at = np.flatnonzero(batch_of == b)
+      yield at, int(b), rows[at] - self._starts[b]
+
+  def num_steps(self, rows, column: str = schema.ITEM_COLUMN) -> np.ndarray:
+    """[n] int64 steps of each row in `column`."""
+    out = np.zeros(len(rows), np.int64)
+    for at, b, local in self._groups(rows):
+      steps = self._views[b][column][0]
+      out[at] = steps[local + 1] - steps[local]
+    return out
+
+  def gather_bags(self, rows, column: str, max_len: int, width: int) -> np.ndarray:
+    """[n, max_len, width] int32: each row's last `max_len` steps of `column`, right-padded
+    with 0, each step's first `width` ids (what `pipeline.bags_to_array` gives one row)."""
+    out = np.zeros((len(rows), max_len, width), np.int32)
+    t_L, k_K = np.arange(max_len), np.arange(width)
+    for at, b, local in self._groups(rows):
+      steps, bags, ids = self._views[b][column]
+      if not ids.size:  # every bag of this record batch is empty
+        continue
+      end_n = steps[local + 1]
+      kept_n = np.minimum(end_n - steps[local], max_len)
+      live_nxL = t_L[None] < kept_n[:, None]
+      step_nxL = np.where(live_nxL, end_n[:, None] - kept_n[:, None] + t_L[None], 0)
+      lo_nxL = bags[step_nxL]
+      size_nxL = np.where(live_nxL, bags[step_nxL + 1] - lo_nxL, 0)
+      take_nxLxK = k_K < size_nxL[..., None]
+      out[at] = np.where(take_nxLxK, ids[np.where(take_nxLxK, lo_nxL[..., None] + k_K, 0)], 0)
+    return out
+
+  def gather_times(self, rows, max_len: int) -> np.ndarray:
+    """[n, max_len] int32: each row's last `max_len` click times in seconds since the first kept
+    one, clipped to int32, right-padded with 0 (what `pipeline.times_to_array` gives one row)."""
+    out = np.zeros((len(rows), max_len), np.int32)
+    t_L = np.arange(max_len)
+    for at, b, local in self._groups(rows):
+      offsets, values = self._time_views[b]
+      if not values.size:
+        continue
+      end_n = offsets[local + 1]
+      kept_n = np.minimum(end_n - offsets[local], max_len)
+      live_nxL = t_L[None] < kept_n[:, None]
+      times_nxL = values[np.where(live_nxL, end_n[:, None] - kept_n[:, None] + t_L[None], 0)]
+      first_n = values[np.where(kept_n > 0, end_n - kept_n, 0)]
+      out[at] = np.where(live_nxL, np.clip(times_nxL - first_n[:, None], 0, np.iinfo(np.int32).max), 0)
+    return out
+
   def record_batches(self):
     """Yields (first row index, pyarrow.RecordBatch) in file order."""
     for start, batch in zip(self._starts, self._batches):

@@ -40,6 +40,7 @@ from typing import ClassVar
 import grain
 import numpy as np
 
+from uqa_jax.config.blocks import RUN_ONLY
 from uqa_jax.data import arrow_io
 from uqa_jax.data import batching
 from uqa_jax.data import chat as chat_lib
@@ -67,6 +68,7 @@ class InputConfig:
   max_answer_len: int = chat_lib.MAX_ANSWER_LEN  # A: answer + end-of-turn tokens per align row
   length_window: int = 0  # > 0: align rows sorted by length within windows of this many batches
   widths: tuple[int, ...] = ()  # align batches cut to the smallest of these holding their rows
+  workers: int = dataclasses.field(default=-1, metadata=RUN_ONLY)  # grain worker processes; -1: by platform
   # Set by the stage for its run:
   batch_size: int = 256
   max_len: int = schema.MAX_LEN
@@ -78,6 +80,8 @@ class InputConfig:
   drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
 
   def __post_init__(self):
+    if self.workers < -1:
+      raise ValueError(f"input.workers={self.workers}: expected -1 (by platform), 0 (in this process) or more")
     if self.length_window < 0:
       raise ValueError(f"input.length_window={self.length_window}: expected >= 0 (0 = off)")
     widths = tuple(self.widths)
@@ -105,6 +109,10 @@ class SequenceSource:
 
   def __len__(self):
     return len(self._file)
+
+  @property
+  def file(self) -> arrow_io.SequenceFile:
+    return self._file
 
   def __getitem__(self, index):
     return {**self._file.row(int(index)), "_row": int(index)}
@@ -217,6 +225,35 @@ def bag_truncation(path: str, bag_sizes) -> dict[str, tuple[int, int, int]]:
   return {c: v for c, v in out.items() if v[0]}
 
 
+class ReadBatch(grain.transforms.Map):
+  """Row indices [n] of a pretrain file -> one batch of fixed-shape arrays, read column by column
+  with one vectorised gather each (`SequenceFile.gather_bags`): the arrays `RowToArrays` gives
+  row by row, stacked. -1 (`batching.ProcessSlice`'s padding) reads row 0 marked not `valid`; a
+  short last batch is completed to `batch_size` with zero rows marked not `valid` (as
+  `batching.padded_batch`)."""
+
+  def __init__(self, source: SequenceSource, cfg: InputConfig, batch_size: int):
+    self.source, self.max_len, self.batch_size = source, cfg.max_len, batch_size
+    self.widths = dict(cfg.bag_sizes)
+
+  def map(self, indices):
+    indices = np.asarray(indices, np.int64)
+    rows, file, n = np.maximum(indices, 0), self.source.file, len(indices)
+    out = {schema.ITEM_COLUMN: file.gather_bags(rows, schema.ITEM_COLUMN, self.max_len, 1)[..., 0],
+           "lengths": np.minimum(file.num_steps(rows), self.max_len).astype(np.int32), "valid": indices >= 0}
+    for column in schema.FEATURE_COLUMNS[1:]:
+      out[column] = file.gather_bags(rows, column, self.max_len, self.widths.get(column, 1))
+    if file.has_time:
+      out["timestamps"] = file.gather_times(rows, self.max_len)
+    if n < self.batch_size:
+      out = {k: np.concatenate([v, np.zeros((self.batch_size - n, *v.shape[1:]), v.dtype)]) for k, v in out.items()}
+    return out
+
+
+def _index_array(indices) -> np.ndarray:
+  return np.asarray(list(indices), np.int64)
+
+
 class ReadRow(grain.transforms.Map):
   """Row index -> the source's row; -1 (`batching.ProcessSlice`'s padding) -> row 0 marked as padding."""
 
@@ -228,7 +265,7 @@ class ReadRow(grain.transforms.Map):
 
 
 def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.IterDataset:
+                 process_count: int | None = None) -> "Batches":
   """The batched dataset over `path`; pass `tokenizer` for align files (chat columns)."""
   if process_index is None or process_count is None:
     import jax  # imported here so data tools that never batch do not pay for it
@@ -253,13 +290,95 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
   if len(ds) == 0:
     raise ValueError(f"{path}: no rows for process {process_index} of {process_count}")
   local_batch = cfg.batch_size // process_count
+  if tokenizer is None:  # pretrain files: each batch's rows read in one vectorised pass per column
+    ds = ds.batch(local_batch, drop_remainder=cfg.drop_remainder, batch_fn=_index_array)
+    return Batches(ds.map(ReadBatch(source, cfg, local_batch)), resolve_workers(cfg.workers))
   ds = ds.map(ReadRow(source))
-  chat = chat_lib.ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len) if tokenizer is not None else None
-  ds = ds.map(RowToArrays(cfg, path, chat, source.language if chat is not None else "zh"))
+  chat = chat_lib.ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len)
+  ds = ds.map(RowToArrays(cfg, path, chat, source.language))
   if cfg.drop_remainder:
     ds = ds.batch(local_batch, drop_remainder=True)
   else:
     ds = ds.batch(local_batch, drop_remainder=False, batch_fn=batching.padded_batch(local_batch))
-  if cfg.widths and tokenizer is not None:
+  if cfg.widths:
     ds = ds.map(batching.CutToWidth(cfg.widths, cfg.max_text_len))
-  return ds.to_iter_dataset()
+  return Batches(ds, resolve_workers(cfg.workers))
+
+
+def resolve_workers(workers: int) -> int:
+  """`input.workers`: -1 picks by platform (none on CPU, where the step needs the cores; on an
+  accelerator half the host's cores, at most 8); otherwise the number given."""
+  if workers >= 0:
+    return workers
+  import jax  # imported here so data tools that never batch do not pay for it
+  return 0 if jax.default_backend() == "cpu" else min(8, max(1, (os.cpu_count() or 2) // 2))
+
+
+class Batches:
+  """The batches of one file, in order (a grain `MapDataset` of batches); each iterator reads
+  them in this process or in `workers` grain worker processes, and resumes at a batch count."""
+
+  def __init__(self, ds: grain.MapDataset, workers: int = 0):
+    self.ds, self.workers = ds, workers
+
+  def __len__(self):
+    return len(self.ds)
+
+  def __iter__(self) -> "BatchIterator":
+    return BatchIterator(self.ds, self.workers)
+
+
+class BatchIterator:
+  """Batches of a `MapDataset` from batch `next_index` on; its state is that count alone, so a
+  checkpoint resumes with any number of workers (and reads the states grain's own iterator wrote).
+
+  In-process, grain reads ahead on 2 threads, at most 4 batches; with workers, each of them
+  builds every `workers`-th batch (`mp_prefetch`, in batch order), 2 ahead. The grain checkpoint
+  handler saves `get_state()` (JSON bytes) and calls `set_state` then `start_prefetch` on restore.
+  """
+
+  THREADS, AHEAD = 2, 4
+
+  def __init__(self, ds: grain.MapDataset, workers: int = 0):
+    self.ds, self.workers = ds, workers
+    self.next_index = 0
+    self._it = None
+
+  def __iter__(self):
+    return self
+
+  def _open(self):
+    ds = self.ds[self.next_index:] if self.next_index else self.ds
+    if not self.workers:
+      self._it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=self.THREADS,
+                                                           prefetch_buffer_size=self.AHEAD)))
+      return
+    from absl import flags  # grain's workers read an absl flag: parsed in `main`, not in a library caller
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+    self._it = iter(it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=self.workers, per_worker_buffer_size=2)))
+
+  def __next__(self):
+    if self._it is None:
+      self._open()
+    batch = next(self._it)
+    self.next_index += 1
+    return batch
+
+  def get_state(self) -> bytes:
+    return json.dumps({"next_index": self.next_index}).encode()
+
+  def set_state(self, state) -> None:
+    state = json.loads(state) if isinstance(state, (bytes, str)) else state
+    self.close()
+    self.next_index = int(state["next_index"])
+
+  def start_prefetch(self) -> None:
+    """Called by grain's checkpoint handler after a restore; the read-ahead starts at the next batch."""
+
+  def close(self) -> None:
+    it, self._it = self._it, None
+    if it is not None and hasattr(it, "close"):
+      it.close()

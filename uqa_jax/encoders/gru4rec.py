@@ -40,15 +40,18 @@ class GRULayer(nn.Module):
     b_hn_D = self.param("hidden_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
                         (d,), jnp.dtype(c.param_dtype)).astype(dtype)
 
+    # The recurrence carries h and computes its gates in float32 (a bfloat16 carry would round
+    # at each of the L steps); the two matmuls run in the compute dtype.
     def step(h_BxD, gates_x_Bx3D):
-      xr, xz, xn = jnp.split(gates_x_Bx3D, 3, axis=-1)
-      hr, hz, hn = jnp.split(h_BxD @ w_h_Dx3D, 3, axis=-1)
+      xr, xz, xn = jnp.split(gates_x_Bx3D.astype(jnp.float32), 3, axis=-1)
+      hh = jnp.matmul(h_BxD.astype(dtype), w_h_Dx3D, preferred_element_type=jnp.float32)
+      hr, hz, hn = jnp.split(hh, 3, axis=-1)
       r, z = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
-      n = jnp.tanh(xn + r * (hn + b_hn_D))
+      n = jnp.tanh(xn + r * (hn + b_hn_D.astype(jnp.float32)))
       h_BxD = (1.0 - z) * n + z * h_BxD
-      return h_BxD, h_BxD
+      return h_BxD, h_BxD.astype(dtype)
 
-    h0_BxD = jnp.zeros((x_BxLxD.shape[0], d), gates_x_BxLx3D.dtype)
+    h0_BxD = jnp.zeros((x_BxLxD.shape[0], d), jnp.float32)
     _, hs_LxBxD = jax.lax.scan(step, h0_BxD, jnp.moveaxis(gates_x_BxLx3D, 1, 0))
     return jnp.moveaxis(hs_LxBxD, 0, 1)
 

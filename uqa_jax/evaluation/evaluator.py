@@ -10,6 +10,7 @@ What each run is: `uqa_jax/stages/evaluate.py`.
 """
 
 import collections
+import dataclasses
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from uqa_jax.soft_prompt import export as align_export
 
 TEXT_CLICKS = choices.TEXT_CLICKS
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
+ANSWER_BUCKETS = 2  # continuation slot lengths the likelihood passes compile (fitted to the batches)
 
 
 def run_names(e: EvaluateConfig) -> list[str]:
@@ -105,7 +107,7 @@ class Evaluator:
           f"{self.model.adapter.cfg.name} adapter, {self.model.num_soft} soft tokens ({self.place}), "
           f"computed in {time.time() - start:.1f}s")
     self._texts = {}
-    self.answer_len = self._answer_slots()
+    self.answer_lengths = self._answer_lengths()
     eos = generate.eos_ids_for(self.model.llm.cfg, self.tokenizer)
     pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
     self.separate_base = "llm" in self.spec["saved"]  # full fine-tuning: the text baselines' LLM is another
@@ -121,14 +123,21 @@ class Evaluator:
     return self._base_llm
 
   # --- shapes: compiled once -------------------------------------------------------------
-  def _answer_slots(self) -> int:
-    """Continuation slots of the likelihood passes: the longest scored option's answer tokens
-    (with its end-of-turn token), rounded up to a multiple of 8."""
+  def _answer_lengths(self) -> list[int]:
+    """The longest scored option (answer tokens and its end-of-turn token) of each batch the
+    `aligned` run makes: what the continuation slots are fitted to (`ANSWER_BUCKETS` of them)."""
     if not (self.e.ranked or self.e.answer_nll):
-      return 0
-    longest = max(len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
-                  for q in self.questions for c in self._options(q))
-    return -(-longest // 8) * 8
+      return []
+    longest = [max((len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
+                    for c in self._options(q)), default=0) if self.e.answer_nll or q.candidates else 0
+               for q in self.questions]
+    batches = self._batches(range(len(self.questions)), [q.prompt for q in self.questions])
+    return [max(longest[i] for i in idx) for idx, _ in batches if max(longest[i] for i in idx)]
+
+  def shapes(self) -> dict:
+    """{llm: its generator's fixed shapes} for the LLMs asked so far (the stage's result)."""
+    gens = {"aligned": self.aligned_llm, **({"base": self._base_llm} if self.separate_base and self._base_llm else {})}
+    return {k: {**dataclasses.asdict(g.shapes), "cache_len": g.shapes.cache_len} for k, g in gens.items() if g.shapes}
 
   def _prompt_lengths(self, llm: str) -> list[int]:
     """Prompt lengths (soft tokens included) of every question the runs ask `llm` ("aligned" or
@@ -154,10 +163,12 @@ class Evaluator:
     lengths = self._prompt_lengths(llm)
     if not lengths:
       return None
-    shapes = generate.Shapes.fit(lengths, self.e.prompt_buckets, self.e.max_new_tokens, self.answer_len)
+    shapes = generate.Shapes.fit(lengths, self.e.prompt_buckets, self.e.max_new_tokens, self.answer_lengths,
+                                 ANSWER_BUCKETS)
     self.log(f"evaluate: the {llm} LLM's prompts padded to {len(shapes.buckets)} length buckets {shapes.buckets}, "
-             f"a {shapes.cache_len}-slot KV cache ({self.e.max_new_tokens} new tokens, {self.answer_len} answer slots): "
-             f"one prefill per bucket, one decode loop, one candidate scorer at batch {self.e.batch_size}")
+             f"answers scored in {len(shapes.answer_buckets)} slot buckets {shapes.answer_buckets}, a "
+             f"{shapes.cache_len}-slot KV cache: one prefill per prompt bucket, one candidate scorer per answer "
+             f"bucket, one decode loop ({self.e.max_new_tokens} new tokens), at batch {self.e.batch_size}")
     return shapes
 
   def _check_candidates(self) -> None:
@@ -236,31 +247,31 @@ class Evaluator:
              f"ETA {elapsed / done * (total - done):.0f}s")
 
   def ask(self, run: str, gen, prompts, messages, soft=None, soft_at=None) -> tuple[list[dict], float]:
-    """Generate (and rank) every question -> (records in question order, prefill s per question)."""
+    """Generate (and rank) every question -> (records in question order, prefill s per question).
+
+    Each batch is prefilled once: its scored options' likelihoods are read on that cache, then
+    the answers are decoded from it."""
     e, n = self.e, len(self.questions)
     pick = lambda idx: (None if soft is None else soft[idx], None if soft_at is None else [soft_at[i] for i in idx])
     predictions, likely = [None] * n, [None] * n
     sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
                                        top_p=e.top_p, seed=self.seed)
+    scores = lambda i: e.answer_nll or (e.ranked and self.questions[i].candidates)
     batches, start = self._batches(range(n), prompts), time.time()
     for b, (idx, full) in enumerate(batches):
       soft_b, at_b = pick(full)
-      out = gen.generate([prompts[i] for i in full], sampling, soft_prompt_BxPxD=soft_b, soft_at=at_b)
+      state = gen.prefill([prompts[i] for i in full], soft_b, at_b, new_tokens=e.max_new_tokens)
+      if any(scores(i) for i in idx):
+        self._likelihoods(gen, state, full, prompts, messages, scores, likely)
+      out = gen.decode(state, sampling)
       for i, ids in zip(idx, out):
-        predictions[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+        stop = next((k for k, x in enumerate(ids) if x in gen.eos_ids), len(ids))
+        predictions[i] = self.tokenizer.decode(ids[:stop].tolist(), skip_special_tokens=True)
       if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
-        self._progress(run, "generated", sum(len(x) for x, _ in batches[:b + 1]), n, start)
+        self._progress(run, "answered", sum(len(x) for x, _ in batches[:b + 1]), n, start)
     # Prefill time (Table 7) on the first batch: its shape is compiled by now.
     first = batches[0][1]
     prefill_s = gen.prefill_seconds([prompts[i] for i in first], *pick(first)) / len(first)
-    scored = [i for i in range(n) if e.answer_nll or (e.ranked and self.questions[i].candidates)]
-    if scored:
-      batches, start = self._batches(scored, prompts), time.time()
-      for b, (idx, full) in enumerate(batches):
-        self._likelihoods(gen, idx, full, prompts, messages, *pick(full), likely)
-        if (b + 1) % e.log_every == 0 or b + 1 == len(batches):
-          self._progress(run, "scored the answer likelihoods of", sum(len(x) for x, _ in batches[:b + 1]),
-                         len(scored), start)
     k = 0 if soft is None else soft.shape[1]
     records = []
     for i, q in enumerate(self.questions):
@@ -276,16 +287,19 @@ class Evaluator:
     them), else the gold alone (`answer_nll`)."""
     return q.candidates if self.e.ranked and q.candidates else (q.answer,)
 
-  def _likelihoods(self, gen, idx, full, prompts, messages, soft_b, at_b, out) -> None:
-    """Each option's NLL per answer token after the prompt, on one cached prefill per row; the
-    lowest among listed candidates is the ranked prediction, the gold's is `answer_nll`."""
+  def _likelihoods(self, gen, state, full, prompts, messages, scores, out) -> None:
+    """Each option's NLL per answer token after the prompt, on the batch's prefilled cache; the
+    lowest among listed candidates is the ranked prediction, the gold's is `answer_nll`. Rows
+    `scores` leaves out (and the batch's repeated padding rows) get no record."""
     conts = []
     for i in full:
       q = self.questions[i]
       conts.append([self.chat.answer_ids(messages[i], c, prompts[i], f"{self.path}, row {q.row}")
-                    for c in self._options(q)])
-    scores = gen.continuation_nll([prompts[i] for i in full], conts, soft_prompt_BxPxD=soft_b, soft_at=at_b)
-    for i, per_option in zip(idx, scores):
+                    for c in self._options(q)] if scores(i) else [])
+    nlls = gen.continuation_nll([prompts[i] for i in full], conts, state=state)
+    for i, per_option in zip(full, nlls):
+      if not per_option or out[i] is not None:
+        continue
       q, options = self.questions[i], self._options(self.questions[i])
       nll = [s / c for s, c in per_option]
       out[i] = {}

@@ -80,31 +80,51 @@ def fit_buckets(lengths, count: int, multiple: int = FIT_MULTIPLE) -> tuple[int,
   return tuple(sorted(out))
 
 
+def _smallest(buckets, n: int, what: str) -> int:
+  for b in buckets:
+    if n <= b:
+      return b
+  raise ValueError(f"{what} of {n} tokens is longer than the largest bucket {max(buckets, default=0)} "
+                   f"(buckets {tuple(buckets)}); fit the buckets to everything the generator will be asked")
+
+
+def _check_buckets(name: str, buckets, allow_empty: bool = False) -> None:
+  if (not buckets and not allow_empty) or list(buckets) != sorted(set(buckets)) or (buckets and buckets[0] < 1):
+    raise ValueError(f"Shapes: {name}={buckets}; expected distinct positive lengths, ascending")
+
+
 @dataclasses.dataclass(frozen=True)
 class Shapes:
-  """The fixed shapes of a generator's executables: prompt buckets, new tokens, answer slots."""
+  """The fixed shapes of a generator's executables: prompt buckets, new tokens, answer buckets
+  (the continuation slots `continuation_nll` scores candidates in)."""
   buckets: tuple[int, ...]
   new_tokens: int
-  answer_len: int = 0
+  answer_buckets: tuple[int, ...] = ()
 
   def __post_init__(self):
-    if not self.buckets or list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] < 1:
-      raise ValueError(f"Shapes: buckets={self.buckets}; expected distinct positive lengths, ascending")
+    _check_buckets("buckets", self.buckets)
+    _check_buckets("answer_buckets", self.answer_buckets, allow_empty=True)
+
+  @property
+  def answer_len(self) -> int:
+    return max(self.answer_buckets, default=0)
 
   @property
   def cache_len(self) -> int:
     return self.buckets[-1] + max(self.new_tokens, self.answer_len)
 
   def bucket(self, n: int) -> int:
-    for b in self.buckets:
-      if n <= b:
-        return b
-    raise ValueError(f"a prompt of {n} tokens is longer than the largest prompt bucket {self.buckets[-1]} "
-                     f"(buckets {self.buckets}); fit the buckets to every prompt the generator will ask")
+    return _smallest(self.buckets, n, "a prompt")
+
+  def answer_slots(self, n: int) -> int:
+    return _smallest(self.answer_buckets, n, "a continuation")
 
   @classmethod
-  def fit(cls, lengths, count: int, new_tokens: int, answer_len: int = 0) -> "Shapes":
-    return cls(fit_buckets(lengths, count), new_tokens, answer_len)
+  def fit(cls, lengths, count: int, new_tokens: int, answer_lengths=(), answer_count: int = 2) -> "Shapes":
+    """Prompt buckets fitted to `lengths`, answer buckets to `answer_lengths` (each the longest
+    continuation a batch scores), at most `count` / `answer_count` of each."""
+    answers = fit_buckets(answer_lengths, answer_count) if len(answer_lengths) else ()
+    return cls(fit_buckets(lengths, count), new_tokens, answers)
 
 
 @dataclasses.dataclass
@@ -219,7 +239,7 @@ class Generator:
   def _shapes(self, longest: int, new_tokens: int, answer_len: int = 0) -> Shapes:
     """The fixed shapes (checked to hold this call), or this call's own."""
     if self.shapes is None:
-      return Shapes((bucket_length(longest),), new_tokens, answer_len)
+      return Shapes((bucket_length(longest),), new_tokens, (answer_len,) if answer_len else ())
     if new_tokens > self.shapes.new_tokens or answer_len > self.shapes.answer_len:
       raise ValueError(f"{new_tokens} new tokens and {answer_len} answer slots asked; this generator's fixed "
                        f"shapes hold {self.shapes.new_tokens} and {self.shapes.answer_len}")
@@ -251,7 +271,8 @@ class Generator:
     if soft_prompt_BxPxD is not None and len(soft_prompt_BxPxD) != len(prompts):
       raise ValueError(f"soft prompt has batch {len(soft_prompt_BxPxD)}, prompts {len(prompts)}")
     longest = max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
-    shapes = self._shapes(longest, new_tokens, answer_len) if fixed else Shapes((bucket_length(longest),), new_tokens, answer_len)
+    shapes = (self._shapes(longest, new_tokens, answer_len) if fixed else
+              Shapes((bucket_length(longest),), new_tokens, (answer_len,) if answer_len else ()))
     bucket = shapes.bucket(longest)
     return shapes, bucket, self._inputs(prompts, soft_prompt_BxPxD, soft_at, bucket)
 
@@ -294,22 +315,26 @@ class Generator:
     return np.asarray(out)[:, :sampling.max_new_tokens]
 
   def continuation_nll(self, prompts: list[list[int]], continuations: list[list[list[int]]],
-                       soft_prompt_BxPxD=None, soft_at=None, length: int = 0) -> list[list[tuple[float, int]]]:
+                       soft_prompt_BxPxD=None, soft_at=None, length: int = 0,
+                       state: Prefilled | None = None) -> list[list[tuple[float, int]]]:
     """Per prompt, per continuation: (summed NLL, token count) of the continuation after the prompt.
 
-    Continuations are right-padded to the fixed shapes' answer slots, else to `length` or the
-    longest rounded up to a multiple of 8; a row with fewer continuations than the others gets
-    (0.0, 0) for the missing ones.
+    Continuations are right-padded to the smallest of the fixed shapes' answer buckets that
+    holds the longest, else to `length` or the longest rounded up to a multiple of 8; a row with
+    fewer continuations than the others gets none for the missing ones. `state`: these prompts
+    already prefilled (`prefill`; generation may decode from it afterwards), else prefilled here.
     """
     if len(continuations) != len(prompts):
       raise ValueError(f"{len(continuations)} continuation lists for {len(prompts)} prompts")
     if min((len(c) for cs in continuations for c in cs), default=1) < 1:
       raise ValueError("an empty continuation has no likelihood to compare")
     longest = max(len(c) for cs in continuations for c in cs)
-    a = self.shapes.answer_len if self.shapes else max(length, -(-longest // 8) * 8)
-    if longest > a:
-      raise ValueError(f"a continuation of {longest} tokens is longer than the {a} answer slots")
-    state = self.prefill(prompts, soft_prompt_BxPxD, soft_at, new_tokens=0, answer_len=a)
+    a = self.shapes.answer_slots(longest) if self.shapes else max(length, -(-longest // 8) * 8)
+    if state is None:
+      state = self.prefill(prompts, soft_prompt_BxPxD, soft_at, new_tokens=0, answer_len=a)
+    elif a > max(state.answer_len, state.new_tokens):
+      raise ValueError(f"continuations of {a} slots; the prefilled cache has room for "
+                       f"{max(state.answer_len, state.new_tokens)}")
     out = [[] for _ in prompts]
     for c in range(max(len(cs) for cs in continuations)):
       tokens = np.full((len(prompts), a), self.pad_id, np.int32)

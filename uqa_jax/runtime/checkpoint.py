@@ -12,8 +12,10 @@ import orbax.checkpoint as ocp
 
 
 def _grain(data_iterator):
-  """The grain iterator itself (`distributed.GlobalBatches` wraps one): its position is what is saved."""
-  return getattr(data_iterator, "local", data_iterator)
+  """What grain's checkpoint handler saves and restores: the data iterator's own `get_state`
+  (`distributed.GlobalBatches`: the position of the last batch handed out, however far its
+  device prefetch has read)."""
+  return data_iterator
 
 
 class Checkpointer:

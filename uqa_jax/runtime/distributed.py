@@ -15,6 +15,8 @@ restores checkpoints collectively.
 """
 
 import os
+import queue
+import threading
 
 import jax
 import numpy as np
@@ -72,20 +74,23 @@ def barrier(name: str) -> None:
 class GlobalBatches:
   """An iterator of this process's local numpy batches -> global jax.Arrays with `shardings`.
 
-  With one process the local batch is the global one. `get_state` / `set_state` are the local
-  iterator's, so the checkpointed data position is each process's own (grain writes one file
-  per process).
+  With one process the local batch is the global one. With `prefetch` > 0 a background thread
+  keeps that many batches already on the devices, so the host's reading and the transfer
+  overlap the step. `get_state` / `set_state` are the local iterator's (JSON bytes: grain's
+  checkpoint handler saves them, one file per process) as of the last batch handed out, never
+  of one still waiting in the queue.
   """
 
-  def __init__(self, local_iterator, shardings):
-    self.local, self.shardings = local_iterator, shardings
+  def __init__(self, local_iterator, shardings, prefetch: int = 0):
+    self.local, self.shardings, self.prefetch = local_iterator, shardings, prefetch
     self._checked = set()  # (sharding, global shape) pairs whose row blocks were checked
+    self._queue = self._thread = self._stop = None
+    self._state = None  # the local state after the last batch handed out (None: the local one's)
 
   def __iter__(self):
     return self
 
-  def __next__(self):
-    batch = next(self.local)
+  def _global(self, batch):
     count = jax.process_count()
 
     def make(x, sharding):
@@ -98,11 +103,58 @@ class GlobalBatches:
 
     return jax.tree.map(make, batch, _tree_like(self.shardings, batch))
 
+  def _fill(self, out: queue.Queue, stop: threading.Event):
+    while not stop.is_set():
+      try:
+        item = (self._global(next(self.local)), self.local.get_state())
+      except StopIteration:
+        item = StopIteration()
+      except Exception as e:  # noqa: BLE001 - handed to the consumer, who raises it
+        item = e
+      while not stop.is_set():
+        try:
+          out.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if isinstance(item, BaseException):
+        return
+
+  def __next__(self):
+    if not self.prefetch:
+      return self._global(next(self.local))
+    if self._thread is None:
+      self._queue, self._stop = queue.Queue(self.prefetch), threading.Event()
+      self._thread = threading.Thread(target=self._fill, args=(self._queue, self._stop), daemon=True,
+                                      name="device-prefetch")
+      self._thread.start()
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      self._halt()
+      raise item
+    batch, self._state = item
+    return batch
+
+  def _halt(self):
+    if self._thread is not None:
+      self._stop.set()
+      self._thread.join()
+    self._queue = self._thread = self._stop = None
+
   def get_state(self):
-    return self.local.get_state()
+    return self.local.get_state() if self._state is None else self._state
 
   def set_state(self, state):
+    self._halt()
+    self._state = None
     self.local.set_state(state)
+
+  def start_prefetch(self):
+    """Called by grain's checkpoint handler after a restore; the thread starts at the next batch."""
+
+  def close(self):
+    self._halt()
+    getattr(self.local, "close", lambda: None)()
 
 
 def check_batch_block(sharding, global_shape) -> None:

@@ -145,7 +145,7 @@ def check_config(config) -> None:
 def plan_target(prog: Program, pipe: pipeline.InputConfig, data_dir: str, tokenizer) -> planner.Target:
   """Stage 2's step for the memory planner, its batch as the align-train file gives it at the
   full text length (`pipe` with `widths` off)."""
-  cfg = dataclasses.replace(pipe, shuffle=False, widths=())
+  cfg = dataclasses.replace(pipe, shuffle=False, widths=(), workers=0)
   batch = next(iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("align", "train")), cfg,
                                           tokenizer=tokenizer)))
   example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)

@@ -28,7 +28,7 @@ def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embeddi
   once per row. Reported: R² on the fitted clicks, the distinct users they come from, and the R²
   of the same map on one row each of the next `TITLE_FIT_HELDOUT_USERS` users not fitted on."""
   title_fit.check(adapter_params)  # before any work
-  pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, widths=())
+  pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, widths=(), workers=0)
   encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
   titles = jax.jit(uqa_model.title_states)
   fit, held, rows, fit_users, held_users = ([], []), ([], []), 0, set(), set()

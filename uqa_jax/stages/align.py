@@ -197,7 +197,7 @@ def run(config, workdir: str, log=print) -> dict:
   # global arrays with the step's batch sharding: batches of the planned shape (the full text
   # length; with input.widths only the longest) run the executable the plan compiled
   data = distributed.GlobalBatches(iter(pipeline.make_dataset(path, prog.pipe, tokenizer=prog.tokenizer)),
-                                   prog.batch_sharding)
+                                   prog.batch_sharding, prefetch=2)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
   model = prog.model
   curve, timings = [], {}
@@ -218,6 +218,7 @@ def run(config, workdir: str, log=print) -> dict:
   finally:
     ckpt.close()
     curves.close()
+    data.close()
   skipped = int(jax.device_get(state.skipped))
   log(f"align: final eval answer NLL {final['answer_nll']:.4f} (" +
       ", ".join(f"{t} {final[f'answer_nll/{t}']:.3f}" for t in schema.TASKS if f"answer_nll/{t}" in final) +

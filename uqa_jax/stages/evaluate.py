@@ -84,4 +84,6 @@ def run(config, workdir: str, log=print) -> dict:
     log(f"evaluate[{name}]: " + "; ".join(
         f"{v} {c['accuracy']:.1%} [{c['ci'][0]:.1%}, {c['ci'][1]:.1%}] of {c['n']}"
         for v, c in summary[name].items() if c) + f" ({result['questions']} questions)")
-  return {"runs": summary, "cost": atomic.read_json(cost_path) if e.prompt_cost else None}
+  shapes = None if evaluator is None else evaluator.shapes()
+  return {"runs": summary, "cost": atomic.read_json(cost_path) if e.prompt_cost else None,
+          **({"shapes": shapes} if shapes else {})}

@@ -200,7 +200,7 @@ def build(config, workdir: str, devices=None) -> Parts:
       batch_size=p.batch_size, max_len=blocks.read(config, DataConfig).max_len, seed=config.seed,
       num_epochs=None)
   path = os.path.join(data_dir, schema.file_name("pretrain", "train"))
-  example = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False)))))
+  example = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False, workers=0)))))
 
   def init_boxed(rng):
     params = model.init({"params": rng, "dropout": rng}, example)["params"]
@@ -241,7 +241,7 @@ def run(config, workdir: str, log=print) -> dict:
   out_dir = os.path.join(workdir, "pretrain")
   data = distributed.GlobalBatches(
       iter(pipeline.make_dataset(os.path.join(data_dir, schema.file_name("pretrain", "train")), parts.pipe)),
-      parts.batch_shardings)
+      parts.batch_shardings, prefetch=2)
   # a step that cannot fit the devices stops here, before anything is allocated
   planner.check(parts.target(), log, memory=planner.parse_memory(p.device_memory))
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), p.max_to_keep)
@@ -271,6 +271,7 @@ def run(config, workdir: str, log=print) -> dict:
   finally:
     ckpt.close()
     curves.close()
+    data.close()
   result = {"model": final,
             "popularity": retrieval.popularity_baseline(
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),

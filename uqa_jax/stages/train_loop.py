@@ -29,8 +29,9 @@ from uqa_jax.runtime import parallel
 
 def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
   """Host copies of `fn(batch)` for every batch of the file at `path`, in order, once, the last
-  batch padded (its padding rows marked `valid` False); batches are global arrays on `sharding`."""
-  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False)
+  batch padded (its padding rows marked `valid` False); batches are global arrays on `sharding`,
+  at one shape (align: the full text length, never cut to `input.widths`): one eval executable."""
+  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, workers=0, widths=())
   batches = iter(pipeline.make_dataset(path, cfg, tokenizer=tokenizer))
   for batch in distributed.GlobalBatches(batches, sharding):
     yield jax.device_get(fn(batch))

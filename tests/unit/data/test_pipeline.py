@@ -323,3 +323,38 @@ def test_widths_cut_only_padding_to_the_smallest_width_that_holds_the_batch(en_d
 def test_widths_must_ascend_below_the_text_length(widths):
   with pytest.raises(ValueError, match="input.widths"):
     _align_cfg(widths=widths)
+
+
+def _rechunked(en_dir, tmp_path, rows_per_batch=7):
+  """The pretrain-train file (click times included) rewritten in record batches of `rows_per_batch` rows."""
+  import pyarrow as pa
+  path = os.path.join(en_dir, "pretrain_data_train.arrow")
+  table = pa.ipc.open_file(path).read_all()
+  out = str(tmp_path / "pretrain_data_train.arrow")
+  with pa.ipc.new_file(out, table.schema) as writer:
+    for batch in table.to_batches(max_chunksize=rows_per_batch):
+      writer.write_batch(batch)
+  with open(os.path.join(en_dir, schema.DATASET_INFO), encoding="utf-8") as f:
+    (tmp_path / schema.DATASET_INFO).write_text(f.read(), encoding="utf-8")
+  return out
+
+
+@pytest.mark.parametrize("max_len", [3, 16, 400])
+def test_a_batch_read_at_once_equals_its_rows_read_one_by_one(en_dir, tmp_path, max_len):
+  """`ReadBatch`'s vectorised gathers (rows spread over several record batches, repeated rows,
+  -1 padding rows, a short last batch) == `RowToArrays` row by row, stacked."""
+  path = _rechunked(en_dir, tmp_path)
+  source = pipeline.SequenceSource(path)
+  assert len(source.file._batches) > 3 and source.file.has_time  # pylint: disable=protected-access
+  cfg = pipeline.InputConfig(max_len=max_len)
+  rows = np.random.default_rng(0).integers(0, len(source), 10)
+  indices = np.concatenate([rows, [rows[0], -1]])
+  got = pipeline.ReadBatch(source, cfg, batch_size=16).map(indices)
+  one = pipeline.RowToArrays(cfg, path)
+  want = [one.map(source[i] if i >= 0 else dict(source[0], _padding=True)) for i in indices]
+  assert set(got) == set(want[0])
+  for key in want[0]:
+    assert got[key].shape == (16, *np.shape(want[0][key])) and got[key].dtype == np.asarray(want[0][key]).dtype, key
+    np.testing.assert_array_equal(got[key][:len(indices)], np.stack([w[key] for w in want]), err_msg=key)
+    assert not got[key][len(indices):].any(), key  # the short batch's completion: zero rows
+  assert list(got["valid"]) == [True] * 11 + [False] * 5

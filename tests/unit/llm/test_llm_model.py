@@ -177,3 +177,27 @@ def test_continuation_nll_equals_transformers_on_the_whole_sequence(checkpoint):
         logp = torch.log_softmax(model(ids).logits[0].double(), -1).numpy()
       want = -sum(logp[len(prompt) - 1 + j, tok] for j, tok in enumerate(cand))
       assert count == len(cand) and nll == pytest.approx(want, rel=1e-4)
+
+
+def test_fixed_shapes_and_a_shared_prefill_change_no_number(checkpoint):
+  """With fixed shapes (2 prompt buckets, a cache of the largest + room, 2 answer buckets) the
+  candidates scored on the prefill generation then decodes from equal the one-off results, and
+  so does the generation."""
+  _, cfg, params, _ = checkpoint
+  plain = generate.Generator(cfg, params, eos_ids=(), pad_id=0)
+  shapes = generate.Shapes.fit([len(p) for p in PROMPTS], 2, new_tokens=6, answer_lengths=[2, 4])
+  assert len(shapes.buckets) == 2 and shapes.answer_buckets == (8,) and shapes.cache_len == shapes.buckets[-1] + 8
+  fixed = generate.Generator(cfg, params, eos_ids=(), pad_id=0, shapes=shapes)
+  continuations = [[[5, 6, 7], [8]], [[9, 10]], [[11], [12, 13, 14, 15], [16, 17]], [[3, 3]]]
+  sampling = generate.SamplingConfig(max_new_tokens=6)
+  for batch in (PROMPTS[:2], PROMPTS[2:]):  # one bucket each
+    conts = continuations[:2] if batch == PROMPTS[:2] else continuations[2:]
+    state = fixed.prefill(batch, new_tokens=6)
+    shared = fixed.continuation_nll(batch, conts, state=state)
+    for got, want in zip(shared, plain.continuation_nll(batch, conts)):
+      assert [c for _, c in got] == [c for _, c in want]
+      np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], rtol=1e-5)
+    out = fixed.decode(state, sampling)
+    assert [list(r) for r in out] == plain.generate(batch, sampling)
+  with pytest.raises(ValueError, match="longer than the largest bucket"):
+    fixed.prefill([[1] * (shapes.buckets[-1] + 1)])
