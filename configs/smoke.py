@@ -7,8 +7,8 @@ Under a minute on 2 cores; the numbers mean nothing beyond "the pipeline runs".
 from configs import default
 
 
-def get_config():
-  c = default.get_config("trmpp")
+def get_config(encoder: str = "trmpp"):
+  c = default.get_config(encoder)
   c.stages = ("data", "pretrain")  # Stage 2 needs an LLM: tests bring a tiny one (tests/tiny_llm.py)
   c.align.adapter_init = "random"  # tests that want the title fit ask for it (it refuses oracle and text users)
   s = c.data.synthetic

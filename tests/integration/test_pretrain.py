@@ -191,8 +191,8 @@ def test_bfloat16_compute_tracks_float32_with_float32_weights_and_moments(data_w
   batches = [next(data) for _ in range(4)]
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    config = smoke.get_config()
-    config.encoder.name, config.encoder.dtype = encoder, dtype
+    config = smoke.get_config(encoder)
+    config.encoder.dtype = dtype
     parts = pretrain.build(config, data_workdir)
     state = parts.init(jax.random.PRNGKey(0))
     losses[dtype] = []
