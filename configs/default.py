@@ -52,7 +52,8 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   # embeddings on the encoder states (`align.adapter_init`).
   c.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   c.input.max_text_len, c.input.max_answer_len = 96, 40  # the default data: chats <= 80, answers <= 32 tokens
-  c.input.length_window, c.input.widths = 8, (48,)  # batches at 48 or 96 tokens: two compiled train steps
+  # batches cut to 48 chat / 16 answer tokens when they fit, else the full 96 / 40: two train steps
+  c.input.length_window, c.input.widths = 8, ((48, 16),)
   c.adapter.name, c.adapter.num_tokens = "recent", 4
   a = c.align
   a.mode, a.learning_rate, a.llm_learning_rate = "full", 1e-3, 3e-5  # paper: adapter, 1e-4, -

@@ -332,8 +332,9 @@ def test_logits_at_the_answer_only_equal_the_full_reference_path(base, tmp_path,
   parts = align.build(config, workdir)
   batch = _batches(parts, workdir, 1)[0]
   params = parts.params_of(parts.init(None))
-  assert batch["answer_at"].shape == (4, config.input.max_answer_len)
-  assert batch["input_ids"].shape[1] in tuple(config.input.widths) + (config.input.max_text_len,)
+  shape = (batch["input_ids"].shape[1], batch["answer_at"].shape[1])
+  assert batch["answer_at"].shape[0] == 4
+  assert shape in tuple(config.input.widths) + ((config.input.max_text_len, config.input.max_answer_len),)
   np.testing.assert_array_equal(np.sum(batch["answer_at"] >= 0, axis=1), np.sum(batch["loss_mask"], axis=1))
   batch = dict(batch, valid=jnp.array([True, True, True, False]))  # an eval batch's padding row
   fast = uqa_model.answer_nll(params, batch, model=parts.model)
@@ -345,7 +346,7 @@ def test_logits_at_the_answer_only_equal_the_full_reference_path(base, tmp_path,
 
 def test_an_answer_longer_than_max_answer_len_is_an_error_naming_the_row(base, tmp_path):
   config, workdir = _workdir(base, tmp_path)
-  config.input.max_answer_len = 2
+  config.input.max_answer_len, config.input.widths = 2, ()  # widths must fit within it
   parts = align.build(config, workdir)
   with pytest.raises(ValueError, match=r"align_data_train.arrow, row \d+: the answer and its end-of-turn token are "
                                        r"\d+ tokens, over max_answer_len=2"):

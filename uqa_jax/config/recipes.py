@@ -129,7 +129,7 @@ class EvaluateConfig:
   top_p: float = 1.0  # nucleus filtering when sampling
   batch_size: int = 16
   # Prompts padded to at most this many length buckets, fitted to the prompts the runs ask (the
-  # least padding): one prefill executable per bucket. Padding changes no answer (masked).
+  # least padding): one prefill executable per bucket. Padding changes no answer in float32 (masked).
   prompt_buckets: int = dataclasses.field(default=2, metadata=RUN_ONLY)
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
   answer_nll: bool = True  # also score the gold answer's NLL per token (every question)

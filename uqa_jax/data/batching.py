@@ -2,7 +2,7 @@
 
   LengthGrouped  `input.length_window`: rows regrouped so each batch holds rows of similar length
   ProcessSlice   several JAX processes: each reads its block of every global batch's rows
-  CutToWidth     `input.widths`: an align batch's text cut to the smallest width holding its rows
+  CutToWidth     `input.widths`: an align batch cut to the first (text, answer) width holding its rows
   padded_batch   eval: the last batch padded, its padding rows marked `valid` False
 """
 
@@ -113,17 +113,20 @@ class ProcessSlice(grain.MapDataset):
 
 
 class CutToWidth(grain.transforms.Map):
-  """An align batch with its T axis cut to the smallest of `widths` that holds its longest row
-  (`max_text_len` when none does): a few fixed shapes, so one compiled step each. Rows are
-  left-aligned, so only padding is cut; the A axis stays `max_answer_len`."""
+  """An align batch with its T and A axes cut to the first of `widths` ((text, answer) pairs,
+  ascending) that holds its longest chat and its longest answer, else left at (`max_text_len`,
+  `max_answer_len`): a few fixed shapes, so one compiled step each. Rows are left-aligned and
+  answer slots are filled from the front, so only padding is cut."""
 
-  def __init__(self, widths: tuple[int, ...], max_text_len: int):
-    self.widths, self.max_text_len = tuple(widths), max_text_len
+  def __init__(self, widths, max_text_len: int, max_answer_len: int):
+    self.widths, self.full = tuple(tuple(w) for w in widths), (max_text_len, max_answer_len)
 
   def map(self, batch: dict) -> dict:
-    longest = int(batch["attention_mask"].sum(axis=1).max())
-    t = next((w for w in self.widths if w >= longest), self.max_text_len)
-    return {**batch, **{k: batch[k][:, :t] for k in ("input_ids", "loss_mask", "attention_mask")}}
+    text = int(batch["attention_mask"].sum(axis=1).max())
+    answer = int((batch["answer_at"] >= 0).sum(axis=1).max())
+    t, a = next((w for w in self.widths if w[0] >= text and w[1] >= answer), self.full)
+    return {**batch, **{k: batch[k][:, :t] for k in ("input_ids", "loss_mask", "attention_mask")},
+            "answer_at": batch["answer_at"][:, :a]}
 
 
 def chat_lengths(path: str) -> np.ndarray:

@@ -27,9 +27,10 @@ Two options make align batches cheaper (off by default; `input` block):
   length_window  > 0: after shuffling, each window of this many batches is sorted by chat
                  length (characters, a proxy for tokens) and cut into batches whose order is then
                  shuffled (seeded per window): rows of a batch have similar lengths.
-  widths         text lengths below `max_text_len` a batch may be cut to: each batch's T axis
-                 is cut to the smallest width that holds its longest row (else `max_text_len`),
-                 so a run compiles one train step per width plus one, whatever its rows.
+  widths         (text, answer) lengths a batch may be cut to, ascending: each batch's T and A
+                 axes are cut to the first pair that holds its longest chat and answer (else
+                 `max_text_len`, `max_answer_len`), so a run compiles one train step per pair
+                 plus one, whatever its rows.
 """
 
 import dataclasses
@@ -67,7 +68,7 @@ class InputConfig:
   max_text_len: int = 192  # T: chat tokens per align row
   max_answer_len: int = chat_lib.MAX_ANSWER_LEN  # A: answer + end-of-turn tokens per align row
   length_window: int = 0  # > 0: align rows sorted by length within windows of this many batches
-  widths: tuple[int, ...] = ()  # align batches cut to the smallest of these holding their rows
+  widths: tuple = ()  # ((text, answer), ...): align batches cut to the first pair holding their rows
   workers: int = dataclasses.field(default=-1, metadata=RUN_ONLY)  # grain worker processes; -1: by platform
   # Set by the stage for its run:
   batch_size: int = 256
@@ -84,10 +85,14 @@ class InputConfig:
       raise ValueError(f"input.workers={self.workers}: expected -1 (by platform), 0 (in this process) or more")
     if self.length_window < 0:
       raise ValueError(f"input.length_window={self.length_window}: expected >= 0 (0 = off)")
-    widths = tuple(self.widths)
-    if list(widths) != sorted(set(widths)) or any(not 0 < w < self.max_text_len for w in widths):
-      raise ValueError(f"input.widths={widths}: expected distinct lengths, ascending, each in "
-                       f"[1, input.max_text_len={self.max_text_len})")
+    widths = tuple(tuple(w) if isinstance(w, (tuple, list)) else w for w in self.widths)
+    pairs = all(isinstance(w, tuple) and len(w) == 2 and all(isinstance(x, int) for x in w) for w in widths)
+    if (not pairs or any(not (0 < t <= self.max_text_len and 0 < a <= self.max_answer_len) for t, a in widths)
+        or any(t1 >= t2 or a1 > a2 for (t1, a1), (t2, a2) in zip(widths, widths[1:]))
+        or (self.max_text_len, self.max_answer_len) in widths):
+      raise ValueError(f"input.widths={widths}: expected (text, answer) pairs, text strictly and answer weakly "
+                       f"ascending, within (input.max_text_len={self.max_text_len}, "
+                       f"input.max_answer_len={self.max_answer_len}) and not equal to both")
     unknown = sorted(set(self.bag_sizes) - set(schema.FEATURE_COLUMNS[1:]))
     if unknown:
       raise ValueError(f"bag_sizes: unknown columns {unknown}; expected some of {schema.FEATURE_COLUMNS[1:]}")
@@ -301,7 +306,7 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
   else:
     ds = ds.batch(local_batch, drop_remainder=False, batch_fn=batching.padded_batch(local_batch))
   if cfg.widths:
-    ds = ds.map(batching.CutToWidth(cfg.widths, cfg.max_text_len))
+    ds = ds.map(batching.CutToWidth(cfg.widths, cfg.max_text_len, cfg.max_answer_len))
   return Batches(ds, resolve_workers(cfg.workers))
 
 

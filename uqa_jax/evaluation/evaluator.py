@@ -346,7 +346,8 @@ class Evaluator:
     if not self.text_user:
       soft, at = self.soft_prompt(self.prompt_users("aligned"))
       prompts = [q.prompt for q in self.questions]
-      seconds = self.aligned_llm.prefill_seconds([prompts[i] for i in rows], soft[rows], [at[i] for i in rows])
+      seconds = self.aligned_llm.prefill_seconds([prompts[i] for i in rows], soft[rows], [at[i] for i in rows],
+                                                 own_bucket=True)
       out["embedding"] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts]) + soft.shape[1]),
                           "prefill_s_per_question": seconds / m}
     try:
@@ -358,7 +359,7 @@ class Evaluator:
     for run, clicks in TEXT_CLICKS.items():
       prompts, _ = self.text_prompts(clicks)
       out[run] = {"prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
-                  "prefill_s_per_question": gen.prefill_seconds([prompts[i] for i in rows]) / m}
+                  "prefill_s_per_question": gen.prefill_seconds([prompts[i] for i in rows], own_bucket=True) / m}
     self.log("evaluate: prompt cost (Table 7): " + "; ".join(
         f"{k} {v['prompt_tokens_mean']:.0f} tokens, {1000 * v['prefill_s_per_question']:.0f} ms prefill per question"
         for k, v in out.items() if "skipped" not in v))

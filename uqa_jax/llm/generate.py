@@ -6,8 +6,10 @@ Shape letters as in `model.py`; P soft-prompt tokens, N new tokens, T prompt buc
 Compiled once per shape, by design (`Shapes`): prompts are left-padded to one of a few length
 buckets, the KV cache always has S = the largest bucket + max(N, A) slots, and the slot a call
 writes at is traced. So a generator compiles one prefill per bucket (token embedding and the
-soft-prompt splice inside it), one decode loop (greedy or sampled, `lax.while_loop` until every
-row ended or N tokens) and one continuation scorer, per batch size, whatever the prompts.
+soft-prompt splice inside it; prompts with and without soft tokens trace apart), one decode loop
+(greedy or sampled, `lax.while_loop` until every row ended or N tokens) and one continuation
+scorer per answer bucket, per batch size, whatever the prompts. Decoding and scoring attend over
+all S slots, so short prompts that share a generator with long ones pay for the long ones' cache.
 `Shapes.fit(lengths, count)` chooses the buckets from the prompt lengths a caller will ask
 (the least padding with at most `count` buckets); without fixed shapes each call gets the
 bucket `bucket_length` gives it and a cache of its own length (one-off use: `llm.chat`, tests).
@@ -35,6 +37,7 @@ from uqa_jax.llm.config import LLMConfig
 MIN_BUCKET = 16
 BUCKET_STEP = 32  # above 2 * BUCKET_STEP, buckets grow by this much
 FIT_MULTIPLE = 8  # buckets chosen by `Shapes.fit` are multiples of this
+OWN_BUCKET_SLACK = 1.5  # `prefill_seconds(own_bucket=True)`: a fixed bucket at most this times a prompt's own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,15 +286,18 @@ class Generator:
     logits, cache, position, kv_mask = self._prefill(self.params, *inputs, cache_len=shapes.cache_len)
     return Prefilled(logits, cache, position, kv_mask, bucket, shapes.new_tokens, shapes.answer_len)
 
-  def prefill_seconds(self, prompts, soft_prompt_BxPxD=None, soft_at=None) -> float:
+  def prefill_seconds(self, prompts, soft_prompt_BxPxD=None, soft_at=None, own_bucket: bool = False) -> float:
     """Wall time of one prefill of these prompts on the device (host assembly excluded).
 
-    With fixed shapes that hold them, the generator's own prefill executable is timed (its first
-    call compiles it, and later calls reuse it); otherwise a prefill at the prompts' own bucket
-    is compiled ahead of time for this measurement alone and timed once.
+    The generator's prefill executable is timed when a fixed bucket holds them (its first call
+    compiles it, later calls reuse it) — with `own_bucket`, only when that bucket is at most
+    `OWN_BUCKET_SLACK` times their own (`bucket_length`), so a prompt is never timed at a much
+    longer prompt's bucket (text20's at text50's). Otherwise a prefill at their own bucket is
+    compiled ahead of time for this measurement alone and timed once.
     """
     longest = max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
-    fixed = self.shapes is not None and longest <= self.shapes.buckets[-1]
+    fixed = (self.shapes is not None and longest <= self.shapes.buckets[-1]
+             and (not own_bucket or self.shapes.bucket(longest) <= OWN_BUCKET_SLACK * bucket_length(longest)))
     shapes, _, inputs = self._prefill_args(prompts, soft_prompt_BxPxD, soft_at, 0, 0, fixed=fixed)
     inputs = jax.device_put(inputs)
     if fixed:

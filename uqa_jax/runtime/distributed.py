@@ -109,7 +109,7 @@ class GlobalBatches:
         item = (self._global(next(self.local)), self.local.get_state())
       except StopIteration:
         item = StopIteration()
-      except Exception as e:  # noqa: BLE001 - handed to the consumer, who raises it
+      except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it
         item = e
       while not stop.is_set():
         try:

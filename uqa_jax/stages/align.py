@@ -36,6 +36,7 @@ loop. The result holds the eval answer NLL overall and per sub-task; `workdir/al
 
 import dataclasses
 import os
+import time
 
 import flax.linen as nn
 import jax
@@ -190,6 +191,7 @@ def evaluate(prog: Program, params, data_dir: str) -> dict:
 
 
 def run(config, workdir: str, log=print) -> dict:
+  started = time.time()
   prog = build(config, workdir, log=log)
   a, data_dir = prog.cfg, workdir_lib.data_dir(workdir)
   out_dir = os.path.join(workdir, "align")
@@ -212,7 +214,7 @@ def run(config, workdir: str, log=print) -> dict:
         batch_size=a.batch_size, max_bad_steps=a.max_bad_steps, curve=curve,
         describe=lambda m: f"soft-token norm {float(m['soft_norm']):.3f} (token embeddings {prog.embed_norm:.3f})",
         evaluate=lambda s: evaluate(prog, prog.params_of(s), data_dir), fmt=lambda m: f"answer NLL {m['answer_nll']:.4f}",
-        scalars=curves, timings=timings)
+        scalars=curves, timings=timings, started=started)
     final = evaluate(prog, prog.params_of(state), data_dir)
     curves.write(prog.total_steps, {f"eval/{k}": v for k, v in final.items()})
   finally:

@@ -15,6 +15,7 @@ model with `encoders.export.save` to `workdir/pretrain/export` for Stage 2.
 import dataclasses
 import functools
 import os
+import time
 from typing import Any
 
 import flax
@@ -236,6 +237,7 @@ def evaluate(parts: Parts, params, data_dir: str) -> dict[str, float]:
 
 
 def run(config, workdir: str, log=print) -> dict:
+  started = time.time()
   parts = build(config, workdir)
   p, data_dir = parts.cfg, workdir_lib.data_dir(workdir)
   out_dir = os.path.join(workdir, "pretrain")
@@ -265,7 +267,7 @@ def run(config, workdir: str, log=print) -> dict:
     state, steps_per_s = train_loop.run(
         parts.step, state, data, total_steps=parts.total_steps, ckpt=ckpt, cfg=p, log=log, name="pretrain",
         evaluate=lambda s: evaluate(parts, s.params, data_dir), fmt=_fmt, curve=curve, scalars=curves,
-        timings=timings)
+        timings=timings, started=started, batch_size=p.batch_size)
     final = evaluate(parts, state.params, data_dir)
     curves.write(parts.total_steps, {f"eval/{k}": v for k, v in final.items()})
   finally:
@@ -277,6 +279,7 @@ def run(config, workdir: str, log=print) -> dict:
                 os.path.join(data_dir, schema.file_name("pretrain", "train")),
                 os.path.join(data_dir, schema.file_name("pretrain", "eval")), parts.model.vocab_sizes["item"]),
             "steps_per_s": steps_per_s, **timings,
+            "examples_per_s": None if steps_per_s is None else steps_per_s * p.batch_size,
             "parameters": n_params,  # all of the user model's, item tables included
             "encoder_parameters": sum(x.size for x in jax.tree.leaves(state.params["encoder"])),  # the backbone
             "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps

@@ -27,11 +27,17 @@ from uqa_jax.runtime import distributed
 from uqa_jax.runtime import parallel
 
 
+EVAL_WINDOW = 1 << 40  # batches: one length-sorted window over any file
+
+
 def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
-  """Host copies of `fn(batch)` for every batch of the file at `path`, in order, once, the last
-  batch padded (its padding rows marked `valid` False); batches are global arrays on `sharding`,
-  at one shape (align: the full text length, never cut to `input.widths`): one eval executable."""
-  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, workers=0, widths=())
+  """Host copies of `fn(batch)` for every batch of the file at `path`, once, the last batch
+  padded (its padding rows marked `valid` False); batches are global arrays on `sharding`.
+  Align files cut to `input.widths` are read sorted by chat length first (every row once; an
+  eval sums over rows), so most batches take the narrow widths: one eval executable per width."""
+  window = EVAL_WINDOW if tokenizer is not None and pipe.widths else 0
+  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, workers=0,
+                            length_window=window)
   batches = iter(pipeline.make_dataset(path, cfg, tokenizer=tokenizer))
   for batch in distributed.GlobalBatches(batches, sharding):
     yield jax.device_get(fn(batch))
@@ -81,20 +87,21 @@ NOT_CURVES = ("skipped", "bad_in_row")  # step metrics that are counters, not cu
 
 def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, evaluate=None, fmt=None,
         batch_size: int | None = None, describe=None, max_bad_steps: int = 0, curve: list | None = None,
-        scalars=None, timings: dict | None = None):
+        scalars=None, timings: dict | None = None, started: float | None = None):
   """Steps `state` to `total_steps` with batches from `data`; -> (state, training steps/s or None).
 
   `cfg` supplies the cadence: `log_every`, `checkpoint_every`, `eval_every` (0: never; the
   caller evaluates at the end). `evaluate(state) -> {metric: number}` runs at eval steps and is
   logged as `fmt(metrics)` (default: every metric). `timings`, when given, receives
-  `first_step_seconds`: from the call to the first step's end (its compilation included). Progress
+  `first_step_seconds`: from `started` (a `time.time()`; default this call) to the first step's
+  end, its compilation included. Progress
   lines give the mean loss of the steps since the last line, steps/s (and examples/s when
   `batch_size` is given), ETA, skipped steps so far, and `describe(metrics) -> str` of the
   last step's metrics. `curve`, when given, receives [step, mean loss] at every progress line
   (full precision; the steps this call ran).
   """
   first = int(jax.device_get(state.step))
-  called = time.time()
+  called = time.time() if started is None else started
   fmt = fmt or (lambda m: " ".join(f"{k} {v:.4f}" for k, v in m.items()))
   pending, window = [], []
   skipped = int(jax.device_get(getattr(state, "skipped", 0)))  # a resumed run's earlier skips too
@@ -136,7 +143,7 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
     if timed_from is None:  # the first step compiles: rates start after it
       jax.block_until_ready(metrics)
       timed_from, t0 = done, time.time()
-      log(f"{name}: first step done {t0 - called:.1f}s after the loop started (its compilation included)")
+      log(f"{name}: first step done {t0 - called:.1f}s after the stage started (its compilation included)")
       if timings is not None:
         timings["first_step_seconds"] = round(t0 - called, 3)
     if log_due is not None:  # the log step's metrics, fetched while this step runs

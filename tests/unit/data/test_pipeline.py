@@ -300,27 +300,30 @@ def test_length_window_reorders_within_windows_keeping_every_row_once(en_dir, to
   np.testing.assert_array_equal(next(resumed)["input_ids"], want["input_ids"])
 
 
-def test_widths_cut_only_padding_to_the_smallest_width_that_holds_the_batch(en_dir, tokenizer):
+def test_widths_cut_only_padding_to_the_first_pair_that_holds_the_batch(en_dir, tokenizer):
   full = list(_ds(en_dir, kind="align", cfg=_align_cfg(shuffle=False, num_epochs=1), tokenizer=tokenizer))
-  widths = (40, 64)
+  widths = ((40, 8), (64, 16))
   cut = list(_ds(en_dir, kind="align", cfg=_align_cfg(shuffle=False, num_epochs=1, widths=widths),
                  tokenizer=tokenizer))
   assert len(full) == len(cut) > 0
   seen = set()
   for f, c in zip(full, cut):
-    t, longest = c["input_ids"].shape[1], f["attention_mask"].sum(axis=1).max()
-    assert t == min([w for w in widths if w >= longest] or [192])  # the smallest width that holds it
-    seen.add(t)
+    t, a = c["input_ids"].shape[1], c["answer_at"].shape[1]
+    text, answer = f["attention_mask"].sum(axis=1).max(), (f["answer_at"] >= 0).sum(axis=1).max()
+    assert (t, a) == next((w for w in widths if w[0] >= text and w[1] >= answer), (192, 48))
+    seen.add((t, a))
     for k in ("input_ids", "loss_mask", "attention_mask"):
       np.testing.assert_array_equal(c[k], f[k][:, :t])
       assert not f["attention_mask"][:, t:].any() and not f["loss_mask"][:, t:].any()
-    np.testing.assert_array_equal(c["answer_at"], f["answer_at"])  # the answer axis is never cut
+    np.testing.assert_array_equal(c["answer_at"], f["answer_at"][:, :a])
+    assert (f["answer_at"][:, a:] == -1).all()
     np.testing.assert_array_equal(c["task"], f["task"])
   assert len(seen) >= 2, seen  # the data gives batches of more than one width
 
 
-@pytest.mark.parametrize("widths", [(64, 40), (40, 40), (0,), (192,)])
-def test_widths_must_ascend_below_the_text_length(widths):
+@pytest.mark.parametrize("widths", [((64, 8), (40, 8)), ((40, 16), (64, 8)), ((0, 8),), ((200, 8),),
+                                    ((40, 49),), ((192, 48),), (40,)])
+def test_widths_must_be_ascending_pairs_within_the_lengths(widths):
   with pytest.raises(ValueError, match="input.widths"):
     _align_cfg(widths=widths)
 

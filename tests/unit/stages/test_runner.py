@@ -139,9 +139,9 @@ def test_a_field_added_later_keeps_old_workdirs_valid_at_its_old_behaviour():
   titles_rows = stages.fingerprint("align", config(align__adapter_init="titles", align__title_fit_rows=64))
   assert titles_rows["align.title_fit_rows"] == 64
   # The row order changes with length_window; the widths' cuts change no number.
-  assert set(stages.fingerprint("align", config(input__length_window=8, input__widths=(32,)))) - set(base) \
+  assert set(stages.fingerprint("align", config(input__length_window=8, input__widths=((32, 8),)))) - set(base) \
       == {"input.length_window"}
-  assert stages.fingerprint("align", config(input__widths=(32, 64))) == base
+  assert stages.fingerprint("align", config(input__widths=((32, 8), (64, 16)))) == base
 
 
 def test_default_workdir_is_named_after_the_config_and_its_argument():
