@@ -128,9 +128,8 @@ class Evaluator:
     `aligned` run makes: what the continuation slots are fitted to (`ANSWER_BUCKETS` of them)."""
     if not (self.e.ranked or self.e.answer_nll):
       return []
-    longest = [max((len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
-                    for c in self._options(q)), default=0) if self.e.answer_nll or q.candidates else 0
-               for q in self.questions]
+    longest = [max(len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
+                   for c in self._options(q)) if self._scored(q) else 0 for q in self.questions]
     batches = self._batches(range(len(self.questions)), [q.prompt for q in self.questions])
     return [max(longest[i] for i in idx) for idx, _ in batches if max(longest[i] for i in idx)]
 
@@ -256,7 +255,7 @@ class Evaluator:
     predictions, likely = [None] * n, [None] * n
     sampling = generate.SamplingConfig(max_new_tokens=e.max_new_tokens, temperature=e.temperature,
                                        top_p=e.top_p, seed=self.seed)
-    scores = lambda i: e.answer_nll or (e.ranked and self.questions[i].candidates)
+    scores = lambda i: self._scored(self.questions[i])
     batches, start = self._batches(range(n), prompts), time.time()
     for b, (idx, full) in enumerate(batches):
       soft_b, at_b = pick(full)
@@ -281,6 +280,11 @@ class Evaluator:
         record.update(likely[i])
       records.append(record)
     return records, prefill_s
+
+  def _scored(self, q) -> bool:
+    """Whether a question's options get likelihoods: every question with `answer_nll`, those
+    listing candidates with `ranked`."""
+    return bool(self.e.answer_nll or (self.e.ranked and q.candidates))
 
   def _options(self, q) -> tuple[str, ...]:
     """The answers whose likelihood is scored: the listed candidates (ranked; the gold is one of

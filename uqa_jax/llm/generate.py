@@ -239,9 +239,9 @@ class Generator:
     return logits[:, last]
 
   # --- host-side driver --------------------------------------------------------------
-  def _shapes(self, longest: int, new_tokens: int, answer_len: int = 0) -> Shapes:
-    """The fixed shapes (checked to hold this call), or this call's own."""
-    if self.shapes is None:
+  def _shapes(self, longest: int, new_tokens: int, answer_len: int = 0, fixed: bool = True) -> Shapes:
+    """The fixed shapes (checked to hold this call), or (none fixed, or not `fixed`) this call's own."""
+    if self.shapes is None or not fixed:
       return Shapes((bucket_length(longest),), new_tokens, (answer_len,) if answer_len else ())
     if new_tokens > self.shapes.new_tokens or answer_len > self.shapes.answer_len:
       raise ValueError(f"{new_tokens} new tokens and {answer_len} answer slots asked; this generator's fixed "
@@ -274,8 +274,7 @@ class Generator:
     if soft_prompt_BxPxD is not None and len(soft_prompt_BxPxD) != len(prompts):
       raise ValueError(f"soft prompt has batch {len(soft_prompt_BxPxD)}, prompts {len(prompts)}")
     longest = max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
-    shapes = (self._shapes(longest, new_tokens, answer_len) if fixed else
-              Shapes((bucket_length(longest),), new_tokens, (answer_len,) if answer_len else ()))
+    shapes = self._shapes(longest, new_tokens, answer_len, fixed)
     bucket = shapes.bucket(longest)
     return shapes, bucket, self._inputs(prompts, soft_prompt_BxPxD, soft_at, bucket)
 
