@@ -156,6 +156,11 @@ def _sample(logits_BxV, key, temperature, top_p):
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def _longest(prompts, soft_prompt_BxPxD) -> int:
+  """The longest prompt's length with its soft tokens: what its bucket must hold."""
+  return max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
+
+
 class Generator:
   """Jitted prefill, decode loop and continuation scorer for one model; reuse it across calls
   to reuse their executables (with fixed `shapes`, one of each per bucket / batch size)."""
@@ -273,7 +278,7 @@ class Generator:
     """(shapes, bucket, device inputs of `_prefill`); `fixed=False`: this call's own shapes."""
     if soft_prompt_BxPxD is not None and len(soft_prompt_BxPxD) != len(prompts):
       raise ValueError(f"soft prompt has batch {len(soft_prompt_BxPxD)}, prompts {len(prompts)}")
-    longest = max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
+    longest = _longest(prompts, soft_prompt_BxPxD)
     shapes = self._shapes(longest, new_tokens, answer_len, fixed)
     bucket = shapes.bucket(longest)
     return shapes, bucket, self._inputs(prompts, soft_prompt_BxPxD, soft_at, bucket)
@@ -294,7 +299,7 @@ class Generator:
     longer prompt's bucket (text20's at text50's). Otherwise a prefill at their own bucket is
     compiled ahead of time for this measurement alone and timed once.
     """
-    longest = max(len(x) for x in prompts) + (0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1])
+    longest = _longest(prompts, soft_prompt_BxPxD)
     fixed = (self.shapes is not None and longest <= self.shapes.buckets[-1]
              and (not own_bucket or self.shapes.bucket(longest) <= OWN_BUCKET_SLACK * bucket_length(longest)))
     shapes, _, inputs = self._prefill_args(prompts, soft_prompt_BxPxD, soft_at, 0, 0, fixed=fixed)
@@ -372,8 +377,7 @@ class Generator:
 
   def _generate_without_cache(self, prompts, sampling, soft_prompt_BxPxD, soft_at) -> np.ndarray:
     """The reference path: the whole sequence recomputed for every new token (tests compare)."""
-    p = 0 if soft_prompt_BxPxD is None else soft_prompt_BxPxD.shape[1]
-    t, n = bucket_length(max(len(x) for x in prompts) + p), sampling.max_new_tokens
+    t, n = bucket_length(_longest(prompts, soft_prompt_BxPxD)), sampling.max_new_tokens
     ids, mask, soft, start_B = self._inputs(prompts, soft_prompt_BxPxD, soft_at, t)
     embeds = jax.jit(self._embeds)(self.params, ids, soft, start_B)
     buffer = jnp.pad(embeds, ((0, 0), (0, n), (0, 0)))

@@ -30,9 +30,10 @@ class Scalars:
       import tensorboardX  # imported here: only process 0 of a stage that writes curves needs it
       self._writer = tensorboardX.SummaryWriter(directory, flush_secs=30)
 
-  def write(self, step: int, values: dict) -> None:
-    """One point per tag at `step`; values must be finite scalars (Python or 0-d arrays)."""
-    for tag, value in values.items():
+  def write(self, step: int, values: dict, prefix: str = "") -> None:
+    """One point per tag (`prefix` + key) at `step`; values must be finite scalars (Python or 0-d arrays)."""
+    for key, value in values.items():
+      tag = prefix + key
       v = np.asarray(value)
       if v.shape != () or not np.issubdtype(v.dtype, np.number) and v.dtype != bool:
         raise ValueError(f"scalar {tag!r} at step {step}: expected one number, got {value!r}")

@@ -208,7 +208,7 @@ def run(name: str, config, workdir: str, log=print) -> dict:
     result = {**result, "compile": compiled.summary()}
     log(f"[{name}] {compiled.describe()}")
     with scalars.Scalars(scalars.logdir(out)) as curves:  # beside the training curves, for TensorBoard
-      curves.write(0, {f"compile/{k}": v for k, v in compiled.summary().items()})
+      curves.write(0, compiled.summary(), prefix="compile/")
   if distributed.is_main():
     atomic.write_json(os.path.join(out, RESULT), result)
   distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports

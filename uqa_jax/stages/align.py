@@ -208,7 +208,7 @@ def run(config, workdir: str, log=print) -> dict:
     state = train_loop.start(ckpt, prog.init, prog.state_shardings, data, config.seed, log, "align")
     _describe(config, prog, state, log)
     start_eval = _eval_before(prog, state, data_dir, out_dir, log)
-    curves.write(0, {f"eval/{k}": v for k, v in start_eval.items()})
+    curves.write(0, start_eval, prefix="eval/")
     state, steps_per_s = train_loop.run(
         prog.step, state, data, total_steps=prog.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
         batch_size=a.batch_size, max_bad_steps=a.max_bad_steps, curve=curve,
@@ -216,7 +216,7 @@ def run(config, workdir: str, log=print) -> dict:
         evaluate=lambda s: evaluate(prog, prog.params_of(s), data_dir), fmt=lambda m: f"answer NLL {m['answer_nll']:.4f}",
         scalars=curves, timings=timings, started=started)
     final = evaluate(prog, prog.params_of(state), data_dir)
-    curves.write(prog.total_steps, {f"eval/{k}": v for k, v in final.items()})
+    curves.write(prog.total_steps, final, prefix="eval/")
   finally:
     ckpt.close()
     curves.close()

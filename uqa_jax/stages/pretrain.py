@@ -269,7 +269,7 @@ def run(config, workdir: str, log=print) -> dict:
         evaluate=lambda s: evaluate(parts, s.params, data_dir), fmt=_fmt, curve=curve, scalars=curves,
         timings=timings, started=started, batch_size=p.batch_size)
     final = evaluate(parts, state.params, data_dir)
-    curves.write(parts.total_steps, {f"eval/{k}": v for k, v in final.items()})
+    curves.write(parts.total_steps, final, prefix="eval/")
   finally:
     ckpt.close()
     curves.close()

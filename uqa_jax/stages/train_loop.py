@@ -167,7 +167,7 @@ def run(step_fn, state, data, *, total_steps: int, ckpt, cfg, log, name: str, ev
       metrics = evaluate(state)
       log(f"{name}: eval at step {done}: {fmt(metrics)}")
       if scalars is not None:
-        scalars.write(done, {f"eval/{k}": v for k, v in metrics.items()})
+        scalars.write(done, metrics, prefix="eval/")
   ckpt.wait()
   if timed_from is None or timed_from == total_steps:  # nothing ran, or only the compiling step
     return state, None

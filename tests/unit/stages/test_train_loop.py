@@ -141,8 +141,8 @@ class FakeScalars:
   def __init__(self):
     self.points = []
 
-  def write(self, step, values):
-    self.points.extend((step, tag, float(v)) for tag, v in values.items())
+  def write(self, step, values, prefix=""):
+    self.points.extend((step, prefix + tag, float(v)) for tag, v in values.items())
 
 
 def test_progress_lines_and_evals_go_to_the_scalars_writer():
