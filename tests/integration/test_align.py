@@ -7,6 +7,7 @@ A tiny random LLM with SmolLM2's tokenizer (`tests/tiny_llm.py`) stands in for t
 
 import dataclasses
 import gc
+import json
 import os
 import re
 import shutil
@@ -231,6 +232,23 @@ def _flags(config) -> list[str]:
           f"--config.align.log_every={a.log_every}", f"--config.align.checkpoint_every={a.checkpoint_every}",
           f"--config.align.schedule={a.schedule}", f"--config.align.mode={a.mode}",
           f"--config.align.learning_rate={a.learning_rate}"]
+
+
+def test_stage2_compiles_one_step_one_eval_and_three_set_up_executables(base, tmp_path):
+  """A fresh process (no executable from an earlier test to reuse), a full fine-tune from the
+  title fit, chats at one width: the step (compiled by the memory planner, reused by the loop),
+  the eval, and three set-up executables: the adapter's init, the title fit's encoder-and-titles
+  pass and the first state. Run eagerly, the adapter's init alone compiled ~40 one-op ones."""
+  config, workdir = _workdir(base, tmp_path)
+  cmd = [sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir", workdir,
+         "--compilation_cache", "off", *_flags(config), "--config.align.mode=full", "--config.align.adapter_init=titles",
+         "--config.align.steps=2", "--config.input.widths=()"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(workdir, "align", "result.json"), encoding="utf-8") as f:
+    result = json.load(f)
+  assert "title_fit" in result
+  assert result["compile"]["executables"] == 2 + 3, result["compile"]
 
 
 @pytest.mark.slow  # ~70 s: `make test-slow`; the default run keeps Stage 1's kill-and-resume test

@@ -22,6 +22,7 @@ from uqa_jax.data import schema
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import keys
 
 SPEC_FILE = "encoder.json"
 PARAMS_DIR = "params"
@@ -45,7 +46,7 @@ def _example_batch(has_time: bool, length: int = 4) -> dict:
 def expected_params(model: UserModel, has_time: bool):
   """ShapeDtypeStructs of every parameter `model` declares (no computation)."""
   init = lambda rng: model.init({"params": rng, "dropout": rng}, _example_batch(has_time))["params"]
-  return flax.linen.unbox(jax.eval_shape(init, jax.random.PRNGKey(0)))
+  return flax.linen.unbox(jax.eval_shape(init, keys.abstract()))
 
 
 def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dict | None = None) -> None:

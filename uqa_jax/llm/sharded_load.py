@@ -22,12 +22,13 @@ from uqa_jax.llm import config as config_lib
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import weights
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 
 
 def decoder_shardings(cfg: LLMConfig, mesh, axis_rules=None):
   """The decoder's parameter shardings on `mesh` under the rules (from shapes only)."""
-  abstract = jax.eval_shape(lambda r: llm_model.init_params(cfg, r), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(lambda r: llm_model.init_params(cfg, r), keys.abstract())
   return parallel.param_shardings(mesh, abstract, axis_rules)
 
 

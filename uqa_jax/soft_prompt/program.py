@@ -17,6 +17,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from uqa_jax import adapters
@@ -28,6 +29,7 @@ from uqa_jax.data import schema
 from uqa_jax.encoders import export as encoder_export
 from uqa_jax.llm import model as llm_model
 from uqa_jax.llm.assets import LLMSource
+from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
 from uqa_jax.soft_prompt import model as uqa_model
@@ -116,11 +118,11 @@ class Program:
 
   def abstract_state(self):
     """The AlignState's shapes, dtypes and shardings (nothing allocated)."""
-    boxed = jax.eval_shape(lambda r: {g: self.inits[g](r) for g in self.trainable}, jax.random.PRNGKey(0))
+    boxed = jax.eval_shape(lambda r: {g: self.inits[g](r) for g in self.trainable}, keys.abstract())
     return parallel.abstract(jax.eval_shape(self.init_state, nn.unbox(boxed)), self.state_shardings)
 
   def abstract_frozen(self):
-    return {g: parallel.abstract(nn.unbox(jax.eval_shape(self.inits[g], jax.random.PRNGKey(0))), self.shardings[g])
+    return {g: parallel.abstract(nn.unbox(jax.eval_shape(self.inits[g], keys.abstract())), self.shardings[g])
             for g in self.inits if g not in self.trainable}
 
 
@@ -161,14 +163,14 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   """The align step for `model` on `mesh`; `rows`: align-train rows (the run's length in steps)."""
   a = blocks.read(config, AlignConfig)
   axis_rules = parallel.config_rules(config)
-  example_states = (jnp.zeros((1, 2, model.adapter_width)), jnp.ones((1, 2), jnp.int32))
+  example_states = (np.zeros((1, 2, model.adapter_width), np.float32), np.ones((1, 2), np.int32))  # host: no executable
   inits = {
       "encoder": lambda r: model.encoder.init({"params": r, "dropout": r},
                                               encoder_export._example_batch(has_time))["params"],
       "adapter": lambda r: model.adapter.init(r, *example_states)["params"],
       "llm": lambda r: llm_model.init_params(model.llm.cfg, r)}
   # Parameter shardings from the modules' logical axis names (the adapter's: replicated by rule).
-  shardings = {g: parallel.param_shardings(mesh, jax.eval_shape(f, jax.random.PRNGKey(0)), axis_rules)
+  shardings = {g: parallel.param_shardings(mesh, jax.eval_shape(f, keys.abstract()), axis_rules)
                for g, f in inits.items()}
   trainable = a.trainable()
   total_steps = a.total_steps(rows)
@@ -185,7 +187,7 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
                       bad_in_row=jnp.int32(0), skipped=jnp.int32(0))
 
   # Optimizer moments take their parameters' logical names, so they shard like them.
-  abstract = jax.eval_shape(lambda r: init_state({g: inits[g](r) for g in trainable}), jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(lambda r: init_state({g: inits[g](r) for g in trainable}), keys.abstract())
   state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
   batch_sh = parallel.logical_sharding(mesh, ("batch",), axis_rules)
   frozen_sh = {g: shardings[g] for g in inits if g not in trainable}

@@ -29,14 +29,15 @@ def fit_to_titles(a: AlignConfig, model, encoder_params, adapter_params, embeddi
   of the same map on one row each of the next `TITLE_FIT_HELDOUT_USERS` users not fitted on."""
   title_fit.check(adapter_params)  # before any work
   pipe = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, length_window=0, widths=(), workers=0)
-  encode = jax.jit(lambda p, b: model.encoder.apply({"params": p}, b))
-  titles = jax.jit(uqa_model.title_states)
+  # one executable: the encoder's states [B, L, D] and the clicks' mean title embeddings [B, L, M]
+  states_and_titles = jax.jit(lambda p, e, b: (model.encoder.apply({"params": p}, b), uqa_model.title_states(e, b)[0]))
   fit, held, rows, fit_users, held_users = ([], []), ([], []), 0, set(), set()
   for batch in pipeline.make_dataset(path, pipe, tokenizer=tokenizer, process_index=0, process_count=1):
-    states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encode(encoder_params, batch))
+    encoded, title_BxLxM = states_and_titles(encoder_params, embedding_VxM, batch)
+    states_BxLxD, _, mask_BxL = (np.asarray(x) for x in encoded)
     if a.user == "zeros":
       states_BxLxD = np.zeros_like(states_BxLxD)
-    title_BxLxM = np.asarray(titles(embedding_VxM, batch)[0])
+    title_BxLxM = np.asarray(title_BxLxM)
     keep_BxL = mask_BxL.astype(bool) & batch["valid"][:, None]
     fitting = rows < a.title_fit_rows
     for b in np.flatnonzero(batch["valid"]):

@@ -64,6 +64,7 @@ from uqa_jax.llm.assets import LLMSource
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import checkpoint as checkpoint_lib
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
 from uqa_jax.runtime import scalars
@@ -139,8 +140,8 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   llm_params = load_llm()
 
   if a.user == "random_encoder":  # same architecture, untrained, seeded
-    encoder_params = jax.device_get(nn.unbox(prog.inits["encoder"](jax.random.PRNGKey(config.seed + 2))))
-  adapter_params = jax.device_get(nn.unbox(prog.inits["adapter"](jax.random.PRNGKey(config.seed + 1))))
+    encoder_params = jax.device_get(nn.unbox(keys.initialise(prog.inits["encoder"], config.seed + 2)))
+  adapter_params = jax.device_get(nn.unbox(keys.initialise(prog.inits["adapter"], config.seed + 1)))
   if a.user == choices.ORACLE:  # the oracle's states are in the LLM's space already: keep them there
     adapter_params = identity.identity_maps(adapter_params)
   fit = None

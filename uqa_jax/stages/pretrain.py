@@ -41,6 +41,7 @@ from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.evaluation import retrieval
 from uqa_jax.runtime import checkpoint as checkpoint_lib
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
 from uqa_jax.runtime import scalars
@@ -179,7 +180,7 @@ class Parts:
 
   def abstract_state(self):
     """The TrainState's shapes, dtypes and shardings (nothing allocated)."""
-    return parallel.abstract(jax.eval_shape(self.init, jax.random.PRNGKey(0)), self.state_shardings)
+    return parallel.abstract(jax.eval_shape(self.init, keys.abstract()), self.state_shardings)
 
   def target(self) -> planner.Target:
     """The step for the memory planner (shapes only)."""
@@ -201,14 +202,15 @@ def build(config, workdir: str, devices=None) -> Parts:
       batch_size=p.batch_size, max_len=blocks.read(config, DataConfig).max_len, seed=config.seed,
       num_epochs=None)
   path = os.path.join(data_dir, schema.file_name("pretrain", "train"))
-  example = jax.tree.map(jnp.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False, workers=0)))))
+  # host arrays: the init reads only their shapes (device arrays would each cost an executable)
+  example = jax.tree.map(np.asarray, next(iter(pipeline.make_dataset(path, dataclasses.replace(pipe, shuffle=False, workers=0)))))
 
   def init_boxed(rng):
     params = model.init({"params": rng, "dropout": rng}, example)["params"]
     return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
                       rng=jax.random.PRNGKey(config.seed + 1))
 
-  abstract = jax.eval_shape(init_boxed, jax.random.PRNGKey(0))
+  abstract = jax.eval_shape(init_boxed, keys.abstract())
   axis_rules = parallel.config_rules(config)
   state_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, axis_rules)
   batch_sh = jax.tree.map(lambda _: parallel.logical_sharding(mesh, ("batch",), axis_rules), example)

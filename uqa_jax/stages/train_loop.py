@@ -24,6 +24,7 @@ import numpy as np
 
 from uqa_jax.data import pipeline
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 
 
@@ -47,8 +48,8 @@ def start(ckpt, init, state_shardings, data, seed: int, log, name: str):
   """The newest checkpoint in `ckpt` (moving `data` to its position), else `init(PRNGKey(seed))`."""
   latest = ckpt.latest_step()
   if latest is None:
-    return init(jax.random.PRNGKey(seed))
-  state = ckpt.restore(latest, parallel.abstract(jax.eval_shape(init, jax.random.PRNGKey(seed)), state_shardings),
+    return init(keys.host(seed))
+  state = ckpt.restore(latest, parallel.abstract(jax.eval_shape(init, keys.abstract()), state_shardings),
                        data)
   log(f"{name}: resumed from step {latest} ({ckpt.directory})")
   return state
