@@ -179,6 +179,10 @@ def test_continuation_nll_equals_transformers_on_the_whole_sequence(checkpoint):
       assert count == len(cand) and nll == pytest.approx(want, rel=1e-4)
 
 
+# the bucketing and the shared cache do not depend on the architecture: one qwen2 and one llama
+# case, tied and untied once each (the module's other tests run all four against transformers)
+@pytest.mark.parametrize("checkpoint", [CASES[1], CASES[3]], indirect=True,
+                         ids=[f"{a}-{'tied' if t else 'untied'}" for a, t in (CASES[1], CASES[3])])
 def test_fixed_shapes_and_a_shared_prefill_change_no_number(checkpoint):
   """With fixed shapes (2 prompt buckets, a cache of the largest + room, 2 answer buckets) the
   candidates scored on the prefill generation then decodes from equal the one-off results, and
