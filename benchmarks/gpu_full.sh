@@ -58,8 +58,11 @@ if [ ${#variants[@]} -eq 0 ]; then
 fi
 read -ra extra <<< "${GPU_FULL_ARGS:-}"
 w=workdir/default_full
+# input.workers=1: the platform default there (8 grain workers a process) would start ~40 with the
+# variants side by side on 16 cores, next to their compilation; report.figures=False: matplotlib
+# is not among the carried wheels
 GPU_ARGS=(--config.input.widths="()" --config.encoder.dtype=bfloat16 --config.llm.dtype=bfloat16
-          --config.evaluate.batch_size=64)
+          --config.evaluate.batch_size=64 --config.input.workers=1 --config.report.figures=False)
 [ -n "${GPU_FULL_LOCAL:-}" ] && GPU_ARGS=(--config.input.widths="()")  # CPU: float32, the demo's batch
 run_main() {  # $1 variant, $2 stages
   $PY -m uqa_jax.main --config "configs/default_full.py:$1-s$seed" --config.stages="$2" \

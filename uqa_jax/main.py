@@ -69,8 +69,9 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value or stages.default_workdir(config_arg))
   os.makedirs(workdir, exist_ok=True)
   cache = compilation_cache(_CACHE.value, workdir)
-  if cache:  # executables compiled once are read back by a rerun, a resumed run, another variant
-    jax.config.update("jax_compilation_cache_dir", cache)
+  # executables compiled once are read back by a rerun, a resumed run, another variant; 'off'
+  # also overrides $JAX_COMPILATION_CACHE_DIR, which JAX would read by itself
+  jax.config.update("jax_compilation_cache_dir", cache or None)
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}; "
         f"compilation cache {cache or 'off'}")
   if config.restart and distributed.is_main():

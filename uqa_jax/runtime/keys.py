@@ -15,14 +15,16 @@ _THREEFRY = "threefry2x32"
 
 def abstract() -> jax.ShapeDtypeStruct:
   """The shape and dtype of `jax.random.PRNGKey(seed)`, for `jax.eval_shape` (nothing runs)."""
-  return jax.eval_shape(jax.random.PRNGKey, 0)
+  return jax.eval_shape(lambda: jax.random.PRNGKey(0))  # a fresh function: the PRNG settings of now
 
 
 def host(seed: int):
   """`jax.random.PRNGKey(seed)` as a host array, built without running anything on a device:
-  the default threefry key of a 32-bit run is [0, seed mod 2**32]. Another PRNG implementation,
-  or 64-bit mode, falls back to `jax.random.PRNGKey`."""
-  if jax.config.jax_default_prng_impl != _THREEFRY or jax.config.jax_enable_x64:
+  the default threefry key of a 32-bit run is [0, seed mod 2**32]. Any other setting (another
+  PRNG implementation, 64-bit mode, a seed offset, typed keys) falls back to `jax.random.PRNGKey`."""
+  c = jax.config
+  if (c.jax_default_prng_impl != _THREEFRY or c.jax_enable_x64 or c.jax_random_seed_offset
+      or c.jax_enable_custom_prng):
     return jax.random.PRNGKey(seed)
   return np.array([0, int(seed) % 2**32], np.uint32)
 

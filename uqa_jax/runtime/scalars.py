@@ -21,14 +21,26 @@ def logdir(stage_dir: str) -> str:
 
 
 class Scalars:
-  """A context manager around one event file in `logdir` (process 0), or a no-op elsewhere."""
+  """A context manager around one event file in `logdir` (process 0), or a no-op elsewhere. The
+  file is opened at the first point; a resumed run calls `resume_at(step)` first, so TensorBoard
+  drops the points an earlier run wrote from that step on (they are written again)."""
 
   def __init__(self, directory: str):
     self.directory = directory
     self._writer = None
-    if jax.process_index() == 0:
+    self._purge_step = None
+    self._main = jax.process_index() == 0
+
+  def resume_at(self, step: int) -> None:
+    if self._writer is not None:
+      raise RuntimeError(f"{self.directory}: resume_at({step}) after the first point was written")
+    self._purge_step = int(step) if step else None
+
+  def _open(self):
+    if self._writer is None and self._main:
       import tensorboardX  # imported here: only process 0 of a stage that writes curves needs it
-      self._writer = tensorboardX.SummaryWriter(directory, flush_secs=30)
+      self._writer = tensorboardX.SummaryWriter(self.directory, flush_secs=30, purge_step=self._purge_step)
+    return self._writer
 
   def write(self, step: int, values: dict, prefix: str = "") -> None:
     """One point per tag (`prefix` + key) at `step`; values must be finite scalars (Python or 0-d arrays)."""
@@ -40,7 +52,7 @@ class Scalars:
       v = float(v)
       if not math.isfinite(v):
         raise ValueError(f"scalar {tag!r} at step {step} is {v}")
-      if self._writer is not None:
+      if self._open() is not None:
         self._writer.add_scalar(tag, v, int(step))
 
   def close(self) -> None:

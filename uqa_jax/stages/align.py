@@ -207,9 +207,11 @@ def run(config, workdir: str, log=print) -> dict:
   curves = scalars.Scalars(scalars.logdir(out_dir))
   try:
     state = train_loop.start(ckpt, prog.init, prog.state_shardings, data, config.seed, log, "align")
+    curves.resume_at(int(state.step))
     _describe(config, prog, state, log)
     start_eval = _eval_before(prog, state, data_dir, out_dir, log)
-    curves.write(0, start_eval, prefix="eval/")
+    if int(state.step) == 0:  # a resumed run's first file holds it already
+      curves.write(0, start_eval, prefix="eval/")
     state, steps_per_s = train_loop.run(
         prog.step, state, data, total_steps=prog.total_steps, ckpt=ckpt, cfg=a, log=log, name="align",
         batch_size=a.batch_size, max_bad_steps=a.max_bad_steps, curve=curve,

@@ -253,6 +253,7 @@ def run(config, workdir: str, log=print) -> dict:
   timings = {}
   try:
     state = train_loop.start(ckpt, parts.init, parts.state_shardings, data, config.seed, log, "pretrain")
+    curves.resume_at(int(state.step))
     e = parts.model.cfg
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"pretrain: {e.name} ({e.input_variant}), {n_params:,} parameters, {parts.total_steps} steps of "

@@ -17,6 +17,21 @@ def test_host_key_is_jax_prngkey(seed):
   np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("setting, value", [("jax_random_seed_offset", 7), ("jax_enable_x64", True),
+                                            ("jax_default_prng_impl", "rbg"), ("jax_enable_custom_prng", True)])
+def test_other_prng_settings_get_jax_prngkey_itself(setting, value):
+  before = getattr(jax.config, setting)
+  jax.config.update(setting, value)
+  try:
+    for seed in (0, 5, 2**31 + 3):
+      want, got = jax.random.PRNGKey(seed), keys.host(seed)
+      assert (got.shape, got.dtype) == (want.shape, want.dtype) == (keys.abstract().shape, keys.abstract().dtype)
+      np.testing.assert_array_equal(jax.random.key_data(got) if setting == "jax_enable_custom_prng" else got,
+                                    jax.random.key_data(want) if setting == "jax_enable_custom_prng" else want)
+  finally:
+    jax.config.update(setting, before)
+
+
 def test_abstract_key_matches_a_real_one():
   real = jax.random.PRNGKey(3)
   assert (keys.abstract().shape, keys.abstract().dtype) == (real.shape, real.dtype)
