@@ -16,6 +16,11 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   text20 baseline and the floors; its report includes the other variants' workdirs
   zeros, random_encoder   the controls, each with its own Stage 2 on the same budget
   oracle_titles   the reader diagnostic (each click's LLM title embedding as the adapter's input)
+  text20          the reading ceiling: no encoder, the LLM fine-tuned on the same budget with the
+                  last 20 clicked titles written above each question (its shuffled_user writes
+                  another user's titles); with oracle_titles and trained it makes the report's
+                  reading ladder. Its chats are ~290 tokens instead of ~40, so its Stage 2 is
+                  several times the trained run's on CPU (not yet measured)
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
@@ -41,9 +46,12 @@ nats/token; IT, SI, LI, DF) without changing accuracy beyond noise (+1.0 [-0.8, 
 [-0.8, +2.3] points over shuffled_user): the goal (beat shuffled_user and zeros) is not met.
 """
 
+from configs import ablations
 from configs import default
 
-CONTROLS = ("zeros", "random_encoder", "oracle_titles")  # each aligned on its own, on the trained run's Stage 1
+# each aligned on its own, on the trained run's Stage 1; text20 and oracle_titles with the trained
+# encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
+CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
 EXPERIMENTS = ("random_init",)  # trained with a random adapter start (align.adapter_init="random"); not in make full
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
@@ -80,7 +88,9 @@ def get_config(arg: str = "trained-s0"):
     a.adapter_init = "random"
   else:
     c.align.user = variant
-    c.evaluate.runs = ("aligned", "shuffled_user") if variant == "oracle_titles" else ("aligned",)
-    if variant == "oracle_titles":
-      a.adapter_init = "random"  # its map starts as the identity instead (align.identity_maps)
+    c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)
+    if variant in ("oracle_titles", "text20"):
+      a.adapter_init = "random"  # oracle: its map starts as the identity instead; text20 has no adapter
+    if variant == "text20":  # the last 20 titles written above each question: ~290 chat tokens
+      c.input.max_text_len, c.input.widths = ablations.TEXT_MAX_LEN[variant], ()
   return c

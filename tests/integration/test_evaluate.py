@@ -28,6 +28,7 @@ from uqa_jax.data import arrow_io
 from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
+from uqa_jax.evaluation import candidates
 from uqa_jax.evaluation import diagnosis
 from uqa_jax.evaluation import evaluator as evaluator_lib
 from uqa_jax.evaluation import questions as questions_lib
@@ -104,6 +105,13 @@ def _records(workdir, run):
   return scoring.read_jsonl(os.path.join(workdir, "evaluate", run, "predictions.jsonl"))
 
 
+def _bigram_nll(chat, messages, prompt, answer, logits_of):
+  """The answer's NLL per token after `prompt` under the hand-built bigram LLM, in NumPy."""
+  ids = chat.answer_ids(messages, answer, prompt)
+  prev = [prompt[-1]] + ids[:-1]
+  return -np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)])
+
+
 def test_generation_decodes_several_tokens_and_stops_at_end_of_turn(evaluated, tokenizer):
   _, workdir, _, (yes, bang, _) = evaluated
   records = _records(workdir, "aligned")
@@ -138,15 +146,54 @@ def test_ranked_prediction_is_the_candidate_a_numpy_bigram_prefers(evaluated, to
     messages = json.loads(f.text(r["row"]))[:-1]
     prompt, _ = chat.prompt_ids(messages)
     cands = r["question"].split("Candidates: ")[1].split("; ")
-    want = []
-    for c in cands:
-      ids = chat.answer_ids(messages, c, prompt)
-      prev = [prompt[-1]] + ids[:-1]
-      want.append(-np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)]))
+    want = [_bigram_nll(chat, messages, prompt, c, logits_of) for c in cands]
     assert r["candidate_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
     assert r["ranked_prediction"] == cands[int(np.argmin(want))]
     picks_not_first += r["ranked_prediction"] != cands[0]
   assert picks_not_first  # the pick follows the likelihoods, not the candidates' order
+
+
+def test_ranked_all_ranks_every_subtask_on_one_candidate_set_as_a_numpy_bigram_does(evaluated, tokenizer):
+  """Every run ranks the same candidates per question (the gold among them, IP/AP's listed
+  ones), by the likelihoods NumPy computes; the train-prior floor picks by the train golds'
+  counts; the scores carry chance and the report and verdict show the variant."""
+  config, workdir, logits_of, _ = evaluated
+  chat = chat_lib.ChatTokenizer(tokenizer, config.input.max_text_len)
+  f = arrow_io.SequenceFile(os.path.join(workdir, "data", "align_data_eval.arrow"))
+  sets = {}
+  for run in ("aligned", "shuffled_user"):
+    ranked = [r for r in _records(workdir, run) if "ranked_all_candidates" in r]
+    assert {r["task"] for r in ranked} - {"IP", "AP"}, run  # open questions are ranked too
+    for r in ranked:
+      cands = r["ranked_all_candidates"]
+      assert r["answer"] in cands and len(set(cands)) == len(cands) >= 2
+      if r["task"] in ("IP", "AP"):
+        assert cands == r["question"].split("Candidates: ")[1].split("; ")
+      assert sets.setdefault((r["user"], r["question"]), cands) == cands  # one set for every run
+      messages = json.loads(f.text(r["row"]))[:-1]
+      prompt, _ = chat.prompt_ids(messages)
+      want = [_bigram_nll(chat, messages, prompt, c, logits_of) for c in cands]
+      assert r["ranked_all_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
+      assert r["ranked_all_prediction"] == cands[int(np.argmin(want))]
+    score = atomic.read_json(os.path.join(workdir, "evaluate", run, "result.json"))["scores"]["ranked_all"]
+    overall = score["cells"]["overall"]
+    assert overall["n"] == len(ranked)
+    assert overall["chance"] == pytest.approx(np.mean([1 / len(r["ranked_all_candidates"]) for r in ranked]))
+  # the prior floor, by hand: each question's candidate most frequent among the train golds of its template
+  t = arrow_io.SequenceFile(os.path.join(workdir, "data", "align_data_train.arrow"))
+  train = collections.Counter()
+  for row in range(len(t)):
+    question, answer = (m["content"] for m in json.loads(t.text(row))[-2:])
+    train[t.task(row), candidates.template_of(question), answer] += 1
+  prior = _records(workdir, "floor_prior")
+  assert len(prior) == len(sets) and all("prediction" not in r for r in prior)
+  for r in prior:
+    key = (r["task"], candidates.template_of(r["question"]))
+    assert r["ranked_all_prediction"] == sorted(r["ranked_all_candidates"], key=lambda c: (-train[key + (c,)], c))[0]
+  md = open(os.path.join(workdir, "report", "report.md"), encoding="utf-8").read()
+  assert "(`ranked_all`)" in md and "| floor: chance (1/K) |" in md and "| floor: train prior |" in md
+  assert "verdict (ranked_all, every sub-task's candidates, paired bootstrap over users)" in md
+  assert "the train prior" in md.split("verdict (ranked_all")[1]
 
 
 def test_answer_nll_is_the_gold_likelihood_a_numpy_bigram_gives(evaluated, tokenizer):
@@ -161,9 +208,7 @@ def test_answer_nll_is_the_gold_likelihood_a_numpy_bigram_gives(evaluated, token
     for r in records:
       messages = json.loads(f.text(r["row"]))[:-1]
       prompt, _ = chat.prompt_ids(messages)
-      ids = chat.answer_ids(messages, r["answer"], prompt)
-      prev = [prompt[-1]] + ids[:-1]
-      want = -np.mean([_log_softmax(logits_of(p))[t] for p, t in zip(prev, ids)])
+      want = _bigram_nll(chat, messages, prompt, r["answer"], logits_of)
       assert r["answer_nll"] == pytest.approx(want, rel=1e-3, abs=1e-3)
   gains = tables.nll_gains(tables.collect([workdir]), samples=100)
   assert len(gains) == 1 and gains[0]["cells"]["overall"]["gain"] == 0
@@ -338,7 +383,9 @@ def test_report_with_an_included_ablation_workdir(evaluated, tmp_path):
   md = (main / "report" / "report.md").read_text(encoding="utf-8")
   assert "Table 3 — input ablation" in md and "Table 4" not in md
   lines_of = lambda prefix: [l for l in saved["verdict"].splitlines() if l.startswith(prefix)]
-  assert len(lines_of("verdict")) == 2 and len(lines_of("answer NLL")) == 2  # one of each per trained encoder
+  # one of each per trained encoder (the verdict once per variant: official and ranked_all)
+  assert len(lines_of("verdict (official")) == 2 and len(lines_of("verdict (ranked_all")) == 2
+  assert len(lines_of("verdict")) == 4 and len(lines_of("answer NLL")) == 2
   pairs = {(c["method"], c["other"], c["other_dir"].startswith(str(other)))
            for c in json.loads((main / "report" / "report.json").read_text())["comparisons"]}
   assert ("trmpp", "trmpp w/o text", True) in pairs
@@ -384,7 +431,7 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
     assert f"| {column} |" in header, column
   oracle_label = evaluator_lib.describe(_oracle_config(), "aligned")["label"]
   assert f"| shuffled_user of {oracle_label} | control |" in md  # the included workdir's own control, named
-  assert md.count("| shuffled_user | control |") == 3  # once per table: official, strict, ranked
+  assert md.count("| shuffled_user | control |") == 4  # once per table: official, strict, ranked, ranked_all
   si = next(l for l in table if l.startswith("| SI |"))
   assert si.split(" | ")[1].startswith("100.0")  # the count ceiling
   said = next(l for l in lines if l.startswith("report: diagnosis:"))
@@ -399,15 +446,18 @@ def test_report_diagnosis_names_the_data_the_encoder_and_the_reader(evaluated, t
 
 
 @pytest.mark.parametrize("holds, expected", [
-    ({"data": True, "encoder": True, "reader": True, "adapter": True, "answers": False}, "Lost at: answers:"),
-    ({"data": True, "encoder": False, "reader": False, "adapter": False, "answers": False}, "Lost at: encoder:"),
+    ({"data": True, "text": True, "encoder": True, "reader": True, "adapter": True, "answers": False}, "Lost at: answers:"),
+    ({"data": True, "text": True, "encoder": False, "reader": False, "adapter": False, "answers": False},
+     "Lost at: encoder:"),
+    ({"data": True, "text": False, "encoder": True, "reader": True}, "Lost at: text:"),
     ({"data": False, "encoder": True}, "Lost at: data:"),
-    ({"encoder": True, "reader": False}, "Lost at: reader (not measured before it: data):"),
-    ({"data": True, "encoder": True, "adapter": True, "answers": False},
+    ({"encoder": True, "reader": False}, "Lost at: reader (not measured before it: data, text):"),
+    ({"data": True, "text": True, "encoder": True, "adapter": True, "answers": False},
      "Lost at: answers (not measured before it: reader):"),
-    ({"data": True, "encoder": True, "reader": True, "adapter": True}, "Not lost at any measured level (not measured: answers)"),
+    ({"data": True, "text": True, "encoder": True, "reader": True, "adapter": True},
+     "Not lost at any measured level (not measured: answers)"),
     ({name: True for name, _ in diagnosis.LEVELS}, "Not lost: the trained encoder's answers beat shuffled_user"),
-    ({}, "Not lost at any measured level (not measured: data, encoder, reader, adapter, answers)"),
+    ({}, "Not lost at any measured level (not measured: data, text, encoder, reader, adapter, answers)"),
 ])
 def test_lost_at_names_the_first_measured_link_that_fails(holds, expected):
   assert diagnosis.lost_at(holds).startswith(expected)
@@ -460,3 +510,17 @@ def test_stage3_compiles_once_per_shape(evaluated):
   compiled, shapes = result["compile"], result["shapes"]["aligned"]
   assert len(shapes["buckets"]) == config.evaluate.prompt_buckets == 2 and 1 <= len(shapes["answer_buckets"]) <= 2
   assert compiled["executables"] == 1 + 2 + 1 + len(shapes["answer_buckets"]) + 1, (compiled, shapes)
+
+
+def test_stage3_compiles_as_many_for_half_the_questions(evaluated, tmp_path):
+  """The same stage on the first 14 of the 28 questions: the same count of executables (its
+  buckets fitted to its own prompts), not one per batch or per length."""
+  config, workdir, _, _ = evaluated
+  for stage in ("data", "pretrain", "align"):
+    shutil.copytree(os.path.join(workdir, stage), tmp_path / stage)
+  half = config.copy_and_resolve_references()
+  half.evaluate.max_questions = 14
+  result = stages.run("evaluate", half, str(tmp_path), log=QUIET)
+  shapes = result["shapes"]["aligned"]
+  assert len(_records(str(tmp_path), "aligned")) == 14
+  assert result["compile"]["executables"] == 1 + 2 + 1 + len(shapes["answer_buckets"]) + 1, result

@@ -133,6 +133,10 @@ class EvaluateConfig:
   prompt_buckets: int = dataclasses.field(default=2, metadata=RUN_ONLY)
   ranked: bool = True  # also score the listed candidates (IP, AP) by likelihood
   answer_nll: bool = True  # also score the gold answer's NLL per token (every question)
+  # ranked_all: every question ranks `candidates` answers by likelihood: its gold and distractors
+  # drawn by frequency from other users' golds of its template (evaluation/candidates.py)
+  ranked_all: bool = dataclasses.field(default=True, metadata=blocks.added_later(False))
+  candidates: int = dataclasses.field(default=10, metadata=blocks.added_later(10))
   text_llm: str = "base"  # text20/text50: base (zero-shot, as the paper) | aligned
   max_questions: int = 0  # 0: every align-eval question
   prompt_cost: bool = True  # Table 7: time the prefill of the soft prompt and of text20/text50
@@ -148,6 +152,8 @@ class EvaluateConfig:
     for key in ("max_new_tokens", "batch_size", "bootstrap_samples", "prompt_buckets"):
       if getattr(self, key) < 1:
         raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
+    if self.candidates < 2:
+      raise ValueError(f"candidates={self.candidates}; expected at least 2 (the gold and a distractor)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,13 +2,16 @@
 
 `diagnosis` builds the report's last section from the diagnose stage's result (the count ceiling
 and the encoder probe), the trained model, its shuffled_user control and the oracle reader, with
-each one's answer-NLL gain; `lost_at` names the first link of `LEVELS` that fails. `summary` and
+each one's answer-NLL gain, and the reading ladder (`ladder`: the history as text, as oracle soft
+tokens, as the encoder's soft tokens, each own user against a shuffled one); `lost_at` names the
+first link of `LEVELS` that fails. `summary` and
 `counted` are the diagnose stage's own lines.
 """
 
 import os
 
 from uqa_jax.data import schema
+from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import tables
 from uqa_jax.evaluation.tables import ALPHA, beats, shuffled_of
 from uqa_jax.runtime import atomic
@@ -21,6 +24,8 @@ RUNS = ("ceiling", "probe", "probe_majority", "probe_shuffled_labels")  # the di
 LEVELS = (
     ("data", "counting the visible clicks does not answer the questions above the best constant answer: "
              "the labels are not what the history says, so no model can be judged on them"),
+    ("text", "even with the history written as text, the LLM aligned on the same budget does not make the gold "
+             "more likely than with another user's text: the LLM and the budget are the limit, not the embedding"),
     ("encoder", "a linear probe of the encoder state does not beat the majority answer: the state does not "
                 "hold the answers (a better or longer-trained encoder)"),
     ("reader", "even an oracle soft prompt, which certainly holds the answer, leaves the gold's likelihood "
@@ -54,7 +59,64 @@ def _changed_cell(c) -> str:
   return f"{100 * c['changed'] / c['n']:.0f}% (+{c['own_only']} / −{c['other_only']})"
 
 
-def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), changes=None) -> tuple[list[str], str]:
+# The reading ladder: the same question asked with the history in ever less explicit form, each
+# rung's own prompt against another user's (its workdir's shuffled_user).
+RUNGS = (("text", "text20 aligned (the last 20 titles as text)"),
+         ("oracle", "oracle soft tokens (the titles' LLM embeddings)"),
+         ("encoder", "encoder soft tokens (the trained model)"))
+LADDER_VARIANTS = ("official", "ranked_all")
+
+
+def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int = 1000):
+  """(markdown rows, one sentence, whether the text rung reads the history or None): per rung,
+  the own-minus-shuffled answer-NLL gain and accuracy differences (official, ranked_all), and
+  the first rung where each difference is no longer beyond noise."""
+  runs = {"text": next((r for r in results if r["run"] == "aligned" and r.get("align_user") == "text20"), None),
+          "oracle": next((r for r in results if r["kind"] == "diagnostic"), None), "encoder": method}
+  lines = ["| rung | NLL gain (shuffled − own) | " + " | ".join(f"{v}: own − shuffled" for v in LADDER_VARIANTS) + " |",
+           "|---|---|" + "---|" * len(LADDER_VARIANTS)]
+  held = {m: [] for m in ("NLL gain",) + LADDER_VARIANTS}  # measure -> [(rung, beyond noise)]
+  for rung, label in RUNGS:
+    r = runs[rung]
+    shuffled = shuffled_of(results, r)
+    if r is None or shuffled is None:
+      lines.append(f"| {label} | not run | " + " | ".join("—" for _ in LADDER_VARIANTS) + " |")
+      continue
+    cells = []
+    nll = gain_of.get(r["dir"], {}).get("overall")
+    if nll is None:
+      cells.append("—")
+    else:
+      cells.append(f"{nll['gain']:+.4f} [{nll['ci'][0]:+.4f}, {nll['ci'][1]:+.4f}], p={nll['p_value']:.3f}")
+      held["NLL gain"].append((rung, nll["ci"][0] > 0 and nll["p_value"] < ALPHA))
+    mine, theirs = tables.records_of(r), tables.records_of(shuffled)
+    for variant in LADDER_VARIANTS:
+      try:
+        c = paired.compare(mine, theirs, variant, samples=samples)
+      except paired.NothingScored:
+        cells.append("—")
+        continue
+      cells.append(f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}")
+      held[variant].append((rung, beats(c)))
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  parts = []
+  for measure, rungs in held.items():
+    if not rungs:
+      continue
+    first_lost = next((i for i, (_, ok) in enumerate(rungs) if not ok), len(rungs))
+    kept, lost = [x for x, _ in rungs[:first_lost]], rungs[first_lost][0] if first_lost < len(rungs) else None
+    parts.append(f"{measure}: " + (f"beyond noise at {', '.join(kept)}; " if kept else "") +
+                 (f"gone at {lost}" if lost else "beyond noise at every measured rung"))
+  said = ("Reading ladder (own vs shuffled user, measured rungs: " +
+          ", ".join(rung for rung, _ in RUNGS if runs[rung] is not None and shuffled_of(results, runs[rung])) +
+          "): " + "; ".join(parts) + "." if parts else
+          "Reading ladder: not measured (no text20-aligned, oracle or trained run with its shuffled_user).")
+  text = dict(held["NLL gain"]).get("text")
+  return lines, said, text
+
+
+def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), changes=None,
+              samples: int = 1000) -> tuple[list[str], str]:
   """(markdown table per sub-task, one-paragraph verdict): where user information is lost.
 
   Columns: the count ceiling and the encoder probe (with its majority answer and shuffled-label
@@ -138,6 +200,10 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
               and c["variant"] == "official" and "p_value" in c]
     if versus:
       holds["answers"] = beats(versus[0])
+  ladder_lines, ladder_said, holds["text"] = ladder(results, method, gain_of, samples)
+  lines += ["", "Reading ladder: the history as text, as oracle soft tokens, as the encoder's soft tokens; each "
+            "rung's own user against a shuffled user (paired over users):", "", *ladder_lines]
+  said.append(ladder_said)
   said.append(lost_at(holds))
   if method is not None:
     lines = [f"For {method['label']} ({method['workdir']}):", ""] + lines

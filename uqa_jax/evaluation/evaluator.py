@@ -4,8 +4,9 @@
 both sources checked), checks the questions (candidates, answer lengths against
 `evaluate.max_new_tokens`), computes each user's soft tokens once, and answers a run's
 questions (`run(name)`): whole answers decoded greedily with the KV cache, in batches of prompts
-sorted by length; with `ranked`, each listed candidate's likelihood; with `answer_nll`, the gold
-answer's NLL per token. `cost()` times Table 7's prefills; `floor(run)` answers with the floors.
+sorted by length; with `ranked`, each listed candidate's likelihood; with `ranked_all`, the
+likelihood of every candidate of the question's set (`candidates.py`: drawn once, stored with
+each record); with `answer_nll`, the gold answer's NLL per token. `cost()` times Table 7's prefills; `floor(run)` answers with the floors.
 What each run is: `uqa_jax/stages/evaluate.py`.
 """
 
@@ -29,8 +30,10 @@ from uqa_jax.data import pipeline
 from uqa_jax.data import qa
 from uqa_jax.data import schema
 from uqa_jax.data.config import DataConfig
+from uqa_jax.evaluation import candidates as candidates_lib
 from uqa_jax.evaluation import questions as questions_lib
 from uqa_jax.evaluation import scoring
+from uqa_jax.evaluation import tables
 from uqa_jax.llm import generate
 from uqa_jax.llm import tokenizer as tokenizer_lib
 from uqa_jax.runtime import workdir as workdir_lib
@@ -38,12 +41,17 @@ from uqa_jax.soft_prompt import export as align_export
 
 TEXT_CLICKS = choices.TEXT_CLICKS
 FLOOR_RUNS = ("floor_constant", "floor_first_candidate")
+PRIOR_FLOOR = tables.PRIOR_RUN  # ranked_all: the candidate most frequent among the align-train golds
 ANSWER_BUCKETS = 2  # continuation slot lengths the likelihood passes compile (fitted to the batches)
 
 
+def floor_runs(e: EvaluateConfig) -> tuple[str, ...]:
+  return FLOOR_RUNS + ((PRIOR_FLOOR,) if e.ranked_all else ())
+
+
 def run_names(e: EvaluateConfig) -> list[str]:
-  """The result directories the config's runs write (`floor` writes two)."""
-  return [n for r in e.runs for n in (FLOOR_RUNS if r == "floor" else (r,))]
+  """The result directories the config's runs write (`floor` writes two, three with `ranked_all`)."""
+  return [n for r in e.runs for n in (floor_runs(e) if r == "floor" else (r,))]
 
 
 def describe(config, run: str) -> dict:
@@ -64,7 +72,8 @@ def describe(config, run: str) -> dict:
   elif run in TEXT_CLICKS:
     label, kind = run + ("" if blocks.read(config, EvaluateConfig).text_llm == "base" else " (soft-prompt-aligned LLM)"), "baseline"
   else:
-    label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate"}[run], "floor"
+    label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate",
+                   PRIOR_FLOOR: "floor: train prior"}[run], "floor"
   return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
           "input_variant": config.encoder.input_variant, "pretrain_loss": config.pretrain.loss,
           "adapter": config.adapter.name, "align_mode": config.align.mode, "align_user": user,
@@ -92,6 +101,15 @@ class Evaluator:
     self.questions, histories, self.language = questions_lib.load(self.path, pipe, self.tokenizer, self.e.max_questions)
     self._check_candidates()
     self._check_answer_lengths()
+    self.candidate_sets = {}  # row -> the question's ranked_all candidates (() when not scored)
+    if self.e.ranked_all:
+      drawn = candidates_lib.draw(self.questions, self.e.candidates, config.seed)
+      self.candidate_sets = {q.row: c for q, c in zip(self.questions, drawn)}
+      got = candidates_lib.summary(drawn, self.e.candidates)
+      self.candidate_summary = got
+      log(f"evaluate: ranked_all: {got['questions'] - got['not_scored']} questions with up to {got['k']} candidates "
+          f"(the gold and other users' golds of its template, drawn by frequency); {got['fewer_than_k']} with fewer "
+          f"(at least {got['min']}); {got['not_scored']} not scored (no other user's gold of their template)")
     self.text_user = TEXT_CLICKS.get(self.spec["align"]["user"], 0)  # aligned with the history as text
     self.user_row = {}
     for q in self.questions:
@@ -126,7 +144,7 @@ class Evaluator:
   def _answer_lengths(self) -> list[int]:
     """The longest scored option (answer tokens and its end-of-turn token) of each batch the
     `aligned` run makes: what the continuation slots are fitted to (`ANSWER_BUCKETS` of them)."""
-    if not (self.e.ranked or self.e.answer_nll):
+    if not (self.e.ranked or self.e.ranked_all or self.e.answer_nll):
       return []
     longest = [max(len(self.chat.answer_ids(q.messages, c, q.prompt, f"{self.path}, row {q.row}"))
                    for c in self._options(q)) if self._scored(q) else 0 for q in self.questions]
@@ -283,12 +301,15 @@ class Evaluator:
 
   def _scored(self, q) -> bool:
     """Whether a question's options get likelihoods: every question with `answer_nll`, those
-    listing candidates with `ranked`."""
-    return bool(self.e.answer_nll or (self.e.ranked and q.candidates))
+    listing candidates with `ranked`, those with a candidate set with `ranked_all`."""
+    return bool(self.e.answer_nll or (self.e.ranked and q.candidates) or self.candidate_sets.get(q.row))
 
   def _options(self, q) -> tuple[str, ...]:
-    """The answers whose likelihood is scored: the listed candidates (ranked; the gold is one of
-    them), else the gold alone (`answer_nll`)."""
+    """The answers whose likelihood is scored: the question's ranked_all set (which holds the
+    gold, and is the listed candidates where a question lists them), else the listed candidates
+    (ranked; the gold is one of them), else the gold alone (`answer_nll`)."""
+    if self.candidate_sets.get(q.row):
+      return self.candidate_sets[q.row]
     return q.candidates if self.e.ranked and q.candidates else (q.answer,)
 
   def _likelihoods(self, gen, state, full, prompts, messages, scores, out) -> None:
@@ -305,12 +326,17 @@ class Evaluator:
       if not per_option or out[i] is not None:
         continue
       q, options = self.questions[i], self._options(self.questions[i])
-      nll = [s / c for s, c in per_option]
+      nll = dict(zip(options, (s / c for s, c in per_option)))
       out[i] = {}
       if self.e.answer_nll:
-        out[i]["answer_nll"] = round(nll[options.index(q.answer)], 5)
+        out[i]["answer_nll"] = round(nll[q.answer], 5)
       if self.e.ranked and q.candidates:
-        out[i].update(ranked_prediction=q.candidates[int(np.argmin(nll))], candidate_nll=[round(x, 4) for x in nll])
+        listed = [nll[c] for c in q.candidates]
+        out[i].update(ranked_prediction=q.candidates[int(np.argmin(listed))], candidate_nll=[round(x, 4) for x in listed])
+      if self.candidate_sets.get(q.row):
+        scored = [nll[c] for c in options]
+        out[i].update(ranked_all_candidates=list(options), ranked_all_prediction=candidates_lib.most_likely(nll),
+                      ranked_all_nll=[round(x, 4) for x in scored])
 
   # --- the runs ----------------------------------------------------------------------
   def run(self, run: str) -> tuple[list[dict], dict]:
@@ -369,22 +395,32 @@ class Evaluator:
         for k, v in out.items() if "skipped" not in v))
     return out
 
-  def train_constants(self) -> dict[str, str]:
-    """{task: the best constant answer under the official rule on the align-train golds}."""
+  def train_golds(self) -> list[tuple[str, str, str]]:
+    """(task, question, gold answer) of every align-train row."""
     path = os.path.join(self.data_dir, schema.file_name("align", "train"))
     f = arrow_io.SequenceFile(path)
-    golds = {}
+    out = []
     for r in range(len(f)):
       question, answer = (m["content"] for m in json.loads(f.text(r))[-2:])
       try:
         task = schema.task_of(f.task(r), question, self.language)
       except ValueError as e:
         raise ValueError(f"{path}, row {r}: {e}") from None
+      out.append((task, question, answer))
+    return out
+
+  def train_constants(self) -> dict[str, str]:
+    """{task: the best constant answer under the official rule on the align-train golds}."""
+    golds = {}
+    for task, _, answer in self.train_golds():
       golds.setdefault(task, []).append(answer)
     return {t: answers_lib.best_constant(g)[0] for t, g in golds.items()}
 
   def floor(self, run: str) -> list[dict]:
-    """Predictions of a floor: train-chosen constants per task, or the first listed candidate."""
+    """Predictions of a floor: train-chosen constants per task, the first listed candidate, or
+    (`floor_prior`, ranked_all only) the candidate most frequent among the align-train golds."""
+    if run == PRIOR_FLOOR:
+      return self._prior_floor()
     constants = self.train_constants() if run == "floor_constant" else {}
     records = []
     for q in self.questions:
@@ -398,6 +434,20 @@ class Evaluator:
         prediction = q.candidates[0]
       records.append({"question": q.question, "prediction": prediction, "answer": q.answer, "task": q.task,
                       "user": q.user, "row": q.row})
+    return records
+
+  def _prior_floor(self) -> list[dict]:
+    """A ranked_all pick with no model: per question with a candidate set, the candidate most
+    frequent among the align-train golds of its template. It writes no answer, so only
+    `ranked_all` scores it (`scored_under`)."""
+    counts = candidates_lib.train_counts(self.train_golds())
+    records = []
+    for q in self.questions:
+      options = self.candidate_sets.get(q.row)
+      if options:
+        records.append({"question": q.question, "answer": q.answer, "task": q.task, "user": q.user, "row": q.row,
+                        "scored_under": ["ranked_all"], "ranked_all_candidates": list(options),
+                        "ranked_all_prediction": candidates_lib.prior_choice(q.task, q.question, options, counts)})
     return records
 
 

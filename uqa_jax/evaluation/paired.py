@@ -52,6 +52,9 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
     va, vb = scoring.judge(ra, variant, f"record {n + 1}"), scoring.judge(rb, variant, f"record {n + 1}")
     if va is None or vb is None:
       continue
+    if variant == "ranked_all" and sorted(ra["ranked_all_candidates"]) != sorted(rb["ranked_all_candidates"]):
+      raise ValueError(f"compare: record {n + 1} ({key[1][:60]!r}) was ranked among other candidates in each run; "
+                       "ranked_all compares runs on one candidate set (same data, evaluate.candidates and seed)")
     unit_of.append(units.setdefault(key[0] if key[0] else n, len(units)))
     correct_a.append(va)
     correct_b.append(vb)

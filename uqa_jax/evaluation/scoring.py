@@ -14,6 +14,14 @@ Variants (`VARIANTS`), each a verdict per JSONL record in the official output fo
             length-normalised log-likelihood (`ranked_prediction`, written by the evaluate
             stage) must equal the gold. Knowledge without format failures; records without a
             ranked prediction are not scored under it.
+  ranked_all every question with a candidate set (`ranked_all_candidates`: the gold and other
+            users' golds of its template, drawn by frequency, `evaluation/candidates.py`; IP
+            and AP keep their listed ones): the most likely candidate
+            (`ranked_all_prediction`) must equal the gold. Each cell also carries `chance`,
+            the mean of 1 / K over its questions. A set without the gold, or a prediction
+            outside it, is an error.
+A record with `scored_under` (a floor that writes no answer, e.g. the train prior) is scored by
+those variants only.
 A record's task is its `task` field, or else the official substring rule (`schema.TASK_RULES`,
 `zh`, first match in the official order). Groups are micro-averages over their questions
 (`schema.GROUPS`), and so is `overall`. Every accuracy carries a 95% bootstrap interval that
@@ -34,7 +42,7 @@ from uqa_jax.data import schema
 from uqa_jax.evaluation import bootstrap
 from uqa_jax.runtime import atomic
 
-VARIANTS = ("official", "strict", "ranked")
+VARIANTS = ("official", "strict", "ranked", "ranked_all")
 BOOTSTRAP_SAMPLES = 1000
 
 def normalise(text: str) -> str:
@@ -84,6 +92,12 @@ def task_of_record(record: dict, where: str = "") -> str:
 def judge(record: dict, variant: str, where: str = "") -> bool | None:
   """The verdict on one record under `variant`; None when the variant does not score it."""
   gold = gold_of(record.get("answer"), where)
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown scoring variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+  if "scored_under" in record and variant not in record["scored_under"]:
+    return None
+  if variant == "ranked_all":
+    return _judge_ranked_all(record, gold, where)
   if variant == "ranked":
     ranked = record.get("ranked_prediction")
     return None if ranked is None else ranked == gold
@@ -92,9 +106,19 @@ def judge(record: dict, variant: str, where: str = "") -> bool | None:
     raise ValueError(f"{where}: `prediction` is {prediction!r}; expected a string")
   if variant == "official":
     return answers.is_correct(prediction, gold)
-  if variant == "strict":
-    return is_correct_strict(prediction, gold)
-  raise ValueError(f"unknown scoring variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+  return is_correct_strict(prediction, gold)
+
+
+def _judge_ranked_all(record: dict, gold: str, where: str) -> bool | None:
+  candidates, picked = record.get("ranked_all_candidates"), record.get("ranked_all_prediction")
+  if candidates is None and picked is None:
+    return None
+  if not isinstance(candidates, list) or len(candidates) < 2 or gold not in candidates:
+    raise ValueError(f"{where}: `ranked_all_candidates` {candidates!r} must list at least 2 answers, the gold "
+                     f"{gold!r} among them")
+  if picked not in candidates:
+    raise ValueError(f"{where}: `ranked_all_prediction` {picked!r} is not among its candidates")
+  return picked == gold
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:
@@ -131,9 +155,10 @@ def by_users(records, where: str = "") -> bool:
 
 
 def _verdicts(records, variant, where):
-  """(unit index [N], unit names, task [N], correct [N]) of the records the variant scores."""
+  """(unit index [N], unit names, task [N], correct [N], by user, chance [N]) of the records the
+  variant scores (chance: 1 / K under ranked_all, else NaN)."""
   use_users = by_users(records, where)
-  units, unit_of, tasks, correct = {}, [], [], []
+  units, unit_of, tasks, correct, chance = {}, [], [], [], []
   for n, r in enumerate(records):
     at = f"{where}record {n + 1}"
     verdict = judge(r, variant, at)
@@ -143,7 +168,9 @@ def _verdicts(records, variant, where):
     unit_of.append(units.setdefault(key, len(units)))
     tasks.append(task_of_record(r, at))
     correct.append(verdict)
-  return np.asarray(unit_of, np.int64), list(units), np.asarray(tasks), np.asarray(correct, np.float64), use_users
+    chance.append(1.0 / len(r["ranked_all_candidates"]) if variant == "ranked_all" else np.nan)
+  return (np.asarray(unit_of, np.int64), list(units), np.asarray(tasks), np.asarray(correct, np.float64), use_users,
+          np.asarray(chance, np.float64))
 
 
 def cells(tasks_N):
@@ -160,9 +187,10 @@ def score_records(records: Sequence[dict], variant: str = "official", *, samples
   -> {"variant", "units" ("users" | "records"), "num_units", "scored", "empty_predictions",
       "cells": {"task/DF" | "group/<name>" | "overall": {"n", "correct", "accuracy", "ci"}}}
   """
-  unit_N, units, tasks_N, correct_N, by_user = _verdicts(records, variant, where)
+  unit_N, units, tasks_N, correct_N, by_user, chance_N = _verdicts(records, variant, where)
   out = {"variant": variant, "units": "users" if by_user else "records", "num_units": len(units),
-         "scored": int(correct_N.size), "empty_predictions": sum(1 for r in records if not str(r.get("prediction", "")).strip()),
+         "scored": int(correct_N.size),
+         "empty_predictions": sum(1 for r in records if "prediction" in r and not str(r["prediction"]).strip()),
          "cells": {}}
   if not correct_N.size:
     return out
@@ -173,6 +201,8 @@ def score_records(records: Sequence[dict], variant: str = "official", *, samples
     lo, hi = bootstrap.interval(weights, correct_U, count_U)
     out["cells"][name] = {"n": int(count_U.sum()), "correct": int(correct_U.sum()),
                           "accuracy": float(correct_U.sum() / count_U.sum()), "ci": [lo, hi]}
+    if variant == "ranked_all":
+      out["cells"][name]["chance"] = float(chance_N[in_cell].mean())
   return out
 
 

@@ -52,19 +52,28 @@ def cell(c) -> str:
 
 
 def table(results: list[dict], variant: str, columns=COLUMNS, headers=HEADERS) -> list[str]:
-  """Markdown rows: one per run, accuracy % [95% interval] per column."""
+  """Markdown rows: one per run, accuracy % [95% interval] per column. Under `ranked_all`, runs
+  without its scores are left out and a last row gives chance (the mean of 1 / K) per column."""
+  if variant == "ranked_all":
+    results = [r for r in results if r["scores"].get(variant, {}).get("cells")]
   lines = ["| run | kind | " + " | ".join(headers) + " |", "|" + "---|" * (len(headers) + 2)]
   for r in results:
     cells = r["scores"][variant]["cells"]
     lines.append(f"| {r['label']} | {r['kind']} | " + " | ".join(cell(cells.get(c)) for c in columns) + " |")
+  if variant == "ranked_all" and results:
+    cells = results[0]["scores"][variant]["cells"]
+    lines.append("| floor: chance (1/K) | floor | " + " | ".join(
+        f"{100 * cells[c]['chance']:.1f}" if c in cells else "—" for c in columns) + " |")
   return lines
 
 
-def _records(result):
+def records_of(result):
+  """A stored run's predictions (its `predictions.jsonl`)."""
   return scoring.read_jsonl(os.path.join(result["dir"], "predictions.jsonl"))
 
 
-PART_RUNS = ("floor_first_candidate",)  # runs over part of the questions (those with candidates)
+PRIOR_RUN = "floor_prior"  # ranked_all's train-prior floor (evaluator.py writes it)
+PART_RUNS = ("floor_first_candidate", PRIOR_RUN)  # runs over part of the questions (those with candidates)
 
 
 def comparisons(results: list[dict], samples: int) -> list[dict]:
@@ -72,7 +81,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
   (paired; against a run over part of the questions, e.g. the first-candidate floor, on that part)."""
   out = []
   for method in (r for r in results if r["kind"] == "method"):
-    mine = _records(method)
+    mine = records_of(method)
     mine_keys = paired.question_keys(mine)
     mine_set = set(mine_keys)
     for other in results:
@@ -80,7 +89,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       # random_encoder controls, text-aligned LLMs, ablated encoders), not their free controls.
       if other is method or (other["workdir"] != method["workdir"] and other["run"] != "aligned"):
         continue
-      theirs = _records(other)
+      theirs = records_of(other)
       ours = mine
       keys = set(paired.question_keys(theirs))
       if keys != mine_set:
@@ -90,7 +99,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
               f"({len(mine_set - keys)} only in the first, {len(keys - mine_set)} only in the "
               "second): another seed's or data set's workdir in report.include?")
         ours = [r for r, k in zip(mine, mine_keys) if k in keys]  # the questions with candidates
-      for variant in ("official", "strict", "ranked"):
+      for variant in scoring.VARIANTS:
         try:
           c = paired.compare(ours, theirs, variant, samples=samples)
         except paired.NothingScored as e:  # e.g. a floor has no ranked predictions
@@ -117,7 +126,7 @@ def nll_gains(results: list[dict], samples: int) -> list[dict]:
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": "no shuffled_user run"})
       continue
     try:
-      cells = paired.compare_nll(_records(method), _records(shuffled), samples=samples)
+      cells = paired.compare_nll(records_of(method), records_of(shuffled), samples=samples)
     except paired.MissingLikelihood as e:  # evaluate.answer_nll was off (a NaN or other questions: errors)
       out.append({"method": method["label"], "method_dir": method["dir"], "skipped": str(e)})
       continue
@@ -131,7 +140,7 @@ def changed(results: list[dict]) -> dict:
   for method in (r for r in results if r["run"] == "aligned"):
     shuffled = shuffled_of(results, method)
     if shuffled is not None:
-      out[method["dir"]] = paired.changed_answers(_records(method), _records(shuffled))
+      out[method["dir"]] = paired.changed_answers(records_of(method), records_of(shuffled))
   return out
 
 
@@ -165,8 +174,13 @@ def beats(c: dict) -> bool:
   return "p_value" in c and c["difference"] > 0 and c["ci"][0] > 0 and c["p_value"] < ALPHA
 
 
+VERDICT_VARIANTS = {"official": "official rule", "ranked_all": "ranked_all, every sub-task's candidates"}
+
+
 def verdict(results: list[dict], comps: list[dict]) -> str:
-  """One line per trained encoder: does it beat shuffled_user and zeros beyond noise (official rule)?
+  """Per trained encoder, a line per variant (official; ranked_all where scored): does it beat
+  shuffled_user and zeros beyond noise? Under ranked_all the line also gives the train-prior
+  floor's overall accuracy, which a model must beat too.
 
   Beyond noise: the paired bootstrap's 95% interval of the difference lies above zero and its
   two-sided p-value is below 0.05.
@@ -176,19 +190,42 @@ def verdict(results: list[dict], comps: list[dict]) -> str:
     return "verdict: no trained-encoder run to judge"
   lines = []
   for m in methods:
-    parts = []
-    for control in ("shuffled_user", "zeros"):
-      found = [c for c in comps if c["method_dir"] == m["dir"] and c["other"] == control and c["variant"] == "official"]
-      if not found:
-        parts.append(f"{control}: not run")
-      elif "p_value" not in found[0]:
-        parts.append(f"{control}: not comparable ({found[0]['skipped']})")
-      else:
-        c = found[0]
-        parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
-                     f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
-    lines.append(f"verdict (official rule, paired bootstrap over users): {m['label']} " + "; ".join(parts))
+    for variant, name in VERDICT_VARIANTS.items():
+      if variant != "official" and not m["scores"].get(variant, {}).get("cells"):
+        continue
+      lines.append(f"verdict ({name}, paired bootstrap over users): {m['label']} " + _verdict_parts(m, comps, variant)
+                   + _prior_note(results, m, comps, variant))
   return "\n".join(lines)
+
+
+def _prior_note(results, m, comps, variant) -> str:
+  """Under ranked_all: the train prior's overall accuracy beside the method's, and whether the
+  method beats it beyond noise."""
+  if variant != "ranked_all":
+    return ""
+  prior = next((c for c in comps if c["method_dir"] == m["dir"] and c["variant"] == variant and "p_value" in c
+                and os.path.basename(c["other_dir"]) == PRIOR_RUN), None)
+  if prior is None:
+    return "; train prior: not run"
+  mine = m["scores"][variant]["cells"]["overall"]
+  return (f"; {'BEATS' if beats(prior) else 'does not beat'} the train prior "
+          f"({100 * mine['accuracy']:.1f}% vs {100 * (mine['accuracy'] - prior['difference']):.1f}% on the same "
+          f"questions, chance {100 * mine['chance']:.1f}%)")
+
+
+def _verdict_parts(m, comps, variant) -> str:
+  parts = []
+  for control in ("shuffled_user", "zeros"):
+    found = [c for c in comps if c["method_dir"] == m["dir"] and c["other"] == control and c["variant"] == variant]
+    if not found:
+      parts.append(f"{control}: not run")
+    elif "p_value" not in found[0]:
+      parts.append(f"{control}: not comparable ({found[0]['skipped']})")
+    else:
+      c = found[0]
+      parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
+                   f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
+  return "; ".join(parts)
 
 
 def task_cell(scores: dict, task: str):

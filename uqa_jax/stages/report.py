@@ -4,7 +4,8 @@ Reads `<workdir>/evaluate/<run>/result.json` (and `predictions.jsonl` for paired
 of this workdir and of every workdir in `report.include` (e.g. the `zeros` control, trained in
 its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/report/`:
   report.md    Table 2 (runs x DF, MF, IP, AP, LI, SI, IT, the three groups, overall; official
-               and strict), the ranked variant on the questions that list candidates, Tables
+               and strict), the ranked variant on the questions that list candidates,
+               `ranked_all` on every sub-task (with the train-prior and chance floors), Tables
                3/4 (input and pretrain-loss ablations, when runs differ in them), Table 7
                (prompt tokens and prefill seconds per question), the paired comparisons of
                each trained encoder with the controls and floors, and the answer NLL gain of
@@ -13,7 +14,10 @@ its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/repo
                The last section says where user information is lost: per sub-task, the count
                ceiling and the encoder probe (`workdir/diagnose`, when that stage ran), the
                trained model, shuffled_user and the oracle reader (an included workdir aligned
-               with `align.user=oracle_titles`), with the answer-NLL gains and a verdict per level
+               with `align.user=oracle_titles`), with the answer-NLL gains and a verdict per level,
+               and the reading ladder: text20 aligned on the same budget (an included workdir
+               with `align.user=text20`), the oracle reader and the trained encoder, each own
+               user against a shuffled one, and the rung where each difference is gone
   accuracy_<variant>.png  per-sub-task bars with interval whiskers, one bar per run
 It prints Table 2 and one line saying whether the trained encoder beats `shuffled_user` and
 `zeros` beyond noise (paired bootstrap over users, p < 0.05, and the difference's interval
@@ -61,6 +65,12 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
         "## Table 2 — strict (normalised exact match)", "", *table(results, "strict"), "",
         "## Ranked: the most likely listed candidate (questions with candidates)", "",
         *table(ranked, "ranked", ranked_cols, ["IP", "AP", "AcP", "All ranked"]), "",
+        "## Ranked on every sub-task (`ranked_all`)", "",
+        "Each question's gold among up to K candidates: other users' golds of its template, drawn by how often "
+        "they occur (IP and AP keep their listed candidates); the most likely candidate is the answer. Every run "
+        "ranks the same sets. `floor: train prior` picks the candidate most frequent among the align-train golds; "
+        "chance is the mean of 1/K.", "",
+        *table(results, "ranked_all"), "",
         *ablation(results, "input_variant", "Table 3 — input ablation"),
         *ablation(results, "pretrain_loss", "Table 4 — pretrain loss ablation"),
         "## Table 7 — prompt cost (prefill timed on one warm batch of 4 questions)", "", *cost_table(workdir), "",
@@ -78,7 +88,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
          "shuffled minus own, so above zero means the own user's soft prompt makes the gold more likely.", "",
          *nll_table(gains), ""]
   changes = changed(results)
-  diag_lines, diag_said = diagnosis_lib.diagnosis(workdir, results, gains, comps, changes)
+  diag_lines, diag_said = diagnosis_lib.diagnosis(workdir, results, gains, comps, changes, samples)
   md += ["## Where user information is lost (official rule, % [95% interval]; NLL gain in nats/token)", "",
          *diag_lines, "", diag_said, "", line, ""]
   if figures:
@@ -93,7 +103,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
     f.write("\n".join(md))
   log("report: Table 2 (official rule; accuracy % [95% interval over users])\n" + "\n".join(table(results, "official")))
   log("report: overall accuracy by variant (% [95% interval]):\n" + "\n".join(
-      f"  {r['label']:28} " + "  ".join(f"{v} {cell(r['scores'][v]['cells'].get('overall')):20}" for v in scoring.VARIANTS)
+      f"  {r['label']:28} " + "  ".join(f"{v} {cell(r['scores'].get(v, {}).get('cells', {}).get('overall')):20}" for v in scoring.VARIANTS)
       for r in results))
   log(line)
   log("report: diagnosis: " + diag_said)

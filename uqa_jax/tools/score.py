@@ -1,4 +1,4 @@
-"""`python -m uqa_jax.tools.score FILE.jsonl [--variant official|strict|ranked]`: score any predictions file.
+"""`python -m uqa_jax.tools.score FILE.jsonl [--variant official|strict|ranked|ranked_all]`: score any predictions file.
 
 Reads JSONL in the official output format (`question`, `prediction`, `answer`; `task`, `user`
 and `ranked_prediction` when present, as the evaluate stage writes them), so the PyTorch

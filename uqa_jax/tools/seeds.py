@@ -226,7 +226,9 @@ def write(workdirs: list[str]) -> str:
   seeds = load(workdirs)
   md = [f"# Across {len(seeds)} seeds: {', '.join(workdirs)}", "",
         "Accuracy in %: the mean over seeds, each seed's value in brackets (seed order as given).", ""]
-  for variant, title in (("official", "official rule"), ("strict", "strict"), ("ranked", "ranked (questions with candidates)")):
+  ranked_all = all(_has_variant(s, "ranked_all") for s in seeds)
+  for variant, title in (("official", "official rule"), ("strict", "strict"), ("ranked", "ranked (questions with candidates)"),
+                         *((("ranked_all", "ranked_all (every sub-task's candidates)"),) if ranked_all else ())):
     columns = tables.COLUMNS if variant != "ranked" else ["task/IP", "task/AP", "overall"]
     headers = tables.HEADERS if variant != "ranked" else ["IP", "AP", "All ranked"]
     lines, missing = accuracy_table(seeds, variant, columns, headers)
@@ -237,8 +239,15 @@ def write(workdirs: list[str]) -> str:
          "## Answer-NLL gain over shuffled_user per seed (nats/token)", "", *nll_table(seeds), "",
          "## Where user information is lost, per seed (each report's diagnosis)", "",
          *[f"- {s['workdir']} (seed {s['seed']}): {diagnosis(s)}" for s in seeds], "",
-         "## Verdict", "", *[f"- {line}" for line in verdicts(seeds)], ""]
+         "## Verdict", "", *[f"- {line}" for line in verdicts(seeds)],
+         *[f"- {line}" for line in (verdicts(seeds, "ranked_all") if ranked_all else [])], ""]
   return "\n".join(md)
+
+
+def _has_variant(seed: dict, variant: str) -> bool:
+  """Whether every trained encoder of the seed's report was scored under `variant`."""
+  methods = [r for r in seed["report"]["results"] if r["kind"] == "method"]
+  return bool(methods) and all(r["scores"].get(variant, {}).get("cells") for r in methods)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,61 @@
+"""The reading ladder (evaluation/diagnosis.py) on hand-built runs whose differences are known."""
+
+import os
+
+import numpy as np
+
+from uqa_jax.evaluation import diagnosis
+from uqa_jax.evaluation import paired
+from uqa_jax.evaluation import scoring
+from uqa_jax.evaluation import tables
+
+USERS, PER_USER = 40, 5
+
+
+def _run(root, workdir, run, kind, right, nll, align_user="encoder"):
+  """A stored run: `right(u, q)` says whether question q of user u is answered right (official
+  and ranked_all alike), `nll(u, q)` the gold's NLL per token."""
+  records = []
+  for u in range(USERS):
+    for q in range(PER_USER):
+      ok = right(u, q)
+      records.append({"question": f"q{q}?", "answer": "gold", "prediction": "gold" if ok else "other", "task": "SI",
+                      "user": f"u{u}", "answer_nll": nll(u, q), "ranked_all_candidates": ["gold", "other"],
+                      "ranked_all_prediction": "gold" if ok else "other"})
+  d = os.path.join(root, workdir, "evaluate", run)
+  os.makedirs(d)
+  scoring.write_jsonl(os.path.join(d, "predictions.jsonl"), records)
+  return {"run": run, "kind": kind, "label": f"{workdir}/{run}", "dir": d, "workdir": os.path.join(root, workdir),
+          "align_user": align_user}
+
+
+def test_the_ladder_names_the_rung_where_each_difference_is_gone(tmp_path):
+  rng = np.random.default_rng(0)
+  noise = rng.normal(0, 0.05, size=(USERS, PER_USER))
+  coin = rng.random((USERS, PER_USER))
+  shuffled = lambda w: _run(tmp_path, w, "shuffled_user", "control", lambda u, q: coin[u, q] < 0.3,
+                            lambda u, q: 2.0 + noise[u, q])
+  results = [
+      # text: the own user's titles make answers right far more often and the gold far more likely
+      _run(tmp_path, "text", "aligned", "baseline", lambda u, q: coin[u, q] < 0.8, lambda u, q: 1.5 + noise[u, q],
+           align_user="text20"), shuffled("text"),
+      # oracle soft tokens: the gold more likely, the same answers as with another user's
+      _run(tmp_path, "oracle", "aligned", "diagnostic", lambda u, q: coin[u, q] < 0.3, lambda u, q: 1.8 + noise[u, q],
+           align_user="oracle_titles"), shuffled("oracle"),
+      # the encoder: nothing
+      _run(tmp_path, "main", "aligned", "method", lambda u, q: coin[u, q] < 0.3, lambda u, q: 2.0 + noise[u, q]),
+      shuffled("main")]
+  method = results[4]
+  gains = tables.nll_gains(results, samples=200)
+  gain_of = {g["method_dir"]: g["cells"] for g in gains if "cells" in g}
+  lines, said, text = diagnosis.ladder(results, method, gain_of, samples=200)
+  assert text is True
+  assert "NLL gain: beyond noise at text, oracle; gone at encoder" in said, said
+  assert "official: beyond noise at text; gone at oracle" in said and "ranked_all: beyond noise at text; gone at oracle" in said
+  row = next(l for l in lines if l.startswith("| text20 aligned"))
+  c = paired.compare(tables.records_of(results[0]), tables.records_of(results[1]), "official", samples=200)
+  assert f"{c['difference']:+.1%}" in row and c["difference"] > 0.4  # by hand: 0.8 - 0.3 of the draws
+  # without the text rung: not measured, and the rest still read
+  lines, said, text = diagnosis.ladder(results[2:], method, gain_of, samples=200)
+  assert text is None and any(l.startswith("| text20 aligned") and "not run" in l for l in lines)
+  assert "NLL gain: beyond noise at oracle; gone at encoder" in said
