@@ -7,6 +7,7 @@ other settings stops the run before anything is touched, naming the differing ke
 Every check that needs no data (names, unknown keys, unbuilt stages) runs before any work.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from ml_collections import config_flags
 
 from uqa_jax import stages
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import lock
 from uqa_jax.runtime import planner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file, optionally "
@@ -74,6 +76,17 @@ def main(argv):
   jax.config.update("jax_compilation_cache_dir", cache or None)
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}; "
         f"compilation cache {cache or 'off'}")
+  with contextlib.ExitStack() as held:
+    if distributed.is_main():  # one run per workdir; in several processes, process 0 holds it
+      try:
+        held.enter_context(lock.hold(workdir, " ".join([os.path.basename(sys.executable)] + sys.argv)))
+      except lock.WorkdirBusy as e:
+        sys.exit(f"uqa-jax: {e}")
+    _run(config, workdir)
+
+
+def _run(config, workdir: str) -> None:
+  """The listed stages in `workdir` (held): restart, the stale-state check, then each stage."""
   if config.restart and distributed.is_main():
     stages.restart(workdir, config.restart)
   distributed.barrier("restart")

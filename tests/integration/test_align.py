@@ -111,9 +111,9 @@ def test_adapter_only_training_leaves_encoder_and_llm_bit_identical(straight):
 @pytest.mark.parametrize("source", ["llm", "encoder"])
 def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
   """An export records what it was aligned with; another LLM or encoder export is refused."""
-  import json
-  export = tmp_path / "export"
+  export = tmp_path / "align" / "export"  # in a workdir's layout: it reads its Stage 1 export beside it
   shutil.copytree(os.path.join(straight[1], "align", "export"), export)
+  shutil.copytree(os.path.join(straight[1], "pretrain", "export"), tmp_path / "pretrain" / "export")
   with open(export / "align.json", encoding="utf-8") as f:
     spec = json.load(f)
   if source == "llm":
@@ -127,12 +127,37 @@ def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
     align_export.load(str(export))
 
 
+def test_a_copied_workdir_reads_its_own_encoder_and_refuses_another(straight, tmp_path):
+  """The align export names its Stage 1 export relative to itself: a copy loads the copy's, and a
+  copy whose encoder export holds other weights is refused by name (it once read the original's)."""
+  _, workdir, _ = straight
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+  spec_path = copy / "align" / "export" / align_export.SPEC_FILE
+  spec = json.loads(spec_path.read_text())
+  assert spec["encoder_export"] == os.path.join(os.pardir, os.pardir, "pretrain", "export")
+  _, params, _ = align_export.load(str(copy / "align" / "export"))
+  _assert_trees_equal(params["encoder"], encoder_export.load(str(copy / "pretrain" / "export"))[1])
+  model, enc, info = encoder_export.load(str(copy / "pretrain" / "export"))
+  encoder_export.save(str(copy / "pretrain" / "export"), model, jax.tree.map(lambda x: np.asarray(x) + 1, enc),
+                      has_time=info["has_time"])
+  with pytest.raises(align_export.ExportError, match="holds other weights"):
+    align_export.load(str(copy / "align" / "export"))
+  # an export from before the relative path, copied: its absolute path is another workdir's
+  spec_path.write_text(json.dumps({**spec, "encoder_export": os.path.join(workdir, "pretrain", "export")}))
+  with pytest.raises(align_export.ExportError, match="not on this workdir's"):
+    align_export.load(str(copy / "align" / "export"))
+  spec_path.write_text(spec_path.read_text()[:40])  # truncated: named, not a bare JSONDecodeError
+  with pytest.raises(ValueError, match=re.escape(str(spec_path)) + ": not valid JSON"):
+    align_export.load(str(copy / "align" / "export"))
+
+
 def test_an_export_made_with_bfloat16_weights_loads_them_rounded_as_trained(straight, tmp_path):
   """Stage 3 must see the LLM as Stage 2 stored it: align.json's llm.param_dtype is applied, and
   the weights equal those a bfloat16-storing Stage 2 holds (loaded by its own path)."""
-  import json
-  export = tmp_path / "export"
+  export = tmp_path / "align" / "export"  # in a workdir's layout: it reads its Stage 1 export beside it
   shutil.copytree(os.path.join(straight[1], "align", "export"), export)
+  shutil.copytree(os.path.join(straight[1], "pretrain", "export"), tmp_path / "pretrain" / "export")
   with open(export / "align.json", encoding="utf-8") as f:
     spec = json.load(f)
   assert spec["llm"]["param_dtype"] == "float32"  # what the run recorded

@@ -10,6 +10,7 @@ Its other rows are random, so the candidates' likelihoods differ and are compute
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -288,6 +289,24 @@ def test_report_is_written_from_stored_results_alone(evaluated, tmp_path):
   first = [c for c in saved["comparisons"] if c["other"] == "floor: first candidate" and c["variant"] == "official"]
   assert first and "p_value" in first[0] and first[0]["n"] == len(_records(workdir, "floor_first_candidate"))
   assert any("does not beat shuffled_user" in l or "BEATS shuffled_user" in l for l in lines)
+
+
+def test_report_refuses_a_missing_or_damaged_run_by_name(evaluated, tmp_path):
+  """A run the evaluate stage made but whose files are gone is an error naming it, never a
+  report that shows it as not run (and a diagnosis that changes with it)."""
+  _, workdir, _, _ = evaluated
+  for case in ("run", "predictions", "truncated"):
+    shutil.copytree(os.path.join(workdir, "evaluate"), tmp_path / case / "evaluate")
+  shutil.rmtree(tmp_path / "run" / "evaluate" / "shuffled_user")
+  with pytest.raises(FileNotFoundError, match="run 'shuffled_user' of .* is incomplete: .*shuffled_user/result.json"):
+    report.write(str(tmp_path / "run"), figures=False, samples=50, log=QUIET)
+  os.remove(tmp_path / "predictions" / "evaluate" / "floor_constant" / "predictions.jsonl")
+  with pytest.raises(FileNotFoundError, match="floor_constant/predictions.jsonl is missing"):
+    report.write(str(tmp_path / "predictions"), figures=False, samples=50, log=QUIET)
+  result = tmp_path / "truncated" / "evaluate" / "aligned" / "result.json"
+  result.write_text(result.read_text()[:100])
+  with pytest.raises(ValueError, match=re.escape(str(result)) + ": not valid JSON"):
+    report.write(str(tmp_path / "truncated"), figures=False, samples=50, log=QUIET)
 
 
 def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):

@@ -64,12 +64,10 @@ def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dic
 
 def read_spec(directory: str) -> dict:
   path = os.path.join(directory, SPEC_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      spec = json.load(f)
-  except FileNotFoundError:
+  if not os.path.exists(path):
     raise ExportError(f"{path}: missing; {directory} is not an encoder export "
-                      "(the pretrain stage writes one to workdir/pretrain/export)") from None
+                      "(the pretrain stage writes one to workdir/pretrain/export)")
+  spec = atomic.read_json(path)
   if spec.get("format") != FORMAT:
     raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
   return spec

@@ -105,8 +105,10 @@ def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int
       continue
     first_lost = next((i for i, (_, ok) in enumerate(rungs) if not ok), len(rungs))
     kept, lost = [x for x, _ in rungs[:first_lost]], rungs[first_lost][0] if first_lost < len(rungs) else None
-    parts.append(f"{measure}: " + (f"beyond noise at {', '.join(kept)}; " if kept else "") +
-                 (f"gone at {lost}" if lost else "beyond noise at every measured rung"))
+    if lost is None:
+      parts.append(f"{measure}: beyond noise at every measured rung ({', '.join(kept)})")
+    else:
+      parts.append(f"{measure}: gone at {lost}" + (f" (beyond noise before it: {', '.join(kept)})" if kept else ""))
   said = ("Reading ladder (own vs shuffled user, measured rungs: " +
           ", ".join(rung for rung, _ in RUNGS if runs[rung] is not None and shuffled_of(results, runs[rung])) +
           "): " + "; ".join(parts) + "." if parts else

@@ -26,14 +26,12 @@ ALPHA = 0.05
 
 
 def collect(workdirs: list[str]) -> list[dict]:
-  """Every run's stored result, with the directory it came from; an empty workdir is an error."""
+  """Every run's stored result, with the directory it came from. The runs are those the
+  workdir's finished evaluate stage made (its `result.json`); one of them missing or incomplete
+  is an error naming it, never a report that quietly shows it as not run."""
   found = []
   for workdir in workdirs:
-    root = os.path.join(workdir, "evaluate")
-    runs = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, workdir_lib.RESULT))) \
-        if os.path.isdir(root) else []
-    if not runs:
-      raise FileNotFoundError(f"report: no evaluate results under {root}; run the evaluate stage there first")
+    root, runs = os.path.join(workdir, "evaluate"), expected_runs(workdir)
     mine = [{**atomic.read_json(os.path.join(root, run, workdir_lib.RESULT)), "dir": os.path.join(root, run),
              "workdir": workdir} for run in runs]
     # An included workdir's own controls (its shuffled_user, its floors) are named after its
@@ -45,6 +43,27 @@ def collect(workdirs: list[str]) -> list[dict]:
         r["label"] = f"{r['label']} of {aligned}"
     found += mine
   return found
+
+
+def expected_runs(workdir: str) -> list[str]:
+  """The runs `workdir`'s evaluate stage finished, each with its `result.json` and
+  `predictions.jsonl` present, else an error naming the run, the path and the fix."""
+  root = os.path.join(workdir, "evaluate")
+  stage = os.path.join(root, workdir_lib.RESULT)
+  if not os.path.exists(stage):
+    raise FileNotFoundError(f"report: {stage} is missing: the evaluate stage has not finished in {workdir}; "
+                            "run it there first")
+  runs = sorted(atomic.read_json(stage).get("runs") or {})
+  if not runs:
+    raise ValueError(f"report: {stage} lists no runs")
+  for run in runs:
+    for name in (workdir_lib.RESULT, "predictions.jsonl"):
+      path = os.path.join(root, run, name)
+      if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"report: run {run!r} of {workdir} is incomplete: {path} is missing (the evaluate stage made it); "
+            f"rerun it with --workdir {workdir} --config.restart=evaluate")
+  return runs
 
 
 def cell(c) -> str:

@@ -31,6 +31,17 @@ def write_json(path: str, value) -> None:
   write_text(path, json.dumps(value, indent=2, sort_keys=True))
 
 
+class CorruptFileError(ValueError):
+  """A JSON file that cannot be read back (truncated, overwritten): its path is in the message."""
+
+
 def read_json(path: str):
+  """The JSON value in `path`; a file that is not valid JSON is an error naming it."""
   with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise CorruptFileError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}; {len(text)} "
+                           "bytes): the file is damaged; delete it with its stage's outputs "
+                           "(--config.restart=<stage>) or restore it") from None

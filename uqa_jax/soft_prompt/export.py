@@ -95,18 +95,31 @@ def restore_params(path: str):
   return checkpointer.restore(path, target)
 
 
+def encoder_dir(directory: str, spec: dict) -> str:
+  """The Stage 1 export an align export was made on: stored relative to it (`../../pretrain/export`,
+  so a copied or moved workdir reads its own); an older export's absolute path is accepted only
+  where it is that same place, never another workdir's."""
+  stored = spec["encoder_export"]
+  if not os.path.isabs(stored):
+    return os.path.normpath(os.path.join(directory, stored))
+  own = os.path.normpath(os.path.join(directory, os.pardir, os.pardir, "pretrain", "export"))
+  if os.path.normpath(stored) != own:
+    raise ExportError(f"{os.path.join(directory, SPEC_FILE)}: made on the encoder export {stored}, not on this "
+                      f"workdir's {own} (a copied or moved workdir from before exports were relative); run the "
+                      "align stage again here (--config.restart=align)")
+  return own
+
+
 def load(directory: str):
   """-> (UQAModel, params {"encoder", "adapter", "llm"}, spec)."""
   directory = os.path.abspath(directory)
   path = os.path.join(directory, SPEC_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      spec = json.load(f)
-  except FileNotFoundError:
-    raise ExportError(f"{path}: missing; the align stage writes one to workdir/align/export") from None
+  if not os.path.exists(path):
+    raise ExportError(f"{path}: missing; the align stage writes one to workdir/align/export")
+  spec = atomic.read_json(path)
   if spec.get("format") != FORMAT:
     raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
-  encoder, encoder_params, _ = encoder_export.load(spec["encoder_export"])
+  encoder, encoder_params, _ = encoder_export.load(encoder_dir(directory, spec))
   rms = embedding_rms(weights.read_embedding(spec["llm"]["model"]))  # float32, as the run measured it
   if not np.isclose(rms, spec["adapter"]["embed_rms"], rtol=1e-6):
     raise ExportError(f"{path}: the LLM at {spec['llm']['model']} is not the one this model was aligned with "

@@ -236,7 +236,8 @@ def run(config, workdir: str, log=print) -> dict:
       "adapter": dataclasses.asdict(model.adapter.cfg),
       "align": {"mode": a.mode, "user": a.user, "place": a.place, "system_prompt": a.system_prompt},
       "llm": dataclasses.asdict(_absolute(blocks.read(config, LLMSource))),
-      "encoder_export": prog.encoder_export, "encoder_checksum": align_export.checksum(prog.start_params["encoder"]),
+      # relative to the export, so a copied or moved workdir reads its own Stage 1 (export.encoder_dir)
+      "encoder_export": os.path.relpath(prog.encoder_export, os.path.join(out_dir, "export")), "encoder_checksum": align_export.checksum(prog.start_params["encoder"]),
       "metrics": result}, exported_params(prog, state))
   return result
 

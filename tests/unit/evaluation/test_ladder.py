@@ -50,12 +50,15 @@ def test_the_ladder_names_the_rung_where_each_difference_is_gone(tmp_path):
   gain_of = {g["method_dir"]: g["cells"] for g in gains if "cells" in g}
   lines, said, text = diagnosis.ladder(results, method, gain_of, samples=200)
   assert text is True
-  assert "NLL gain: beyond noise at text, oracle; gone at encoder" in said, said
-  assert "official: beyond noise at text; gone at oracle" in said and "ranked_all: beyond noise at text; gone at oracle" in said
+  assert "NLL gain: gone at encoder (beyond noise before it: text, oracle)" in said, said
+  assert "official: gone at oracle (beyond noise before it: text)" in said
+  assert "ranked_all: gone at oracle (beyond noise before it: text)" in said
   row = next(l for l in lines if l.startswith("| text20 aligned"))
   c = paired.compare(tables.records_of(results[0]), tables.records_of(results[1]), "official", samples=200)
   assert f"{c['difference']:+.1%}" in row and c["difference"] > 0.4  # by hand: 0.8 - 0.3 of the draws
   # without the text rung: not measured, and the rest still read
   lines, said, text = diagnosis.ladder(results[2:], method, gain_of, samples=200)
   assert text is None and any(l.startswith("| text20 aligned") and "not run" in l for l in lines)
-  assert "NLL gain: beyond noise at oracle; gone at encoder" in said
+  assert "NLL gain: gone at encoder (beyond noise before it: oracle)" in said
+  lines, said, _ = diagnosis.ladder(results[:2], None, gain_of, samples=200)  # text alone, all beyond noise
+  assert "NLL gain: beyond noise at every measured rung (text)" in said
