@@ -77,11 +77,15 @@ def main(argv):
   print(f"uqa-jax: config {config_arg}, workdir {workdir}, stages {', '.join(config.stages)}; "
         f"compilation cache {cache or 'off'}")
   with contextlib.ExitStack() as held:
+    busy = None
     if distributed.is_main():  # one run per workdir; in several processes, process 0 holds it
       try:
         held.enter_context(lock.hold(workdir, " ".join([os.path.basename(sys.executable)] + sys.argv)))
       except lock.WorkdirBusy as e:
-        sys.exit(f"uqa-jax: {e}")
+        busy = str(e)
+    # every process learns process 0's answer before any collective: none is left waiting
+    if distributed.agree("busy" if busy else "held", ("held", "busy")) == "busy":
+      sys.exit(f"uqa-jax: {busy or 'process 0 found the workdir in use by another run (its error says which)'}")
     _run(config, workdir)
 
 

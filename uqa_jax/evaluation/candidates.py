@@ -9,11 +9,16 @@ picking the most frequent candidate gains little: a gold that answers a share s 
 questions is in each of their sets, so no design keeps that prior below s, and these draws put
 it near max(1/K, s) (uniform draws over the distinct golds let it far above:
 tests/unit/evaluation/test_candidates.py). Questions that list candidates (IP, AP) keep them. The
-draw is seeded per question (the seed and the question's row), so it does not depend on which
-other questions are asked, and the candidates are put in a seeded order. A template is the
+draw is seeded per question (the seed and the question's row; the pool it draws from is the
+questions asked), and the candidates are put in a seeded order. A template is the
 question with its numbers and quoted values masked (`template_of`): "item number 3" and "item
 number 7" share one, "category" and "brand" do not. Nothing here reads our generator's
 structure: the official files work the same way.
+
+Known limit: a value that itself holds a list separator (MovieLens titles such as "Usual
+Suspects, The (1995)") counts as more items, so on such data a "last k titles" question can be
+offered distractors of another k, which the question alone rules out; the synthetic data's
+titles hold none.
 
 Floors beside the score: chance (the mean of 1 / K over the questions) and the prior: the
 candidate whose value is most frequent among the align-train golds of the same sub-task and
@@ -29,7 +34,7 @@ import numpy as np
 from uqa_jax.data import qa
 
 DEFAULT_K = 10
-_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|「[^」]*」|'[^']*'")
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|「[^」]*」")  # not '…': the apostrophe of "user's" would open one
 _NUMBER = re.compile(r"\d+")
 
 

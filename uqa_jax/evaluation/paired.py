@@ -48,8 +48,13 @@ def compare(records_a: Sequence[dict], records_b: Sequence[dict], variant: str =
   resampled by user, as in `score_records`.
   """
   units, unit_of, correct_a, correct_b = {}, [], [], []
+  ranked = lambda records: any("ranked_all_candidates" in r for r in records)
+  both_ranked = variant == "ranked_all" and ranked(records_a) and ranked(records_b)  # then every question alike
   for n, (key, ra, rb) in enumerate(pairs(records_a, records_b, "compare")):
     va, vb = scoring.judge(ra, variant, f"record {n + 1}"), scoring.judge(rb, variant, f"record {n + 1}")
+    if both_ranked and (va is None) != (vb is None):
+      raise ValueError(f"compare: record {n + 1} ({key[1][:60]!r}) was ranked in one run only; ranked_all compares "
+                       "runs on one candidate set per question")
     if va is None or vb is None:
       continue
     if variant == "ranked_all" and sorted(ra["ranked_all_candidates"]) != sorted(rb["ranked_all_candidates"]):

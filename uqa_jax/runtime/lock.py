@@ -1,13 +1,15 @@
-"""One run per workdir: `hold(workdir, command)` makes `<workdir>/run.lock` for the run's length.
+"""One run per workdir: `hold(workdir, command)` locks `<workdir>/run.lock` for the run's length.
 
-The lock is created atomically (`O_CREAT | O_EXCL`) and holds who made it: pid, host, start
-time and command. A second run on the same workdir stops at once with that holder named. A lock
-whose pid is gone on this host (a killed run) is taken over with a message; one from another
-host is never guessed stale: the message says how to remove it. In a multi-process run only
-process 0 holds it (`uqa_jax/main.py`).
+The lock is the kernel's (`fcntl.flock` on the open file, held until the run ends or its process
+dies, so a killed run never leaves a lock behind); the file's contents only say who holds it:
+pid, host, start time and command. A second run on the same workdir stops at once with that
+holder named. A run that finds the file still naming an earlier run that is no longer running
+(killed before it could clear it) takes over with a message. In a multi-process run process 0
+holds it and tells the others (`uqa_jax/main.py`).
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -20,60 +22,42 @@ class WorkdirBusy(RuntimeError):
   """Another run holds the workdir; the message names it."""
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # someone else's process: alive
-    return True
-  return True
-
-
-def _holder(path: str) -> dict | None:
-  """The lock's contents; None when it vanished or is still being written."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.loads(f.read())
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
-
-
 def _describe(h: dict) -> str:
   return f"pid {h.get('pid')} on {h.get('host')} since {h.get('started')}: {h.get('command')}"
+
+
+def _read(fd: int) -> dict | None:
+  os.lseek(fd, 0, os.SEEK_SET)
+  text = os.read(fd, 1 << 16).decode("utf-8", "replace")
+  try:
+    return json.loads(text) if text.strip() else None
+  except json.JSONDecodeError:
+    return {"pid": "?", "host": "?", "started": "?", "command": f"unreadable lock contents {text[:80]!r}"}
 
 
 @contextlib.contextmanager
 def hold(workdir: str, command: str, log=print):
   """Holds `workdir` for the `with` block, or raises `WorkdirBusy` naming the holder."""
   path = os.path.join(workdir, LOCK)
-  me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-  for _ in range(3):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      holder = _holder(path)
-      if holder is None:  # being written this instant, or just removed: look again
-        time.sleep(0.2)
-        holder = _holder(path)
-        if holder is None:
-          continue
-      if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
-        log(f"uqa-jax: taking over {path}: its run ({_describe(holder)}) is no longer running")
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(path)
-        continue
-      raise WorkdirBusy(f"{workdir} is in use by another run ({_describe(holder)}); wait for it to end or use "
-                        f"another --workdir" + ("" if holder.get("host") == me["host"] else
-                                                f" (if that run is gone, delete {path})")) from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(json.dumps(me))
-    break
-  else:
-    raise WorkdirBusy(f"{path}: could not be taken (another run keeps making it)")
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    yield
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _read(fd) or {"pid": "?", "host": "?", "started": "?", "command": "(starting)"}
+      raise WorkdirBusy(f"{workdir} is in use by another run ({_describe(holder)}); wait for it to end or use "
+                        "another --workdir") from None
+    earlier = _read(fd)
+    if earlier:
+      log(f"uqa-jax: taking over {path}: the run it names ({_describe(earlier)}) is no longer running")
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+          "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(me).encode("utf-8"))
+    try:
+      yield
+    finally:
+      os.ftruncate(fd, 0)  # a clean end leaves the file empty: contents on the next start mean a killed run
   finally:
-    if (_holder(path) or {}).get("pid") == me["pid"]:
-      os.remove(path)
+    os.close(fd)  # releases the lock

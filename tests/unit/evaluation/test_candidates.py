@@ -136,5 +136,9 @@ def test_runs_ranked_on_different_sets_are_not_compared():
   b = [_record("a", ["a", "b", "d"], "a")]
   with pytest.raises(ValueError, match="among other candidates"):
     paired.compare(a, b, "ranked_all")
+  one_sided = [_record("a", ["a", "b", "c"], "a", user="u2"), _record("a", None, None, user="u3")]
+  other = [_record("a", ["a", "b", "c"], "a", user="u2"), _record("a", ["a", "b"], "a", user="u3")]
+  with pytest.raises(ValueError, match="ranked in one run only"):
+    paired.compare(one_sided, other, "ranked_all")
   same = [_record("a", ["c", "a", "b"], "b")]  # the same set in another order
   assert paired.compare(a, same, "ranked_all", samples=20)["difference"] == 1.0
