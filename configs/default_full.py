@@ -1,7 +1,8 @@
 """The default benchmark at the scale meant to discriminate: one trained encoder, its controls,
 the oracle reader and the text baseline, for a given seed. On 2 CPU cores (seed 0): `trained`
 about 50 minutes (Stage 2 26 min at ~2.2 examples/s, Stage 3 21 min with text20), each control
-about 35 minutes; ~2.5 h per seed. On one H200 (benchmarks/gpu_full.sh) the 400 align steps take
+about 35 minutes; ~2.5 h per seed before the text20 rung joined (its chats are ~7x longer:
+hours more on CPU, not measured). On one H200 (benchmarks/gpu_full.sh) the 400 align steps take
 ~20 s but compilation dominates (Stage 2 220-286 s per variant, generation ~2-6 questions/s), so
 one 600 s call has not yet held a whole seed (README).
 

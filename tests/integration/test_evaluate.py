@@ -510,7 +510,9 @@ def test_seeds_joins_the_reports_of_two_seeds(evaluated, tmp_path):
   for needle in ("| shuffled_user | control |", "| count ceiling | diagnose |", "| encoder probe | diagnose |",
                  "| floor: best constant | floor |", "| text20 |", f"| {trained['label']} | shuffled_user | official |",
                  f"| {trained['label']} | overall |", "shuffled_user (official, overall): differences",
-                 "| probe, shuffled labels | diagnose |", f"- {dirs[1]} (seed 1): {saved['diagnosis']}"):
+                 "| probe, shuffled labels | diagnose |", f"- {dirs[1]} (seed 1): {saved['diagnosis']}",
+                 "## Table 2 — ranked_all", "floor: train prior (ranked_all, overall): differences",
+                 "(beat shuffled_user and zeros and floor: train prior, ranked_all,"):
     assert needle in md, needle
   assert "Lost at: " in saved["diagnosis"]
   with pytest.raises(FileNotFoundError, match="main-s2"):
