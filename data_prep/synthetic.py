@@ -26,7 +26,10 @@ def main(argv=None) -> int:
                         default=field.default)
   args = vars(parser.parse_args(argv))
   out, model, keep = args.pop("out"), args.pop("model"), args.pop("keep_last")
-  cfg = synthetic.SyntheticConfig(**args)
+  try:
+    cfg = synthetic.SyntheticConfig(**args)
+  except ValueError as e:
+    parser.error(f"--{str(e).replace('_', '-')}")  # one line naming the flag, exit status 2
   synthetic.build_dataset(out, cfg, tokenizer_lib.load_tokenizer(model), tokenizer_lib.describe(model),
                           max_len=keep)
   report = checker.check_directory(out)

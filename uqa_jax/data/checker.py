@@ -198,6 +198,7 @@ def check_directory(directory: str, files=schema.ALL_FILES) -> Report:
   if not os.path.isdir(directory):
     report.problems.append(Problem(directory, None, None, "not a directory"))
     return report
+  info = None
   try:
     info = arrow_io.read_dataset_info(directory)
     vocab, max_len, language = info["vocab_sizes"], info["max_len"], info["language"]
@@ -214,4 +215,10 @@ def check_directory(directory: str, files=schema.ALL_FILES) -> Report:
       report.problems.append(Problem(path, None, None, "missing: expected file not found"))
       continue
     check_file(path, vocab, max_len, language, report)
+    rows = report.rows.get(name)
+    if rows == 0:
+      report.problems.append(Problem(path, None, None, "empty: no rows"))
+    expected = (info.get("counts") or {}).get(name) if info else None
+    if rows is not None and expected is not None and rows != expected:
+      report.problems.append(Problem(path, None, None, f"{rows} rows, {schema.DATASET_INFO} says {expected}"))
   return report

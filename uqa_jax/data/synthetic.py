@@ -82,6 +82,21 @@ class SyntheticConfig:
   language: str = "en"
   seed: int = 0
 
+  def __post_init__(self):
+    """Settings that could make no user, or no valid history, are refused by name."""
+    at_least_one = ("num_users", "num_items", "num_categories", "num_brands", "num_shops", "num_sellers",
+                    "median_len", "min_len", "max_len", "long_term_k", "short_window")
+    for key in at_least_one:
+      if getattr(self, key) < 1:
+        raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
+    if self.min_len > self.max_len:
+      raise ValueError(f"min_len={self.min_len} > max_len={self.max_len}; expected min_len <= max_len")
+    for key in ("p_short", "p_repeat", "p_noise", "p_trajectory", "p_favourite"):
+      if not 0.0 <= getattr(self, key) <= 1.0:
+        raise ValueError(f"{key}={getattr(self, key)}; expected a probability in [0, 1]")
+    if self.language not in _WORDS:
+      raise ValueError(f"language={self.language!r}; expected one of {', '.join(sorted(_WORDS))}")
+
 
 def _zipf(n, rng, a=1.1):
   w = 1.0 / np.arange(1, n + 1) ** a

@@ -207,3 +207,17 @@ def test_official_rows_without_labels_must_be_classifiable(tmp_path):
   (p,) = problems(tmp_path)
   assert (os.path.basename(p.file), p.row, p.column) == ("align_data_train.arrow", 3, "text")
   assert "unclassifiable" in p.message
+
+
+def test_row_counts_must_match_dataset_info_and_no_split_may_be_empty(tmp_path):
+  make_valid(str(tmp_path))
+  info = arrow_io.read_dataset_info(str(tmp_path))
+  arrow_io.write_dataset_info(str(tmp_path), {**info, "counts": {name: 12 for name in schema.ALL_FILES}})
+  assert problems(tmp_path) == []
+  rewrite(tmp_path / "align_data_eval.arrow", lambda c: c.update({k: v[:5] for k, v in c.items()}))
+  (p,) = problems(tmp_path)
+  assert "align_data_eval.arrow" in str(p) and "5 rows, dataset_info.json says 12" in str(p)
+  arrow_io.write_sequences(str(tmp_path / "pretrain_data_eval.arrow"),
+                           random_columns(np.random.default_rng(1), 0, False, "en"))
+  found = [str(p) for p in problems(tmp_path)]
+  assert any("pretrain_data_eval.arrow" in p and "empty: no rows" in p for p in found), found

@@ -1,13 +1,18 @@
 """The synthetic generator: deterministic per seed, and its planted structure shows in the data."""
 
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from uqa_jax.data import qa
 from uqa_jax.data import schema
 from uqa_jax.data import synthetic
+from tests.conftest import ROOT
 from tests.conftest import SMALL
 
 
@@ -97,3 +102,19 @@ def test_click_times_are_sessions_in_order(en_dir):
   f = pa.ipc.open_file(os.path.join(en_dir, "pretrain_data_eval.arrow")).read_all()
   for items, clicks in zip(f.column(schema.ITEM_COLUMN).to_pylist(), f.column(schema.TIME_COLUMN).to_pylist()):
     assert len(items) == len(clicks) and clicks == sorted(clicks)
+
+
+@pytest.mark.parametrize("field, value, why", [("num_users", 0, "num_users=0; expected at least 1"),
+                                               ("num_users", -5, "num_users=-5; expected at least 1"),
+                                               ("p_noise", 1.5, "p_noise=1.5; expected a probability"),
+                                               ("min_len", 50, "min_len=50 > max_len=10")])
+def test_settings_that_make_no_valid_user_are_refused_by_name(field, value, why):
+  with pytest.raises(ValueError, match=re.escape(why)):
+    synthetic.SyntheticConfig(**{field: value, **({"max_len": 10} if field == "min_len" else {})})
+
+
+def test_the_generator_command_refuses_them_in_one_line(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "data_prep.synthetic", str(tmp_path / "d"), "--num-users", "-5"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and "--num-users=-5; expected at least 1" in out.stderr and "Traceback" not in out.stderr
+  assert not (tmp_path / "d").exists()
