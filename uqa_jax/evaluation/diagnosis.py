@@ -76,12 +76,14 @@ def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int
   lines = ["| rung | NLL gain (shuffled − own) | " + " | ".join(f"{v}: own − shuffled" for v in LADDER_VARIANTS) + " |",
            "|---|---|" + "---|" * len(LADDER_VARIANTS)]
   held = {m: [] for m in ("NLL gain",) + LADDER_VARIANTS}  # measure -> [(rung, beyond noise)]
+  measured = []
   for rung, label in RUNGS:
     r = runs[rung]
     shuffled = shuffled_of(results, r)
     if r is None or shuffled is None:
       lines.append(f"| {label} | not run | " + " | ".join("—" for _ in LADDER_VARIANTS) + " |")
       continue
+    measured.append(rung)
     cells = []
     nll = gain_of.get(r["dir"], {}).get("overall")
     if nll is None:
@@ -109,8 +111,7 @@ def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int
       parts.append(f"{measure}: beyond noise at every measured rung ({', '.join(kept)})")
     else:
       parts.append(f"{measure}: gone at {lost}" + (f" (beyond noise before it: {', '.join(kept)})" if kept else ""))
-  said = ("Reading ladder (own vs shuffled user, measured rungs: " +
-          ", ".join(rung for rung, _ in RUNGS if runs[rung] is not None and shuffled_of(results, runs[rung])) +
+  said = ("Reading ladder (own vs shuffled user, measured rungs: " + ", ".join(measured) +
           "): " + "; ".join(parts) + "." if parts else
           "Reading ladder: not measured (no text20-aligned, oracle or trained run with its shuffled_user).")
   text = dict(held["NLL gain"]).get("text")

@@ -12,6 +12,7 @@ What each run is: `uqa_jax/stages/evaluate.py`.
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -395,8 +396,9 @@ class Evaluator:
         for k, v in out.items() if "skipped" not in v))
     return out
 
+  @functools.cached_property
   def train_golds(self) -> list[tuple[str, str, str]]:
-    """(task, question, gold answer) of every align-train row."""
+    """(task, question, gold answer) of every align-train row (read once: both train floors use them)."""
     path = os.path.join(self.data_dir, schema.file_name("align", "train"))
     f = arrow_io.SequenceFile(path)
     out = []
@@ -412,7 +414,7 @@ class Evaluator:
   def train_constants(self) -> dict[str, str]:
     """{task: the best constant answer under the official rule on the align-train golds}."""
     golds = {}
-    for task, _, answer in self.train_golds():
+    for task, _, answer in self.train_golds:
       golds.setdefault(task, []).append(answer)
     return {t: answers_lib.best_constant(g)[0] for t, g in golds.items()}
 
@@ -440,7 +442,7 @@ class Evaluator:
     """A ranked_all pick with no model: per question with a candidate set, the candidate most
     frequent among the align-train golds of its template. It writes no answer, so only
     `ranked_all` scores it (`scored_under`)."""
-    counts = candidates_lib.train_counts(self.train_golds())
+    counts = candidates_lib.train_counts(self.train_golds)
     records = []
     for q in self.questions:
       options = self.candidate_sets.get(q.row)
