@@ -107,10 +107,10 @@ class Evaluator:
       drawn = candidates_lib.draw(self.questions, self.e.candidates, config.seed)
       self.candidate_sets = {q.row: c for q, c in zip(self.questions, drawn)}
       got = candidates_lib.summary(drawn, self.e.candidates)
-      self.candidate_summary = got
       log(f"evaluate: ranked_all: {got['questions'] - got['not_scored']} questions with up to {got['k']} candidates "
-          f"(the gold and other users' golds of its template, drawn by frequency); {got['fewer_than_k']} with fewer "
-          f"(at least {got['min']}); {got['not_scored']} not scored (no other user's gold of their template)")
+          f"(the gold and other users' golds of its template and form, drawn by frequency); {got['fewer_than_k']} "
+          f"with fewer (at least {got['min']}); {got['not_scored']} not scored (no other user's gold of their "
+          "template and form)")
     self.text_user = TEXT_CLICKS.get(self.spec["align"]["user"], 0)  # aligned with the history as text
     self.user_row = {}
     for q in self.questions:
