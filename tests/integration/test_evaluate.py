@@ -75,10 +75,9 @@ def _chain_llm(path, tokenizer):
   return str(path), (lambda t: np.sqrt(D / (1 + 1e-6 * D)) * lm_head[slot[t]]), (yes, bang, end)
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tokenizer):
-  """(config, workdir, logits_of, chain) after data -> pretrain -> align -> evaluate -> diagnose -> report."""
-  llm_dir, logits_of, chain = _chain_llm(tmp_path_factory.mktemp("chain-llm"), tokenizer)
+def chain_config(llm_dir: str):
+  """The smoke config on the chain LLM, every stage, 28 questions (also a config file's body:
+  tests/integration/test_kills.py runs it through `python -m uqa_jax.main`)."""
   config = smoke.get_config()
   config.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   config.llm.model = llm_dir
@@ -91,6 +90,14 @@ def evaluated(tmp_path_factory, tokenizer):
   e = config.evaluate
   e.runs, e.max_questions, e.batch_size, e.max_new_tokens, e.bootstrap_samples = (
       ("aligned", "shuffled_user", "text20", "floor"), 28, 8, 6, 200)
+  return config
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tokenizer):
+  """(config, workdir, logits_of, chain) after data -> pretrain -> align -> evaluate -> diagnose -> report."""
+  llm_dir, logits_of, chain = _chain_llm(tmp_path_factory.mktemp("chain-llm"), tokenizer)
+  config = chain_config(llm_dir)
   workdir = str(tmp_path_factory.mktemp("evaluate"))
   for stage in config.stages:
     stages.run(stage, config, workdir, log=QUIET)

@@ -75,3 +75,47 @@ def test_unknown_names_fail_at_start_up_listing_the_choices(tmp_path, override, 
   assert out.returncode != 0
   assert f"config {key}=" in out.stderr and "expected one of" in out.stderr
   assert not os.path.exists(tmp_path / "data")  # failed before doing any work
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.pretrain.steps=-5", "config pretrain.steps=-5: expected >= 0"),
+    ("--config.pretrain.batch_size=-8", "config pretrain.batch_size=-8: expected >= 1"),
+    ("--config.align.betas=(0.9,1.5)", "config align.betas=(0.9, 1.5): expected in [0, 1) for each element"),
+    ("--config.data.max_len=0", "config data.max_len=0: expected >= 2"),
+    ("--config.evaluate.top_p=0.0", "config evaluate.top_p=0.0: expected in (0, 1]"),
+    ("--config.data.filters.min_user_len=5000", "min_user_len=5000 > max_user_len=2000"),
+])
+def test_impossible_numbers_are_one_line_before_any_work_even_for_an_unlisted_stage(tmp_path, override, message):
+  # only the data stage is listed: the pretrain and align blocks are still checked
+  out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), override, "--config.stages=('data',)")
+  assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"uqa-jax: {out.stderr.strip()[9:]}"]
+  assert message in out.stderr and "Traceback" not in out.stderr and "libtpu" not in out.stderr
+  assert not os.listdir(tmp_path)  # no fingerprint, no data: nothing to restart
+
+
+def test_a_mistyped_key_names_the_block_and_its_keys_and_debug_shows_the_traceback(tmp_path):
+  out = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.pretrain.lr=1")
+  assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert "--config.pretrain.lr=1: config.pretrain has no key 'lr'; its keys: batch_size," in out.stderr
+  assert "learning_rate" in out.stderr and "Traceback" not in out.stderr
+  block = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.prtrain.steps=3")
+  assert "config has no key 'prtrain'; its keys: adapter, align, data," in block.stderr
+  debug = run_main("--config", "configs/smoke.py", "--workdir", str(tmp_path), "--config.pretrain.steps=-5",
+                   "--config.stages=('data',)", "--debug")
+  assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigError: config pretrain.steps=-5" in debug.stderr
+
+
+def test_a_config_file_without_a_block_or_that_does_not_load_is_one_line(tmp_path):
+  no_data = tmp_path / "no_data.py"
+  no_data.write_text("from configs import smoke\n\ndef get_config():\n  c = smoke.get_config()\n"
+                     "  del c['data']\n  return c\n")
+  out = run_main("--config", str(no_data), "--workdir", str(tmp_path / "w"))
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert "config: no 'data' block, which the data stage reads (stages data, pretrain)" in out.stderr
+  missing = run_main("--config", str(tmp_path / "absent.py"), "--workdir", str(tmp_path / "w"))
+  assert missing.returncode == 1 and "Traceback" not in missing.stderr and "absent.py" in missing.stderr
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(:\n")
+  out = run_main("--config", str(broken), "--workdir", str(tmp_path / "w"))
+  assert out.returncode == 1 and "Traceback" not in out.stderr and "SyntaxError" in out.stderr
+  assert not os.path.exists(tmp_path / "w")

@@ -186,3 +186,30 @@ def test_a_one_process_stage_stops_a_multi_process_run_before_any_work(tmp_path)
   log = (tmp_path / "logs" / "process_0.log").read_text()
   assert "[evaluate] runs in one process for now: drop --num_processes" in log, log[-2000:]
   assert not os.path.exists(tmp_path / "w" / "data")  # stopped before the data stage
+
+
+def test_a_process_0_failure_in_a_stage_it_runs_alone_ends_every_process_with_its_error(tmp_path):
+  """No launcher that kills the others (as on a pod slice): process 0 fails inside the data stage
+  (the official files are missing), process 1, waiting for it, exits with process 0's error."""
+  import socket
+  import time
+  empty = tmp_path / "official"
+  empty.mkdir()
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-m", "uqa_jax.main", "--config", "configs/smoke.py", "--workdir",
+                             str(tmp_path / "w"), "--config.stages=('data',)", "--config.data.source=official",
+                             f"--config.data.path={empty}", "--config.input.widths=()", "--coordinator", f"127.0.0.1:{port}",
+                             "--num_processes", "2", "--process_id", str(i)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  start = time.time()
+  outs = [p.communicate(timeout=240) for p in procs]
+  assert time.time() - start < 120, "a process kept waiting"
+  assert [p.returncode for p in procs] == [1, 1], outs
+  missing = f"{empty}/pretrain_data_train.arrow: missing"
+  assert missing in outs[0][1]
+  last = outs[1][1].strip().splitlines()[-1]
+  assert last.startswith("uqa-jax: [data] process 0 failed: DataFileError: ") and missing in last, outs[1][1][-2000:]

@@ -91,3 +91,24 @@ def test_official_files_with_a_shorter_max_len_say_how_many_rows_are_longer(tmp_
                             f"data.max_len=5") for l in lines), lines
   assert info["answers"]["eval"]["MF"]["n"] == 12  # floors for the official text too
   assert any(l.startswith("data: answers and floors on align eval") for l in lines)
+
+
+def test_a_bumped_stage_version_makes_it_and_every_later_stage_stale_and_results_name_the_code(
+    data_workdir, monkeypatch):
+  import json
+  from uqa_jax.runtime import provenance
+  with open(os.path.join(data_workdir, "data", stages.RESULT), encoding="utf-8") as f:
+    code = json.load(f)["code"]
+  assert code == provenance.code() and code["package"] == "0.1.0"
+  if os.path.isdir(os.path.join(provenance.ROOT, ".git")):  # a clone (CI's too) names its commit
+    assert len(code["git_commit"]) == 40 and isinstance(code["git_dirty"], bool)
+  before = _tree_state(os.path.join(data_workdir, "data"))
+  monkeypatch.setattr(stages.get("data"), "VERSION", 2, raising=False)
+  config = smoke.get_config()
+  assert stages.fingerprint("pretrain", config)["code_version.data"] == 2  # later stages carry it too
+  with pytest.raises(stages.StaleStateError,
+                     match=r"(?s)\[data\].*code_version.data: \"\(absent\)\" -> 2\n.*--config.restart=data"):
+    stages.run("data", config, data_workdir, log=QUIET)
+  with pytest.raises(stages.StaleStateError, match=r"(?s)\[data\].*code_version.data"):
+    stages.run("pretrain", config, data_workdir, log=QUIET)
+  assert _tree_state(os.path.join(data_workdir, "data")) == before

@@ -18,6 +18,8 @@ COMMON = ("name", "d_llm", "embed_rms")
 @dataclasses.dataclass(frozen=True)
 class AdapterConfig:
   BLOCK: ClassVar[str] = "adapter"
+  LIMITS: ClassVar[dict] = {"num_tokens": ">= 1", "d_hidden": ">= 0", "num_queries": ">= 1", "num_layers": ">= 1",
+                            "num_heads": ">= 1", "d_model": ">= 1"}
   name: str = "mean"  # uqa_jax.config.choices.ADAPTERS; `mean` is the official default
   d_llm: int = 0  # the LLM's width (derived)
   embed_rms: float = 1.0  # RMS of the LLM's token embeddings: the output norm's initial scale (derived)

@@ -9,6 +9,10 @@ it computes, so they stay out of the stage fingerprints. A field added after wor
 is marked `added_later(value)`: at `value` (what the code did before the field existed) it stays
 out of the fingerprint, so those workdirs stay valid; any other value enters it.
 
+Ranges are data: a block's `LIMITS` maps a field to its rule (">= 1", "> 0", "in [0, 1)"; a
+tuple's rule holds for each element), checked by `build` when the block is read, so an
+impossible number is refused by key, value and rule before any work.
+
 A family (`module`) is `<package>.<name>` among the names `choices` allows; `unread` lists the
 settings of a shared block that the chosen member does not read, which callers refuse.
 
@@ -18,7 +22,10 @@ this module on a machine without it (the GPU checks import the encoders alone).
 
 import dataclasses
 import importlib
+import re
 import typing
+
+from uqa_jax.runtime import errors
 
 # dataclasses.field(metadata=RUN_ONLY): a setting that changes how a run goes, not what it
 # computes; left out of stage fingerprints.
@@ -30,8 +37,38 @@ def added_later(old_behaviour) -> dict:
   return {"omit_when": old_behaviour}
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.Refused, ValueError):
   """A config key or value that does not fit its block; the message names the key."""
+
+
+_RULE = re.compile(r"^(>=|>|<=|<) *(-?[0-9.e+-]+)$|^in ([\[(]) *(-?[0-9.e+-]+), *(-?[0-9.e+-]+) *([\])])$")
+
+
+def within(value, rule: str) -> bool:
+  """Whether number `value` obeys `rule`: ">= a", "> a", "<= a", "< a", or "in [a, b]" with
+  either end open ("(", ")")."""
+  m = _RULE.match(rule)
+  if not m:
+    raise ValueError(f"malformed limit rule {rule!r}")
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return False
+  if m.group(1):
+    bound = float(m.group(2))
+    return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[m.group(1)]
+  low, high = float(m.group(4)), float(m.group(5))
+  return ((value >= low if m.group(3) == "[" else value > low)
+          and (value <= high if m.group(6) == "]" else value < high))
+
+
+def check_limits(obj, where: str) -> None:
+  """Every field of dataclass `obj` named in its class's `LIMITS` obeys its rule; the first that
+  does not is a ConfigError naming `where.field`, the value and the rule."""
+  for name, rule in getattr(type(obj), "LIMITS", {}).items():
+    value = getattr(obj, name)
+    several = isinstance(value, (tuple, list, dict))
+    values = (value.values() if isinstance(value, dict) else value) if several else (value,)
+    if not all(within(v, rule) for v in values):
+      raise ConfigError(f"config {where}.{name}={value!r}: expected {rule}" + (" for each element" if several else ""))
 
 
 def _plain(value):
@@ -65,9 +102,11 @@ def build(cls, block, where: str, **derived):
     if name in values:
       values[name] = build(sub, values[name], f"{where}.{name}")
   try:
-    return cls(**values, **derived)
+    obj = cls(**values, **derived)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config {where}: {e}") from e
+  check_limits(obj, where)
+  return obj
 
 
 def read(config, cls, **derived):

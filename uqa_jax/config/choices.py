@@ -19,6 +19,7 @@ ALIGN_USERS = ("encoder", "zeros", "random_encoder", ORACLE, *TEXT_CLICKS)
 ADAPTER_INITS = ("random", "titles")  # titles: the token map fitted to the clicked titles' LLM embeddings
 SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")
+KEEP_CHECKPOINTS = ("none", "last", "all")  # what a finished training stage keeps (runtime/checkpoint.prune)
 # Stage 3: the aligned model, the free shuffled-user control, text baselines, the floors.
 EVAL_RUNS = ("aligned", "shuffled_user", "text20", "text50", "floor")
 

@@ -23,13 +23,18 @@ TEXT_LLMS = ("base", "aligned")  # evaluate.text_llm
 class TrainingLoop:
   """What both training blocks (`pretrain`, `align`) hold besides their recipe: the run's length
   and its cadence (`stages/train_loop.py` reads these). Each block sets its own defaults."""
+  LIMITS: ClassVar[dict] = {"batch_size": ">= 1", "epochs": ">= 1", "steps": ">= 0", "log_every": ">= 1",
+                            "eval_every": ">= 0", "checkpoint_every": ">= 1", "max_to_keep": ">= 1"}
   batch_size: int = 32
   epochs: int = 1  # used when steps is 0
   steps: int = 0  # 0: epochs x rows // batch_size
   log_every: int = dataclasses.field(default=10, metadata=RUN_ONLY)
   eval_every: int = dataclasses.field(default=0, metadata=RUN_ONLY)  # 0: at the end only
   checkpoint_every: int = dataclasses.field(default=100, metadata=RUN_ONLY)
-  max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)
+  max_to_keep: int = dataclasses.field(default=2, metadata=RUN_ONLY)  # checkpoints kept while running
+  # What a finished stage keeps of its checkpoints (choices.KEEP_CHECKPOINTS): none (nothing resumes
+  # a finished stage; later stages read its export), last, or all; the bytes freed are logged.
+  keep_checkpoints: str = dataclasses.field(default="none", metadata=RUN_ONLY)
   # Memory one device may use, e.g. "80GiB" (empty: what the device reports; CPU: available host
   # memory per CPU device). The step is planned against it before anything is allocated, and
   # before the LLM's weights are read (`uqa_jax.runtime.planner`).
@@ -37,6 +42,9 @@ class TrainingLoop:
 
   def __post_init__(self):
     planner.parse_memory(self.device_memory)  # a malformed size fails when the config is read
+    if self.keep_checkpoints not in choices.KEEP_CHECKPOINTS:
+      raise ValueError(f"keep_checkpoints={self.keep_checkpoints!r}; expected one of "
+                       f"{', '.join(choices.KEEP_CHECKPOINTS)}")
 
   def total_steps(self, rows: int) -> int:
     """The run's length: `steps`, or `epochs` passes over `rows` training rows in whole batches."""
@@ -47,6 +55,9 @@ class TrainingLoop:
 class PretrainConfig(TrainingLoop):
   """The `pretrain` block; defaults are the paper's Stage 1 recipe (§4.1.3)."""
   BLOCK: ClassVar[str] = "pretrain"
+  LIMITS: ClassVar[dict] = {**TrainingLoop.LIMITS, "learning_rate": "> 0", "warmup_steps": ">= 0",
+                            "betas": "in [0, 1)", "weight_decay": ">= 0", "grad_clip": "> 0", "sl_chunk": ">= 0",
+                            "cl_negatives": ">= 1", "cl_temperature": "> 0"}
   loss: str = "sl"  # sl (softmax over all items) | cl (InfoNCE)
   batch_size: int = 256
   epochs: int = 10  # used when steps is 0
@@ -63,13 +74,16 @@ class PretrainConfig(TrainingLoop):
   cl_temperature: float = 0.07
   log_every: int = dataclasses.field(default=50, metadata=RUN_ONLY)
   checkpoint_every: int = dataclasses.field(default=500, metadata=RUN_ONLY)
-  max_to_keep: int = dataclasses.field(default=3, metadata=RUN_ONLY)
 
 
 @dataclasses.dataclass(frozen=True)
 class AlignConfig(TrainingLoop):
   """The `align` block; defaults are the official recipe (adapter-only, AdamW 1e-4, 3 epochs)."""
   BLOCK: ClassVar[str] = "align"
+  LIMITS: ClassVar[dict] = {**TrainingLoop.LIMITS, "learning_rate": "> 0", "llm_learning_rate": ">= 0",
+                            "llm_frozen_steps": ">= 0", "warmup_steps": ">= 0", "betas": "in [0, 1)",
+                            "weight_decay": ">= 0", "grad_clip": "> 0", "title_fit_rows": ">= 1",
+                            "max_bad_steps": ">= 1"}
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
   user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
   place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
@@ -105,15 +119,9 @@ class AlignConfig(TrainingLoop):
                        "only the LLM can learn, so it needs mode='full'")
     if self.llm_frozen_steps and self.mode != "full":
       raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps} needs mode='full' (mode 'adapter' never trains the LLM)")
-    if self.llm_frozen_steps < 0:
-      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps}; expected 0 or more")
     if self.adapter_init == "titles" and self.user in (choices.ORACLE, *choices.TEXT_CLICKS):
       raise ValueError(f"adapter_init='titles' with user={self.user!r}: it fits the map from encoder states; the "
                        f"{self.user} run has none (the oracle's map starts as the identity)")
-    if self.title_fit_rows < 1:
-      raise ValueError(f"title_fit_rows={self.title_fit_rows}; expected at least 1")
-    if self.max_bad_steps < 1:
-      raise ValueError(f"max_bad_steps={self.max_bad_steps}; expected at least 1")
 
   def trainable(self) -> tuple[str, ...]:
     """The parameter groups the update touches."""
@@ -123,6 +131,9 @@ class AlignConfig(TrainingLoop):
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
   BLOCK: ClassVar[str] = "evaluate"
+  LIMITS: ClassVar[dict] = {"max_new_tokens": ">= 1", "temperature": ">= 0", "top_p": "in (0, 1]",
+                            "batch_size": ">= 1", "prompt_buckets": ">= 1", "candidates": ">= 2",
+                            "max_questions": ">= 0", "bootstrap_samples": ">= 1", "log_every": ">= 1"}
   runs: tuple[str, ...] = ("aligned", "shuffled_user", "floor")  # choices.EVAL_RUNS
   max_new_tokens: int = 32
   temperature: float = 0.0  # 0: greedy (the default); > 0 samples, seeded by config.seed
@@ -149,15 +160,11 @@ class EvaluateConfig:
       raise ValueError(f"runs={tuple(self.runs)}: list each run once, from {', '.join(choices.EVAL_RUNS)}")
     if self.text_llm not in TEXT_LLMS:
       raise ValueError(f"text_llm={self.text_llm!r}; expected one of {', '.join(TEXT_LLMS)}")
-    for key in ("max_new_tokens", "batch_size", "bootstrap_samples", "prompt_buckets"):
-      if getattr(self, key) < 1:
-        raise ValueError(f"{key}={getattr(self, key)}; expected at least 1")
-    if self.candidates < 2:
-      raise ValueError(f"candidates={self.candidates}; expected at least 2 (the gold and a distractor)")
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
+  LIMITS: ClassVar[dict] = {"min_train": ">= 1", "l2": ">= 0", "steps": ">= 1", "learning_rate": "> 0"}
   min_train: int = 20  # train questions a stem needs to be probed
   l2: float = 1e-3  # on standardised features
   steps: int = 300
@@ -168,6 +175,7 @@ class ProbeConfig:
 @dataclasses.dataclass(frozen=True)
 class DiagnoseConfig:
   BLOCK: ClassVar[str] = "diagnose"
+  LIMITS: ClassVar[dict] = {"batch_size": ">= 1", "bootstrap_samples": ">= 1"}
   probe: ProbeConfig = ProbeConfig()
   batch_size: int = dataclasses.field(default=32, metadata=RUN_ONLY)  # histories per encoder call
   bootstrap_samples: int = 1000

@@ -15,9 +15,10 @@ import pyarrow as pa
 
 from uqa_jax.data import schema
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import errors
 
 
-class DataFileError(ValueError):
+class DataFileError(errors.Refused, ValueError):
   """A data file does not match the official schema; the message names file, row, column."""
 
 

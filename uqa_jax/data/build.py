@@ -14,6 +14,7 @@ Splits. Each user's sequence S (the most recent `max_len` clicks) gives:
 import collections
 import dataclasses
 import os
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,9 +32,14 @@ WRITE_ROWS = 4096  # rows per record batch: files are built and written chunk by
 
 @dataclasses.dataclass(frozen=True)
 class Filters:
+  LIMITS: ClassVar[dict] = {"min_item_count": ">= 1", "min_user_len": ">= 1", "max_user_len": ">= 1"}
   min_item_count: int = 3  # paper: drop items with fewer interactions
   min_user_len: int = 10  # drop users with shorter histories ...
   max_user_len: int = 2000  # ... or longer ones (bots, crawlers)
+
+  def __post_init__(self):
+    if self.min_user_len > self.max_user_len:
+      raise ValueError(f"min_user_len={self.min_user_len} > max_user_len={self.max_user_len}: no user could be kept")
 
 
 def filter_interactions(histories: list[np.ndarray], filters: Filters, times=None):

@@ -23,6 +23,7 @@ def _generator_defaults() -> dict:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   BLOCK: ClassVar[str] = "data"
+  LIMITS: ClassVar[dict] = {"max_len": ">= 2", "align_eval_fraction": "in (0, 1)"}
   source: str = "synthetic"  # synthetic | movielens | official (uqa_jax.config.choices.DATA_SOURCES)
   # official: the directory holding the Kaggle files; movielens: a release's folder (empty: the
   # ml-100k copy in the recbole wheel)

@@ -62,6 +62,8 @@ class InputConfig:
   (the first five fields), and the batching a stage sets for its run (`RUN_FIELDS`, never set by
   the block: `for_run`)."""
   BLOCK: ClassVar[str] = "input"
+  LIMITS: ClassVar[dict] = {"max_text_len": ">= 1", "max_answer_len": ">= 1", "length_window": ">= 0",
+                            "workers": ">= -1", "bag_sizes": ">= 1"}
   RUN_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "max_len", "system_prompt", "history_clicks", "seed",
                                            "shuffle", "num_epochs", "drop_remainder")
   bag_sizes: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_BAG_SIZES))  # K per column
@@ -81,10 +83,6 @@ class InputConfig:
   drop_remainder: bool = True  # training; eval pads the last batch and marks `valid`
 
   def __post_init__(self):
-    if self.workers < -1:
-      raise ValueError(f"input.workers={self.workers}: expected -1 (by platform), 0 (in this process) or more")
-    if self.length_window < 0:
-      raise ValueError(f"input.length_window={self.length_window}: expected >= 0 (0 = off)")
     widths = tuple(tuple(w) if isinstance(w, (tuple, list)) else w for w in self.widths)
     pairs = all(isinstance(w, tuple) and len(w) == 2 and all(isinstance(x, int) for x in w) for w in widths)
     if (not pairs or any(not (0 < t <= self.max_text_len and 0 < a <= self.max_answer_len) for t, a in widths)

@@ -20,6 +20,9 @@ COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", 
 class EncoderConfig:
   BLOCK: ClassVar[str] = "encoder"
   DERIVED: ClassVar[dict] = {"max_len": "data.max_len"}  # set by the run, never by the block
+  LIMITS: ClassVar[dict] = {"d_model": ">= 1", "num_layers": ">= 1", "num_heads": ">= 1", "d_ff": ">= 0",
+                            "dropout": "in [0, 1)", "max_len": ">= 1", "time_buckets": ">= 0", "d_state": ">= 1",
+                            "d_conv": ">= 1", "expand": ">= 1"}
   name: str = "trmpp"  # uqa_jax.config.choices.ENCODERS
   input_variant: str = "full"  # full | no_text | no_side (paper Table 3)
   d_model: int = 512  # D

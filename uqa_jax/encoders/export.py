@@ -12,6 +12,7 @@ at its random initialisation without a word.)
 import dataclasses
 import json
 import os
+import shutil
 
 import flax
 import jax
@@ -22,14 +23,16 @@ from uqa_jax.data import schema
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import disk
 from uqa_jax.runtime import keys
+from uqa_jax.runtime import errors
 
 SPEC_FILE = "encoder.json"
 PARAMS_DIR = "params"
 FORMAT = 1
 
 
-class ExportError(ValueError):
+class ExportError(errors.Refused, ValueError):
   """An export directory that does not hold exactly the model its encoder.json describes."""
 
 
@@ -51,9 +54,11 @@ def expected_params(model: UserModel, has_time: bool):
 
 def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dict | None = None) -> None:
   directory = os.path.abspath(directory)  # Orbax refuses relative paths
+  disk.require(directory, disk.tree_bytes(params), "encoder export")
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(params), force=True)  # every process
-  checkpointer.wait_until_finished()
+  with disk.reported(directory, "encoder export", cleanup=lambda: shutil.rmtree(directory, ignore_errors=True)):
+    checkpointer.save(os.path.join(directory, PARAMS_DIR), jax.device_get(params), force=True)  # every process
+    checkpointer.wait_until_finished()
   if jax.process_index() != 0:  # the spec is written once
     return
   spec = {"format": FORMAT, "encoder": dataclasses.asdict(model.cfg),

@@ -14,6 +14,7 @@ import numpy as np
 
 from uqa_jax.evaluation import bootstrap
 from uqa_jax.evaluation import scoring
+from uqa_jax.runtime import errors
 
 
 def question_keys(records):
@@ -90,11 +91,11 @@ def changed_answers(records_own: Sequence[dict], records_other: Sequence[dict]) 
   return dict(cells)
 
 
-class NothingScored(ValueError):
+class NothingScored(errors.Refused, ValueError):
   """Two runs with no question scored under a variant by both (e.g. ranked against a floor)."""
 
 
-class MissingLikelihood(ValueError):
+class MissingLikelihood(errors.Refused, ValueError):
   """A record without `answer_nll`: the run did not score the gold's likelihood."""
 
 

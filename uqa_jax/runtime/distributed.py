@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from uqa_jax.runtime import errors
+
 
 def cluster_in_environment() -> str:
   """'tpu', 'slurm' or 'auto' when the environment is a multi-process cluster JAX can join by itself.
@@ -63,6 +65,46 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
 
 def is_main() -> bool:
   return jax.process_index() == 0
+
+
+class ProcessFailed(errors.Refused):
+  """Another process of the run failed (its error is in the message) or stopped without a word."""
+
+
+_STAGE_KEY = "uqa_jax/stage/{}"  # process 0's word on a stage it runs alone, in JAX's key-value store
+POLL_MS = 1000
+
+
+def _client():
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel (JAX's own client)
+  return jax_distributed.global_state.client
+
+
+def tell_others(stage: str, error: BaseException | None) -> None:
+  """Process 0, after a stage it ran alone: 'done', or its error, for the processes waiting in
+  `wait_for_main` (a no-op with one process)."""
+  if jax.process_count() > 1:
+    word = "done" if error is None else f"failed: {type(error).__name__}: {error}"
+    _client().key_value_set(_STAGE_KEY.format(stage), word)
+
+
+def wait_for_main(stage: str) -> None:
+  """The other processes, while process 0 runs `stage` alone: returns when it says 'done'; raises
+  ProcessFailed with process 0's error when it failed, or when it is gone (its coordination
+  service stopped answering), instead of waiting in a collective with no end."""
+  if jax.process_count() == 1:
+    return
+  while True:
+    try:
+      word = _client().blocking_key_value_get(_STAGE_KEY.format(stage), POLL_MS)
+    except Exception as e:  # pylint: disable=broad-exception-caught (the store's errors come as one type)
+      if "DEADLINE_EXCEEDED" in str(e) or "timed out" in str(e).lower():
+        continue  # still running
+      raise ProcessFailed(f"[{stage}] process 0 stopped without a word while running it alone "
+                          f"({str(e).splitlines()[0][:200]}); its log says why") from e
+    if word == "done":
+      return
+    raise ProcessFailed(f"[{stage}] process 0 failed: {word[len('failed: '):]}")
 
 
 def barrier(name: str) -> None:

@@ -15,10 +15,12 @@ import os
 import socket
 import time
 
+from uqa_jax.runtime import errors
+
 LOCK = "run.lock"
 
 
-class WorkdirBusy(RuntimeError):
+class WorkdirBusy(errors.Refused, RuntimeError):
   """Another run holds the workdir; the message names it."""
 
 

@@ -27,11 +27,12 @@ import jax
 import psutil
 
 from uqa_jax.runtime import parallel
+from uqa_jax.runtime import errors
 
 GiB = 1 << 30
 
 
-class DoesNotFit(RuntimeError):
+class DoesNotFit(errors.Refused, RuntimeError):
   """The step's per-device memory exceeds the devices'; the message has the planner's figures."""
 
 

@@ -15,6 +15,7 @@ silently different model.
 
 import json
 import os
+import shutil
 
 import flax
 import flax.linen as nn
@@ -30,16 +31,18 @@ from uqa_jax.llm import model as llm_model
 from uqa_jax.llm import sharded_load
 from uqa_jax.llm import weights
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import disk
 from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.soft_prompt import model as uqa_model
+from uqa_jax.runtime import errors
 
 SPEC_FILE = "align.json"
 PARAMS_DIR = "params"
 FORMAT = 1
 
 
-class ExportError(ValueError):
+class ExportError(errors.Refused, ValueError):
   """An align export that does not hold exactly the parameters its align.json describes."""
 
 
@@ -58,9 +61,11 @@ def save(directory: str, spec: dict, saved_params: dict) -> None:
   restores them onto one device); with several processes every one calls it (Orbax saves
   collectively) and process 0 writes the spec."""
   directory = os.path.abspath(directory)
+  disk.require(directory, disk.tree_bytes(saved_params), "align export")
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(directory, PARAMS_DIR), saved_params, force=True)
-  checkpointer.wait_until_finished()
+  with disk.reported(directory, "align export", cleanup=lambda: shutil.rmtree(directory, ignore_errors=True)):
+    checkpointer.save(os.path.join(directory, PARAMS_DIR), saved_params, force=True)
+    checkpointer.wait_until_finished()
   if jax.process_index() != 0:
     return
   atomic.write_text(os.path.join(directory, SPEC_FILE),

@@ -7,13 +7,21 @@ Each stage is a module `uqa_jax/stages/<name>.py` exporting
                          "main" process 0 runs it while the others wait (data, report); absent:
                          one process only (a multi-process run stops before it, saying so)
   UPSTREAM               the stages whose outputs it reads
+  VERSION                (optional, default 1) the version of what it computes: bump it when the
+                         same settings would now give other outputs (a formula, a constant in the
+                         code, the layout or meaning of its files); not for speed, messages or
+                         refactors. Above 1 it enters the fingerprint as `code_version.<name>`
+                         (1, the code before versions existed, stays out so older workdirs stay
+                         valid), so a bump makes that stage and every later one stale
   fingerprint(config)    the settings its outputs depend on (building them checks the config)
   run(config, workdir)   the work; returns a JSON-able dict
+  finish(config, workdir, log)  (optional) after result.json is written: drop what nothing
+                         reads any more (a training stage's checkpoints, `keep_checkpoints`)
 `run(name, config, workdir)` below wraps a stage: it checks that every upstream stage finished
 for this same config, compares the stage's own fingerprint with the one stored in
 `workdir/<name>/fingerprint.json` (same: resume or reuse; different: `StaleStateError`, nothing
-touched), and writes `workdir/<name>/result.json` when the stage returns, with what the stage
-compiled (`compile`: executables, persistent-cache hits, compile and wall seconds). A stage's fingerprint
+touched), and writes `workdir/<name>/result.json` when the stage returns, with the code that made
+it (`code`: package version, git commit; `runtime/provenance.py`) and what the stage compiled (`compile`: executables, persistent-cache hits, compile and wall seconds). A stage's fingerprint
 holds its upstream stages' settings too, so a changed data set invalidates the encoder trained
 on it. `restart(workdir, name)` is the only place outputs are deleted, and only when asked.
 """
@@ -28,12 +36,15 @@ import sys
 import jax
 
 from uqa_jax.config import choices
+from uqa_jax.config.blocks import ConfigError
 from uqa_jax.llm import assets
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import compile_stats
 from uqa_jax.runtime import scalars
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import workdir as workdir_lib
+from uqa_jax.runtime import errors
+from uqa_jax.runtime import provenance
 
 RESULT, FINGERPRINT = workdir_lib.RESULT, workdir_lib.FINGERPRINT
 GLOBAL_KEYS = ("seed", "stages", "restart", "note")  # top-level config keys every run has
@@ -46,7 +57,7 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join("workdir", name + ("-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", arg) if arg else ""))
 
 
-class StaleStateError(RuntimeError):
+class StaleStateError(errors.Refused, RuntimeError):
   """A workdir holds outputs made with other settings than the config asks for."""
 
 
@@ -101,12 +112,23 @@ def fingerprint(name: str, config) -> dict:
   out = {}
   for stage in upstream(name) + [name]:
     out.update(_flat(get(stage).fingerprint(config)))
+    version = getattr(get(stage), "VERSION", 1)
+    if version != 1:
+      out[f"code_version.{stage}"] = version
   return dict(sorted(out.items()))
 
 
 def check_config(config) -> None:
-  """Every check that can fail before any work: names, unknown keys and blocks, unbuilt stages."""
+  """Every check that can fail before any work: names, unknown keys and blocks, missing blocks,
+  ranges, unbuilt stages."""
   choices.check(config)
+  for stage in config.stages:  # a block a listed stage (or one it depends on) reads
+    for reader in upstream(stage) + [stage]:
+      absent = [b for b in get(reader).BLOCKS if b not in config]
+      if absent:
+        raise ConfigError(f"config: no {absent[0]!r} block, which the {reader} stage reads (stages "
+                          f"{', '.join(config.stages)}); configs/paper.py makes every block, with the "
+                          "paper's defaults: start a config file from it or from configs/default.py")
   order = [choices.STAGES.index(s) for s in config.stages]
   if order != sorted(order) or len(set(order)) != len(order):
     raise ValueError(f"config stages={tuple(config.stages)}: list each stage once, in pipeline order "
@@ -123,7 +145,9 @@ def check_config(config) -> None:
                      f"valid keys: {', '.join(sorted(known))}")
   for stage in config.stages:
     check_processes(stage)  # a stage that runs in one process, in a multi-process run
-    fingerprint(stage, config)  # builds every block the stage reads: unknown keys fail here
+  for stage in implemented():  # builds every block: unknown keys and bad values fail here, even
+    if all(b in config for b in get(stage).BLOCKS):  # those of a stage a later run will list
+      fingerprint(stage, config)
   check_paths(config)
 
 
@@ -198,21 +222,37 @@ def run(name: str, config, workdir: str, log=print) -> dict:
   if distributed.is_main():
     os.makedirs(out, exist_ok=True)
     atomic.write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
-  result = None
-  with compile_stats.Collector() as compiled:  # what the stage compiled, from JAX's own events
-    if processes == "all" or distributed.is_main():
-      result = get(name).run(config, workdir, log=log)
-    else:
-      print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
-  if result is not None:
-    result = {**result, "compile": compiled.summary()}
-    log(f"[{name}] {compiled.describe()}")
-    with scalars.Scalars(scalars.logdir(out)) as curves:  # beside the training curves, for TensorBoard
-      curves.write(0, compiled.summary(), prefix="compile/")
-  if distributed.is_main():
-    atomic.write_json(os.path.join(out, RESULT), result)
+  if processes == "all":
+    result = _run_and_record(name, config, workdir, log)
+  elif distributed.is_main():  # alone: the others learn how it ended, failure included
+    try:
+      result = _run_and_record(name, config, workdir, log)
+    except BaseException as e:
+      distributed.tell_others(name, e)
+      raise
+    distributed.tell_others(name, None)
+  else:
+    print(f"[{name}] process {jax.process_index()} waits for process 0", file=sys.stderr, flush=True)
+    distributed.wait_for_main(name)
+    result = None
   distributed.barrier(f"{name}-done")  # the others wait for process 0's data, results and reports
   return result if result is not None else atomic.read_json(os.path.join(out, RESULT))
+
+
+def _run_and_record(name: str, config, workdir: str, log) -> dict:
+  """Stage `name`'s work with what it compiled; process 0 writes result.json (and `finish`es)."""
+  out = os.path.join(workdir, name)
+  with compile_stats.Collector() as compiled:  # what the stage compiled, from JAX's own events
+    result = get(name).run(config, workdir, log=log)
+  result = {**result, "compile": compiled.summary(), "code": provenance.code()}
+  log(f"[{name}] {compiled.describe()}")
+  with scalars.Scalars(scalars.logdir(out)) as curves:  # beside the training curves, for TensorBoard
+    curves.write(0, compiled.summary(), prefix="compile/")
+  if distributed.is_main():
+    atomic.write_json(os.path.join(out, RESULT), result)
+    if hasattr(get(name), "finish"):
+      get(name).finish(config, workdir, log)
+  return result
 
 
 def restart(workdir: str, name: str, log=print) -> None:

@@ -242,6 +242,14 @@ def run(config, workdir: str, log=print) -> dict:
   return result
 
 
+def finish(config, workdir: str, log=print) -> None:
+  """A finished Stage 2 keeps of its checkpoints what `align.keep_checkpoints` says (a full
+  fine-tune's each hold the LLM and its Adam state: ~0.9 GB with SmolLM2-135M)."""
+  checkpoint_lib.prune(os.path.join(workdir, "align", "checkpoints"),
+                       blocks.read(config, AlignConfig).keep_checkpoints, log,
+                       key="align.keep_checkpoints")
+
+
 def _describe(config, prog: Program, state: AlignState, log) -> None:
   """What trains, on what, for how long; the title fit's quality when the adapter starts from it."""
   a, model = prog.cfg, prog.model

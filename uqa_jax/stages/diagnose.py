@@ -46,18 +46,15 @@ from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("diagnose",)
 UPSTREAM = ("pretrain",)
-
-
-
-# What the records hold; raised when that changes, so an older workdir's result is refused (its
-# fingerprint differs) instead of reused. 2: every align-eval question, unanswered ones wrong.
-RECORDS_VERSION = 2
+# What the records hold (the rule: uqa_jax/stages/__init__.py). 2: every align-eval question,
+# unanswered ones wrong.
+VERSION = 2
 
 
 def fingerprint(config) -> dict:
   # Stage 1's and the data's settings join it through the runner, which adds every upstream stage's.
-  return {"diagnose": {**blocks.fingerprint(blocks.read(config, DiagnoseConfig)), "recent_states": recent_states(config),
-                       "records_version": RECORDS_VERSION}}
+  return {"diagnose": {**blocks.fingerprint(blocks.read(config, DiagnoseConfig)),
+                       "recent_states": recent_states(config)}}
 
 
 def recent_states(config) -> int:

@@ -74,6 +74,7 @@ def run(config, workdir: str, log=print) -> dict:
       start = time.time()
       records, cost = evaluator.run(name)
       scoring.write_jsonl(os.path.join(run_dir, "predictions.jsonl"), records)
+      log(f"evaluate[{name}]: {len(records)} predictions written; scoring them ({e.bootstrap_samples} bootstrap samples)")
       tokens = [r["prompt_tokens"] for r in records if "prompt_tokens" in r]
       result = {**evaluator_lib.describe(config, name), "questions": len(records), "seconds": time.time() - start,
                 "golds_longer_than_max_new_tokens": evaluator.unreachable,

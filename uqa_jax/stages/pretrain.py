@@ -293,6 +293,13 @@ def run(config, workdir: str, log=print) -> dict:
   return result
 
 
+def finish(config, workdir: str, log=print) -> None:
+  """A finished Stage 1 keeps of its checkpoints what `pretrain.keep_checkpoints` says."""
+  checkpoint_lib.prune(os.path.join(workdir, "pretrain", "checkpoints"),
+                       blocks.read(config, PretrainConfig).keep_checkpoints, log,
+                       key="pretrain.keep_checkpoints")
+
+
 def _report_truncation(data_dir: str, bag_sizes: dict, log) -> None:
   """Batches keep the first K ids of a wider bag: say how often, so it is never silent."""
   path = os.path.join(data_dir, schema.file_name("pretrain", "train"))

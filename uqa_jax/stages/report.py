@@ -99,8 +99,7 @@ def write(workdir: str, include=(), figures: bool = True, samples: int = 1000, l
   report = {"results": [{k: v for k, v in r.items()} for r in results], "comparisons": comps,
             "answer_nll_gains": gains, "changed_answers": changes, "diagnosis": diag_said, "verdict": line}
   atomic.write_json(os.path.join(out_dir, "report.json"), report)
-  with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(md))
+  atomic.write_text(os.path.join(out_dir, "report.md"), "\n".join(md))
   log("report: Table 2 (official rule; accuracy % [95% interval over users])\n" + "\n".join(table(results, "official")))
   log("report: overall accuracy by variant (% [95% interval]):\n" + "\n".join(
       f"  {r['label']:28} " + "  ".join(f"{v} {cell(r['scores'].get(v, {}).get('cells', {}).get('overall')):20}" for v in scoring.VARIANTS)

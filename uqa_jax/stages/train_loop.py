@@ -45,12 +45,14 @@ def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
 
 
 def start(ckpt, init, state_shardings, data, seed: int, log, name: str):
-  """The newest checkpoint in `ckpt` (moving `data` to its position), else `init(PRNGKey(seed))`."""
-  latest = ckpt.latest_step()
+  """The newest checkpoint in `ckpt` that reads back whole (moving `data` to its position; an
+  unreadable newer one is named and moved aside), else `init(PRNGKey(seed))`."""
+  if ckpt.latest_step() is None:
+    return init(keys.host(seed))
+  latest, state = ckpt.restore_latest(
+      parallel.abstract(jax.eval_shape(init, keys.abstract()), state_shardings), data, log)
   if latest is None:
     return init(keys.host(seed))
-  state = ckpt.restore(latest, parallel.abstract(jax.eval_shape(init, keys.abstract()), state_shardings),
-                       data)
   log(f"{name}: resumed from step {latest} ({ckpt.directory})")
   return state
 

@@ -14,17 +14,23 @@ import sys
 
 from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
+from uqa_jax.runtime import cli
+from uqa_jax.runtime import errors
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m uqa_jax.tools.score", description=__doc__.splitlines()[0])
+  parser = cli.parser("uqa_jax.tools.score", __doc__)
   parser.add_argument("file", help="predictions JSONL")
   parser.add_argument("--variant", default="official", choices=scoring.VARIANTS)
   parser.add_argument("--compare", help="a second JSONL over the same questions: paired bootstrap")
-  parser.add_argument("--samples", type=int, default=scoring.BOOTSTRAP_SAMPLES)
+  parser.add_argument("--samples", type=cli.at_least(1), default=scoring.BOOTSTRAP_SAMPLES,
+                      help="bootstrap samples")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", action="store_true", help="print the scores as JSON")
-  args = parser.parse_args(argv)
+  return cli.run(parser, _score, argv)
+
+
+def _score(args) -> int:
   try:
     records = scoring.read_jsonl(args.file)
     score = scoring.score_records(records, args.variant, samples=args.samples, seed=args.seed,
@@ -33,9 +39,8 @@ def main(argv=None) -> int:
     if args.compare:
       comparison = paired.compare(records, scoring.read_jsonl(args.compare), args.variant,
                                   samples=args.samples, seed=args.seed)
-  except (OSError, ValueError) as e:
-    print(f"uqa_jax.tools.score: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:  # the scorer's messages name the file, line and field
+    raise errors.Refused(str(e)) from e
   if args.json:
     print(json.dumps({"score": score, "compare": comparison}, indent=2))
     return 0

@@ -20,7 +20,6 @@ A run is keyed by its label and the workdir it came from, the seed suffix (`-s<N
 one missing from a seed is listed, never averaged over fewer seeds silently.
 """
 
-import argparse
 import os
 import re
 
@@ -28,6 +27,8 @@ import numpy as np
 
 from uqa_jax.evaluation import tables
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import cli
+from uqa_jax.runtime import errors
 from uqa_jax.runtime import workdir as workdir_lib
 
 DIAGNOSE_ROWS = (("count ceiling", "ceiling"), ("encoder probe", "probe"), ("majority answer", "probe_majority"),
@@ -253,11 +254,17 @@ def _has_variant(seed: dict, variant: str) -> bool:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("workdirs", nargs="+")
+  parser = cli.parser("uqa_jax.tools.seeds", __doc__)
+  parser.add_argument("workdirs", nargs="+", help="the trained runs' workdirs, one per seed (their reports done)")
   parser.add_argument("--out", help="also write the markdown here")
-  args = parser.parse_args(argv)
-  text = write(args.workdirs)
+  return cli.run(parser, _join, argv)
+
+
+def _join(args) -> int:
+  try:
+    text = write(args.workdirs)
+  except ValueError as e:  # its messages name the workdir and the file
+    raise errors.Refused(str(e)) from e
   print(text)
   if args.out:
     with open(args.out, "w", encoding="utf-8") as f:

@@ -15,19 +15,20 @@ settings stops the sweep naming the keys (the stale-state rule of every run). Ov
                          (`configs/seqlen.py:<L>`, x = max_len)
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 
 from uqa_jax import stages
+from uqa_jax.runtime import cli
+from uqa_jax.runtime import errors
 from uqa_jax.runtime import workdir as workdir_lib
 
 X_AXES = ("encoder_parameters", "max_len")
 
 
-class SweepError(RuntimeError):
+class SweepError(errors.Refused, RuntimeError):
   """A run of the sweep failed or left no result; the message names the config and workdir."""
 
 
@@ -137,26 +138,27 @@ def main(argv=None) -> None:
   argv = sys.argv[1:] if argv is None else argv
   overrides = argv[argv.index("--") + 1:] if "--" in argv else []
   argv = argv[:argv.index("--")] if "--" in argv else argv
-  parser = argparse.ArgumentParser(prog="python -m uqa_jax.tools.sweep", description=__doc__.split("\n")[0])
+  parser = cli.parser("uqa_jax.tools.sweep", __doc__)
   parser.add_argument("--configs", nargs="+", required=True, help="configs/<name>.py[:arg] ...")
   parser.add_argument("--x", choices=X_AXES, default="encoder_parameters", help="the x axis of the table and plot")
   parser.add_argument("--name", default="", help="the sweep's name (default: the first config's file name)")
   parser.add_argument("--root", default="workdir", help="where the runs' workdirs and the sweep's outputs go")
   parser.add_argument("--collect_only", action="store_true", help="only tabulate finished runs")
-  args = parser.parse_args(argv)
+  sys.exit(cli.run(parser, lambda args: _sweep(args, overrides), argv))
+
+
+def _sweep(args, overrides) -> int:
   name = args.name or os.path.splitext(os.path.basename(args.configs[0].partition(":")[0]))[0]
-  try:
-    if args.collect_only:
-      workdirs = [os.path.join(args.root, os.path.basename(stages.default_workdir(c))) for c in args.configs]
-    else:
-      workdirs = run_all(args.configs, args.root, overrides)
-    rows = collect(args.configs, workdirs)
-  except SweepError as e:
-    sys.exit(str(e))
+  if args.collect_only:  # a failing run or a missing result: SweepError, one line
+    workdirs = [os.path.join(args.root, os.path.basename(stages.default_workdir(c))) for c in args.configs]
+  else:
+    workdirs = run_all(args.configs, args.root, overrides)
+  rows = collect(args.configs, workdirs)
   out_dir = os.path.join(args.root, f"sweep-{name}")
   write(rows, args.x, out_dir)
   print(table(rows, args.x), end="")
   print(f"sweep: wrote {out_dir}/sweep.md, sweep.json, sweep.png")
+  return 0
 
 
 if __name__ == "__main__":

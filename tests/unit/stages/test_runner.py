@@ -159,3 +159,14 @@ def test_the_demo_configs_fingerprints_are_the_ones_its_workdirs_were_made_with(
   assert set(golden) == set(config.stages)
   for name in config.stages:
     assert stages.fingerprint(name, config) == golden[name], name
+
+
+def test_a_stage_version_enters_its_fingerprint_and_every_later_ones_only_above_1(monkeypatch):
+  config = default.get_config()
+  assert not any(k.startswith("code_version.") and k != "code_version.diagnose"
+                 for name in config.stages for k in stages.fingerprint(name, config))
+  assert stages.fingerprint("diagnose", config)["code_version.diagnose"] == 2
+  monkeypatch.setattr(stages.get("pretrain"), "VERSION", 3, raising=False)
+  assert "code_version.pretrain" not in stages.fingerprint("data", config)
+  for later in ("pretrain", "align", "evaluate", "diagnose"):
+    assert stages.fingerprint(later, config)["code_version.pretrain"] == 3, later

@@ -1,0 +1,27 @@
+"""Refusals, as opposed to defects: one base class the entry points print as one line.
+
+A `Refused` error is raised for an input, a setting or a workdir state the run cannot use; its
+message names the culprit (the config key, the file and row, the tensor, the stage) and what
+was expected. `python -m uqa_jax.main` and every command-line tool print it as one line after
+the program's name and exit with status 1 (the tools: 2, argparse's status for bad input); `--debug` shows its traceback too. Any other
+exception is a defect in the code and keeps its traceback.
+"""
+
+import sys
+
+
+class Refused(Exception):
+  """Base of every error that refuses what the user gave: the message is the whole story."""
+
+
+class DiskFull(Refused, OSError):
+  """Too little free space for a file the run is about to write (or a write stopped by ENOSPC)."""
+
+
+def exit_refused(program: str, error: Exception, debug: bool, status: int = 1) -> None:
+  """Ends the process on `error`: one line `program: message` on stderr and exit `status`, or,
+  with `debug`, the traceback as Python prints it."""
+  if debug:
+    raise error
+  print(f"{program}: {error}", file=sys.stderr, flush=True)
+  sys.exit(status)
