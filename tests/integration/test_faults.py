@@ -4,6 +4,7 @@ bit-identical to an uninterrupted run. (SIGKILL rows: tests/integration/test_pre
 test_align.py, test_kills.py; the list: docs/reliability.md.)"""
 
 import os
+import re
 import shutil
 
 import jax
@@ -13,6 +14,7 @@ import pytest
 
 from configs import smoke
 from uqa_jax import stages
+from uqa_jax.encoders import export
 from uqa_jax.runtime import disk
 from uqa_jax.runtime import errors
 
@@ -98,3 +100,11 @@ def test_full_disks_and_an_unreadable_checkpoint_stop_cleanly_and_resume_bit_ide
   for x, y in zip(jax.tree.leaves(_params(straight)), jax.tree.leaves(_params(workdir))):
     np.testing.assert_array_equal(x, y)
   assert not os.path.exists(os.path.join(straight, "pretrain", "checkpoints", "4"))  # keep last
+
+  # 6. A damaged export is named by file before Orbax opens it.
+  params = os.path.join(workdir, "pretrain", "export", "params")
+  victim = max((os.path.join(d, f) for d, _, fs in os.walk(params) for f in fs), key=os.path.getsize)
+  with open(victim, "r+b") as fh:
+    fh.truncate(os.path.getsize(victim) - 1)
+  with pytest.raises(export.ExportError, match=rf"damaged \({re.escape(victim)}: .* bytes, written with"):
+    export.load(os.path.join(workdir, "pretrain", "export"))

@@ -103,6 +103,8 @@ def build(cls, block, where: str, **derived):
       values[name] = build(sub, values[name], f"{where}.{name}")
   try:
     obj = cls(**values, **derived)
+  except ConfigError:
+    raise  # a nested block's, already naming its key
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config {where}: {e}") from e
   check_limits(obj, where)

@@ -24,6 +24,7 @@ from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import disk
+from uqa_jax.runtime import manifest
 from uqa_jax.runtime import keys
 from uqa_jax.runtime import errors
 
@@ -63,7 +64,7 @@ def save(directory: str, model: UserModel, params, *, has_time: bool, extra: dic
     return
   spec = {"format": FORMAT, "encoder": dataclasses.asdict(model.cfg),
           "vocab_sizes": dict(model.vocab_sizes), "embed_dims": dict(model.embed_dims),
-          "has_time": has_time, **(extra or {})}
+          "has_time": has_time, "files": manifest.make(os.path.join(directory, PARAMS_DIR)), **(extra or {})}
   atomic.write_text(os.path.join(directory, SPEC_FILE), json.dumps(spec, indent=2))
 
 
@@ -91,7 +92,18 @@ def load(directory: str):
   params_dir = os.path.join(directory, PARAMS_DIR)
   if not os.path.isdir(params_dir):
     raise ExportError(f"{params_dir}: missing")
-  params = ocp.StandardCheckpointer().restore(params_dir)
+  damaged = manifest.problems(params_dir, spec.get("files", {}))  # exports before the manifest: unchecked
+  if damaged:
+    raise ExportError(f"{params_dir}: damaged ({'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}): "
+                      "rerun its stage (--config.restart=pretrain) or restore it")
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    params = checkpointer.restore(params_dir)
+  except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the files are damaged)
+    raise ExportError(f"{params_dir}: cannot be read back ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "the export is damaged: rerun its stage (--config.restart=pretrain) or restore it") from e
+  finally:
+    checkpointer.close()
   expected = flax.traverse_util.flatten_dict(expected_params(model, spec["has_time"]), sep="/")
   found = flax.traverse_util.flatten_dict(params, sep="/")
   problems = [f"missing tensor {k} {tuple(v.shape)}" for k, v in expected.items() if k not in found]

@@ -32,6 +32,7 @@ from uqa_jax.llm import sharded_load
 from uqa_jax.llm import weights
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import disk
+from uqa_jax.runtime import manifest
 from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.soft_prompt import model as uqa_model
@@ -68,8 +69,9 @@ def save(directory: str, spec: dict, saved_params: dict) -> None:
     checkpointer.wait_until_finished()
   if jax.process_index() != 0:
     return
+  files = manifest.make(os.path.join(directory, PARAMS_DIR))
   atomic.write_text(os.path.join(directory, SPEC_FILE),
-                    json.dumps({"format": FORMAT, "saved": sorted(saved_params), **spec}, indent=2))
+                    json.dumps({"format": FORMAT, "saved": sorted(saved_params), "files": files, **spec}, indent=2))
 
 
 def _check(found, expected, where: str) -> None:
@@ -92,12 +94,17 @@ def load_llm(spec: dict) -> tuple:
 
 
 def restore_params(path: str):
-  """The saved parameters on this process's first device, whatever mesh saved them."""
+  """The saved parameters on this process's first device, whatever mesh saved them; damaged
+  files are an ExportError naming `path`."""
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata)
-  return checkpointer.restore(path, target)
+  try:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    return checkpointer.restore(path, target)
+  except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the files are damaged)
+    raise ExportError(f"{path}: cannot be read back ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "the export is damaged: rerun its stage (--config.restart=align) or restore it") from e
 
 
 def encoder_dir(directory: str, spec: dict) -> str:
@@ -140,6 +147,10 @@ def load(directory: str):
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
+  damaged = manifest.problems(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))  # older: unchecked
+  if damaged:
+    raise ExportError(f"{directory}/{PARAMS_DIR}: damaged ({'; '.join(damaged[:3])}"
+                      f"{'; ...' if len(damaged) > 3 else ''}): rerun its stage (--config.restart=align) or restore it")
   saved = restore_params(os.path.join(directory, PARAMS_DIR))
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
