@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 import time
+import traceback
 
 import jax
 from absl import app
@@ -78,31 +79,61 @@ def _explain_override(argv: list[str]) -> str | None:
   return None
 
 
+def _debug_asked(argv: list[str]) -> bool:
+  return any(a == "--debug" or (a.startswith("--debug=") and a.split("=", 1)[1].lower() in ("1", "true", "t", "yes"))
+             for a in argv)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; a config file that does not load or an override naming no key of the
-  config is one line (the traceback with --debug), not ml_collections' traceback."""
+  """absl's flag parsing; a bad flag or an override naming no key of the config is one line (the
+  traceback with --debug), not ml_collections' traceback. An error raised by the config file's
+  own code keeps its traceback: it is a defect in that file."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:  # a bad flag, or a config file that is missing or fails to load
-    if "--debug" in argv:
+  except flags.Error as e:  # a bad flag, or a config file that is missing
+    if _debug_asked(argv):
       raise
     sys.exit(f"uqa-jax: {e} (--helpshort lists the flags; --debug shows the traceback)")
-  except Exception as e:  # pylint: disable=broad-exception-caught (reported, or re-raised with --debug)
-    if "--debug" in argv:
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # from the file's code, or an override
+    if _debug_asked(argv):
       raise
     try:
-      explained = _explain_override(argv)
-    except Exception:  # pylint: disable=broad-exception-caught (the config file itself fails: its error below)
-      explained = None
-    sys.exit(f"uqa-jax: {explained or f'--config could not be read: {type(e).__name__}: {e}'} "
-             "(--debug shows the traceback)")
+      _config_file(argv)  # the file alone loads: the override is what failed
+    except Exception:  # pylint: disable=broad-exception-caught (the file's own defect: its traceback below)
+      raise e from None
+    overrides = " ".join(a for a in argv if a.startswith("--config."))
+    explained = _explain_override(argv) or f"{overrides}: {e}"  # no such key, or a value of the wrong type
+    sys.exit(f"uqa-jax: {explained} (--debug shows the traceback)")
 
 
 def main(argv):
   try:
     _main(argv)
-  except errors.Refused as e:  # one line naming the culprit; a defect keeps its traceback
-    errors.exit_refused("uqa-jax", e, _DEBUG.value)
+  except BaseException as e:  # pylint: disable=broad-exception-caught (reported, then the process ends)
+    if jax.process_count() > 1 and not (isinstance(e, SystemExit) and e.code in (0, None)):
+      _stop_all(e)
+    if isinstance(e, errors.Refused):  # one line naming the culprit; a defect keeps its traceback
+      errors.exit_refused("uqa-jax", e, _DEBUG.value)
+    raise
+  distributed.finish()
+
+
+def _stop_all(error: BaseException) -> None:
+  """Several processes: this one failed. Its error goes to the others (their watchdogs end them
+  with it), is printed here, and the process ends: at once, or, for process 0, which hosts JAX's
+  coordination service, once the others have had time to read it (its end would abort them);
+  never through JAX's shutdown, which would wait for the others at a barrier they never reach."""
+  distributed.announce_failure(error)
+  if isinstance(error, SystemExit):
+    print(error.code, file=sys.stderr, flush=True)
+  elif isinstance(error, errors.Refused) and not _DEBUG.value:
+    print(f"uqa-jax: {errors.describe(error)}", file=sys.stderr, flush=True)
+  else:
+    traceback.print_exception(error)
+  sys.stdout.flush()
+  if distributed.is_main():
+    time.sleep(distributed.LINGER_S)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def _main(argv):
@@ -124,10 +155,8 @@ def _main(argv):
     how = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
     sys.exit(f"uqa-jax: {e}")
-  try:
-    stages.check_config(config)
-  except ValueError as e:  # unknown names (choices), unbuilt stages: not all are ConfigErrors
-    errors.exit_refused("uqa-jax", e, _DEBUG.value)
+  stages.check_config(config)  # names, keys, ranges, blocks, paths, the mesh: ConfigError, one line
+  distributed.watch_failures()  # several processes: another's failure (or process 0's death) ends this one
   if how and not distributed.is_main():  # process 0 prints; the others' errors still reach stderr
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
   elif how:
@@ -175,8 +204,7 @@ def _run(config, workdir: str) -> None:
     try:
       stages.run(name, config, workdir)
     except errors.Refused as e:
-      if not str(e).startswith("["):  # the stage's name first, as the stages' own messages do
-        e.args = (f"[{name}] {e}",) + e.args[1:]
+      e.stage = name  # shown first, as the stages' own messages do
       raise
     print(f"[{name}] done in {time.time() - start:.1f}s")
   if config.get("note"):

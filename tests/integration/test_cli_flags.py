@@ -1,6 +1,5 @@
 """Every command-line tool as a user runs it: `python -m` usage, defaults in --help, impossible
-flag values refused in one line before any work (the LLM is never loaded for a bad flag), a
-refusal one line unless --debug."""
+flag values refused in one line by argparse, before any work; a refusal one line unless --debug."""
 
 import subprocess
 import sys
@@ -22,7 +21,7 @@ def run(module, *args):
 def test_help_shows_python_m_usage_and_the_defaults(module):
   out = run(module, "--help")
   assert out.returncode == 0 and out.stdout.startswith(f"usage: python -m {module} ")
-  assert "--debug" in out.stdout and "(default:" in out.stdout
+  assert "--debug" in out.stdout and out.stdout.count("(default:") >= 2  # --debug's and the tool's own
 
 
 @pytest.mark.parametrize("module,args,message", [
@@ -37,7 +36,6 @@ def test_help_shows_python_m_usage_and_the_defaults(module):
 def test_an_impossible_flag_is_one_usage_error_naming_it(module, args, message):
   out = run(module, *args)
   assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
-  assert "loaded" not in out.stderr  # refused before the LLM or tokenizer is read
 
 
 def test_a_refusal_is_one_line_and_debug_shows_its_traceback(tmp_path):

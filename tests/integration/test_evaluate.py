@@ -42,6 +42,7 @@ from uqa_jax.runtime import atomic
 from uqa_jax.stages import evaluate
 from uqa_jax.stages import report
 from uqa_jax.tools import seeds
+from tests.conftest import ROOT
 from tests.conftest import tiny_llm_config
 
 QUIET = lambda *_: None
@@ -314,6 +315,17 @@ def test_report_refuses_a_missing_or_damaged_run_by_name(evaluated, tmp_path):
   result.write_text(result.read_text()[:100])
   with pytest.raises(ValueError, match=re.escape(str(result)) + ": not valid JSON"):
     report.write(str(tmp_path / "truncated"), figures=False, samples=50, log=QUIET)
+  # through the main command: one line naming the run, no traceback, exit status 1
+  config, copy = evaluated[0], tmp_path / "whole"
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("run.lock"))
+  shutil.rmtree(copy / "evaluate" / "shuffled_user")
+  (tmp_path / "chain.py").write_text("from tests.integration import test_evaluate\n\n\ndef get_config():\n"
+                                     f"  return test_evaluate.chain_config({config.llm.model!r})\n")
+  out = subprocess.run([sys.executable, "-m", "uqa_jax.main", "--config", str(tmp_path / "chain.py"), "--workdir",
+                        str(copy), "--config.stages=('report',)"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      f"uqa-jax: [report] report: run 'shuffled_user' of {copy} is incomplete"), out.stderr[-2000:]
 
 
 def test_a_finished_run_is_reused_and_bad_runs_are_rejected(evaluated):

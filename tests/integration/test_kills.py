@@ -46,12 +46,12 @@ def _files(root, skip=("result.json", "tensorboard")):
   return out
 
 
-def test_a_data_stage_killed_while_writing_reruns_to_the_same_files(tmp_path):
+def test_a_data_stage_killed_mid_stage_reruns_to_the_same_files(tmp_path):
   args = ("--config.stages=('data',)",)
   straight = subprocess.run(_main("configs/smoke.py", tmp_path / "a", *args), cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
   assert straight.returncode == 0, straight.stderr[-3000:]
-  _kill_at(_main("configs/smoke.py", tmp_path / "b", *args), "synthetic: users_in")  # before its files are written
+  _kill_at(_main("configs/smoke.py", tmp_path / "b", *args), "synthetic: users_in")  # generated, not yet written
   assert not os.path.exists(tmp_path / "b" / "data" / "result.json")
   again = subprocess.run(_main("configs/smoke.py", tmp_path / "b", *args), cwd=ROOT, capture_output=True,
                          text=True, timeout=600)

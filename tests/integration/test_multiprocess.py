@@ -4,6 +4,7 @@ the smoke config, and aligns it to a tiny LLM, with the losses and parameters of
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,5 +212,39 @@ def test_a_process_0_failure_in_a_stage_it_runs_alone_ends_every_process_with_it
   assert [p.returncode for p in procs] == [1, 1], outs
   missing = f"{empty}/pretrain_data_train.arrow: missing"
   assert missing in outs[0][1]
-  last = outs[1][1].strip().splitlines()[-1]
-  assert last.startswith("uqa-jax: [data] process 0 failed: DataFileError: ") and missing in last, outs[1][1][-2000:]
+  last = outs[1][1].strip().splitlines()[-1]  # from its wait for process 0, or its watchdog, whichever reads first
+  assert re.match(r"uqa-jax: (\[data\] )?process 0 failed: (DataFileError: )?(\[data\] )?", last), outs[1][1][-2000:]
+  assert missing in last
+
+
+def test_a_process_failing_inside_a_stage_every_process_runs_ends_the_others_with_its_error(tmp_path):
+  """Process 1 fails at the start of Stage 1's loop (an injected error) while process 0 goes into
+  its first step's collective: process 0's watchdog reads process 1's error and ends it."""
+  import socket
+  import time
+  wrapper = tmp_path / "failing_main.py"
+  wrapper.write_text(
+      "import runpy, sys\n"
+      "from uqa_jax.stages import train_loop\n"
+      "def run(*args, **kwargs):\n"
+      "  raise RuntimeError('injected: process 1 cannot train')\n"
+      "train_loop.run = run\n"
+      "sys.argv[0] = 'uqa_jax.main'\n"
+      "runpy.run_module('uqa_jax.main', run_name='__main__', alter_sys=True)\n")
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+             PYTHONPATH=ROOT)
+  common = ["--config", "configs/smoke.py", "--workdir", str(tmp_path / "w"), "--config.input.widths=()",
+            "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
+  procs = [subprocess.Popen([sys.executable, *(["-m", "uqa_jax.main"] if i == 0 else [str(wrapper)]), *common,
+                             "--process_id", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  start = time.time()
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert time.time() - start < 150, "a process kept waiting"
+  assert [p.returncode for p in procs] == [1, 1], outs
+  assert "RuntimeError: injected: process 1 cannot train" in outs[1][1]
+  assert "uqa-jax: process 1 failed: RuntimeError: injected: process 1 cannot train; process 0 stops too" \
+      in outs[0][1], outs[0][1][-3000:]

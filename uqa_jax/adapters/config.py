@@ -37,6 +37,8 @@ class AdapterConfig:
 
   def check_block(self) -> None:
     check_reads(self, adapters.reads(self.name))
+    if "num_heads" in adapters.reads(self.name) and self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
 
 
 def check_reads(cfg: AdapterConfig, reads) -> None:

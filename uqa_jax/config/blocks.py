@@ -22,6 +22,7 @@ this module on a machine without it (the GPU checks import the encoders alone).
 
 import dataclasses
 import importlib
+import math
 import re
 import typing
 
@@ -50,8 +51,8 @@ def within(value, rule: str) -> bool:
   m = _RULE.match(rule)
   if not m:
     raise ValueError(f"malformed limit rule {rule!r}")
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    return False
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    return False  # not a number, or inf / nan: no rule holds
   if m.group(1):
     bound = float(m.group(2))
     return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[m.group(1)]
@@ -63,11 +64,19 @@ def within(value, rule: str) -> bool:
 def check_limits(obj, where: str) -> None:
   """Every field of dataclass `obj` named in its class's `LIMITS` obeys its rule; the first that
   does not is a ConfigError naming `where.field`, the value and the rule."""
-  for name, rule in getattr(type(obj), "LIMITS", {}).items():
-    value = getattr(obj, name)
+  check_values(type(obj), {name: getattr(obj, name) for name in getattr(type(obj), "LIMITS", {})}, where)
+
+
+def check_values(cls, values: dict, where: str) -> None:
+  """`check_limits` on the `values` given for some fields of `cls`, before it is built (so a range
+  is named before a relation between fields that assumes it)."""
+  for name, rule in getattr(cls, "LIMITS", {}).items():
+    if name not in values:
+      continue
+    value = values[name]
     several = isinstance(value, (tuple, list, dict))
-    values = (value.values() if isinstance(value, dict) else value) if several else (value,)
-    if not all(within(v, rule) for v in values):
+    elements = (value.values() if isinstance(value, dict) else value) if several else (value,)
+    if not all(within(v, rule) for v in elements):
       raise ConfigError(f"config {where}.{name}={value!r}: expected {rule}" + (" for each element" if several else ""))
 
 
@@ -101,6 +110,7 @@ def build(cls, block, where: str, **derived):
   for name, sub in _nested(cls).items():
     if name in values:
       values[name] = build(sub, values[name], f"{where}.{name}")
+  check_values(cls, {**values, **derived}, where)
   try:
     obj = cls(**values, **derived)
   except ConfigError:

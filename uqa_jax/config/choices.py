@@ -4,6 +4,8 @@ Implementations register under exactly these names (`stages/<name>.py`, `encoder
 tests keep the lists and the modules in step.
 """
 
+from uqa_jax.config.blocks import ConfigError
+
 STAGES = ("data", "pretrain", "align", "evaluate", "diagnose", "report")  # pipeline order
 DATA_SOURCES = ("synthetic", "movielens", "official")
 ENCODERS = ("gru4rec", "sasrec", "mamba4rec", "hstu", "trmpp")
@@ -25,7 +27,7 @@ EVAL_RUNS = ("aligned", "shuffled_user", "text20", "text50", "floor")
 
 
 def check(config) -> None:
-  """Raises ValueError naming the config key, the bad value and the valid choices."""
+  """Raises ConfigError (a ValueError) naming the config key, the bad value and the valid choices."""
   checks = [("stages", s, STAGES) for s in config.stages]
   if "data" in config:
     checks.append(("data.source", config.data.source, DATA_SOURCES))
@@ -36,7 +38,7 @@ def check(config) -> None:
     checks.append(("pretrain.loss", config.pretrain.loss, NIP_LOSSES))
   for key, value, valid in checks:
     if value not in valid:
-      raise ValueError(f"config {key}={value!r} is not a valid choice; expected one of {', '.join(valid)}")
+      raise ConfigError(f"config {key}={value!r} is not a valid choice; expected one of {', '.join(valid)}")
   if "data" in config and config.data.source == "official" and not config.data.path:
-    raise ValueError("config data.source='official' needs data.path: the directory holding the "
+    raise ConfigError("config data.source='official' needs data.path: the directory holding the "
                      "Kaggle files (pretrain_data_train.arrow, ...)")

@@ -37,7 +37,14 @@ class DataConfig:
   synthetic: dict = dataclasses.field(default_factory=_generator_defaults)  # the generator
 
   def __post_init__(self):
-    self.generator(seed=0)  # an unknown generator key fails here, when the config is read
+    g = self.generator(seed=0)  # an unknown generator key fails here, when the config is read
+    if self.source == "synthetic":  # settings that would leave no user or no align-eval user
+      if g.max_len < self.filters.min_user_len:
+        raise ValueError(f"synthetic.max_len={g.max_len} < filters.min_user_len={self.filters.min_user_len}: "
+                         "every generated user would be dropped")
+      if g.num_users * self.align_eval_fraction < 1:
+        raise ValueError(f"synthetic.num_users={g.num_users} x align_eval_fraction={self.align_eval_fraction} < 1: "
+                         "no user would be left for align eval")
 
   def generator(self, seed: int) -> SyntheticConfig:
     return blocks.build(SyntheticConfig, self.synthetic, "data.synthetic",

@@ -4,6 +4,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from uqa_jax.encoders.config import ATTENTION_IMPLS
+
 
 def dense(features, axes, cfg, use_bias=True, name=None, kernel_init=None, bias_init=None,
           dtype=None):
@@ -35,7 +37,6 @@ def rms_norm(name, cfg):
 BLD = ("batch", "act_length", "act_embed")  # the residual stream [B, L, D] between layers
 
 
-ATTENTION_IMPLS = {"trmpp": ("xla", "cudnn"), "sasrec": ("xla", "cudnn"), "hstu": ("xla", "pallas")}
 
 
 def attention_impl(cfg) -> str:

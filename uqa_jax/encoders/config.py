@@ -13,6 +13,10 @@ from uqa_jax import encoders
 from uqa_jax.config import blocks
 from uqa_jax.config.blocks import RUN_ONLY
 
+DTYPES = ("float32", "bfloat16", "float16")  # compute and parameter dtypes
+# the kernels each encoder offers (encoders/common.py picks "auto"'s); Mamba4Rec's scans (mamba4rec.SCANS)
+ATTENTION_IMPLS = {"trmpp": ("xla", "cudnn"), "sasrec": ("xla", "cudnn"), "hstu": ("xla", "pallas")}
+SCAN_IMPLS = ("auto", "associative", "sequential")
 COMMON = ("name", "input_variant", "d_model", "num_layers", "dropout", "dtype", "param_dtype", "max_len")
 
 
@@ -54,7 +58,18 @@ class EncoderConfig:
     return self.d_ff or 4 * self.d_model
 
   def check_block(self) -> None:
+    """What the chosen encoder reads, and the settings' relations (checked when the block is read)."""
     check_reads(self, encoders.reads(self.name))
+    for key in ("dtype", "param_dtype"):
+      if getattr(self, key) not in DTYPES:
+        raise ValueError(f"{key}={getattr(self, key)!r}; expected one of {', '.join(DTYPES)}")
+    impls = ("auto",) + ATTENTION_IMPLS.get(self.name, ())
+    if self.attention_impl not in impls:
+      raise ValueError(f"attention_impl={self.attention_impl!r}: {self.name} offers {', '.join(impls)}")
+    if self.scan_impl not in SCAN_IMPLS:
+      raise ValueError(f"scan_impl={self.scan_impl!r}; expected one of {', '.join(SCAN_IMPLS)}")
+    if "num_heads" in encoders.reads(self.name) and self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
 
 
 def check_reads(cfg: EncoderConfig, reads) -> None:

@@ -15,6 +15,7 @@ from uqa_jax.data import schema
 from uqa_jax.evaluation import paired
 from uqa_jax.evaluation import scoring
 from uqa_jax.runtime import atomic
+from uqa_jax.runtime import errors
 from uqa_jax.runtime import workdir as workdir_lib
 
 COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
@@ -45,22 +46,30 @@ def collect(workdirs: list[str]) -> list[dict]:
   return found
 
 
+class RunMissing(errors.Refused, FileNotFoundError):
+  """A run the report must show is missing or incomplete."""
+
+
+class RunsDiffer(errors.Refused, ValueError):
+  """Runs the report would compare do not hold the same questions (or a stage lists none)."""
+
+
 def expected_runs(workdir: str) -> list[str]:
   """The runs `workdir`'s evaluate stage finished, each with its `result.json` and
   `predictions.jsonl` present, else an error naming the run, the path and the fix."""
   root = os.path.join(workdir, "evaluate")
   stage = os.path.join(root, workdir_lib.RESULT)
   if not os.path.exists(stage):
-    raise FileNotFoundError(f"report: {stage} is missing: the evaluate stage has not finished in {workdir}; "
+    raise RunMissing(f"report: {stage} is missing: the evaluate stage has not finished in {workdir}; "
                             "run it there first")
   runs = sorted(atomic.read_json(stage).get("runs") or {})
   if not runs:
-    raise ValueError(f"report: {stage} lists no runs")
+    raise RunsDiffer(f"report: {stage} lists no runs")
   for run in runs:
     for name in (workdir_lib.RESULT, "predictions.jsonl"):
       path = os.path.join(root, run, name)
       if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise RunMissing(
             f"report: run {run!r} of {workdir} is incomplete: {path} is missing (the evaluate stage made it); "
             f"rerun it with --workdir {workdir} --config.restart=evaluate")
   return runs
@@ -113,7 +122,7 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
       keys = set(paired.question_keys(theirs))
       if keys != mine_set:
         if not (other["run"] in PART_RUNS and keys < mine_set):
-          raise ValueError(
+          raise RunsDiffer(
               f"report: {method['dir']} and {other['dir']} hold different questions "
               f"({len(mine_set - keys)} only in the first, {len(keys - mine_set)} only in the "
               "second): another seed's or data set's workdir in report.include?")

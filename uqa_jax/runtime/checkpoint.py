@@ -4,20 +4,28 @@ Saving both in one step directory means a resumed run sees exactly the batches a
 uninterrupted one would. Orbax writes each step to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous step as the latest.
 
-Faults: a save that cannot fit the disk is refused before it starts, and one that fills it is
-reported (`runtime/disk.py`) with Orbax's partial directory removed. A newest step that cannot be
-read back (truncated, damaged) is named, moved aside to `<directory>-unreadable/<step>`, and the
-next newest is tried, down to none (then the run starts from step 0, saying so): the step resumed
-from is always the newest that restores whole.
+Faults: a save first waits for the one before it (Orbax writes in the background), so a full
+disk is reported with the step it hit; a save that cannot fit the disk is refused before it
+starts, and one that fills it is reported (`runtime/disk.py`) with Orbax's partial directory
+removed. A newest step that cannot be read back (truncated, damaged) is named, moved aside to
+`<directory>-unreadable/<step>-<time>`, and the next newest is tried, down to none (then the run
+starts from step 0, saying so): the step resumed from is always the newest that restores whole.
+Running out of memory while restoring is not damage: it is raised as it is. With several
+processes a damaged step is an error naming it (moving it aside is left to the user: each process
+would otherwise decide alone).
 """
 
 import os
 import shutil
+import time
 
 import grain
 import orbax.checkpoint as ocp
 
+import jax
+
 from uqa_jax.runtime import disk
+from uqa_jax.runtime import errors
 
 
 def _grain(data_iterator):
@@ -27,11 +35,21 @@ def _grain(data_iterator):
   return data_iterator
 
 
+class CheckpointUnreadable(errors.Refused, ValueError):
+  """A checkpoint step that cannot be read back, in a run of several processes."""
+
+
+def _out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+
+
 class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)  # Orbax needs an absolute path
     self.max_to_keep = max_to_keep
     self.manager = self._manager()
+    self._writing = None  # the step directory an unfinished background save is writing
 
   def _manager(self):
     return ocp.CheckpointManager(
@@ -46,11 +64,13 @@ class Checkpointer:
     return None if step is None else os.path.join(self.directory, str(step))
 
   def save(self, step: int, state, data_iterator) -> None:
-    path = os.path.join(self.directory, str(step))
-    disk.require(path, disk.tree_bytes(state), "checkpoint", self.newest())
-    with self._reported(path):
+    self.wait()  # the previous save ends first: its own full disk is reported with its own step
+    path, nbytes = os.path.join(self.directory, str(step)), disk.tree_bytes(state)
+    disk.require(path, nbytes, "checkpoint", self.newest())
+    with self._reported(path, nbytes):
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(_grain(data_iterator))))
+    self._writing = path
 
   def restore(self, step: int, abstract_state, data_iterator):
     """Restores into `abstract_state`'s shapes and shardings; moves `data_iterator` in place."""
@@ -65,11 +85,17 @@ class Checkpointer:
     while (step := self.manager.latest_step()) is not None:
       try:
         return step, self.restore(step, abstract_state, data_iterator)
-      except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the step is bad)
-        aside = os.path.join(f"{self.directory}-unreadable", str(step))
+      except Exception as e:  # pylint: disable=broad-exception-caught (a read failure: the step is bad)
+        if _out_of_memory(e):
+          raise
+        where = os.path.join(self.directory, str(step))
+        if jax.process_count() > 1:
+          raise CheckpointUnreadable(f"checkpoint {where} cannot be read back ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0][:200] if str(e) else ''}); move it out of "
+                                     f"{self.directory} and rerun to resume from the one before") from e
+        aside = os.path.join(f"{self.directory}-unreadable", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(os.path.join(self.directory, str(step)), aside)
+        os.replace(where, aside)
         self.manager.close()
         self.manager = self._manager()
         older = self.manager.latest_step()
@@ -79,8 +105,8 @@ class Checkpointer:
                else "no older checkpoint: starting from step 0"))
     return None, None
 
-  def _reported(self, path: str):
-    return disk.reported(path, "checkpoint", self.newest(), cleanup=self._remove_partial)
+  def _reported(self, path: str, nbytes: int | None = None):
+    return disk.reported(path, "checkpoint", self.newest(), cleanup=self._remove_partial, nbytes=nbytes)
 
   def _remove_partial(self) -> None:
     """Orbax's temporary directories of unfinished saves (a full disk stopped them), once the
@@ -95,8 +121,9 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def wait(self) -> None:
-    with self._reported(self.directory):
+    with self._reported(self._writing or self.directory):
       self.manager.wait_until_finished()
+    self._writing = None
 
   def close(self) -> None:
     try:
@@ -114,10 +141,15 @@ def prune(directory: str, keep: str, log, key: str = "keep_checkpoints") -> None
   if keep == "all" or not os.path.isdir(directory):
     return
   steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True)
-  drop = [directory] if keep == "none" else [os.path.join(directory, str(s)) for s in steps[1:]]
-  freed = sum(disk.dir_bytes(d) for d in drop)
+  drop = ([directory] if keep == "none" else  # and whatever is not a finished step (an unfinished save's)
+          [os.path.join(directory, n) for n in os.listdir(directory) if not steps or n != str(steps[0])])
+  drop += [d for d in (f"{directory}-unreadable",) if os.path.isdir(d)]  # steps that could not be read back
+  freed = sum(disk.dir_bytes(d) if os.path.isdir(d) else os.path.getsize(d) for d in drop)
   for d in drop:
-    shutil.rmtree(d)
+    if os.path.isdir(d):
+      shutil.rmtree(d)
+    else:
+      os.remove(d)
   kept = "deleted them all" if keep == "none" else f"kept step {steps[0]}" if steps else "none were saved"
   log(f"checkpoints: the stage is done: {kept}, freed {disk.human(freed)} in {directory} ({key}={keep}; "
       "'all' keeps every one)")

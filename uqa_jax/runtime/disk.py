@@ -56,9 +56,10 @@ def is_full(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def reported(path: str, what: str, newest: str | None = None, cleanup=None):
-  """Runs the block; a full disk inside it becomes DiskFull naming `path` after `cleanup()` (the
-  writer's partial files); other errors pass unchanged."""
+def reported(path: str, what: str, newest: str | None = None, cleanup=None, nbytes: int | None = None):
+  """Runs the block; a full disk inside it becomes DiskFull naming `path`, the bytes it needed
+  (`nbytes`, when known) and those free after `cleanup()` (the writer's partial files); other
+  errors pass unchanged."""
   try:
     yield
   except errors.DiskFull:
@@ -68,8 +69,11 @@ def reported(path: str, what: str, newest: str | None = None, cleanup=None):
       raise
     if cleanup is not None:
       cleanup()
+    free = free_bytes(path)
+    needed = f"needs about {human(nbytes)} ({nbytes:,} bytes), " if nbytes is not None else ""
     raise errors.DiskFull(f"{what} {path}: the disk filled while writing it ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200]}); the partial file was removed; {_resume(newest)}") from e
+                          f"{str(e).splitlines()[0][:200]}); it {needed}{human(free)} ({free:,} bytes) are free "
+                          f"now that the partial file was removed; {_resume(newest)}") from e
 
 
 def tree_bytes(tree) -> int:

@@ -16,7 +16,9 @@ restores checkpoints collectively.
 
 import os
 import queue
+import sys
 import threading
+import time
 
 import jax
 import numpy as np
@@ -71,8 +73,10 @@ class ProcessFailed(errors.Refused):
   """Another process of the run failed (its error is in the message) or stopped without a word."""
 
 
-_STAGE_KEY = "uqa_jax/stage/{}"  # process 0's word on a stage it runs alone, in JAX's key-value store
-POLL_MS = 1000
+WATCH_S = 1.0  # how often the watchdog asks
+GONE_POLLS = 3  # the coordination service unanswered this many times in a row: process 0 is gone
+LINGER_S = 2.5 * WATCH_S  # process 0 stays this long after a failure, for the others to read it and leave
+_STAGE_KEY = "uqa_jax/stage/{}/"  # + "word": process 0's word on a stage it runs alone, in JAX's key-value store
 
 
 def _client():
@@ -85,26 +89,88 @@ def tell_others(stage: str, error: BaseException | None) -> None:
   `wait_for_main` (a no-op with one process)."""
   if jax.process_count() > 1:
     word = "done" if error is None else f"failed: {type(error).__name__}: {error}"
-    _client().key_value_set(_STAGE_KEY.format(stage), word)
+    _client().key_value_set(_STAGE_KEY.format(stage) + "word", word)
 
 
 def wait_for_main(stage: str) -> None:
   """The other processes, while process 0 runs `stage` alone: returns when it says 'done'; raises
   ProcessFailed with process 0's error when it failed, or when it is gone (its coordination
-  service stopped answering), instead of waiting in a collective with no end."""
+  service unanswered GONE_POLLS times in a row), instead of waiting in a collective with no end."""
   if jax.process_count() == 1:
     return
+  unanswered = 0
   while True:
     try:
-      word = _client().blocking_key_value_get(_STAGE_KEY.format(stage), POLL_MS)
+      said = _client().key_value_dir_get(_STAGE_KEY.format(stage))  # [] until process 0 has a word
+      unanswered = 0
     except Exception as e:  # pylint: disable=broad-exception-caught (the store's errors come as one type)
-      if "DEADLINE_EXCEEDED" in str(e) or "timed out" in str(e).lower():
-        continue  # still running
+      unanswered += 1
+      if unanswered < GONE_POLLS:
+        time.sleep(WATCH_S)
+        continue
       raise ProcessFailed(f"[{stage}] process 0 stopped without a word while running it alone "
                           f"({str(e).splitlines()[0][:200]}); its log says why") from e
+    if not said:
+      time.sleep(WATCH_S)
+      continue
+    word = said[0][1]
     if word == "done":
       return
     raise ProcessFailed(f"[{stage}] process 0 failed: {word[len('failed: '):]}")
+
+
+_FAILED_KEY = "uqa_jax/failed/"  # + the failing process's index: its error, for every other process
+_finished = threading.Event()
+
+
+def announce_failure(error: BaseException) -> None:
+  """This process failed: its error goes into JAX's key-value store, where every other process's
+  watchdog (`watch_failures`) reads it. Never raises (the process is failing already)."""
+  if jax.process_count() == 1:
+    return
+  try:
+    said = errors.describe(error) if isinstance(error, errors.Refused) else f"{type(error).__name__}: {error}"
+    _client().key_value_set(f"{_FAILED_KEY}{jax.process_index()}", said.strip()[:2000])
+  except Exception:  # pylint: disable=broad-exception-caught (the store is gone too: the others notice that)
+    pass
+
+
+def watch_failures() -> None:
+  """Starts a daemon thread that ends this process, within about WATCH_S seconds, when another
+  process announces a failure (printing that process's error) or when process 0's coordination
+  service stops answering (process 0 died): no process waits in a collective for one that is gone.
+  `finish()` stops it before a normal exit."""
+  if jax.process_count() == 1:
+    return
+  me = jax.process_index()
+
+  def watch():
+    unanswered = 0
+    while not _finished.wait(WATCH_S):
+      try:
+        failed = [(k, v) for k, v in _client().key_value_dir_get(_FAILED_KEY) if not k.endswith(f"/{me}")]
+        unanswered = 0
+      except Exception as e:  # pylint: disable=broad-exception-caught (the store's errors come as one type)
+        unanswered += 1
+        if unanswered < GONE_POLLS or _finished.is_set():
+          continue
+        failed = [("0", f"stopped without a word (its coordination service: {str(e).splitlines()[0][:200]})")]
+      if failed and not _finished.is_set():
+        key, said = failed[0]
+        print(f"uqa-jax: process {key.rsplit('/', 1)[-1]} failed: {said}; process {me} stops too", file=sys.stderr,
+              flush=True)
+        if me == 0:  # the coordination service's host: the others read and leave first (its end aborts them)
+          time.sleep(LINGER_S)
+        os._exit(1)  # pylint: disable=protected-access (the main thread may be inside a collective)
+
+  threading.Thread(target=watch, name="uqa-jax-watchdog", daemon=True).start()
+
+
+def finish() -> None:
+  """A normal end: every process arrives here, then the watchdogs stop (before JAX's shutdown)."""
+  if jax.process_count() > 1:
+    barrier("uqa-jax-end")
+  _finished.set()
 
 
 def barrier(name: str) -> None:

@@ -11,7 +11,16 @@ import sys
 
 
 class Refused(Exception):
-  """Base of every error that refuses what the user gave: the message is the whole story."""
+  """Base of every error that refuses what the user gave: the message is the whole story.
+  `stage` (set by the runner) names the stage it stopped, when the message does not."""
+  stage: str | None = None
+
+
+def describe(error: BaseException) -> str:
+  """The one line a refusal is shown as: its message, after `[stage] ` when it has one."""
+  message = str(error)
+  stage = getattr(error, "stage", None)
+  return f"[{stage}] {message}" if stage and not message.startswith("[") else message
 
 
 class DiskFull(Refused, OSError):
@@ -23,5 +32,5 @@ def exit_refused(program: str, error: Exception, debug: bool, status: int = 1) -
   with `debug`, the traceback as Python prints it."""
   if debug:
     raise error
-  print(f"{program}: {error}", file=sys.stderr, flush=True)
+  print(f"{program}: {describe(error)}", file=sys.stderr, flush=True)
   sys.exit(status)

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from uqa_jax.runtime import errors
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axes (a tuple; () = replicated). The one source of truth for sharding,
@@ -129,24 +131,37 @@ def constrain(x, logical_axes):
   return nn.with_logical_constraint(x, logical_axes)
 
 
+class MeshError(errors.Refused, ValueError):
+  """A `mesh` block that names unknown axes, impossible sizes, or does not fit the devices."""
+
+
+def check_shape(shape: dict) -> list[int]:
+  """The (data, fsdp, tensor) sizes of a `mesh` block, checked without devices: known axes, whole
+  numbers >= 1, at most one -1 ("the rest of the devices")."""
+  unknown = set(shape) - set(MESH_AXES)
+  if unknown:
+    raise MeshError(f"mesh: unknown axes {sorted(unknown)}; expected {MESH_AXES}")
+  sizes = [shape.get(a, 1) for a in MESH_AXES]
+  if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or (s < 1 and s != -1) for s in sizes):
+    raise MeshError(f"mesh {shape}: each axis is a whole number >= 1, or -1 for the rest of the devices")
+  if sizes.count(-1) > 1:
+    raise MeshError(f"mesh {shape}: at most one axis may be -1")
+  return [int(s) for s in sizes]
+
+
 def make_mesh(shape: dict | None = None, devices=None) -> Mesh:
   """A (data, fsdp, tensor) mesh; one entry may be -1 for "the rest of the devices"."""
   devices = list(jax.devices() if devices is None else devices)
   shape = dict(shape or {"data": -1, "fsdp": 1, "tensor": 1})
-  unknown = set(shape) - set(MESH_AXES)
-  if unknown:
-    raise ValueError(f"mesh: unknown axes {sorted(unknown)}; expected {MESH_AXES}")
-  sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"mesh {shape}: at most one axis may be -1")
+  sizes = check_shape(shape)
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"mesh {shape}: {len(devices)} devices are not divisible by {known}")
+      raise MeshError(f"mesh {shape}: {len(devices)} devices are not divisible by {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"found {len(devices)}")
+    raise MeshError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                    f"found {len(devices)}")
   return Mesh(np.array(devices).reshape(sizes), MESH_AXES)
 
 

@@ -27,6 +27,6 @@ def code() -> dict:
     package = importlib.metadata.version("uqa_jax")
   except importlib.metadata.PackageNotFoundError:
     package = None
-  commit = _git("rev-parse", "HEAD") if os.path.isdir(os.path.join(ROOT, ".git")) else None
+  commit = _git("rev-parse", "HEAD") if os.path.exists(os.path.join(ROOT, ".git")) else None  # a worktree: a file
   status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
   return {"package": package, "git_commit": commit, "git_dirty": None if status is None else bool(status)}

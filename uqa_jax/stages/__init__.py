@@ -7,7 +7,7 @@ Each stage is a module `uqa_jax/stages/<name>.py` exporting
                          "main" process 0 runs it while the others wait (data, report); absent:
                          one process only (a multi-process run stops before it, saying so)
   UPSTREAM               the stages whose outputs it reads
-  VERSION                (optional, default 1) the version of what it computes: bump it when the
+  VERSION                the version of what it computes (1 if absent): bump it when the
                          same settings would now give other outputs (a formula, a constant in the
                          code, the layout or meaning of its files); not for speed, messages or
                          refactors. Above 1 it enters the fingerprint as `code_version.<name>`
@@ -40,6 +40,7 @@ from uqa_jax.config.blocks import ConfigError
 from uqa_jax.llm import assets
 from uqa_jax.runtime import atomic
 from uqa_jax.runtime import compile_stats
+from uqa_jax.runtime import parallel
 from uqa_jax.runtime import scalars
 from uqa_jax.runtime import distributed
 from uqa_jax.runtime import workdir as workdir_lib
@@ -74,13 +75,13 @@ def check_processes(name: str) -> str:
 def get(name: str):
   """The module of stage `name`; a listed but unbuilt stage is an error naming it."""
   if name not in choices.STAGES:
-    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(choices.STAGES)}")
+    raise ConfigError(f"unknown stage {name!r}; expected one of {', '.join(choices.STAGES)}")
   try:
     return importlib.import_module(f"uqa_jax.stages.{name}")
   except ModuleNotFoundError as e:
     if e.name != f"uqa_jax.stages.{name}":
       raise
-    raise ValueError(
+    raise ConfigError(
         f"stage {name!r} is listed in config.stages but not implemented yet; implemented stages: "
         f"{', '.join(implemented())}") from None
 
@@ -131,17 +132,17 @@ def check_config(config) -> None:
                           "paper's defaults: start a config file from it or from configs/default.py")
   order = [choices.STAGES.index(s) for s in config.stages]
   if order != sorted(order) or len(set(order)) != len(order):
-    raise ValueError(f"config stages={tuple(config.stages)}: list each stage once, in pipeline order "
+    raise ConfigError(f"config stages={tuple(config.stages)}: list each stage once, in pipeline order "
                      f"{', '.join(choices.STAGES)}")
   if config.get("restart") and config.restart not in config.stages:
-    raise ValueError(f"config restart={config.restart!r}: not one of the stages this run runs "
+    raise ConfigError(f"config restart={config.restart!r}: not one of the stages this run runs "
                      f"({', '.join(config.stages)}); restart deletes a stage's outputs to run it again")
   known = set(GLOBAL_KEYS)
   for stage in implemented():
     known.update(get(stage).BLOCKS)
   unknown = sorted(set(config.keys()) - known)
   if unknown:
-    raise ValueError(f"config: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+    raise ConfigError(f"config: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                      f"valid keys: {', '.join(sorted(known))}")
   for stage in config.stages:
     check_processes(stage)  # a stage that runs in one process, in a multi-process run
@@ -149,6 +150,8 @@ def check_config(config) -> None:
     if all(b in config for b in get(stage).BLOCKS):  # those of a stage a later run will list
       fingerprint(stage, config)
   check_paths(config)
+  if "mesh" in config:  # its sizes (whether they fit the devices: when a stage makes it)
+    parallel.check_shape(dict(config.mesh))
 
 
 def check_paths(config) -> None:
@@ -163,7 +166,7 @@ def check_paths(config) -> None:
     except FileNotFoundError as e:
       missing.append(f"llm.model={config.llm.model!r}: {e}")
   if missing:
-    raise ValueError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
+    raise ConfigError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
 
 
 def _diff(old: dict, new: dict) -> list[str]:
@@ -219,9 +222,6 @@ def run(name: str, config, workdir: str, log=print) -> dict:
     log(f"[{name}] resuming in {out} (same settings)")
   processes = check_processes(name)
   distributed.barrier(f"{name}-start")  # every process has read the status before process 0 writes
-  if distributed.is_main():
-    os.makedirs(out, exist_ok=True)
-    atomic.write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
   if processes == "all":
     result = _run_and_record(name, config, workdir, log)
   elif distributed.is_main():  # alone: the others learn how it ended, failure included
@@ -240,8 +240,12 @@ def run(name: str, config, workdir: str, log=print) -> dict:
 
 
 def _run_and_record(name: str, config, workdir: str, log) -> dict:
-  """Stage `name`'s work with what it compiled; process 0 writes result.json (and `finish`es)."""
+  """Stage `name`'s work with what it compiled; process 0 writes the fingerprint first, then
+  result.json (and `finish`es)."""
   out = os.path.join(workdir, name)
+  if distributed.is_main():
+    os.makedirs(out, exist_ok=True)
+    atomic.write_json(os.path.join(out, FINGERPRINT), fingerprint(name, config))
   with compile_stats.Collector() as compiled:  # what the stage compiled, from JAX's own events
     result = get(name).run(config, workdir, log=log)
   result = {**result, "compile": compiled.summary(), "code": provenance.code()}

@@ -78,6 +78,7 @@ from uqa_jax.stages import train_loop
 
 BLOCKS = ("align", "adapter")
 UPSTREAM = ("pretrain",)
+VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
 PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.runtime.distributed)
 
 

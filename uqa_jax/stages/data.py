@@ -27,6 +27,7 @@ READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "f
                   "movielens": ("path", "language", "max_len", "align_eval_fraction", "filters"),
                   "official": ("path", "max_len")}
 UPSTREAM = ()
+VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
 PROCESSES = "main"  # process 0 builds the data set; the others wait for it
 
 

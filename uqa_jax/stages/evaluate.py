@@ -42,6 +42,7 @@ from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("evaluate",)
 UPSTREAM = ("align",)
+VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
 
 
 

@@ -50,6 +50,7 @@ from uqa_jax.stages import train_loop
 
 BLOCKS = ("input", "encoder", "pretrain", "mesh", "sharding_rules")
 UPSTREAM = ("data",)
+VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
 PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.runtime.distributed)
 
 

@@ -38,6 +38,7 @@ from uqa_jax.runtime import atomic
 
 BLOCKS = ("report",)
 UPSTREAM = ("evaluate",)
+VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
 PROCESSES = "main"  # process 0 writes the report; the others wait
 ALWAYS_RUN = True
 

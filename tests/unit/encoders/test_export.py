@@ -12,12 +12,13 @@ import pytest
 from uqa_jax.encoders import export
 from uqa_jax.encoders.config import EncoderConfig
 from uqa_jax.encoders.user_model import UserModel
+from uqa_jax.runtime import manifest
 
 VOCAB = {"item": 50, "cate": 9, "brand": 9, "shop": 9, "seller": 9, "bpe": 30}
 DIMS = {t: 4 for t in VOCAB}
 
 
-def _saved(tmp_path, params_fn=lambda p: p, has_time=True):
+def _saved(tmp_path, params_fn=lambda p: p, has_time=True, restamp=True):
   model = UserModel(EncoderConfig(name="hstu", d_model=8, num_layers=1, num_heads=2, max_len=16), VOCAB, DIMS)
   params = jax.device_get(flax.linen.unbox(jax.jit(
       lambda r: model.init({"params": r, "dropout": r}, export._example_batch(has_time)))(jax.random.PRNGKey(0))["params"]))
@@ -27,7 +28,17 @@ def _saved(tmp_path, params_fn=lambda p: p, has_time=True):
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(str(tmp_path / "params"), flax.traverse_util.unflatten_dict(tampered, sep="/"), force=True)
     checkpointer.wait_until_finished()
+    if restamp:  # as if an export had been written with these tensors: its manifest matches them
+      spec = json.loads((tmp_path / export.SPEC_FILE).read_text())
+      spec["files"] = manifest.make(str(tmp_path / "params"))
+      (tmp_path / export.SPEC_FILE).write_text(json.dumps(spec))
   return model, params
+
+
+def test_tensors_changed_after_the_export_was_written_are_named_as_damaged_before_orbax_reads_them(tmp_path):
+  _saved(tmp_path, params_fn=lambda p: {**p, "head/kernel": np.zeros((8, 5), np.float32)}, restamp=False)
+  with pytest.raises(export.ExportError, match=r"params: damaged \(.*(changed since it was written|written with)"):
+    export.load(str(tmp_path))
 
 
 def test_round_trip_gives_the_same_model_and_parameters(tmp_path):

@@ -23,6 +23,7 @@ def test_stages_are_modules_chosen_by_name(monkeypatch):
   for name in choices.STAGES:
     module = stages.get(name)
     assert callable(module.run) and callable(module.fingerprint)
+    assert isinstance(module.VERSION, int) and module.VERSION >= 1, name  # every stage declares its own
     assert set(module.UPSTREAM) <= set(choices.STAGES[:choices.STAGES.index(name)])
   monkeypatch.setattr(choices, "STAGES", choices.STAGES + ("serve",))  # listed, no module yet
   with pytest.raises(ValueError, match="stage 'serve' is listed in config.stages but not implemented"):
