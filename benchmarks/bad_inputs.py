@@ -60,6 +60,11 @@ def cases(tmp: str, base: str) -> list[tuple[str, tuple, str]]:
       ("one candidate", _main(a(), "--config.evaluate.candidates=1"), "candidates"),
       ("negative warm-up", _main(a(), "--config.pretrain.warmup_steps=-1"), "warmup_steps"),
       ("zero learning rate", _main(a(), "--config.align.learning_rate=0.0"), "learning_rate"),
+      ("infinite learning rate", _main(a(), "--config.pretrain.learning_rate=inf"), "learning_rate"),
+      ("mesh axis 0", _main(a(), "--config.mesh.data=0"), "mesh"),
+      ("mesh axis 2.5", _main(a(), "--config.mesh.fsdp=2.5"), "mesh.fsdp"),
+      ("heads not dividing the width", _main(a(), "--config.encoder.num_heads=3"), "num_heads"),
+      ("a step count that is not a number", _main(a(), "--config.pretrain.steps=abc"), "pretrain.steps"),
       # workdir states
       ("changed setting in a finished workdir", _main(w("stale"), "--config.data.max_len=32"), "data.max_len: 64 -> 32"),
       ("truncated fingerprint.json", _main(w("fp")), "fingerprint.json"),
