@@ -128,8 +128,7 @@ class Program:
 
 def check_config(config) -> None:
   """What would stop a run only after Stage 1 and the LLM's loading, checked when the config is
-  read (the stage's fingerprint calls this): bfloat16 weights for a full fine-tune, and chats
-  cut per batch (`input.widths`) with several processes."""
+  read (the stage's fingerprint calls this): bfloat16 weights for a full fine-tune."""
   a, source = blocks.read(config, AlignConfig), blocks.read(config, LLMSource)
   if a.mode == "full" and source.param_dtype != "float32":
     raise blocks.ConfigError(
@@ -137,6 +136,11 @@ def check_config(config) -> None:
         f"align.llm_learning_rate={a.llm_learning_rate:g}, and bfloat16 weights (8 bits of mantissa) would round "
         "most of its updates away; a full fine-tune keeps float32 weights (llm.dtype=bfloat16 still computes in "
         "bfloat16)")
+
+
+def check_processes(config) -> None:
+  """For a run that aligns with several processes: chats cut per batch (`input.widths`) would be
+  cut differently on each process."""
   widths = tuple(blocks.read(config, pipeline.InputConfig).widths)
   if jax.process_count() > 1 and widths:
     raise blocks.ConfigError(

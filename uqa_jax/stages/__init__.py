@@ -13,7 +13,9 @@ Each stage is a module `uqa_jax/stages/<name>.py` exporting
                          refactors. Above 1 it enters the fingerprint as `code_version.<name>`
                          (1, the code before versions existed, stays out so older workdirs stay
                          valid), so a bump makes that stage and every later one stale
-  fingerprint(config)    the settings its outputs depend on (building them checks the config)
+  fingerprint(config)    the settings its outputs depend on (building them checks the config;
+                         `check_config` builds every stage's, listed or not)
+  check_run(config)      (optional) what this run's processes allow, checked when it is listed
   run(config, workdir)   the work; returns a JSON-able dict
   finish(config, workdir, log)  (optional) after result.json is written: drop what nothing
                          reads any more (a training stage's checkpoints, `keep_checkpoints`)
@@ -146,6 +148,8 @@ def check_config(config) -> None:
                      f"valid keys: {', '.join(sorted(known))}")
   for stage in config.stages:
     check_processes(stage)  # a stage that runs in one process, in a multi-process run
+    if hasattr(get(stage), "check_run"):  # what this run's processes allow, for the stages it runs
+      get(stage).check_run(config)
   for stage in implemented():  # builds every block: unknown keys and bad values fail here, even
     if all(b in config for b in get(stage).BLOCKS):  # those of a stage a later run will list
       fingerprint(stage, config)

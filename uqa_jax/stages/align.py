@@ -82,6 +82,11 @@ VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__in
 PROCESSES = "all"  # several JAX processes run it together: the batch is global (uqa_jax.runtime.distributed)
 
 
+def check_run(config) -> None:
+  """What this run's processes allow (start-up, when the stage is listed)."""
+  program_lib.check_processes(config)
+
+
 def fingerprint(config) -> dict:
   program_lib.check_config(config)
   a = blocks.read(config, AlignConfig)

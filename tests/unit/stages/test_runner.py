@@ -171,3 +171,18 @@ def test_a_stage_version_enters_its_fingerprint_and_every_later_ones_only_above_
   assert "code_version.pretrain" not in stages.fingerprint("data", config)
   for later in ("pretrain", "align", "evaluate", "diagnose"):
     assert stages.fingerprint(later, config)["code_version.pretrain"] == 3, later
+
+
+def test_per_batch_widths_are_refused_with_several_processes_only_when_the_run_aligns(monkeypatch):
+  """Each process would cut its rows to its own longest chat: refused at start-up for a run that
+  lists align; a Stage 1 run on several processes is not concerned."""
+  from uqa_jax.soft_prompt import program
+  config = default.get_config()
+  assert config.input.widths
+  monkeypatch.setattr(program.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(stages, "check_processes", lambda name: "all")  # the stages' own one-process rule aside
+  config.stages = ("data", "pretrain")
+  stages.check_config(config)
+  config.stages = ("data", "pretrain", "align")
+  with pytest.raises(blocks.ConfigError, match=r"config input.widths=\(\(48, 16\),\) with 2 processes"):
+    stages.check_config(config)
