@@ -35,10 +35,12 @@ def _exported(workdir):
 def test_relative_workdir_checkpoints_and_finishes(tmp_path):
   """`make demo` passes a relative --workdir; Orbax refuses relative checkpoint paths."""
   cmd = [sys.executable, "-m", "uqa_jax.main", "--config", os.path.join(ROOT, "configs", "smoke.py"),
-         "--workdir", "relative/run", "--config.pretrain.steps=4", "--config.pretrain.checkpoint_every=2"]
+         "--workdir", "relative/run", "--config.pretrain.steps=4", "--config.pretrain.checkpoint_every=2",
+         "--config.pretrain.keep_checkpoints=last"]  # kept after the stage ends, to be looked at
   out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert os.path.isdir(tmp_path / "relative" / "run" / "pretrain" / "checkpoints" / "4")
+  assert os.listdir(tmp_path / "relative" / "run" / "pretrain" / "checkpoints") == ["4"]  # 2 pruned at the end
+  assert "checkpoints: the stage is done: kept step 4, freed" in out.stdout
   assert os.path.isdir(tmp_path / "relative" / "run" / "pretrain" / "export" / "params")
 
 
