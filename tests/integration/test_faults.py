@@ -3,6 +3,7 @@ result.json, and an unreadable newest checkpoint; after each, the same call resu
 bit-identical to an uninterrupted run. (SIGKILL rows: tests/integration/test_pretrain.py,
 test_align.py, test_kills.py; the list: docs/reliability.md.)"""
 
+import errno
 import os
 import re
 import shutil
@@ -85,12 +86,37 @@ def test_full_disks_and_an_unreadable_checkpoint_stop_cleanly_and_resume_bit_ide
   assert sorted(os.listdir(ckpts)) == ["12", "8"] and not os.path.exists(os.path.join(workdir, "pretrain", "export"))
   monkeypatch.undo()
 
-  # 4. result.json does not fit: the stage stays unfinished, its checkpoints kept.
+  # 3b. ... and the disk fills while the export is written: its partial directory goes.
+  real_std_save = ocp.StandardCheckpointer.save
+  def export_save(self, path, *args, **kwargs):
+    if "export" in str(path):
+      os.makedirs(os.path.join(str(path), "partial"), exist_ok=True)
+      raise ValueError(FULL)
+    return real_std_save(self, path, *args, **kwargs)
+  monkeypatch.setattr(ocp.StandardCheckpointer, "save", export_save)
+  with pytest.raises(errors.DiskFull, match=r"encoder export .*/pretrain/export: the disk filled while writing it"):
+    stages.run("pretrain", _config(), workdir, log=lambda *_: None)
+  assert not os.path.exists(os.path.join(workdir, "pretrain", "export"))
+  monkeypatch.undo()
+
+  # 4. result.json does not fit: the stage stays unfinished, its checkpoints kept; then the disk
+  # fills while it is written: no result.json, no temporary file.
   monkeypatch.setattr(disk, "free_bytes", lambda p: 0 if p.endswith("result.json") else 1 << 40)
   with pytest.raises(errors.DiskFull, match=r"file .*/pretrain/result.json needs about"):
     stages.run("pretrain", _config(), workdir, log=lambda *_: None)
   assert stages.status(workdir, "pretrain", _config()) == "started"
   monkeypatch.undo()
+  real_replace = os.replace
+  def replace(src, dst):
+    if str(dst).endswith("result.json"):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_replace(src, dst)
+  monkeypatch.setattr(os, "replace", replace)
+  with pytest.raises(errors.DiskFull, match=r"file .*/pretrain/result.json: the disk filled while writing it"):
+    stages.run("pretrain", _config(), workdir, log=lambda *_: None)
+  monkeypatch.undo()
+  assert stages.status(workdir, "pretrain", _config()) == "started"
+  assert not [f for f in os.listdir(os.path.join(workdir, "pretrain")) if f.endswith(".tmp")]
 
   # 5. Space again: the same call resumes from 12, exports, finishes, keeps the last checkpoint.
   lines.clear()
