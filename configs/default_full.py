@@ -24,6 +24,9 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   several times the trained run's on CPU (not yet measured)
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`
+  frozen_llm      an experiment (issue 29's official recipe): the LLM trains for the first 64 of the
+                  400 steps (the demo's budget, which teaches the answer format), then it is frozen
+                  and the adapter goes on alone (`align.llm_steps`); not measured yet
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -53,7 +56,7 @@ from configs import default
 # each aligned on its own, on the trained run's Stage 1; text20 and oracle_titles with the trained
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
-EXPERIMENTS = ("random_init",)  # trained with a random adapter start (align.adapter_init="random"); not in make full
+EXPERIMENTS = ("random_init", "frozen_llm")  # variants of trained (see above); not in make full
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
@@ -87,6 +90,9 @@ def get_config(arg: str = "trained-s0"):
   elif variant == "random_init":  # its report: --config.report.include to compare with trained
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
     a.adapter_init = "random"
+  elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
+    c.evaluate.runs = ("aligned", "shuffled_user", "floor")
+    a.llm_steps = 64
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)

@@ -81,7 +81,7 @@ class AlignConfig(TrainingLoop):
   """The `align` block; defaults are the official recipe (adapter-only, AdamW 1e-4, 3 epochs)."""
   BLOCK: ClassVar[str] = "align"
   LIMITS: ClassVar[dict] = {**TrainingLoop.LIMITS, "learning_rate": "> 0", "llm_learning_rate": ">= 0",
-                            "llm_frozen_steps": ">= 0", "warmup_steps": ">= 0", "betas": "in [0, 1)",
+                            "llm_frozen_steps": ">= 0", "llm_steps": ">= 0", "warmup_steps": ">= 0", "betas": "in [0, 1)",
                             "weight_decay": ">= 0", "grad_clip": "> 0", "title_fit_rows": ">= 1",
                             "max_bad_steps": ">= 1"}
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
@@ -96,6 +96,10 @@ class AlignConfig(TrainingLoop):
   learning_rate: float = 1e-4  # adapter (and encoder, when it trains)
   llm_learning_rate: float = 1e-6  # mode full only (official: 1e-6 for every non-adapter parameter)
   llm_frozen_steps: int = 0  # mode full: the LLM's rate is 0 for this many first steps (the adapter, and a training encoder, start at once)
+  # mode full: the LLM trains for this many steps (after llm_frozen_steps; its schedule spans
+  # them), then its rate is 0 and the adapter goes on alone: the official recipe's frozen LLM after
+  # a short phase that teaches the answer format (0: the LLM trains to the end)
+  llm_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   train_encoder: bool = False
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only
@@ -117,8 +121,12 @@ class AlignConfig(TrainingLoop):
     if self.user in choices.TEXT_CLICKS and self.mode != "full":
       raise ValueError(f"user={self.user!r} puts the history into the prompt as text and has no soft tokens: "
                        "only the LLM can learn, so it needs mode='full'")
-    if self.llm_frozen_steps and self.mode != "full":
-      raise ValueError(f"llm_frozen_steps={self.llm_frozen_steps} needs mode='full' (mode 'adapter' never trains the LLM)")
+    for key in ("llm_frozen_steps", "llm_steps"):
+      if getattr(self, key) and self.mode != "full":
+        raise ValueError(f"{key}={getattr(self, key)} needs mode='full' (mode 'adapter' never trains the LLM)")
+    if self.llm_steps and self.schedule == "warmup_cosine" and self.warmup_steps >= self.llm_steps:
+      raise ValueError(f"llm_steps={self.llm_steps} with warmup_steps={self.warmup_steps}: the LLM's warm-up "
+                       "would take all of its steps")
     if self.adapter_init == "titles" and self.user in (choices.ORACLE, *choices.TEXT_CLICKS):
       raise ValueError(f"adapter_init='titles' with user={self.user!r}: it fits the map from encoder states; the "
                        f"{self.user} run has none (the oracle's map starts as the identity)")

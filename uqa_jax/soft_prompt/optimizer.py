@@ -1,16 +1,31 @@
 """Stage 2's optimizer: AdamW with one learning rate per trainable group (adapter, llm, encoder).
 
 `LR_OF` names the `align` field that sets each group's rate; the LLM's schedule starts after
-`align.llm_frozen_steps`.
+`align.llm_frozen_steps` and, with `align.llm_steps`, spans that many steps, after which its rate
+is 0 (the adapter goes on alone).
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from uqa_jax.config import blocks
 from uqa_jax.config.recipes import AlignConfig
 
 LR_OF = {"adapter": "learning_rate", "encoder": "learning_rate", "llm": "llm_learning_rate"}
+
+
+def check_timing(a: AlignConfig, total_steps: int) -> None:
+  """The phases fit the run's length (known once the data is read): ConfigError naming the key."""
+  if a.llm_frozen_steps and (a.llm_frozen_steps + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
+    raise blocks.ConfigError(f"config align.llm_frozen_steps={a.llm_frozen_steps}: with the LLM's warm-up "
+                             f"it leaves no step of the run's {total_steps} for the LLM to train")
+  if a.llm_steps and a.llm_frozen_steps + a.llm_steps >= total_steps:
+    raise blocks.ConfigError(f"config align.llm_steps={a.llm_steps}: with llm_frozen_steps={a.llm_frozen_steps} it "
+                             f"reaches the run's end ({total_steps} steps), so the LLM is never frozen; use 0")
+  if a.schedule == "warmup_cosine" and a.warmup_steps >= total_steps:
+    raise blocks.ConfigError(f"config align.warmup_steps={a.warmup_steps}: not below the run's "
+                             f"{total_steps} steps; lower it or use align.schedule='constant'")
 
 
 def make_optimizer(a: AlignConfig, total_steps: int):
@@ -28,14 +43,21 @@ def make_optimizer(a: AlignConfig, total_steps: int):
 
 def schedules(a: AlignConfig, total_steps: int) -> dict:
   """{group: learning rate as a function of the applied updates so far}, per trainable group."""
-  def schedule(lr, delay=0):
+  def schedule(lr, delay=0, span=0):
+    span = span or total_steps - delay
     if a.schedule == "constant":
-      after = optax.constant_schedule(lr)
+      during = optax.constant_schedule(lr)
     else:
-      after = optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, total_steps - delay, end_value=lr * 0.1)
-    return optax.join_schedules([optax.constant_schedule(0.0), after], [delay]) if delay else after
-  delays = {"llm": a.llm_frozen_steps}  # the LLM's schedule starts after its frozen steps
-  return {g: schedule(getattr(a, LR_OF[g]), delays.get(g, 0)) for g in a.trainable()}
+      during = optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, span, end_value=lr * 0.1)
+    zero = optax.constant_schedule(0.0)
+    parts, bounds = ([zero], [delay]) if delay else ([], [])
+    parts.append(during)
+    if delay + span < total_steps:  # then frozen to the end
+      parts, bounds = parts + [zero], bounds + [delay + span]
+    return optax.join_schedules(parts, bounds) if bounds else during
+  # the LLM's schedule starts after its frozen steps and, with llm_steps, ends after them
+  timing = {"llm": (a.llm_frozen_steps, a.llm_steps)}
+  return {g: schedule(getattr(a, LR_OF[g]), *timing.get(g, (0, 0))) for g in a.trainable()}
 
 
 def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:

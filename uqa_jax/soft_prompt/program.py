@@ -178,12 +178,7 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
                for g, f in inits.items()}
   trainable = a.trainable()
   total_steps = a.total_steps(rows)
-  if a.llm_frozen_steps and (a.llm_frozen_steps + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
-    raise blocks.ConfigError(f"config align.llm_frozen_steps={a.llm_frozen_steps}: with the LLM's warm-up "
-                             f"it leaves no step of the run's {total_steps} for the LLM to train")
-  if a.schedule == "warmup_cosine" and a.warmup_steps >= total_steps:
-    raise blocks.ConfigError(f"config align.warmup_steps={a.warmup_steps}: not below the run's "
-                             f"{total_steps} steps; lower it or use align.schedule='constant'")
+  optimizer.check_timing(a, total_steps)
   tx = optimizer.make_optimizer(a, total_steps)
 
   def init_state(params):

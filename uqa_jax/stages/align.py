@@ -91,7 +91,7 @@ def fingerprint(config) -> dict:
   program_lib.check_config(config)
   a = blocks.read(config, AlignConfig)
   unused = ("epochs",) if a.steps else ()
-  unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps")
+  unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps", "llm_steps")
   unused += () if a.schedule == "warmup_cosine" else ("warmup_steps",)
   unused += () if a.adapter_init == "titles" else ("title_fit_rows",)
   ad = blocks.read(config, AdapterConfig)

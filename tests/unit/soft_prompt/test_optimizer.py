@@ -1,6 +1,8 @@
 """Stage 2's optimizer: one AdamW chain with a learning rate per parameter group equals optax's
 `multi_transform` of `adamw` per group, and the LLM's frozen first steps delay only its schedule."""
 
+import re
+
 import jax
 import numpy as np
 import optax
@@ -57,3 +59,49 @@ def test_llm_frozen_steps_hold_the_llm_then_start_its_schedule():
   assert moved[4]["llm"] > 0
   with pytest.raises(ValueError, match="llm_frozen_steps=3 needs mode='full'"):
     AlignConfig(mode="adapter", llm_frozen_steps=3)
+
+
+def test_llm_steps_train_the_llm_first_then_freeze_it_bit_for_bit():
+  """The official recipe after a format phase: the LLM trains for its first steps (its warm-up and
+  cosine spanning them), then its rate is 0 and its parameters never move again (weight decay
+  included); the adapter's schedule runs over the whole run."""
+  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
+                  warmup_steps=1, llm_steps=4, weight_decay=0.1)
+  params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
+  tx = optimizer.make_optimizer(a, total_steps=10)
+  state, p = tx.init(params), params
+  rng = np.random.default_rng(1)
+  llm_after, moved = [], []
+  for _ in range(10):
+    grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+    u, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, u)
+    moved.append(float(np.abs(np.asarray(u["llm"]["a"])).max()))
+    llm_after.append(np.asarray(p["llm"]["a"]).copy())
+  rates = optimizer.schedules(a, 10)
+  llm_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-4, 1, 4, end_value=1e-5)
+  for step in range(10):
+    assert float(rates["llm"](step)) == pytest.approx(float(llm_rate(step)) if step < 4 else 0.0, abs=1e-12), step
+  assert all(m > 0 for m in moved[1:4]) and moved[0] == 0.0  # step 0: warm-up's rate 0
+  for later in llm_after[4:]:
+    np.testing.assert_array_equal(later, llm_after[3])  # frozen from step 4 on, exactly
+  adapter_rate = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 1, 10, end_value=1e-3)
+  assert float(rates["adapter"](7)) == pytest.approx(float(adapter_rate(7)))
+  with pytest.raises(ValueError, match="llm_steps=4 needs mode='full'"):
+    AlignConfig(mode="adapter", llm_steps=4)
+  with pytest.raises(ValueError, match="llm_steps=2 with warmup_steps=2"):
+    AlignConfig(mode="full", schedule="warmup_cosine", warmup_steps=2, llm_steps=2)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"llm_frozen_steps": 8, "warmup_steps": 2}, "llm_frozen_steps=8: with the LLM's warm-up it leaves no step of the run's 10"),
+    ({"llm_steps": 10, "warmup_steps": 2}, "llm_steps=10: with llm_frozen_steps=0 it reaches the run's end (10 steps)"),
+    ({"llm_frozen_steps": 3, "llm_steps": 7, "warmup_steps": 2}, "llm_steps=7: with llm_frozen_steps=3 it reaches"),
+    ({"warmup_steps": 10}, "warmup_steps=10: not below the run's 10 steps"),
+])
+def test_phases_that_do_not_fit_the_run_are_refused_by_key(fields, message):
+  from uqa_jax.config import blocks
+  a = AlignConfig(mode="full", schedule="warmup_cosine", **fields)
+  with pytest.raises(blocks.ConfigError, match=re.escape(message)):
+    optimizer.check_timing(a, total_steps=10)
+  optimizer.check_timing(a, total_steps=20)  # a longer run holds them
