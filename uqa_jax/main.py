@@ -62,10 +62,9 @@ def _config_file(argv: list[str]):
   return module.get_config(arg) if arg else module.get_config()
 
 
-def _explain_override(argv: list[str]) -> str | None:
-  """For the first `--config.<key>=...` naming no key of the config: which part is unknown and the
-  keys its block has."""
-  config = _config_file(argv)
+def _explain_override(config, argv: list[str]) -> str | None:
+  """For the first `--config.<key>=...` naming no key of `config` (the file's, without overrides):
+  which part is unknown and the keys its block has."""
   for a in argv:
     if not a.startswith("--config."):
       continue
@@ -98,11 +97,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if _debug_asked(argv):
       raise
     try:
-      _config_file(argv)  # the file alone loads: the override is what failed
+      config = _config_file(argv)  # the file alone loads: the override is what failed
     except Exception:  # pylint: disable=broad-exception-caught (the file's own defect: its traceback below)
       raise e from None
     overrides = " ".join(a for a in argv if a.startswith("--config."))
-    explained = _explain_override(argv) or f"{overrides}: {e}"  # no such key, or a value of the wrong type
+    explained = _explain_override(config, argv) or f"{overrides}: {e}"  # no such key, or a value of the wrong type
     sys.exit(f"uqa-jax: {explained} (--debug shows the traceback)")
 
 
