@@ -108,6 +108,24 @@ def test_adapter_only_training_leaves_encoder_and_llm_bit_identical(straight):
   np.testing.assert_allclose(loaded["answer_nll"], result["eval"]["answer_nll"], rtol=1e-6)
 
 
+def test_llm_steps_train_the_llm_then_freeze_it_while_the_adapter_goes_on(base, tmp_path):
+  """`align.llm_steps=2` in Stage 2's own step: the LLM moves in steps 1-2, then stays bit for bit
+  (its rate 0, weight decay included) while the adapter keeps training."""
+  config, workdir = _workdir(base, tmp_path, mode="full", llm_learning_rate=1e-3, weight_decay=0.1, llm_steps=2)
+  parts = align.build(config, workdir)
+  state = parts.init(None)
+  snapshots = [jax.device_get(state.params)]
+  for batch in _batches(parts, workdir, 4):
+    state, metrics = parts.step(state, batch)
+    assert not bool(metrics["skipped"])
+    snapshots.append(jax.device_get(state.params))
+  moved = lambda a, b, group: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a[group]),
+                                                                            jax.tree.leaves(b[group])))
+  assert moved(snapshots[0], snapshots[2], "llm")  # trained in its phase
+  _assert_trees_equal(snapshots[2]["llm"], snapshots[4]["llm"])  # then frozen, exactly
+  assert moved(snapshots[2], snapshots[4], "adapter")
+
+
 @pytest.mark.parametrize("source", ["llm", "encoder"])
 def test_loading_with_a_replaced_source_is_an_error(straight, tmp_path, source):
   """An export records what it was aligned with; another LLM or encoder export is refused."""
