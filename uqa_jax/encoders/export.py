@@ -92,15 +92,14 @@ def load(directory: str):
   params_dir = os.path.join(directory, PARAMS_DIR)
   if not os.path.isdir(params_dir):
     raise ExportError(f"{params_dir}: missing")
-  damaged = manifest.problems(params_dir, spec.get("files", {}))  # exports before the manifest: unchecked
+  damaged = manifest.damaged(params_dir, spec.get("files", {}))  # exports before the manifest: unchecked
   if damaged:
-    raise ExportError(f"{params_dir}: damaged ({'; '.join(damaged[:3])}{'; ...' if len(damaged) > 3 else ''}): "
-                      "rerun its stage (--config.restart=pretrain) or restore it")
+    raise ExportError(f"{params_dir}: {damaged}: rerun its stage (--config.restart=pretrain) or restore it")
   checkpointer = ocp.StandardCheckpointer()
   try:
     params = checkpointer.restore(params_dir)
   except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the files are damaged)
-    raise ExportError(f"{params_dir}: cannot be read back ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+    raise ExportError(f"{params_dir}: cannot be read back ({type(e).__name__}: {errors.first_line(e)}); "
                       "the export is damaged: rerun its stage (--config.restart=pretrain) or restore it") from e
   finally:
     checkpointer.close()

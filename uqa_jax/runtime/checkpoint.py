@@ -91,7 +91,7 @@ class Checkpointer:
         where = os.path.join(self.directory, str(step))
         if jax.process_count() > 1:
           raise CheckpointUnreadable(f"checkpoint {where} cannot be read back ({type(e).__name__}: "
-                                     f"{str(e).splitlines()[0][:200] if str(e) else ''}); move it out of "
+                                     f"{errors.first_line(e)}); move it out of "
                                      f"{self.directory} and rerun to resume from the one before") from e
         aside = os.path.join(f"{self.directory}-unreadable", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
@@ -100,7 +100,7 @@ class Checkpointer:
         self.manager = self._manager()
         older = self.manager.latest_step()
         log(f"checkpoint {os.path.join(self.directory, str(step))} cannot be read back ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {aside}; "
+            f"{errors.first_line(e)}); moved to {aside}; "
             + (f"resuming from the previous one, step {older}" if older is not None
                else "no older checkpoint: starting from step 0"))
     return None, None

@@ -26,7 +26,7 @@ def parser(module: str, doc: str) -> argparse.ArgumentParser:
   """An ArgumentParser whose usage reads `python -m module`, whose help shows every flag's
   default, and which has `--debug`."""
   p = _Parser(prog=f"python -m {module}", description=doc.strip().splitlines()[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--debug", action="store_true", help="show the traceback of a refusal too (default: one line)")
   return p
 

@@ -72,7 +72,7 @@ def reported(path: str, what: str, newest: str | None = None, cleanup=None, nbyt
     free = free_bytes(path)
     needed = f"needs about {human(nbytes)} ({nbytes:,} bytes), " if nbytes is not None else ""
     raise errors.DiskFull(f"{what} {path}: the disk filled while writing it ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200]}); it {needed}{human(free)} ({free:,} bytes) are free "
+                          f"{errors.first_line(e)}); it {needed}{human(free)} ({free:,} bytes) are free "
                           f"now that the partial file was removed; {_resume(newest)}") from e
 
 

@@ -84,11 +84,16 @@ def _client():
   return jax_distributed.global_state.client
 
 
+def _said(error: BaseException) -> str:
+  """How a process's error reads to the others: a refusal's own line, else its type and message."""
+  return errors.describe(error) if isinstance(error, errors.Refused) else f"{type(error).__name__}: {error}"
+
+
 def tell_others(stage: str, error: BaseException | None) -> None:
   """Process 0, after a stage it ran alone: 'done', or its error, for the processes waiting in
   `wait_for_main` (a no-op with one process)."""
   if jax.process_count() > 1:
-    word = "done" if error is None else f"failed: {type(error).__name__}: {error}"
+    word = "done" if error is None else f"failed: {_said(error)}"
     _client().key_value_set(_STAGE_KEY.format(stage) + "word", word)
 
 
@@ -109,7 +114,7 @@ def wait_for_main(stage: str) -> None:
         time.sleep(WATCH_S)
         continue
       raise ProcessFailed(f"[{stage}] process 0 stopped without a word while running it alone "
-                          f"({str(e).splitlines()[0][:200]}); its log says why") from e
+                          f"({errors.first_line(e)}); its log says why") from e
     if not said:
       time.sleep(WATCH_S)
       continue
@@ -129,8 +134,7 @@ def announce_failure(error: BaseException) -> None:
   if jax.process_count() == 1:
     return
   try:
-    said = errors.describe(error) if isinstance(error, errors.Refused) else f"{type(error).__name__}: {error}"
-    _client().key_value_set(f"{_FAILED_KEY}{jax.process_index()}", said.strip()[:2000])
+    _client().key_value_set(f"{_FAILED_KEY}{jax.process_index()}", _said(error).strip()[:2000])
   except Exception:  # pylint: disable=broad-exception-caught (the store is gone too: the others notice that)
     pass
 
@@ -154,7 +158,7 @@ def watch_failures() -> None:
         unanswered += 1
         if unanswered < GONE_POLLS or _finished.is_set():
           continue
-        failed = [("0", f"stopped without a word (its coordination service: {str(e).splitlines()[0][:200]})")]
+        failed = [("0", f"stopped without a word (its coordination service: {errors.first_line(e)})")]
       if failed and not _finished.is_set():
         key, said = failed[0]
         print(f"uqa-jax: process {key.rsplit('/', 1)[-1]} failed: {said}; process {me} stops too", file=sys.stderr,

@@ -27,6 +27,13 @@ class DiskFull(Refused, OSError):
   """Too little free space for a file the run is about to write (or a write stopped by ENOSPC)."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """The first line of `error`'s message, cut to `limit` characters ('' for an empty message):
+  how a wrapped library error is quoted inside a refusal."""
+  lines = str(error).splitlines()
+  return lines[0][:limit] if lines else ""
+
+
 def exit_refused(program: str, error: Exception, debug: bool, status: int = 1) -> None:
   """Ends the process on `error`: one line `program: message` on stderr and exit `status`, or,
   with `debug`, the traceback as Python prints it."""

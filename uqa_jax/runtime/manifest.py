@@ -27,6 +27,12 @@ def make(directory: str) -> dict:
   return dict(sorted(out.items()))
 
 
+def damaged(directory: str, expected: dict) -> str:
+  """'' when `directory` holds what `expected` lists, else `damaged (<the first 3 problems>)`."""
+  found = problems(directory, expected)
+  return f"damaged ({'; '.join(found[:3])}{'; ...' if len(found) > 3 else ''})" if found else ""
+
+
 def problems(directory: str, expected: dict) -> list[str]:
   """What differs from `expected` (from `make`): missing files, other sizes, other contents."""
   out = []

@@ -103,7 +103,7 @@ def restore_params(path: str):
                           checkpointer.metadata(path).item_metadata)
     return checkpointer.restore(path, target)
   except Exception as e:  # pylint: disable=broad-exception-caught (any read failure: the files are damaged)
-    raise ExportError(f"{path}: cannot be read back ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+    raise ExportError(f"{path}: cannot be read back ({type(e).__name__}: {errors.first_line(e)}); "
                       "the export is damaged: rerun its stage (--config.restart=align) or restore it") from e
 
 
@@ -147,10 +147,9 @@ def load(directory: str):
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
-  damaged = manifest.problems(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))  # older: unchecked
+  damaged = manifest.damaged(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))  # older: unchecked
   if damaged:
-    raise ExportError(f"{directory}/{PARAMS_DIR}: damaged ({'; '.join(damaged[:3])}"
-                      f"{'; ...' if len(damaged) > 3 else ''}): rerun its stage (--config.restart=align) or restore it")
+    raise ExportError(f"{directory}/{PARAMS_DIR}: {damaged}: rerun its stage (--config.restart=align) or restore it")
   saved = restore_params(os.path.join(directory, PARAMS_DIR))
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
