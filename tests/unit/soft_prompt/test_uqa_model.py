@@ -31,13 +31,14 @@ def _parts(name="mean"):
   batch["input_ids"] = rng.integers(1, LLM_CFG.vocab_size, size=(2, t)).astype(np.int32)
   batch["attention_mask"] = np.array([[1] * 9, [1] * 6 + [0] * 3], np.int32)  # right-padded, as the pipeline
   batch["loss_mask"] = np.array([[0] * 5 + [1] * 4, [0] * 3 + [1] * 3 + [0] * 3], np.int32)
-  enc_params = encoder.init(jax.random.PRNGKey(0), batch)["params"]
-  states, _, mask = encoder.apply({"params": enc_params}, batch)
+  # jitted: one compilation each instead of op-by-op dispatch (the tier's time)
+  enc_params = jax.jit(encoder.init)(jax.random.PRNGKey(0), batch)["params"]
+  states, _, mask = jax.jit(encoder.apply)({"params": enc_params}, batch)
+  ids, kv_mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["attention_mask"])
   params = {"encoder": enc_params,
-            "adapter": adapter.init(jax.random.PRNGKey(1), states, mask)["params"],
-            "llm": llm.init(jax.random.PRNGKey(2), jnp.asarray(batch["input_ids"]),
-                            positions=llm_model.positions_from_mask(jnp.asarray(batch["attention_mask"])),
-                            kv_mask=jnp.asarray(batch["attention_mask"]))["params"]}
+            "adapter": jax.jit(adapter.init)(jax.random.PRNGKey(1), states, mask)["params"],
+            "llm": jax.jit(lambda r: llm.init(r, ids, positions=llm_model.positions_from_mask(kv_mask),
+                                              kv_mask=kv_mask))(jax.random.PRNGKey(2))["params"]}
   return encoder, adapter, llm, params, batch
 
 
