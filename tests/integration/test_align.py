@@ -31,6 +31,7 @@ from uqa_jax.soft_prompt import export as align_export
 from uqa_jax.soft_prompt import model as uqa_model
 from uqa_jax.soft_prompt import title_init
 from uqa_jax.stages import align
+from uqa_jax.stages import align_reconstruct
 from tests.conftest import tiny_llm_config
 from tests.conftest import ROOT
 from tests.tensorboard_events import read_scalars
@@ -124,6 +125,43 @@ def test_llm_steps_train_the_llm_then_freeze_it_while_the_adapter_goes_on(base, 
   assert moved(snapshots[0], snapshots[2], "llm")  # trained in its phase
   _assert_trees_equal(snapshots[2]["llm"], snapshots[4]["llm"])  # then frozen, exactly
   assert moved(snapshots[2], snapshots[4], "adapter")
+
+
+def test_reconstruction_steps_hold_the_llm_then_mix_into_the_qa_steps(base, tmp_path):
+  """`align.reconstruct_steps=2`, `reconstruct_every=2`, 3 QA steps, a full fine-tune: the run's
+  batches are reconstruction, reconstruction, QA, reconstruction, QA; the LLM stays bit for bit in
+  the first two steps while the adapter moves, then trains. The stage reports the reconstruction
+  NLL (own and another row's history) before and after, on the align-eval rows."""
+  config, workdir = _workdir(base, tmp_path, mode="full", llm_learning_rate=1e-3, steps=3, reconstruct_steps=2,
+                             reconstruct_every=2, reconstruct_learning_rate=1e-2)
+  parts = align.build(config, workdir)
+  path = os.path.join(workdir, "data", "align_data_train.arrow")
+  a = blocks.read(config, AlignConfig)
+  qa = pipeline.make_dataset(path, parts.pipe, tokenizer=parts.tokenizer)
+  data = iter(align_reconstruct.batches(a, qa, path, parts.pipe, parts.tokenizer))
+  batches = [jax.tree.map(jnp.asarray, next(data)) for _ in range(parts.total_steps)]
+  assert parts.total_steps == 5
+  assert [bool((np.asarray(b["task"]) == -1).all()) for b in batches] == [True, True, False, True, False]
+  state = parts.init(None)
+  snapshots = [jax.device_get(state.params)]
+  for batch in batches[:3]:
+    state, metrics = parts.step(state, batch)
+    assert not bool(metrics["skipped"])
+    snapshots.append(jax.device_get(state.params))
+  _assert_trees_equal(snapshots[2]["llm"], snapshots[0]["llm"])  # frozen while reconstructing
+  moved = lambda x, y, group: any(not np.array_equal(p, q) for p, q in zip(jax.tree.leaves(x[group]),
+                                                                            jax.tree.leaves(y[group])))
+  assert moved(snapshots[0], snapshots[2], "adapter") and moved(snapshots[2], snapshots[3], "llm")
+  del parts, state, snapshots
+  gc.collect()
+  lines = []
+  result = stages.run("align", config, workdir, log=lines.append)
+  assert any("reconstruction pre-alignment: the first 2 steps" in line for line in lines)
+  for when in ("eval_before", "eval"):
+    r = result[when]
+    assert np.isfinite(r["reconstruction_nll"]) and np.isfinite(r["reconstruction_nll_rolled"]), r
+    assert r["reconstruction_rows"] > 0 and np.isfinite(r["answer_nll"])
+  assert result["eval"]["reconstruction_nll"] != result["eval_before"]["reconstruction_nll"]
 
 
 @pytest.mark.parametrize("source", ["llm", "encoder"])

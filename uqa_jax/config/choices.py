@@ -18,6 +18,7 @@ ALIGN_MODES = ("adapter", "full")  # adapter-only or full fine-tuning
 TEXT_CLICKS = {"text20": 20, "text50": 50}
 ORACLE = "oracle_titles"
 ALIGN_USERS = ("encoder", "zeros", "random_encoder", ORACLE, *TEXT_CLICKS)
+RECONSTRUCT_FIELDS = ("title", "category", "brand")  # what a reconstruction row asks for (data/reconstruct.py)
 ADAPTER_INITS = ("random", "titles")  # titles: the token map fitted to the clicked titles' LLM embeddings
 SPLICE_PLACES = ("prefix", "placeholder")  # where soft tokens enter the LLM input
 NIP_LOSSES = ("sl", "cl")

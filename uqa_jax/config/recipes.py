@@ -83,7 +83,8 @@ class AlignConfig(TrainingLoop):
   LIMITS: ClassVar[dict] = {**TrainingLoop.LIMITS, "learning_rate": "> 0", "llm_learning_rate": ">= 0",
                             "llm_frozen_steps": ">= 0", "llm_steps": ">= 0", "warmup_steps": ">= 0", "betas": "in [0, 1)",
                             "weight_decay": ">= 0", "grad_clip": "> 0", "title_fit_rows": ">= 1",
-                            "max_bad_steps": ">= 1"}
+                            "max_bad_steps": ">= 1", "reconstruct_steps": ">= 0", "reconstruct_every": ">= 0",
+                            "reconstruct_clicks": ">= 1", "reconstruct_learning_rate": "> 0"}
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
   user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
   place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
@@ -101,6 +102,17 @@ class AlignConfig(TrainingLoop):
   # a short phase that teaches the answer format (0: the LLM trains to the end)
   llm_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   train_encoder: bool = False
+  # Reconstruction pre-alignment (`data/reconstruct.py`): the run's first `reconstruct_steps` steps
+  # train on reconstruction rows (a prefix of an align-train user's history -> its last
+  # `reconstruct_clicks` clicks' texts, of `reconstruct_fields`) with the LLM frozen and the adapter
+  # (and a training encoder) at `reconstruct_learning_rate`, constant; the QA steps (`steps` or
+  # `epochs`) follow, and with `reconstruct_every` = n every n-th of them is a reconstruction batch
+  # (mixed in: the LLM of a full fine-tune then learns from it too). 0 and 0: no reconstruction.
+  reconstruct_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
+  reconstruct_every: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
+  reconstruct_clicks: int = 3
+  reconstruct_fields: tuple[str, ...] = ("title",)  # choices.RECONSTRUCT_FIELDS: title | category | brand
+  reconstruct_learning_rate: float = 1e-3  # LLaVA's projector-only stage: 1e-3
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only
   betas: tuple[float, float] = (0.9, 0.98)
@@ -127,9 +139,26 @@ class AlignConfig(TrainingLoop):
     if self.llm_steps and self.schedule == "warmup_cosine" and self.warmup_steps >= self.llm_steps:
       raise ValueError(f"llm_steps={self.llm_steps} with warmup_steps={self.warmup_steps}: the LLM's warm-up "
                        "would take all of its steps")
+    if self.reconstruct_every == 1:
+      raise ValueError("reconstruct_every=1 would make every QA step a reconstruction step; use 0 (none) or >= 2")
+    if self.reconstructs() and self.user in choices.TEXT_CLICKS:
+      raise ValueError(f"reconstruct_steps / reconstruct_every with user={self.user!r}: the history is in the "
+                       "prompt as text; there are no soft tokens to reconstruct it from")
+    unknown = [f for f in self.reconstruct_fields if f not in choices.RECONSTRUCT_FIELDS]
+    if unknown or not self.reconstruct_fields or len(set(self.reconstruct_fields)) != len(self.reconstruct_fields):
+      raise ValueError(f"reconstruct_fields={tuple(self.reconstruct_fields)}: list each field once, from "
+                       f"{', '.join(choices.RECONSTRUCT_FIELDS)}")
     if self.adapter_init == "titles" and self.user in (choices.ORACLE, *choices.TEXT_CLICKS):
       raise ValueError(f"adapter_init='titles' with user={self.user!r}: it fits the map from encoder states; the "
                        f"{self.user} run has none (the oracle's map starts as the identity)")
+
+  def reconstructs(self) -> bool:
+    """Whether the run trains on reconstruction rows at all."""
+    return bool(self.reconstruct_steps or self.reconstruct_every)
+
+  def total_steps(self, rows: int) -> int:
+    """The reconstruction steps, then the QA steps: `steps`, or `epochs` passes over `rows` rows."""
+    return self.reconstruct_steps + super().total_steps(rows)
 
   def trainable(self) -> tuple[str, ...]:
     """The parameter groups the update touches."""

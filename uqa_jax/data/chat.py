@@ -79,6 +79,12 @@ class ChatTokenizer:
     full, end = self._full_and_end(messages + [{"role": "assistant", "content": answer}], prompt, where)
     return full[len(prompt):end + 1]
 
+  def fits(self, chat: list[dict], where: str = "") -> bool:
+    """Whether the chat (its answer last) fits `max_text_len` and `max_answer_len`."""
+    prompt, _ = self.prompt_ids(chat[:-1], where)
+    full, end = self._full_and_end(chat, prompt, where)
+    return len(full) <= self.max_text_len and end + 1 - len(prompt) <= self.max_answer_len
+
   def __call__(self, text: str, where: str = "") -> dict:
     chat = json.loads(text)
     answers_lib.check_gold(chat[-1]["content"], where)

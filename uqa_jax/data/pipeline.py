@@ -46,6 +46,7 @@ from uqa_jax.data import arrow_io
 from uqa_jax.data import batching
 from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import qa
+from uqa_jax.data import reconstruct as reconstruct_lib
 from uqa_jax.data import schema
 
 DEFAULT_BAG_SIZES = {
@@ -197,10 +198,13 @@ class RowToArrays(grain.transforms.Map):
       where = f"{self.path}, row {row.get('_row', '?')}"
       chat = json.loads(row[schema.TEXT_COLUMN])
       text = row[schema.TEXT_COLUMN]
-      if self.history_clicks:
+      if self.history_clicks and not row.get("_reconstruct"):
         history = qa.history_text(row, self.history_clicks, self.chat.tokenizer, self.language)
         text = json.dumps(qa.with_history(chat[:-1], history) + chat[-1:], ensure_ascii=False)
       out.update(self.chat(text, where=where))
+      if row.get("_reconstruct"):
+        out["task"] = np.int32(reconstruct_lib.TASK)
+        return out
       question = chat[-2]["content"]
       try:
         task = schema.task_of(row.get(schema.TASK_COLUMN), question, self.language)
@@ -268,8 +272,10 @@ class ReadRow(grain.transforms.Map):
 
 
 def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: int | None = None,
-                 process_count: int | None = None) -> "Batches":
-  """The batched dataset over `path`; pass `tokenizer` for align files (chat columns)."""
+                 process_count: int | None = None, reconstruct: reconstruct_lib.Task | None = None) -> "Batches":
+  """The batched dataset over `path`; pass `tokenizer` for align files (chat columns). With
+  `reconstruct`, an align file's rows become reconstruction rows (`data/reconstruct.py`; no
+  length window)."""
   if process_index is None or process_count is None:
     import jax  # imported here so data tools that never batch do not pay for it
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -281,7 +287,11 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
   ds = ds.repeat(cfg.num_epochs)
-  if cfg.length_window and tokenizer is not None:
+  if reconstruct is not None:  # each element also names its place in the stream (the draw's seed)
+    if tokenizer is None:
+      raise ValueError(f"{path}: reconstruction rows are made from an align file's rows, with a tokenizer")
+    ds = ds.map_with_index(reconstruct_lib.tag(len(source)))
+  elif cfg.length_window and tokenizer is not None:
     ds = batching.LengthGrouped(ds, batching.chat_lengths(path), window=cfg.length_window, batch_size=cfg.batch_size,
                                 seed=cfg.seed)
   if process_count > 1:
@@ -296,8 +306,11 @@ def make_dataset(path: str, cfg: InputConfig, *, tokenizer=None, process_index: 
   if tokenizer is None:  # pretrain files: each batch's rows read in one vectorised pass per column
     ds = ds.batch(local_batch, drop_remainder=cfg.drop_remainder, batch_fn=_index_array)
     return Batches(ds.map(ReadBatch(source, cfg, local_batch)), resolve_workers(cfg.workers))
-  ds = ds.map(ReadRow(source))
   chat = chat_lib.ChatTokenizer(tokenizer, cfg.max_text_len, cfg.system_prompt, cfg.max_answer_len)
+  if reconstruct is None:
+    ds = ds.map(ReadRow(source))
+  else:
+    ds = ds.map(reconstruct_lib.Reconstruct(source, chat, task=reconstruct, seed=cfg.seed, language=source.language))
   ds = ds.map(RowToArrays(cfg, path, chat, source.language))
   if cfg.drop_remainder:
     ds = ds.batch(local_batch, drop_remainder=True)

@@ -1,8 +1,9 @@
 """Stage 2's optimizer: AdamW with one learning rate per trainable group (adapter, llm, encoder).
 
-`LR_OF` names the `align` field that sets each group's rate; the LLM's schedule starts after
-`align.llm_frozen_steps` and, with `align.llm_steps`, spans that many steps, after which its rate
-is 0 (the adapter goes on alone).
+`LR_OF` names the `align` field that sets each group's rate during the QA steps (after
+`align.reconstruct_steps`, whose rate is `align.reconstruct_learning_rate`, the LLM's 0); the LLM's
+schedule starts after `align.llm_frozen_steps` more and, with `align.llm_steps`, spans that many
+steps, after which its rate is 0 (the adapter goes on alone).
 """
 
 import jax
@@ -17,15 +18,18 @@ LR_OF = {"adapter": "learning_rate", "encoder": "learning_rate", "llm": "llm_lea
 
 def check_timing(a: AlignConfig, total_steps: int) -> None:
   """The phases fit the run's length (known once the data is read): ConfigError naming the key."""
-  if a.llm_frozen_steps and (a.llm_frozen_steps + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
+  qa_start = a.reconstruct_steps  # the QA steps (and their warm-up) follow the reconstruction steps
+  llm_start = qa_start + a.llm_frozen_steps
+  if a.llm_frozen_steps and (llm_start + (a.warmup_steps if a.schedule == "warmup_cosine" else 0)) >= total_steps:
     raise blocks.ConfigError(f"config align.llm_frozen_steps={a.llm_frozen_steps}: with the LLM's warm-up "
                              f"it leaves no step of the run's {total_steps} for the LLM to train")
-  if a.llm_steps and a.llm_frozen_steps + a.llm_steps >= total_steps:
-    raise blocks.ConfigError(f"config align.llm_steps={a.llm_steps}: with llm_frozen_steps={a.llm_frozen_steps} it "
-                             f"reaches the run's end ({total_steps} steps), so the LLM is never frozen; use 0")
-  if a.schedule == "warmup_cosine" and a.warmup_steps >= total_steps:
+  if a.llm_steps and llm_start + a.llm_steps >= total_steps:
+    after = f" after reconstruct_steps={qa_start}" if qa_start else ""
+    raise blocks.ConfigError(f"config align.llm_steps={a.llm_steps}: with llm_frozen_steps={a.llm_frozen_steps}{after} "
+                             f"it reaches the run's end ({total_steps} steps), so the LLM is never frozen; use 0")
+  if a.schedule == "warmup_cosine" and qa_start + a.warmup_steps >= total_steps:
     raise blocks.ConfigError(f"config align.warmup_steps={a.warmup_steps}: not below the run's "
-                             f"{total_steps} steps; lower it or use align.schedule='constant'")
+                             f"{total_steps - qa_start}{' QA' if qa_start else ''} steps; lower it or use align.schedule='constant'")
 
 
 def make_optimizer(a: AlignConfig, total_steps: int):
@@ -42,22 +46,36 @@ def make_optimizer(a: AlignConfig, total_steps: int):
 
 
 def schedules(a: AlignConfig, total_steps: int) -> dict:
-  """{group: learning rate as a function of the applied updates so far}, per trainable group."""
-  def schedule(lr, delay=0, span=0):
-    span = span or total_steps - delay
+  """{group: learning rate as a function of the applied updates so far}, per trainable group.
+
+  The adapter and a training encoder: `reconstruct_learning_rate` during the reconstruction
+  steps, then their rate over the QA steps. The LLM: 0 until the reconstruction steps and its
+  `llm_frozen_steps` are over, then its rate for `llm_steps` (0: to the end), then 0.
+  """
+  zero = optax.constant_schedule(0.0)
+
+  def schedule(lr, start, span, before):
+    """`before` until `start`, then `lr` over `span` steps (warmed up and decayed within them), then 0."""
     if a.schedule == "constant":
       during = optax.constant_schedule(lr)
     else:
       during = optax.warmup_cosine_decay_schedule(0.0, lr, a.warmup_steps, span, end_value=lr * 0.1)
-    zero = optax.constant_schedule(0.0)
-    parts, bounds = ([zero], [delay]) if delay else ([], [])
+    parts, bounds = ([before], [start]) if start else ([], [])
     parts.append(during)
-    if delay + span < total_steps:  # then frozen to the end
-      parts, bounds = parts + [zero], bounds + [delay + span]
+    if start + span < total_steps:  # then frozen to the end
+      parts, bounds = parts + [zero], bounds + [start + span]
     return optax.join_schedules(parts, bounds) if bounds else during
-  # the LLM's schedule starts after its frozen steps and, with llm_steps, ends after them
-  timing = {"llm": (a.llm_frozen_steps, a.llm_steps)}
-  return {g: schedule(getattr(a, LR_OF[g]), *timing.get(g, (0, 0))) for g in a.trainable()}
+
+  qa_start = a.reconstruct_steps
+  reconstructing = optax.constant_schedule(a.reconstruct_learning_rate)
+  out = {}
+  for g in a.trainable():
+    if g == "llm":
+      start = qa_start + a.llm_frozen_steps
+      out[g] = schedule(a.llm_learning_rate, start, a.llm_steps or total_steps - start, zero)
+    else:
+      out[g] = schedule(getattr(a, LR_OF[g]), qa_start, total_steps - qa_start, reconstructing)
+  return out
 
 
 def scale_by_group_schedule(schedules: dict) -> optax.GradientTransformation:

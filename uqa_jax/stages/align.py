@@ -74,6 +74,7 @@ from uqa_jax.soft_prompt import model as uqa_model
 from uqa_jax.soft_prompt import program as program_lib
 from uqa_jax.soft_prompt import title_init
 from uqa_jax.soft_prompt.program import AlignState, Program
+from uqa_jax.stages import align_reconstruct
 from uqa_jax.stages import train_loop
 
 BLOCKS = ("align", "adapter")
@@ -94,6 +95,8 @@ def fingerprint(config) -> dict:
   unused += () if a.mode == "full" else ("llm_learning_rate", "llm_frozen_steps", "llm_steps")
   unused += () if a.schedule == "warmup_cosine" else ("warmup_steps",)
   unused += () if a.adapter_init == "titles" else ("title_fit_rows",)
+  unused += () if a.reconstructs() else ("reconstruct_clicks", "reconstruct_fields")
+  unused += () if a.reconstruct_steps else ("reconstruct_learning_rate",)
   ad = blocks.read(config, AdapterConfig)
   i = blocks.read(config, pipeline.InputConfig)
   # length_window orders the training rows (0, the order before it existed, stays out);
@@ -205,7 +208,8 @@ def run(config, workdir: str, log=print) -> dict:
   path = os.path.join(data_dir, schema.file_name("align", "train"))
   # global arrays with the step's batch sharding: batches of the planned shape (the full text
   # length; with input.widths only the longest) run the executable the plan compiled
-  data = distributed.GlobalBatches(iter(pipeline.make_dataset(path, prog.pipe, tokenizer=prog.tokenizer)),
+  qa = pipeline.make_dataset(path, prog.pipe, tokenizer=prog.tokenizer)
+  data = distributed.GlobalBatches(iter(align_reconstruct.batches(a, qa, path, prog.pipe, prog.tokenizer)),
                                    prog.batch_sharding, prefetch=2)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, "checkpoints"), a.max_to_keep)
   model = prog.model
@@ -224,7 +228,7 @@ def run(config, workdir: str, log=print) -> dict:
         describe=lambda m: f"soft-token norm {float(m['soft_norm']):.3f} (token embeddings {prog.embed_norm:.3f})",
         evaluate=lambda s: evaluate(prog, prog.params_of(s), data_dir), fmt=lambda m: f"answer NLL {m['answer_nll']:.4f}",
         scalars=curves, timings=timings, started=started)
-    final = evaluate(prog, prog.params_of(state), data_dir)
+    final = _evaluate_all(prog, prog.params_of(state), data_dir)
     curves.write(prog.total_steps, final, prefix="eval/")
   finally:
     ckpt.close()
@@ -234,6 +238,11 @@ def run(config, workdir: str, log=print) -> dict:
   log(f"align: final eval answer NLL {final['answer_nll']:.4f} (" +
       ", ".join(f"{t} {final[f'answer_nll/{t}']:.3f}" for t in schema.TASKS if f"answer_nll/{t}" in final) +
       f"); {skipped} steps skipped")
+  if a.reconstructs():
+    log(f"align: reconstruction NLL {final['reconstruction_nll']:.4f} own history, "
+        f"{final['reconstruction_nll_rolled']:.4f} another row's (before training: "
+        f"{start_eval['reconstruction_nll']:.4f} / {start_eval['reconstruction_nll_rolled']:.4f}), "
+        f"on {final['reconstruction_rows']} align-eval rows")
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s, **timings,
             "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
             "skipped_steps": skipped, **({"title_fit": prog.title_fit} if prog.title_fit else {}),
@@ -246,6 +255,14 @@ def run(config, workdir: str, log=print) -> dict:
       "encoder_export": os.path.relpath(prog.encoder_export, os.path.join(out_dir, "export")), "encoder_checksum": align_export.checksum(prog.start_params["encoder"]),
       "metrics": result}, exported_params(prog, state))
   return result
+
+
+def _evaluate_all(prog: Program, params, data_dir: str) -> dict:
+  """The eval answer NLL and, for a run with reconstruction rows, the reconstruction eval."""
+  out = evaluate(prog, params, data_dir)
+  if prog.cfg.reconstructs():
+    out.update(align_reconstruct.evaluate(prog, params, data_dir))
+  return out
 
 
 def finish(config, workdir: str, log=print) -> None:
@@ -269,6 +286,8 @@ def _describe(config, prog: Program, state: AlignState, log) -> None:
   log(f"align: {source} -> LLM {blocks.read(config, LLMSource).model} ({model.llm.cfg.dtype}); mode {a.mode}, "
       f"user {a.user}; training {count(state.params):,} of {count(prog.start_params):,} parameters; "
       f"{prog.total_steps} steps of batch {a.batch_size}, mesh {dict(prog.mesh.shape)}")
+  if a.reconstructs():
+    log(align_reconstruct.describe(a, prog.total_steps - a.reconstruct_steps))
   if prog.title_fit:
     f = prog.title_fit
     log(f"align: adapter map '{title_fit.PARAM}' starts as the ridge fit of each click's mean title embedding "
@@ -298,7 +317,7 @@ def _eval_before(prog: Program, state: AlignState, data_dir: str, out_dir: str, 
   """The eval NLL before training: computed at step 0 and kept, so a resumed run reports the same."""
   path = os.path.join(out_dir, "eval_before.json")
   if int(state.step) == 0:
-    result = evaluate(prog, prog.params_of(state), data_dir)
+    result = _evaluate_all(prog, prog.params_of(state), data_dir)
     if distributed.is_main():
       atomic.write_json(path, result)
   else:

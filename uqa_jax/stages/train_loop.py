@@ -31,15 +31,17 @@ from uqa_jax.runtime import parallel
 EVAL_WINDOW = 1 << 40  # batches: one length-sorted window over any file
 
 
-def eval_batches(fn, path: str, pipe, sharding, tokenizer=None):
+def eval_batches(fn, path: str, pipe, sharding, tokenizer=None, reconstruct=None):
   """Host copies of `fn(batch)` for every batch of the file at `path`, once, the last batch
   padded (its padding rows marked `valid` False); batches are global arrays on `sharding`.
   Align files cut to `input.widths` are read sorted by chat length first (every row once; an
-  eval sums over rows), so most batches take the narrow widths: one eval executable per width."""
+  eval sums over rows), so most batches take the narrow widths: one eval executable per width.
+  With `reconstruct` (`data/reconstruct.Task`) the rows are reconstruction rows, read in a
+  seeded shuffled order (neighbours are then mostly other users' rows)."""
   window = EVAL_WINDOW if tokenizer is not None and pipe.widths else 0
-  cfg = dataclasses.replace(pipe, shuffle=False, num_epochs=1, drop_remainder=False, workers=0,
+  cfg = dataclasses.replace(pipe, shuffle=reconstruct is not None, num_epochs=1, drop_remainder=False, workers=0,
                             length_window=window)
-  batches = iter(pipeline.make_dataset(path, cfg, tokenizer=tokenizer))
+  batches = iter(pipeline.make_dataset(path, cfg, tokenizer=tokenizer, reconstruct=reconstruct))
   for batch in distributed.GlobalBatches(batches, sharding):
     yield jax.device_get(fn(batch))
 

@@ -105,3 +105,43 @@ def test_phases_that_do_not_fit_the_run_are_refused_by_key(fields, message):
   with pytest.raises(blocks.ConfigError, match=re.escape(message)):
     optimizer.check_timing(a, total_steps=10)
   optimizer.check_timing(a, total_steps=20)  # a longer run holds them
+
+
+def test_reconstruction_steps_hold_the_llm_and_run_the_adapter_at_their_own_rate():
+  """A reconstruction pre-alignment of 3 steps in a run of 3 + 7: the adapter moves at
+  `reconstruct_learning_rate` (constant) for 3 steps, then by its own warm-up and cosine over the
+  7 QA steps; the LLM's parameters stay bit for bit during the 3 steps (its weight decay too),
+  then its schedule starts (after its own frozen steps, which count from the QA phase)."""
+  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
+                  warmup_steps=2, weight_decay=0.1, reconstruct_steps=3, reconstruct_learning_rate=5e-3,
+                  llm_frozen_steps=1, steps=7)
+  assert a.total_steps(rows=1000) == 10
+  params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
+  tx = optimizer.make_optimizer(a, total_steps=10)
+  state, p = tx.init(params), params
+  adapter_moved, adapter_before, llm_after = [], [], []
+  for _ in range(10):
+    grads = jax.tree.map(np.ones_like, params)
+    adapter_before.append(float(np.asarray(p["adapter"]["w"])[0]))
+    u, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, u)
+    adapter_moved.append(float(np.asarray(u["adapter"]["w"])[0]))
+    llm_after.append(np.asarray(p["llm"]["a"]).copy())
+  adapter_qa = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 7, end_value=1e-3)
+  llm_qa = optax.warmup_cosine_decay_schedule(0.0, 1e-4, 2, 6, end_value=1e-5)
+  # AdamW's update under constant gradients: -rate * (m / sqrt(v) + 0.1 * w), m / sqrt(v) = 1
+  for step, moved in enumerate(adapter_moved):
+    rate = 5e-3 if step < 3 else float(adapter_qa(step - 3))
+    assert moved == pytest.approx(-rate * (1 + 0.1 * adapter_before[step]), rel=1e-4, abs=1e-9), step
+  for step in range(4):  # 3 reconstruction steps, then the LLM's 1 frozen step
+    np.testing.assert_array_equal(llm_after[step], np.ones(2, np.float32))
+  rates = optimizer.schedules(a, 10)
+  for step in range(10):
+    assert float(rates["llm"](step)) == pytest.approx(0.0 if step < 4 else float(llm_qa(step - 4)), abs=1e-12), step
+  assert not np.array_equal(llm_after[6], np.ones(2, np.float32))
+  with pytest.raises(ValueError, match="reconstruct_every=1"):
+    AlignConfig(reconstruct_every=1)
+  with pytest.raises(ValueError, match="user='text20'"):
+    AlignConfig(mode="full", user="text20", reconstruct_steps=5)
+  with pytest.raises(ValueError, match="reconstruct_fields=\\('title', 'colour'\\)"):
+    AlignConfig(reconstruct_fields=("title", "colour"))
