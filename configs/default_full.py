@@ -27,6 +27,10 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   frozen_llm      an experiment (issue 29's official recipe): the LLM trains for the first 64 of the
                   400 steps (the demo's budget, which teaches the answer format), then it is frozen
                   and the adapter goes on alone (`align.llm_steps`); not measured yet
+  reconstruct     an experiment (issue 29's reconstruction pre-alignment): 200 steps writing out an
+                  align-train history prefix's last 3 clicked titles from the soft tokens, LLM
+                  frozen, adapter at 1e-3 (`align.reconstruct_steps`), then trained's 400 QA steps;
+                  reconstruct_zeros is its zeros control (the same recipe on zero states)
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -56,7 +60,8 @@ from configs import default
 # each aligned on its own, on the trained run's Stage 1; text20 and oracle_titles with the trained
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
-EXPERIMENTS = ("random_init", "frozen_llm")  # variants of trained (see above); not in make full
+EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros")  # see above; not in make full
+RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
@@ -93,6 +98,11 @@ def get_config(arg: str = "trained-s0"):
   elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
     a.llm_steps = 64
+  elif variant in ("reconstruct", "reconstruct_zeros"):  # reconstruction pre-alignment, then QA as trained
+    c.evaluate.runs = ("aligned", "shuffled_user", "floor") if variant == "reconstruct" else ("aligned",)
+    a.reconstruct_steps = RECONSTRUCT_STEPS
+    if variant == "reconstruct_zeros":
+      a.user = "zeros"
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)

@@ -45,6 +45,11 @@ def test_every_config_file_passes_the_start_up_checks(tmp_path):
     stages.check_config(config)
   for encoder in choices.ENCODERS:  # configs/default.py:<encoder>, configs/paper.py:<encoder>
     stages.check_config(default.get_config(encoder))
+  from configs import ablations, default_full  # pylint: disable=import-outside-toplevel
+  for variant in ablations.VARIANTS:
+    stages.check_config(ablations.get_config(variant))
+  for variant in default_full.VARIANTS:
+    stages.check_config(default_full.get_config(f"{variant}-s1"))
 
 
 @pytest.mark.parametrize("block,key,valid", [
