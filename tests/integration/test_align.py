@@ -156,7 +156,9 @@ def test_reconstruction_steps_hold_the_llm_then_mix_into_the_qa_steps(base, tmp_
   gc.collect()
   lines = []
   result = stages.run("align", config, workdir, log=lines.append)
-  assert any("reconstruction pre-alignment: the first 2 steps" in line for line in lines)
+  assert any("reconstruction rows: the first 2 steps write out the last 3 clicks' title" in line
+             and "every 2-th of the 3 QA steps is a reconstruction batch (1;" in line for line in lines), lines
+  assert any(re.match(r"align: of \d+ reconstruction examples, \d+ ask for fewer than 3 clicks", line) for line in lines)
   for when in ("eval_before", "eval"):
     r = result[when]
     assert np.isfinite(r["reconstruction_nll"]) and np.isfinite(r["reconstruction_nll_rolled"]), r

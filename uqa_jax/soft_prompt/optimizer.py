@@ -39,10 +39,29 @@ def make_optimizer(a: AlignConfig, total_steps: int):
   chains, with the last link per group). The optimizer state then holds only arrays shaped
   like the parameters (no `optax.multi_transform` masks), which Orbax saves and restores as is.
   """
-  return optax.chain(optax.clip_by_global_norm(a.grad_clip),
+  links = [zero_while_reconstructing(a.reconstruct_steps, ("llm",))] if a.reconstruct_steps else []
+  return optax.chain(*links, optax.clip_by_global_norm(a.grad_clip),
                      optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
                      optax.add_decayed_weights(a.weight_decay),
                      scale_by_group_schedule(schedules(a, total_steps)))
+
+
+def zero_while_reconstructing(steps: int, groups: tuple[str, ...]) -> optax.GradientTransformation:
+  """The `groups`' gradients zeroed for the first `steps` updates (the reconstruction steps): the
+  frozen LLM neither counts in the global-norm clip nor fills its Adam moments, so the QA steps
+  start it as a fresh Adam would (its rate is 0 then as well: `schedules`)."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    on = state.count >= steps
+    out = {g: jax.tree.map(lambda u: jnp.where(on, u, jnp.zeros_like(u)), sub) if g in groups else sub
+           for g, sub in updates.items()}
+    return out, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
 
 
 def schedules(a: AlignConfig, total_steps: int) -> dict:
@@ -51,6 +70,9 @@ def schedules(a: AlignConfig, total_steps: int) -> dict:
   The adapter and a training encoder: `reconstruct_learning_rate` during the reconstruction
   steps, then their rate over the QA steps. The LLM: 0 until the reconstruction steps and its
   `llm_frozen_steps` are over, then its rate for `llm_steps` (0: to the end), then 0.
+  Phases count applied updates while the batches count steps: a skipped step (non-finite, rare,
+  counted and reported) leaves the rates one step behind the batches, so the last reconstruction
+  rate would meet the first QA batch.
   """
   zero = optax.constant_schedule(0.0)
 

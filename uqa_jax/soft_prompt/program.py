@@ -95,6 +95,9 @@ class Program:
   init_state: Any  # {trainable group: params} -> AlignState, jitted onto state_shardings
   sharded_step: Any  # parallel.Sharded: (state, frozen, batch) -> (state, metrics), state donated
   eval_nll: Any  # (params, batch) -> (nll [B], tokens [B], task [B], valid [B]) of the global batch, replicated
+  # (params, batch) -> (nll [B], nll with the batch's histories rolled by one row [B], tokens [B],
+  # valid [B]: the row and the one before it, same [B]: the two histories equal), replicated
+  eval_rolled: Any
   # A run's (with_weights):
   pipe: pipeline.InputConfig | None = None
   tokenizer: Any = None
@@ -194,20 +197,41 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
                                                     schedules=optimizer.schedules(a, total_steps)), mesh,
                                   axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
                                   out_shardings=(state_sh, None), donate_argnums=0)
+  replicated = parallel.logical_sharding(mesh, (), axis_rules)  # out: every process reads all rows
   eval_nll = parallel.Sharded(functools.partial(_eval_rows, model=model), mesh, axis_rules,
-                              in_shardings=(shardings, batch_sh),  # replicated out: every process reads all
-                              out_shardings=parallel.logical_sharding(mesh, (), axis_rules))
+                              in_shardings=(shardings, batch_sh), out_shardings=replicated)
+  eval_rolled = parallel.Sharded(functools.partial(_eval_rolled_rows, model=model), mesh, axis_rules,
+                                 in_shardings=(shardings, batch_sh), out_shardings=replicated)
   return Program(cfg=a, model=model, mesh=mesh, total_steps=total_steps, inits=inits, shardings=shardings, trainable=trainable,
                  state_shardings=state_sh, batch_sharding=batch_sh,
                  # donated: the first state holds the only copy of what trains (a full fine-tune's LLM)
                  init_state=parallel.Sharded(init_state, mesh, axis_rules, out_shardings=state_sh, donate_argnums=0),
-                 sharded_step=sharded_step, eval_nll=eval_nll)
+                 sharded_step=sharded_step, eval_nll=eval_nll, eval_rolled=eval_rolled)
 
 
 def _eval_rows(params, batch, *, model):
   """(nll [B], tokens [B]) and the rows' task and valid flags: with several processes each holds
   only its block of the batch's rows, so the host reads them back from the global batch."""
   return (*uqa_model.answer_nll(params, batch, model=model), batch["task"], batch["valid"])
+
+
+# what the encoder reads of a row: rolled together, a row gets another row's whole history
+USER_INPUTS = (*schema.FEATURE_COLUMNS, "lengths", "timestamps")
+
+
+def rolled_users(batch: dict) -> dict:
+  """The batch with each row's history replaced by the row before it's (row 0 gets the last's)."""
+  return {k: jnp.roll(v, 1, axis=0) if k in USER_INPUTS else v for k, v in batch.items()}
+
+
+def _eval_rolled_rows(params, batch, *, model):
+  """Each row's answer NLL with its own history and with the previous row's (`rolled_users`)."""
+  own, count = uqa_model.answer_nll(params, batch, model=model)
+  rolled_batch = rolled_users(batch)
+  rolled, _ = uqa_model.answer_nll(params, rolled_batch, model=model)
+  item = schema.ITEM_COLUMN
+  same = jnp.all(batch[item] == rolled_batch[item], axis=1) & (batch["lengths"] == rolled_batch["lengths"])
+  return own, rolled, count, batch["valid"] & jnp.roll(batch["valid"], 1), same
 
 
 def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:

@@ -104,7 +104,9 @@ def fingerprint(config) -> dict:
   return {"align": {k: v for k, v in blocks.fingerprint(a).items() if k not in unused},
           "adapter": blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": blocks.fingerprint(blocks.read(config, LLMSource)),
-          "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {})}}
+          "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {}),
+                    # how many clicks a reconstruction answer holds depends on what fits
+                    **({"max_answer_len": i.max_answer_len} if a.reconstructs() else {})}}
 
 
 def make_pipeline(config) -> pipeline.InputConfig:
@@ -135,7 +137,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   mesh = parallel.make_mesh(config.mesh.to_dict(), devices)
   pipe = make_pipeline(config)
   tokenizer = tokenizer_lib.load_tokenizer(source.model)
-  if a.user in choices.TEXT_CLICKS:
+  if a.user in choices.TEXT_CLICKS or a.reconstructs():  # both write the titles out with the LLM's tokenizer
     questions.check_title_tokenizer(workdir_lib.data_dir(workdir), source.model)
   embedding_VxM = weights.read_embedding(source.model)  # the adapter's output scale starts at its RMS
   model = program_lib.make_model(config, encoder, weights.read_config(source.model),
@@ -219,6 +221,8 @@ def run(config, workdir: str, log=print) -> dict:
     state = train_loop.start(ckpt, prog.init, prog.state_shardings, data, config.seed, log, "align")
     curves.resume_at(int(state.step))
     _describe(config, prog, state, log)
+    if a.reconstructs():
+      log(align_reconstruct.survey(a, path, prog.pipe, prog.tokenizer))
     start_eval = _eval_before(prog, state, data_dir, out_dir, log)
     if int(state.step) == 0:  # a resumed run's first file holds it already
       curves.write(0, start_eval, prefix="eval/")

@@ -13,20 +13,17 @@ Own below rolled says the soft tokens carry the clicks to the LLM; both equal sa
 from the question and its priors alone.
 """
 
+import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from uqa_jax.config.recipes import AlignConfig
+from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import reconstruct
 from uqa_jax.data import schema
 from uqa_jax.stages import train_loop
-
-# what the encoder reads of a row: rolled together, a row gets another row's whole history
-USER_INPUTS = (*schema.FEATURE_COLUMNS, "lengths", "timestamps")
 
 
 def task(a: AlignConfig) -> reconstruct.Task:
@@ -43,15 +40,37 @@ def batches(a: AlignConfig, qa: pipeline.Batches, path: str, pipe: pipeline.Inpu
 
 def describe(a: AlignConfig, qa_steps: int) -> str:
   """One line on what the run's reconstruction batches are."""
-  mixed = (f"; then every {a.reconstruct_every}th of the {qa_steps} QA steps is a reconstruction batch (the LLM "
-           "learns from it too)" if a.reconstruct_every else "")
-  return (f"align: reconstruction pre-alignment: the first {a.reconstruct_steps} steps write out the last "
-          f"{a.reconstruct_clicks} clicks' {'/'.join(a.reconstruct_fields)} of an align-train history prefix, LLM "
-          f"frozen, adapter at {a.reconstruct_learning_rate:g}" + mixed)
+  what = (f"write out the last {a.reconstruct_clicks} clicks' {'/'.join(a.reconstruct_fields)} of an align-train "
+          "history prefix")
+  first = (f"the first {a.reconstruct_steps} steps {what}, LLM frozen, adapter at {a.reconstruct_learning_rate:g}"
+           if a.reconstruct_steps else "")
+  mixed = (f"every {a.reconstruct_every}-th of the {qa_steps} QA steps is a reconstruction batch "
+           f"({qa_steps // a.reconstruct_every}; the LLM of a full fine-tune learns from them too)"
+           if a.reconstruct_every else "")
+  if not first:
+    mixed += f": they {what}"
+  return "align: reconstruction rows: " + "; then ".join(x for x in (first, mixed) if x)
 
 
-def _rolled(batch: dict) -> dict:
-  return {k: jnp.roll(v, 1, axis=0) if k in USER_INPUTS else v for k, v in batch.items()}
+def survey(a: AlignConfig, path: str, pipe: pipeline.InputConfig, tokenizer, rows: int = 256) -> str:
+  """One line: of `rows` reconstruction examples drawn as training draws them (the first rows of
+  the file at the first stream positions), how many ask for fewer than `reconstruct_clicks` clicks
+  and why (a shorter history, or the answer cut to fit `input.max_answer_len` / `max_text_len`)."""
+  source = pipeline.SequenceSource(path)
+  chat = chat_lib.ChatTokenizer(tokenizer, pipe.max_text_len, pipe.system_prompt, pipe.max_answer_len)
+  rows = min(rows, len(source))
+  draw = reconstruct.Reconstruct(source, chat, task=task(a), seed=pipe.seed, language=source.language)
+  tag = reconstruct.tag(len(source))
+  short = cut = 0
+  for position in range(rows):
+    out = draw.map(tag(position, position))
+    asked = json.loads(out[schema.TEXT_COLUMN])[-1]["content"].count("\n") + 1
+    steps = out[schema.ITEM_COLUMN].num_steps
+    short += asked < a.reconstruct_clicks and steps < a.reconstruct_clicks
+    cut += asked < min(a.reconstruct_clicks, steps)
+  return (f"align: of {rows} reconstruction examples, {short + cut} ask for fewer than {a.reconstruct_clicks} clicks "
+          f"({short} with a shorter history, {cut} cut to fit input.max_answer_len={pipe.max_answer_len} / "
+          f"max_text_len={pipe.max_text_len})")
 
 
 def evaluate(prog, params, data_dir: str) -> dict:
@@ -59,14 +78,7 @@ def evaluate(prog, params, data_dir: str) -> dict:
   path = os.path.join(data_dir, schema.file_name("align", "eval"))
   sums = {"own": 0.0, "rolled": 0.0, "tokens": 0.0, "rows": 0, "same": 0}
 
-  def rows(batch):
-    own, count, _, valid = prog.eval_nll(params, batch)
-    rolled_batch = _rolled(batch)
-    rolled, _, _, _ = prog.eval_nll(params, rolled_batch)
-    items = batch[schema.ITEM_COLUMN]
-    same = jnp.all(items == rolled_batch[schema.ITEM_COLUMN], axis=1) & (batch["lengths"] == rolled_batch["lengths"])
-    return own, rolled, count, valid & jnp.roll(valid, 1), same
-
+  rows = lambda batch: prog.eval_rolled(params, batch)
   for own, rolled, count, valid, same in train_loop.eval_batches(rows, path, prog.pipe, prog.batch_sharding,
                                                                  tokenizer=prog.tokenizer, reconstruct=task(prog.cfg)):
     keep = np.asarray(valid) & ~np.asarray(same)

@@ -114,7 +114,7 @@ def test_reconstruction_steps_hold_the_llm_and_run_the_adapter_at_their_own_rate
   then its schedule starts (after its own frozen steps, which count from the QA phase)."""
   a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, schedule="warmup_cosine",
                   warmup_steps=2, weight_decay=0.1, reconstruct_steps=3, reconstruct_learning_rate=5e-3,
-                  llm_frozen_steps=1, steps=7)
+                  llm_frozen_steps=1, steps=7, grad_clip=1e3)  # no clipping: Adam's ratio stays 1
   assert a.total_steps(rows=1000) == 10
   params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
   tx = optimizer.make_optimizer(a, total_steps=10)
@@ -145,3 +145,28 @@ def test_reconstruction_steps_hold_the_llm_and_run_the_adapter_at_their_own_rate
     AlignConfig(mode="full", user="text20", reconstruct_steps=5)
   with pytest.raises(ValueError, match="reconstruct_fields=\\('title', 'colour'\\)"):
     AlignConfig(reconstruct_fields=("title", "colour"))
+
+
+def test_while_reconstructing_the_llm_neither_counts_in_the_clip_nor_fills_its_moments():
+  """Large LLM gradients in the 3 reconstruction steps: the adapter's updates equal an
+  adapter-only optimizer's on the adapter's gradients alone (the clip sees no LLM gradient), and
+  the LLM's Adam moments are still zero when its QA steps begin."""
+  a = AlignConfig(mode="full", learning_rate=1e-2, llm_learning_rate=1e-4, grad_clip=0.5, reconstruct_steps=3,
+                  reconstruct_learning_rate=5e-3, steps=4)
+  alone = AlignConfig(mode="adapter", learning_rate=5e-3, grad_clip=0.5)
+  rng = np.random.default_rng(2)
+  params = {"adapter": {"w": np.ones(3, np.float32)}, "llm": {"a": np.ones(2, np.float32)}}
+  tx, tx_alone = optimizer.make_optimizer(a, total_steps=7), optimizer.make_optimizer(alone, total_steps=7)
+  state, state_alone = tx.init(params), tx_alone.init({"adapter": params["adapter"]})
+  p, p_alone = params, {"adapter": params["adapter"]}
+  for _ in range(3):
+    grads = {"adapter": {"w": rng.normal(size=3).astype(np.float32)}, "llm": {"a": np.full(2, 1e3, np.float32)}}
+    u, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, u)
+    u, state_alone = tx_alone.update({"adapter": grads["adapter"]}, state_alone, p_alone)
+    p_alone = optax.apply_updates(p_alone, u)
+  np.testing.assert_allclose(p["adapter"]["w"], p_alone["adapter"]["w"], rtol=1e-6)
+  np.testing.assert_array_equal(p["llm"]["a"], np.ones(2, np.float32))
+  adam = next(s for s in state if isinstance(s, optax.ScaleByAdamState))
+  assert not np.asarray(adam.mu["llm"]["a"]).any() and not np.asarray(adam.nu["llm"]["a"]).any()
+  assert np.asarray(adam.mu["adapter"]["w"]).any()

@@ -165,3 +165,25 @@ def test_extra_right_padding_does_not_change_the_answer_nll(place):
     want = uqa_model.answer_nll(params, dict(batch, answer_at=answer_at) if fast else batch, model=model)
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
+def test_the_rolled_eval_gives_each_row_the_previous_rows_history_by_hand():
+  """Stage 2's reconstruction eval: each row's answer NLL with its own history and with the row
+  before it's (here: the two rows swapped by hand, every encoder input, the chat kept); rows
+  whose two histories are equal are flagged `same`, padding rows and their neighbours not `valid`."""
+  from uqa_jax.soft_prompt import program
+  model, params, batch = _setup()
+  batch["valid"] = np.array([True, True])
+  chat_keys = ("input_ids", "attention_mask", "loss_mask", "valid")
+  swapped = {k: v if k in chat_keys else np.ascontiguousarray(v[::-1]) for k, v in batch.items()}
+  own, rolled, count, valid, same = program._eval_rolled_rows(params, batch, model=model)
+  want_own, want_count = uqa_model.answer_nll(params, batch, model=model)
+  want_rolled, _ = uqa_model.answer_nll(params, swapped, model=model)
+  np.testing.assert_allclose(own, want_own, rtol=1e-6)
+  np.testing.assert_allclose(rolled, want_rolled, rtol=1e-6)
+  np.testing.assert_array_equal(count, want_count)
+  assert not np.allclose(own, rolled) and valid.tolist() == [True, True] and same.tolist() == [False, False]
+  one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in batch.items()}
+  one_user["valid"] = np.array([True, False])
+  _, _, _, valid, same = program._eval_rolled_rows(params, one_user, model=model)
+  assert same.tolist() == [True, True] and valid.tolist() == [False, False]
