@@ -28,9 +28,11 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   400 steps (the demo's budget, which teaches the answer format), then it is frozen
                   and the adapter goes on alone (`align.llm_steps`); not measured yet
   reconstruct     an experiment (issue 29's reconstruction pre-alignment): 200 steps writing out an
-                  align-train history prefix's last 3 clicked titles from the soft tokens, LLM
-                  frozen, adapter at 1e-3 (`align.reconstruct_steps`), then trained's 400 QA steps;
-                  reconstruct_zeros is its zeros control (the same recipe on zero states)
+                  align-train history prefix's last clicked titles (3, fewer where they do not fit)
+                  from the soft tokens, LLM frozen, adapter at 1e-3 (`align.reconstruct_steps`), then
+                  trained's 400 QA steps; reconstruct_zeros is its zeros control (the same recipe on
+                  zero states), in its report; reconstruct_frozen_llm: then frozen_llm's QA steps.
+                  Not measured at this scale yet (the demo's scale: docs/results.md)
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -60,7 +62,7 @@ from configs import default
 # each aligned on its own, on the trained run's Stage 1; text20 and oracle_titles with the trained
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
-EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros")  # see above; not in make full
+EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm")  # not in make full
 RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
@@ -98,11 +100,16 @@ def get_config(arg: str = "trained-s0"):
   elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
     a.llm_steps = 64
-  elif variant in ("reconstruct", "reconstruct_zeros"):  # reconstruction pre-alignment, then QA as trained
-    c.evaluate.runs = ("aligned", "shuffled_user", "floor") if variant == "reconstruct" else ("aligned",)
+  elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)
     a.reconstruct_steps = RECONSTRUCT_STEPS
     if variant == "reconstruct_zeros":
       a.user = "zeros"
+      c.evaluate.runs = ("aligned",)
+    else:  # its report shows its zeros control beside it
+      c.evaluate.runs = ("aligned", "shuffled_user", "floor")
+      c.report.include = (f"workdir/default_full-reconstruct_zeros-s{seed}",)
+    if variant == "reconstruct_frozen_llm":
+      a.llm_steps = 64
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)

@@ -133,7 +133,8 @@ def test_reconstruction_steps_hold_the_llm_then_mix_into_the_qa_steps(base, tmp_
   the first two steps while the adapter moves, then trains. The stage reports the reconstruction
   NLL (own and another row's history) before and after, on the align-eval rows."""
   config, workdir = _workdir(base, tmp_path, mode="full", llm_learning_rate=1e-3, steps=3, reconstruct_steps=2,
-                             reconstruct_every=2, reconstruct_learning_rate=1e-2)
+                             reconstruct_every=2, reconstruct_learning_rate=1e-2, keep_checkpoints="all",
+                             max_to_keep=3)
   parts = align.build(config, workdir)
   path = os.path.join(workdir, "data", "align_data_train.arrow")
   a = blocks.read(config, AlignConfig)
@@ -164,6 +165,19 @@ def test_reconstruction_steps_hold_the_llm_then_mix_into_the_qa_steps(base, tmp_
     assert np.isfinite(r["reconstruction_nll"]) and np.isfinite(r["reconstruction_nll_rolled"]), r
     assert r["reconstruction_rows"] > 0 and np.isfinite(r["answer_nll"])
   assert result["eval"]["reconstruction_nll"] != result["eval_before"]["reconstruction_nll"]
+  # Resumed from checkpoint 2 (both streams' places restored), it ends bit for bit as it did.
+  load = lambda: ocp.StandardCheckpointer().restore(os.path.join(workdir, "align", "export", "params"))
+  straight_params = load()
+  checkpoints = os.path.join(workdir, "align", "checkpoints")
+  assert sorted(os.listdir(checkpoints)) == ["2", "4", "5"]
+  for later in ("4", "5"):
+    shutil.rmtree(os.path.join(checkpoints, later))
+  shutil.rmtree(os.path.join(workdir, "align", "export"))
+  os.remove(os.path.join(workdir, "align", "result.json"))
+  lines.clear()
+  stages.run("align", config, workdir, log=lines.append)
+  assert "align: resumed from step 2" in " ".join(lines), lines
+  _assert_trees_equal(load(), straight_params)
 
 
 @pytest.mark.parametrize("source", ["llm", "encoder"])

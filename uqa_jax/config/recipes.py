@@ -107,7 +107,8 @@ class AlignConfig(TrainingLoop):
   # `reconstruct_clicks` clicks' texts, of `reconstruct_fields`) with the LLM frozen and the adapter
   # (and a training encoder) at `reconstruct_learning_rate`, constant; the QA steps (`steps` or
   # `epochs`) follow, and with `reconstruct_every` = n every n-th of them is a reconstruction batch
-  # (mixed in: the LLM of a full fine-tune then learns from it too). 0 and 0: no reconstruction.
+  # (mixed in: the LLM of a full fine-tune then learns from it too; they replace QA batches, so
+  # `epochs` passes then see fewer questions). 0 and 0: no reconstruction.
   reconstruct_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   reconstruct_every: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   reconstruct_clicks: int = 3

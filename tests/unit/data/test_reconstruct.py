@@ -82,8 +82,20 @@ def test_the_draw_is_the_streams_not_the_processes(en_dir, tokenizer):
       np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts]), batch[key])
   again = next(iter(_ds(en_dir, tokenizer, cfg)))
   np.testing.assert_array_equal(again["input_ids"], whole[0]["input_ids"])
-  other = next(iter(_ds(en_dir, tokenizer, pipeline.InputConfig(**{**cfg.__dict__, "seed": 4}))))
-  assert not np.array_equal(other["input_ids"], whole[0]["input_ids"])
+
+
+def test_the_same_row_draws_by_position_and_seed(tokenizer):
+  """One row at 40 stream positions draws several prefixes and fields; another seed, at the same
+  positions, other ones (the row order is not what changes here: there is one row)."""
+  source, chat = _Source(tokenizer), chat_lib.ChatTokenizer(tokenizer, 192, "", 64)
+  draws = lambda seed: [(o[schema.ITEM_COLUMN].num_steps, _chat_of(o)[0]["content"]) for o in (
+      reconstruct.Reconstruct(source, chat, task=reconstruct.Task(3, ("title", "brand")), seed=seed,
+                              language="en").map(position) for position in range(40))]
+  first = draws(0)
+  assert first == draws(0)
+  assert {steps for steps, _ in first} == {3, 4, 5}  # from `clicks` to the whole history
+  assert len({question for _, question in first}) == 2
+  assert draws(1) != first
 
 
 class _Source:
