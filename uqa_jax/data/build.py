@@ -82,7 +82,7 @@ def filter_interactions(histories: list[np.ndarray], filters: Filters, times=Non
 def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, histories,
                   tokenizer, times=None, tokenizer_name: str, qa_attrs: tuple[str, ...], seed: int,
                   interest_attrs: tuple[str, ...] | None = None,
-                  max_len: int = schema.MAX_LEN, align_eval_fraction: float = 0.1,
+                  max_len: int = schema.MAX_LEN, align_eval_fraction: float = 0.1, train_questions: int = 1,
                   extra_info: dict | None = None, log=print) -> dict:
   """Writes the four official files and dataset_info.json; returns the info dict.
 
@@ -92,6 +92,10 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
   `schema.TIME_COLUMN`, sliced exactly like the items, and a user whose held-out click shares
   its second with the click before gets no IP/AP question (which of the two is "next" is then
   arbitrary); those users are counted in `dataset_info.json` (`ip_ap_skipped_tied_next`).
+  `train_questions` rounds of QA per align-train user (more alignment data: each round asks every
+  sub-task again with its own draws; a question the user was already asked is dropped and
+  counted); align-eval users get one round, drawn as with one train round, so their questions are
+  the same whatever `train_questions` is.
   """
   if max_len < 3:
     raise ValueError(f"max_len {max_len}: need at least 3 clicks (a history of 2 plus the next item)")
@@ -133,6 +137,8 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
   next_known = ([True] * len(seqs) if clocks is None
                 else [len(c) < 2 or c[-1] != c[-2] for c in clocks])
   generator = QAGenerator(catalog, qa_attrs, interest_attrs)
+  more_rng = np.random.default_rng([seed, 2])  # train rounds after the first: the main stream stays as it was
+  repeated = 0
   per_task = collections.Counter()
   answers = {}
   for split, want_eval in (("train", False), ("eval", True)):
@@ -140,12 +146,19 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
     for u, (s, e) in enumerate(zip(seqs, is_eval)):
       if e != want_eval:
         continue
-      for qa in generator.generate(s[:-1], int(s[-1]), rng, next_is_known=next_known[u]):
-        users.append(u)
-        texts.append(qa.chat_json())
-        tasks.append(qa.task)
-        golds.append((qa.task, qa.answer, qa.candidates))
-        per_task[f"{split}/{qa.task}"] += 1
+      asked = set()
+      for round_ in range(1 if want_eval else train_questions):
+        for qa in generator.generate(s[:-1], int(s[-1]), rng if round_ == 0 else more_rng,
+                                     next_is_known=next_known[u]):
+          if qa.chat_json() in asked:
+            repeated += 1
+            continue
+          asked.add(qa.chat_json())
+          users.append(u)
+          texts.append(qa.chat_json())
+          tasks.append(qa.task)
+          golds.append((qa.task, qa.answer, qa.candidates))
+          per_task[f"{split}/{qa.task}"] += 1
     write("align", split, users, 1, {schema.TEXT_COLUMN: texts, schema.TASK_COLUMN: tasks})
     answers[split] = answers_lib.answer_report(golds)
 
@@ -156,11 +169,16 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
       "num_items": catalog.num_items, "qa_per_task": dict(sorted(per_task.items())),
       "users_truncated_to_max_len": truncated,
       "ip_ap_skipped_tied_next": int(len(seqs) - sum(next_known)),
+      **({"train_questions": train_questions, "train_questions_repeated_dropped": repeated}
+         if train_questions > 1 else {}),
       "answers": answers, "seed": seed, **(extra_info or {}),
   }
   arrow_io.write_dataset_info(out_dir, info)
   log(f"wrote {out_dir}: " + ", ".join(f"{f} {n:,} rows" for f, n in counts.items()))
   log(f"kept the most recent {max_len} clicks: {truncated:,} of {len(seqs):,} users had more")
+  if train_questions > 1:
+    log(f"{train_questions} QA rounds per align-train user: {repeated:,} questions a user was already asked "
+        "were dropped")
   if clocks is not None:
     log(f"held-out click tied in time with the one before (no IP/AP question): "
         f"{info['ip_ap_skipped_tied_next']:,} of {len(seqs):,} users")

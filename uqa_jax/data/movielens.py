@@ -110,7 +110,8 @@ def load(folder=None):
 
 def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, source=None, seed: int = 0,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
-                  language: str = "en", max_len: int = schema.MAX_LEN, log=print) -> dict:
+                  language: str = "en", max_len: int = schema.MAX_LEN, train_questions: int = 1,
+                  log=print) -> dict:
   """Reads the release in `source` (default: ml-100k from the recbole wheel) and writes it."""
   if language != "en":
     raise ValueError(f"MovieLens titles and genres are English; language {language!r} is not supported")
@@ -124,6 +125,6 @@ def build_dataset(out_dir: str, tokenizer, tokenizer_name: str, *, source=None, 
       out_dir, name=f"movielens-{folder.name}", source="movielens",
       catalog=catalog.remap_items(kept), histories=histories, times=times, tokenizer=tokenizer,
       tokenizer_name=tokenizer_name, qa_attrs=QA_ATTRS, interest_attrs=INTEREST_ATTRS, seed=seed, max_len=max_len,
-      align_eval_fraction=align_eval_fraction, log=log,
+      align_eval_fraction=align_eval_fraction, train_questions=train_questions, log=log,
       extra_info={"filter_stats": stats, "read_stats": read_stats, "source_dir": str(folder),
                   "license": "MovieLens data: GroupLens research terms"})

@@ -243,7 +243,7 @@ def click_times(cfg: SyntheticConfig, lengths) -> list[np.ndarray]:
 
 def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name: str,
                   filters: build.Filters = build.Filters(), align_eval_fraction: float = 0.1,
-                  max_len: int = schema.MAX_LEN, log=print) -> dict:
+                  max_len: int = schema.MAX_LEN, train_questions: int = 1, log=print) -> dict:
   """Generates, filters and writes the synthetic data set (most recent `max_len` clicks) to `out_dir`."""
   catalog, histories, _ = generate(cfg)
   times = click_times(cfg, [len(h) for h in histories])
@@ -253,5 +253,5 @@ def build_dataset(out_dir: str, cfg: SyntheticConfig, tokenizer, tokenizer_name:
       out_dir, name=f"synthetic-{cfg.language}-seed{cfg.seed}", source="synthetic",
       catalog=catalog.remap_items(kept), histories=histories, times=times, tokenizer=tokenizer,
       tokenizer_name=tokenizer_name, qa_attrs=QA_ATTRS, seed=cfg.seed,
-      align_eval_fraction=align_eval_fraction, max_len=max_len, log=log,
+      align_eval_fraction=align_eval_fraction, max_len=max_len, train_questions=train_questions, log=log,
       extra_info={"filter_stats": stats, "generator": dataclasses.asdict(cfg)})

@@ -23,8 +23,8 @@ from uqa_jax.runtime import workdir as workdir_lib
 
 BLOCKS = ("data", "llm")
 # The data fields (besides `source`) each source reads; the others stay out of its fingerprint.
-READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "filters", "synthetic"),
-                  "movielens": ("path", "language", "max_len", "align_eval_fraction", "filters"),
+READ_BY_SOURCE = {"synthetic": ("language", "max_len", "align_eval_fraction", "train_questions", "filters", "synthetic"),
+                  "movielens": ("path", "language", "max_len", "align_eval_fraction", "train_questions", "filters"),
                   "official": ("path", "max_len")}
 UPSTREAM = ()
 VERSION = 1  # of what it computes; the rule for bumping it: uqa_jax/stages/__init__.py
@@ -50,12 +50,13 @@ def run(config, workdir: str, log=print) -> dict:
   tokenizer = lambda: tokenizer_lib.load_tokenizer(model)
   if d.source == "synthetic":
     synthetic.build_dataset(out, d.generator(config.seed), tokenizer(), tokenizer_lib.describe(model),
-                            filters, d.align_eval_fraction, max_len=d.max_len, log=log)
+                            filters, d.align_eval_fraction, max_len=d.max_len, train_questions=d.train_questions,
+                            log=log)
   elif d.source == "movielens":
     movielens.build_dataset(out, tokenizer(), tokenizer_lib.describe(model), source=d.path or None,
                             seed=config.seed,
                             filters=filters, align_eval_fraction=d.align_eval_fraction,
-                            language=d.language, max_len=d.max_len, log=log)
+                            train_questions=d.train_questions, language=d.language, max_len=d.max_len, log=log)
   elif d.source == "official":
     official.prepare(d.path, out, log=log)
   else:  # choices.check rejects this at start-up

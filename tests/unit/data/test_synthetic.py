@@ -16,6 +16,35 @@ from tests.conftest import ROOT
 from tests.conftest import SMALL
 
 
+def test_more_train_questions_keep_the_eval_questions_and_the_first_round(tmp_path, tokenizer, en_dir):
+  """`train_questions=3`: align eval is the one-round data set's, byte for byte; align train holds
+  every one-round question of each user and more, none twice for one user; the repeats dropped
+  are counted."""
+  from uqa_jax.data import arrow_io
+  more = tmp_path / "more"
+  lines = []
+  info = synthetic.build_dataset(str(more), SMALL, tokenizer, "smollm2", train_questions=3, log=lines.append)
+  for name in (schema.file_name("align", "eval"), schema.file_name("pretrain", "train")):
+    assert pa.ipc.open_file(os.path.join(en_dir, name)).read_all().equals(
+        pa.ipc.open_file(str(more / name)).read_all()), name
+
+  def by_user(directory):
+    f = arrow_io.SequenceFile(os.path.join(directory, schema.file_name("align", "train")))
+    out = {}
+    for r in range(len(f)):
+      out.setdefault(f.row(r)[schema.ITEM_COLUMN].ids.tobytes(), []).append(f.text(r))
+    return out
+
+  one, three = by_user(en_dir), by_user(str(more))
+  assert set(one) == set(three)
+  for user, texts in one.items():
+    assert set(texts) <= set(three[user]) and len(set(three[user])) == len(three[user])
+  rows = sum(map(len, three.values()))
+  assert rows > 2 * sum(map(len, one.values()))
+  assert info["train_questions"] == 3 and info["counts"][schema.file_name("align", "train")] == rows
+  assert f"3 QA rounds per align-train user: {info['train_questions_repeated_dropped']:,} questions" in " ".join(lines)
+
+
 def test_same_seed_same_files_other_seed_other_data(tmp_path, tokenizer, en_dir):
   again = tmp_path / "again"
   synthetic.build_dataset(str(again), SMALL, tokenizer, "smollm2", log=lambda *_: None)
@@ -118,3 +147,15 @@ def test_the_generator_command_refuses_them_in_one_line(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and "--num-users=-5; expected at least 1" in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "d").exists()
+
+
+def test_train_questions_are_part_of_the_data_recipe_and_refused_for_official_files():
+  from configs import smoke
+  from uqa_jax.data.config import DataConfig
+  from uqa_jax.stages import data as data_stage
+  config = smoke.get_config()
+  assert "train_questions" not in data_stage.fingerprint(config)["data"]  # 1: as before it existed
+  config.data.train_questions = 3
+  assert data_stage.fingerprint(config)["data"]["train_questions"] == 3
+  with pytest.raises(ValueError, match="train_questions=2 with source='official': the official files come"):
+    DataConfig(source="official", train_questions=2)
