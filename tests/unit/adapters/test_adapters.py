@@ -103,10 +103,10 @@ def test_qformer_is_finite_on_all_padding_rows_with_nan_there_forward_and_backwa
   cfg, model, params, states, _ = _setup("qformer", num_queries=5)
   mask = jnp.zeros((B, L), jnp.int32).at[0, :3].set(1)  # rows 1 and 2: no valid step at all
   poisoned = jnp.where(mask[..., None].astype(bool), states, jnp.nan)
-  out = model.apply(params, poisoned, mask)
+  out = jax.jit(model.apply)(params, poisoned, mask)  # jitted: one compilation, not op-by-op dispatch
   assert out.shape == (B, 5, M) and np.isfinite(np.asarray(out)).all()
   loss = lambda p, x: jnp.sum(model.apply(p, x, mask) ** 2)
-  g_params, g_states = jax.grad(loss, argnums=(0, 1))(params, poisoned)
+  g_params, g_states = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, poisoned)
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(g_params))
   assert np.isfinite(np.asarray(g_states)[np.asarray(mask, bool)]).all()
   np.testing.assert_array_equal(np.asarray(g_states)[~np.asarray(mask, bool)], 0.0)
