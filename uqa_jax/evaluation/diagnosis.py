@@ -167,10 +167,8 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
   if diag:
     ceil = diag["runs"]["ceiling"]["scores"]["official"]["cells"]
     constant = floors[0]["scores"]["official"]["cells"].get("overall") if floors[0] else None
-    if constant is not None and "overall" in ceil:
-      holds["data"] = ceil["overall"]["ci"][0] > constant["accuracy"]
-    said.append("Data: counting the visible clicks answers " + ", ".join(
-        f"{t} {100 * ceil[f'task/{t}']['accuracy']:.0f}%" for t in schema.TASKS if f"task/{t}" in ceil) + ".")
+    holds["data"], sentence = data_level(ceil, constant, diag.get("ceiling_unanswered") or {})
+    said.append(sentence)
     c = diag.get("probe_vs_majority")
     if c:
       held = holds["encoder"] = above(c)
@@ -211,6 +209,22 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
   if method is not None:
     lines = [f"For {method['label']} ({method['workdir']}):", ""] + lines
   return lines, " ".join(said)
+
+
+def data_level(ceiling: dict, constant: dict | None, unanswered: dict) -> tuple[bool | None, str]:
+  """(whether the count reader beats the best constant answer beyond noise, or None: not judged;
+  one sentence). Judged only when the reader answers every question: one it cannot read (a
+  MovieLens "genre" question, an attribute with several values on a click) counts as wrong in
+  its score, which then says nothing about whether the labels are what the history says."""
+  answers = "counting the visible clicks answers " + ", ".join(
+      f"{t} {100 * ceiling[f'task/{t}']['accuracy']:.0f}%" for t in schema.TASKS if f"task/{t}" in ceiling)
+  if unanswered:
+    left = ", ".join(f"{t} {n}" for t, n in sorted(unanswered.items()))
+    return None, (f"Data: not judged: the count reader cannot read {sum(unanswered.values())} questions ({left}), "
+                  f"which its score counts wrong ({answers}).")
+  if constant is None or "overall" not in ceiling:
+    return None, f"Data: {answers}."
+  return ceiling["overall"]["ci"][0] > constant["accuracy"], f"Data: {answers}."
 
 
 COUNTED = (("ceiling_unanswered", "not answered by the count reader"),

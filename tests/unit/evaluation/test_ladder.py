@@ -62,3 +62,18 @@ def test_the_ladder_names_the_rung_where_each_difference_is_gone(tmp_path):
   assert "NLL gain: gone at encoder (beyond noise before it: oracle)" in said
   lines, said, _ = diagnosis.ladder(results[:2], None, gain_of, samples=200)  # text alone, all beyond noise
   assert "NLL gain: beyond noise at every measured rung (text)" in said
+
+
+def test_the_data_level_is_judged_only_when_the_count_reader_reads_every_question():
+  """A ceiling that beats the best constant beyond noise holds; one that does not fails; but when
+  the count reader cannot read some questions (scored wrong), the data level is not judged
+  (MovieLens' genre questions once made the report say the labels were wrong)."""
+  cell = lambda acc, lo: {"accuracy": acc, "ci": [lo, acc + 0.05]}
+  ceiling = {"overall": cell(0.6, 0.55), "task/SI": cell(1.0, 1.0), "task/IP": cell(0.2, 0.1)}
+  constant = {"accuracy": 0.3}
+  assert diagnosis.data_level(ceiling, constant, {}) == (True, "Data: counting the visible clicks answers IP 20%, SI 100%.")
+  low = {**ceiling, "overall": cell(0.35, 0.28)}
+  assert diagnosis.data_level(low, constant, {})[0] is False
+  held, said = diagnosis.data_level(low, constant, {"SI": 84, "LI": 84})
+  assert held is None and said.startswith("Data: not judged: the count reader cannot read 168 questions (LI 84, SI 84)")
+  assert diagnosis.lost_at({"data": held, "encoder": False}).startswith("Lost at: encoder (not measured before it: data")
