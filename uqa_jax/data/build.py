@@ -150,12 +150,13 @@ def write_dataset(out_dir: str, *, name: str, source: str, catalog: Catalog, his
       for round_ in range(1 if want_eval else train_questions):
         for qa in generator.generate(s[:-1], int(s[-1]), rng if round_ == 0 else more_rng,
                                      next_is_known=next_known[u]):
-          if qa.chat_json() in asked:
+          text = qa.chat_json()
+          if text in asked:
             repeated += 1
             continue
-          asked.add(qa.chat_json())
+          asked.add(text)
           users.append(u)
-          texts.append(qa.chat_json())
+          texts.append(text)
           tasks.append(qa.task)
           golds.append((qa.task, qa.answer, qa.candidates))
           per_task[f"{split}/{qa.task}"] += 1

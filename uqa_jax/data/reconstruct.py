@@ -11,15 +11,15 @@ text, times) keeps its first `p` steps, `p` drawn between `clicks` and the whole
 row gives as many different targets as it has clicks. The draw (prefix length and which field
 is asked) is seeded by the configured seed and the example's place in the stream of examples
 (`tag`), so it is the same on any number of processes and after a resume. Stage 2 reads the
-align-train file only: no eval user's history is trained on.
+align-train file only (our builders split it from align-eval by user).
 
 The answer is the last `n` clicks' texts, newest first, one numbered line each, decoded with
 the LLM's tokenizer from the row's own BPE columns (the text the encoder's input holds; an empty
 bag is written `(none)`). `n` is `clicks`, fewer when the history is shorter, and fewer again
 while the chat does not fit `input.max_text_len` / `input.max_answer_len` (the oldest lines go
 first); the question names the `n` it asks for. A click whose text alone does not fit is an
-error naming the row. The same rows read from the align-eval file (`evaluate_rows`) give the
-reconstruction NLL a run reports before and after training.
+error naming the row. The same rows read from the align-eval file give the reconstruction NLL
+a run reports before and after training (`stages/align_reconstruct.py`).
 """
 
 import dataclasses
