@@ -6,8 +6,10 @@ The default shapes of `configs/default.py`: batch 8, 96 chat tokens, the 64-wide
 over 128 clicks, the `recent` adapter's 5 soft tokens. Each side runs one full training step (forward, backward, AdamW) on fixed
 random tokens, the loss on the last `--answer` tokens of each row (ours computes logits at the
 `--max-answer` positions the pipeline's `answer_at` names; PyTorch's `labels` path at all):
-  adapter  only the adapter trains (the official default), the LLM is frozen
-  full     the LLM trains too (AdamW on every LLM weight)
+  adapter     only the adapter trains (the official default), the LLM is frozen
+  full        the LLM trains too (AdamW on every LLM weight)
+  frozen_llm  a full fine-tune in a phase that holds the LLM (`align.llm_steps`, reconstruction
+              steps): the LLM's weight gradients are not computed (PyTorch: `adapter`'s step)
 Ours is `soft_prompt.program.train_step` jitted as the stage runs it (frozen encoder forward +
 `recent` adapter + 5 soft tokens at position 0 + LLM + guarded AdamW). PyTorch's step is the
 same computation without the encoder: a linear map of 5 fixed states gives the soft tokens,
@@ -76,14 +78,17 @@ def ours(mode, args, llm_cfg, llm_params, tokens, answer_mask):
   answer_at = np.full((args.batch, args.max_answer), -1, np.int32)  # as the pipeline gives it
   answer_at[:, :args.answer] = np.arange(args.text - args.answer, args.text)
   batch.update(input_ids=tokens, attention_mask=np.ones_like(tokens), loss_mask=answer_mask, answer_at=answer_at)
-  a = AlignConfig(mode=mode, llm_learning_rate=1e-5)
+  # frozen_llm: the LLM trains in the first (warm-up) step only, every timed step holds it
+  a = AlignConfig(mode="full", llm_learning_rate=1e-5, llm_steps=1) if mode == "frozen_llm" else \
+      AlignConfig(mode=mode, llm_learning_rate=1e-5)
   tx = optimizer.make_optimizer(a, 1000)
   groups = {"encoder": encoder_params, "adapter": adapter_params, "llm": llm_params}
   trainable = {g: groups[g] for g in a.trainable()}
   frozen = jax.device_put({g: v for g, v in groups.items() if g not in trainable})
   state = program_lib.AlignState(step=jnp.int32(0), params=jax.device_put(trainable), opt_state=tx.init(trainable),
                            bad_in_row=jnp.int32(0), skipped=jnp.int32(0))
-  step = jax.jit(functools.partial(program_lib.train_step, model=model, tx=tx), donate_argnums=0)
+  step = jax.jit(functools.partial(program_lib.train_step, model=model, tx=tx,
+                                   llm_frozen=optimizer.llm_frozen(a, 1000)), donate_argnums=0)
   batch = jax.device_put(batch)
   box = [state]
 
@@ -107,6 +112,7 @@ def pytorch(mode, args, model, tokens, answer_mask):
   labels = torch.full((args.batch, tokens.shape[1] + SOFT), -100, dtype=torch.long)
   labels[:, SOFT:][torch.tensor(answer_mask, dtype=torch.bool)] = ids[torch.tensor(answer_mask, dtype=torch.bool)]
   mask = torch.ones(args.batch, tokens.shape[1] + SOFT, dtype=torch.long)
+  mode = "adapter" if mode == "frozen_llm" else mode  # the LLM held: its weights need no gradient
   for p in model.parameters():
     p.requires_grad_(mode == "full")
   groups = [{"params": list(adapter.parameters()), "lr": 1e-4}]
@@ -136,7 +142,7 @@ def main():
   parser.add_argument("--max-answer", type=int, default=40, help="input.max_answer_len (configs/default.py)")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--modes", nargs="+", default=["adapter", "full"])
+  parser.add_argument("--modes", nargs="+", default=["adapter", "full", "frozen_llm"])
   args = parser.parse_args()
   import torch
   import transformers

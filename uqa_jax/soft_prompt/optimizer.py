@@ -3,8 +3,12 @@
 `LR_OF` names the `align` field that sets each group's rate during the QA steps (after
 `align.reconstruct_steps`, whose rate is `align.reconstruct_learning_rate`, the LLM's 0); the LLM's
 schedule starts after `align.llm_frozen_steps` more and, with `align.llm_steps`, spans that many
-steps, after which its rate is 0 (the adapter goes on alone).
+steps, after which its rate is 0 (the adapter goes on alone). While its rate is 0 by phase
+(`llm_frozen`), its gradients are zeroed before the clip, the step does not compute them, and its
+Adam moments and step count wait (its phase starts as a fresh Adam).
 """
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,28 +42,70 @@ def make_optimizer(a: AlignConfig, total_steps: int):
   Built as clip -> Adam moments -> decoupled weight decay -> per-group rate (what `optax.adamw`
   chains, with the last link per group). The optimizer state then holds only arrays shaped
   like the parameters (no `optax.multi_transform` masks), which Orbax saves and restores as is.
+  A trained LLM with frozen phases gets a first link that zeroes its gradients in them and Adam
+  per group, the LLM's held in them (`adam_per_group`).
   """
-  links = [zero_while_reconstructing(a.reconstruct_steps, ("llm",))] if a.reconstruct_steps else []
-  return optax.chain(*links, optax.clip_by_global_norm(a.grad_clip),
-                     optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1]),
-                     optax.add_decayed_weights(a.weight_decay),
+  frozen = llm_frozen(a, total_steps)
+  adam = optax.scale_by_adam(b1=a.betas[0], b2=a.betas[1])
+  if frozen:  # the LLM's gradients zeroed before the clip, its Adam held while it is
+    return optax.chain(zero_while(frozen, ("llm",)), optax.clip_by_global_norm(a.grad_clip),
+                       adam_per_group(adam, frozen, "llm"), optax.add_decayed_weights(a.weight_decay),
+                       scale_by_group_schedule(schedules(a, total_steps)))
+  return optax.chain(optax.clip_by_global_norm(a.grad_clip), adam, optax.add_decayed_weights(a.weight_decay),
                      scale_by_group_schedule(schedules(a, total_steps)))
 
 
-def zero_while_reconstructing(steps: int, groups: tuple[str, ...]) -> optax.GradientTransformation:
-  """The `groups`' gradients zeroed for the first `steps` updates (the reconstruction steps): the
-  frozen LLM neither counts in the global-norm clip nor fills its Adam moments, so the QA steps
-  start it as a fresh Adam would (its rate is 0 then as well: `schedules`)."""
+def llm_frozen(a: AlignConfig, total_steps: int):
+  """applied updates -> whether the LLM's phase holds it (its rate 0: the reconstruction steps,
+  `llm_frozen_steps`, after `llm_steps`), as a boolean array; None when the LLM does not train or
+  trains in every step."""
+  if "llm" not in a.trainable():
+    return None
+  start = a.reconstruct_steps + a.llm_frozen_steps
+  end = start + a.llm_steps if a.llm_steps else total_steps
+  if start == 0 and end >= total_steps:
+    return None
+  return lambda count: (count < start) | (count >= end)
+
+
+def zero_while(frozen, groups: tuple[str, ...]) -> optax.GradientTransformation:
+  """The `groups`' gradients zeroed in the updates where `frozen(count)` holds: a frozen LLM does
+  not count in the global-norm clip (the adapter's updates are as if it were alone)."""
   def init(params):
     del params
     return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
   def update(updates, state, params=None):
     del params
-    on = state.count >= steps
-    out = {g: jax.tree.map(lambda u: jnp.where(on, u, jnp.zeros_like(u)), sub) if g in groups else sub
+    off = frozen(state.count)
+    out = {g: jax.tree.map(lambda u: jnp.where(off, jnp.zeros_like(u), u), sub) if g in groups else sub
            for g, sub in updates.items()}
     return out, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
+
+
+class GroupAdamState(NamedTuple):
+  count: jax.Array  # updates so far (the phases' clock)
+  adam: dict  # group -> optax.ScaleByAdamState (its own moments and step count)
+
+
+def adam_per_group(adam: optax.GradientTransformation, frozen, group: str) -> optax.GradientTransformation:
+  """`adam` per parameter group, `group`'s moments and step count held where `frozen(count)`:
+  when its phase starts, its first update is a fresh Adam's (bias correction from its own first
+  step, not the run's), and after its phase its moments stay as they were."""
+  def init(params):
+    return GroupAdamState(count=jnp.zeros([], jnp.int32), adam={g: adam.init(sub) for g, sub in params.items()})
+
+  def update(updates, state, params=None):
+    off = frozen(state.count)
+    out, new = {}, {}
+    for g, sub in updates.items():
+      out[g], new[g] = adam.update(sub, state.adam[g], None if params is None else params[g])
+      if g == group:
+        out[g] = jax.tree.map(lambda u: jnp.where(off, jnp.zeros_like(u), u), out[g])
+        new[g] = jax.tree.map(lambda n, o: jnp.where(off, o, n), new[g], state.adam[g])
+    return out, GroupAdamState(count=optax.safe_increment(state.count), adam=new)
 
   return optax.GradientTransformation(init, update)
 

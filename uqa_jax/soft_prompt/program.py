@@ -52,17 +52,30 @@ def soft_token_norm(model, params, batch):
   return jnp.mean(jnp.linalg.norm(model.soft_tokens(params, batch), axis=-1))
 
 
-def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model.answer_loss, schedules=None):
+def train_step(state: AlignState, frozen, batch, *, model, tx, loss_fn=uqa_model.answer_loss, schedules=None,
+               llm_frozen=None):
   """One guarded AdamW step -> (state, metrics), on the device.
 
   `frozen` holds the groups that do not train; they are an input, never an output, so they
   cannot change. A non-finite loss, gradient norm or updated-parameter norm keeps the old
   parameters and optimizer state and counts the step as skipped (as `optax.apply_if_finite`
   does: the schedule's step count then stays behind `state.step` by the skipped steps).
+  `llm_frozen` (`optimizer.llm_frozen`: applied updates -> bool) marks a trained LLM's frozen
+  phases: there the gradient is taken of the other groups only (the LLM's weight gradients,
+  about a third of a step's work, are not computed; its gradient is zeros, as the optimizer's
+  first link would make it), so the step compiles both gradients and runs one.
   """
   params_in = state.params
   applied = state.step - state.skipped  # the updates so far: the schedules' step (skipped steps do not count)
-  loss, grads = jax.value_and_grad(lambda p: loss_fn({**frozen, **p}, batch, model=model))(params_in)
+  loss_of = lambda p: loss_fn({**frozen, **p}, batch, model=model)
+  if llm_frozen is None:
+    loss, grads = jax.value_and_grad(loss_of)(params_in)
+  else:
+    def without_llm(p):
+      rest = {g: v for g, v in p.items() if g != "llm"}
+      loss, grads = jax.value_and_grad(lambda r: loss_of({**r, "llm": p["llm"]}))(rest)
+      return loss, {**grads, "llm": jax.tree.map(jnp.zeros_like, p["llm"])}
+    loss, grads = jax.lax.cond(llm_frozen(applied), without_llm, jax.value_and_grad(loss_of), params_in)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
@@ -194,7 +207,8 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   batch_sh = parallel.logical_sharding(mesh, ("batch",), axis_rules)
   frozen_sh = {g: shardings[g] for g in inits if g not in trainable}
   sharded_step = parallel.Sharded(functools.partial(train_step, model=model, tx=tx, loss_fn=loss_fn,
-                                                    schedules=optimizer.schedules(a, total_steps)), mesh,
+                                                    schedules=optimizer.schedules(a, total_steps),
+                                                    llm_frozen=optimizer.llm_frozen(a, total_steps)), mesh,
                                   axis_rules, in_shardings=(state_sh, frozen_sh, batch_sh),
                                   out_shardings=(state_sh, None), donate_argnums=0)
   replicated = parallel.logical_sharding(mesh, (), axis_rules)  # out: every process reads all rows
