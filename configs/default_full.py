@@ -33,6 +33,10 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   trained's 400 QA steps; reconstruct_zeros is its zeros control (the same recipe on
                   zero states), in its report; reconstruct_frozen_llm: then frozen_llm's QA steps.
                   Not measured at this scale yet (the demo's scale: docs/results.md)
+  contrast        an experiment: trained plus the contrastive term (`align.contrast_weight=1`: the
+                  gold likelier with the own user's soft tokens than with the batch's previous
+                  row's user's); a second pass per step. Its zeros control is `zeros` (on zero
+                  states the term is constant, without gradient: tested), in its report
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -62,8 +66,10 @@ from configs import default
 # each aligned on its own, on the trained run's Stage 1; text20 and oracle_titles with the trained
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
-EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm")  # not in make full
+EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm",
+               "contrast")  # not in make full
 RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
+CONTRAST_WEIGHT = 1.0  # the contrastive term's weight beside the answer loss (`align.contrast_weight`)
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
@@ -100,6 +106,10 @@ def get_config(arg: str = "trained-s0"):
   elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
     a.llm_steps = 64
+  elif variant == "contrast":  # its zeros control is `zeros`: on zero states the term has no gradient
+    c.evaluate.runs = ("aligned", "shuffled_user", "floor")
+    c.report.include = (f"workdir/default_full-zeros-s{seed}",)
+    a.contrast_weight = CONTRAST_WEIGHT
   elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)
     a.reconstruct_steps = RECONSTRUCT_STEPS
     if variant == "reconstruct_zeros":

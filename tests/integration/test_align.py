@@ -127,6 +127,30 @@ def test_llm_steps_train_the_llm_then_freeze_it_while_the_adapter_goes_on(base, 
   assert moved(snapshots[2], snapshots[4], "adapter")
 
 
+def test_contrast_weight_trains_on_the_answer_loss_plus_the_contrastive_term(base, tmp_path):
+  """`align.contrast_weight=0.5`: the step's logged loss is `contrast.contrastive_loss` of the
+  parameters before it (not the plain answer loss), the stage says so, and the weight is in the
+  fingerprint (0, the old behaviour, is not)."""
+  from uqa_jax.soft_prompt import contrast
+  config, workdir = _workdir(base, tmp_path, contrast_weight=0.5)
+  parts = align.build(config, workdir)
+  state = parts.init(None)
+  batch = _batches(parts, workdir, 1)[0]
+  params = parts.params_of(state)
+  want = float(contrast.contrastive_loss(params, batch, model=parts.model, weight=0.5))
+  plain = float(uqa_model.answer_loss(params, batch, model=parts.model))
+  _, metrics = parts.step(state, batch)
+  assert float(metrics["loss"]) == pytest.approx(want, rel=1e-5) and abs(want - plain) > 1e-3
+  assert align.fingerprint(config)["align"]["contrast_weight"] == 0.5
+  assert "contrast_weight" not in align.fingerprint(_config(config.llm.model))["align"]
+  del parts, state
+  gc.collect()
+  lines = []
+  config.align.steps = 2
+  stages.run("align", config, workdir, log=lines.append)
+  assert any("loss = answer NLL + 0.5 x softplus(own - previous row's user's" in line for line in lines), lines
+
+
 def test_reconstruction_steps_hold_the_llm_then_mix_into_the_qa_steps(base, tmp_path):
   """`align.reconstruct_steps=2`, `reconstruct_every=2`, 3 QA steps, a full fine-tune: the run's
   batches are reconstruction, reconstruction, QA, reconstruction, QA; the LLM stays bit for bit in

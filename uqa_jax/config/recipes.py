@@ -84,7 +84,8 @@ class AlignConfig(TrainingLoop):
                             "llm_frozen_steps": ">= 0", "llm_steps": ">= 0", "warmup_steps": ">= 0", "betas": "in [0, 1)",
                             "weight_decay": ">= 0", "grad_clip": "> 0", "title_fit_rows": ">= 1",
                             "max_bad_steps": ">= 1", "reconstruct_steps": ">= 0", "reconstruct_every": ">= 0",
-                            "reconstruct_clicks": ">= 1", "reconstruct_learning_rate": "> 0"}
+                            "reconstruct_clicks": ">= 1", "reconstruct_learning_rate": "> 0",
+                            "contrast_weight": ">= 0"}
   mode: str = "adapter"  # choices.ALIGN_MODES: adapter | full
   user: str = "encoder"  # choices.ALIGN_USERS: encoder | zeros | random_encoder | oracle_titles | text20 | text50
   place: str = "prefix"  # choices.SPLICE_PLACES: prefix | placeholder (before the question)
@@ -114,6 +115,10 @@ class AlignConfig(TrainingLoop):
   reconstruct_clicks: int = 3
   reconstruct_fields: tuple[str, ...] = ("title",)  # choices.RECONSTRUCT_FIELDS: title | category | brand
   reconstruct_learning_rate: float = 1e-3  # LLaVA's projector-only stage: 1e-3
+  # > 0: every training batch's loss adds this weight times the logistic loss of ranking the own
+  # user above the batch's previous row's on the same answer (`soft_prompt/contrast.py`; a second
+  # forward and backward pass per step). 0: the answer loss alone.
+  contrast_weight: float = dataclasses.field(default=0.0, metadata=blocks.added_later(0.0))
   schedule: str = "constant"  # constant (official) | warmup_cosine (warm-up, cosine to a tenth)
   warmup_steps: int = 100  # schedule warmup_cosine only
   betas: tuple[float, float] = (0.9, 0.98)
@@ -145,6 +150,9 @@ class AlignConfig(TrainingLoop):
     if self.reconstructs() and self.user in choices.TEXT_CLICKS:
       raise ValueError(f"reconstruct_steps / reconstruct_every with user={self.user!r}: the history is in the "
                        "prompt as text; there are no soft tokens to reconstruct it from")
+    if self.contrast_weight and self.user in choices.TEXT_CLICKS:
+      raise ValueError(f"contrast_weight={self.contrast_weight:g} with user={self.user!r}: the history is in the "
+                       "prompt as text, which the rolled batch does not change; there is nothing to contrast")
     unknown = [f for f in self.reconstruct_fields if f not in choices.RECONSTRUCT_FIELDS]
     if unknown or not self.reconstruct_fields or len(set(self.reconstruct_fields)) != len(self.reconstruct_fields):
       raise ValueError(f"reconstruct_fields={tuple(self.reconstruct_fields)}: list each field once, from "

@@ -32,6 +32,7 @@ from uqa_jax.llm.assets import LLMSource
 from uqa_jax.runtime import keys
 from uqa_jax.runtime import parallel
 from uqa_jax.runtime import planner
+from uqa_jax.soft_prompt import contrast
 from uqa_jax.soft_prompt import model as uqa_model
 from uqa_jax.soft_prompt import optimizer
 
@@ -196,6 +197,10 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   total_steps = a.total_steps(rows)
   optimizer.check_timing(a, total_steps)
   tx = optimizer.make_optimizer(a, total_steps)
+  if a.contrast_weight:
+    if loss_fn is not uqa_model.answer_loss:
+      raise ValueError("align.contrast_weight adds to the answer loss; this caller gave its own loss_fn")
+    loss_fn = functools.partial(contrast.contrastive_loss, weight=a.contrast_weight)
 
   def init_state(params):
     return AlignState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
@@ -229,23 +234,12 @@ def _eval_rows(params, batch, *, model):
   return (*uqa_model.answer_nll(params, batch, model=model), batch["task"], batch["valid"])
 
 
-# what the encoder reads of a row: rolled together, a row gets another row's whole history
-USER_INPUTS = (*schema.FEATURE_COLUMNS, "lengths", "timestamps")
-
-
-def rolled_users(batch: dict) -> dict:
-  """The batch with each row's history replaced by the row before it's (row 0 gets the last's)."""
-  return {k: jnp.roll(v, 1, axis=0) if k in USER_INPUTS else v for k, v in batch.items()}
-
-
 def _eval_rolled_rows(params, batch, *, model):
-  """Each row's answer NLL with its own history and with the previous row's (`rolled_users`)."""
+  """Each row's answer NLL with its own history and with the previous row's (`contrast.rolled_users`)."""
   own, count = uqa_model.answer_nll(params, batch, model=model)
-  rolled_batch = rolled_users(batch)
+  rolled_batch = contrast.rolled_users(batch)
   rolled, _ = uqa_model.answer_nll(params, rolled_batch, model=model)
-  item = schema.ITEM_COLUMN
-  same = jnp.all(batch[item] == rolled_batch[item], axis=1) & (batch["lengths"] == rolled_batch["lengths"])
-  return own, rolled, count, batch["valid"] & jnp.roll(batch["valid"], 1), same
+  return own, rolled, count, batch["valid"] & jnp.roll(batch["valid"], 1), contrast.same_history(batch, rolled_batch)
 
 
 def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:

@@ -292,6 +292,10 @@ def _describe(config, prog: Program, state: AlignState, log) -> None:
       f"{prog.total_steps} steps of batch {a.batch_size}, mesh {dict(prog.mesh.shape)}")
   if a.reconstructs():
     log(align_reconstruct.describe(a, prog.total_steps - a.reconstruct_steps))
+  if a.contrast_weight:
+    log(f"align: loss = answer NLL + {a.contrast_weight:g} x softplus(own - previous row's user's answer NLL per "
+        "token), over the rows whose previous row has another history (a second pass per step; the logged loss "
+        "is the sum)")
   if prog.title_fit:
     f = prog.title_fit
     log(f"align: adapter map '{title_fit.PARAM}' starts as the ridge fit of each click's mean title embedding "

@@ -144,6 +144,8 @@ def test_reconstruction_steps_hold_the_llm_and_run_the_adapter_at_their_own_rate
     AlignConfig(reconstruct_every=1)
   with pytest.raises(ValueError, match="user='text20'"):
     AlignConfig(mode="full", user="text20", reconstruct_steps=5)
+  with pytest.raises(ValueError, match="contrast_weight=1 with user='text20'"):
+    AlignConfig(mode="full", user="text20", contrast_weight=1.0)
   with pytest.raises(ValueError, match="reconstruct_fields=\\('title', 'colour'\\)"):
     AlignConfig(reconstruct_fields=("title", "colour"))
 

@@ -187,3 +187,29 @@ def test_the_rolled_eval_gives_each_row_the_previous_rows_history_by_hand():
   one_user["valid"] = np.array([True, False])
   _, _, _, valid, same = program._eval_rolled_rows(params, one_user, model=model)
   assert same.tolist() == [True, True] and valid.tolist() == [False, False]
+
+
+def test_the_contrastive_loss_by_hand_and_nothing_to_contrast_where_the_user_is_the_same():
+  """`align.contrast_weight`: the answer loss + w * mean softplus(own - rolled per-token NLL) over
+  the rows (here both rows, their histories swapped by hand); a row whose neighbour holds its very
+  history adds nothing; on the `zeros` control the term is log 2 with no gradient at all."""
+  from uqa_jax.soft_prompt import contrast
+  model, params, batch = _setup()
+  chat_keys = ("input_ids", "attention_mask", "loss_mask")
+  swapped = {k: v if k in chat_keys else np.ascontiguousarray(v[::-1]) for k, v in batch.items()}
+  own, count = (np.asarray(x, np.float64) for x in uqa_model.answer_nll(params, batch, model=model))
+  rolled = np.asarray(uqa_model.answer_nll(params, swapped, model=model)[0], np.float64)
+  gap = own / count - rolled / count
+  want = own.sum() / count.sum() + 0.7 * np.mean(np.log1p(np.exp(gap)))
+  got = float(contrast.contrastive_loss(params, batch, model=model, weight=0.7))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert abs(gap).max() > 1e-4  # the two users' prompts differ, so the term is not log 2
+  one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in batch.items()}
+  np.testing.assert_allclose(float(contrast.contrastive_loss(params, one_user, model=model, weight=0.7)),
+                             float(uqa_model.answer_loss(params, one_user, model=model)), rtol=1e-6)
+  zeros, params, batch = _setup("zeros")
+  with_term = jax.value_and_grad(lambda p: contrast.contrastive_loss(p, batch, model=zeros, weight=0.7))(params)
+  alone = jax.value_and_grad(lambda p: uqa_model.answer_loss(p, batch, model=zeros))(params)
+  np.testing.assert_allclose(float(with_term[0]), float(alone[0]) + 0.7 * np.log(2), rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(with_term[1]), jax.tree.leaves(alone[1])):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
