@@ -36,7 +36,9 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   contrast        an experiment: trained plus the contrastive term (`align.contrast_weight=1`: the
                   gold likelier with the own user's soft tokens than with the batch's previous
                   row's user's); a second pass per step. Its zeros control is `zeros` (on zero
-                  states the term is constant, without gradient: tested), in its report
+                  states the term is constant, without gradient: tested); its report shows
+                  both beside it (the term trains on what the NLL gain over shuffled_user
+                  measures, so accuracy and the eval NLL beside trained's judge it)
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -108,7 +110,7 @@ def get_config(arg: str = "trained-s0"):
     a.llm_steps = 64
   elif variant == "contrast":  # its zeros control is `zeros`: on zero states the term has no gradient
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-    c.report.include = (f"workdir/default_full-zeros-s{seed}",)
+    c.report.include = (f"workdir/default_full-trained-s{seed}", f"workdir/default_full-zeros-s{seed}")
     a.contrast_weight = CONTRAST_WEIGHT
   elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)
     a.reconstruct_steps = RECONSTRUCT_STEPS

@@ -23,6 +23,7 @@ import numpy as np
 
 from uqa_jax.config import blocks
 from uqa_jax.config import choices
+from uqa_jax.config.recipes import AlignConfig
 from uqa_jax.config.recipes import EvaluateConfig
 from uqa_jax.data import answers as answers_lib
 from uqa_jax.data import arrow_io
@@ -55,6 +56,13 @@ def run_names(e: EvaluateConfig) -> list[str]:
   return [n for r in e.runs for n in (floor_runs(e) if r == "floor" else (r,))]
 
 
+def recipe_suffix(a: AlignConfig) -> str:
+  """What a run's alignment adds to the default recipe, for its label: " + reconstruction" etc."""
+  parts = [name for on, name in ((a.reconstructs(), "reconstruction"), (a.contrast_weight, "contrast"),
+                                 (a.llm_steps, f"LLM frozen after {a.llm_steps} steps")) if on]
+  return " + " + ", ".join(parts) if parts else ""
+
+
 def describe(config, run: str) -> dict:
   """What a run is, for the report: its label, kind, and the settings its tables group by."""
   user = config.align.user
@@ -75,6 +83,8 @@ def describe(config, run: str) -> dict:
   else:
     label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate",
                    PRIOR_FLOOR: "floor: train prior"}[run], "floor"
+  if run == "aligned" and kind in ("method", "control"):
+    label += recipe_suffix(blocks.read(config, AlignConfig))
   return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
           "input_variant": config.encoder.input_variant, "pretrain_loss": config.pretrain.loss,
           "adapter": config.adapter.name, "align_mode": config.align.mode, "align_user": user,

@@ -13,6 +13,9 @@ logistic loss of ranking the own user above another on the same answer (for a ro
 neighbour holds the very same history, or pads, there is nothing to contrast: left out). It
 costs a second forward and backward pass per step. On a user the soft tokens do not depend on
 (the `zeros` control) both NLLs are the same computation, so the term is log 2 with no gradient.
+`same_history` compares the clicks only: two rows of one user cut at different clicks (two of
+its questions, or reconstruction prefixes) count as different users; with one row a batch has
+nothing to contrast.
 Shape letters as in `soft_prompt/model.py`.
 """
 

@@ -59,13 +59,16 @@ def llm_frozen(a: AlignConfig, total_steps: int):
   """applied updates -> whether the LLM's phase holds it (its rate 0: the reconstruction steps,
   `llm_frozen_steps`, after `llm_steps`), as a boolean array; None when the LLM does not train or
   trains in every step."""
-  if "llm" not in a.trainable():
+  if not holds_llm(a):
     return None
   start = a.reconstruct_steps + a.llm_frozen_steps
   end = start + a.llm_steps if a.llm_steps else total_steps
-  if start == 0 and end >= total_steps:
-    return None
   return lambda count: (count < start) | (count >= end)
+
+
+def holds_llm(a: AlignConfig) -> bool:
+  """Whether a trained LLM has phases that hold it (then the step and the optimizer treat it apart)."""
+  return "llm" in a.trainable() and bool(a.reconstruct_steps or a.llm_frozen_steps or a.llm_steps)
 
 
 def zero_while(frozen, groups: tuple[str, ...]) -> optax.GradientTransformation:

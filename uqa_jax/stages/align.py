@@ -71,6 +71,7 @@ from uqa_jax.runtime import scalars
 from uqa_jax.runtime import workdir as workdir_lib
 from uqa_jax.soft_prompt import export as align_export
 from uqa_jax.soft_prompt import model as uqa_model
+from uqa_jax.soft_prompt import optimizer
 from uqa_jax.soft_prompt import program as program_lib
 from uqa_jax.soft_prompt import title_init
 from uqa_jax.soft_prompt.program import AlignState, Program
@@ -101,7 +102,10 @@ def fingerprint(config) -> dict:
   i = blocks.read(config, pipeline.InputConfig)
   # length_window orders the training rows (0, the order before it existed, stays out);
   # widths only cut padding, which changes no number (tests/unit/soft_prompt/test_uqa_model.py).
-  return {"align": {k: v for k, v in blocks.fingerprint(a).items() if k not in unused},
+  # a held LLM's phases: no gradient, out of the clip, its own Adam clock (workdirs made before
+  # this key computed them otherwise and are not reused)
+  held = {"held_llm": "own_adam"} if optimizer.holds_llm(a) else {}
+  return {"align": {**{k: v for k, v in blocks.fingerprint(a).items() if k not in unused}, **held},
           "adapter": blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": blocks.fingerprint(blocks.read(config, LLMSource)),
           "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {}),

@@ -191,25 +191,58 @@ def test_the_rolled_eval_gives_each_row_the_previous_rows_history_by_hand():
 
 def test_the_contrastive_loss_by_hand_and_nothing_to_contrast_where_the_user_is_the_same():
   """`align.contrast_weight`: the answer loss + w * mean softplus(own - rolled per-token NLL) over
-  the rows (here both rows, their histories swapped by hand); a row whose neighbour holds its very
-  history adds nothing; on the `zeros` control the term is log 2 with no gradient at all."""
+  the contrasted rows. Three rows with histories A, B, A: row r is scored with row r-1's history
+  (by hand: A with A's is left out, B with A's, A with B's); a row with no answer token or not
+  valid adds nothing. The term's gradient reaches the parameters; on the `zeros` control the
+  term is log 2 with no gradient at all."""
   from uqa_jax.soft_prompt import contrast
-  model, params, batch = _setup()
+  model, params, two = _setup()
   chat_keys = ("input_ids", "attention_mask", "loss_mask")
-  swapped = {k: v if k in chat_keys else np.ascontiguousarray(v[::-1]) for k, v in batch.items()}
-  own, count = (np.asarray(x, np.float64) for x in uqa_model.answer_nll(params, batch, model=model))
-  rolled = np.asarray(uqa_model.answer_nll(params, swapped, model=model)[0], np.float64)
-  gap = own / count - rolled / count
-  want = own.sum() / count.sum() + 0.7 * np.mean(np.log1p(np.exp(gap)))
-  got = float(contrast.contrastive_loss(params, batch, model=model, weight=0.7))
-  np.testing.assert_allclose(got, want, rtol=1e-5)
-  assert abs(gap).max() > 1e-4  # the two users' prompts differ, so the term is not log 2
-  one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in batch.items()}
+  rows = [0, 1, 0]
+  batch = {k: np.stack([v[r] for r in rows]) for k, v in two.items() if k not in chat_keys}
+  batch["valid"] = np.ones(3, bool)  # one key set for every variant below: one compilation each
+  rng = np.random.default_rng(3)
+  batch["input_ids"] = rng.integers(1, LLM_CFG.vocab_size, size=(3, 9)).astype(np.int32)
+  batch["attention_mask"] = np.ones((3, 9), np.int32)
+  batch["loss_mask"] = np.array([[0] * 5 + [1] * 4, [0] * 6 + [1] * 3, [0] * 4 + [1] * 5], np.int32)
+  with_history = lambda r, h: {**{k: v[r:r + 1] for k, v in batch.items() if k in chat_keys + ("valid",)},
+                               **{k: v[h:h + 1] for k, v in batch.items() if k not in chat_keys + ("valid",)}}
+  nll_of = jax.jit(functools.partial(uqa_model.answer_nll, model=model))  # jitted: the tier's time
+  nll = functools.lru_cache(maxsize=None)(lambda r, h: [float(x[0]) for x in nll_of(params, with_history(r, h))])
+  loss = jax.jit(functools.partial(contrast.contrastive_loss, model=model, weight=0.7))
+
+  def by_hand(weight, contrasted):
+    own = [nll(r, r) for r in range(3)]
+    answer = sum(n for n, _ in own) / sum(c for _, c in own)
+    terms = [np.log1p(np.exp(own[r][0] / own[r][1] - nll(r, (r - 1) % 3)[0] / own[r][1])) for r in contrasted]
+    return answer + weight * (np.mean(terms) if terms else 0.0)
+
+  got = float(loss(params, batch))
+  np.testing.assert_allclose(got, by_hand(0.7, contrasted=[1, 2]), rtol=1e-5)
+  _, rolled, _, contrasted = (np.asarray(x) for x in jax.jit(functools.partial(contrast.gaps, model=model))(params, batch))
+  np.testing.assert_allclose(rolled, [nll(r, (r - 1) % 3)[0] for r in range(3)], rtol=1e-6)
+  other_way = np.asarray([nll(r, (r + 1) % 3)[0] for r in range(3)])
+  assert np.abs(rolled - other_way).max() > 1e-3 and contrasted.tolist() == [False, True, True]
+  no_answer = dict(batch, loss_mask=batch["loss_mask"] * np.array([[1], [0], [1]], np.int32))
+  (own_0, count_0), (own_2, count_2) = nll(0, 0), nll(2, 2)
+  term_2 = np.log1p(np.exp(own_2 / count_2 - nll(2, 1)[0] / count_2))
+  np.testing.assert_allclose(float(loss(params, no_answer)),
+                             (own_0 + own_2) / (count_0 + count_2) + 0.7 * term_2, rtol=1e-5)
+  not_valid = dict(batch, valid=np.array([True, True, False]))  # row 2 out, and row 0's neighbour is row 2
+  own = [nll(r, r) for r in range(2)]
+  term_1 = np.log1p(np.exp(own[1][0] / own[1][1] - nll(1, 0)[0] / own[1][1]))
+  np.testing.assert_allclose(float(loss(params, not_valid)),
+                             (own[0][0] + own[1][0]) / (own[0][1] + own[1][1]) + 0.7 * term_1, rtol=1e-5)
+  one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in two.items()}
   np.testing.assert_allclose(float(contrast.contrastive_loss(params, one_user, model=model, weight=0.7)),
                              float(uqa_model.answer_loss(params, one_user, model=model)), rtol=1e-6)
-  zeros, params, batch = _setup("zeros")
-  with_term = jax.value_and_grad(lambda p: contrast.contrastive_loss(p, batch, model=zeros, weight=0.7))(params)
-  alone = jax.value_and_grad(lambda p: uqa_model.answer_loss(p, batch, model=zeros))(params)
+  grads = lambda fn, m, b: jax.jit(jax.grad(lambda p: fn(p, b, model=m)))(params)
+  with_term = grads(functools.partial(contrast.contrastive_loss, weight=0.7), model, batch)
+  alone = grads(uqa_model.answer_loss, model, batch)
+  assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(with_term), jax.tree.leaves(alone)))
+  zeros, params, two = _setup("zeros")
+  with_term = jax.jit(jax.value_and_grad(lambda p: contrast.contrastive_loss(p, two, model=zeros, weight=0.7)))(params)
+  alone = jax.jit(jax.value_and_grad(lambda p: uqa_model.answer_loss(p, two, model=zeros)))(params)
   np.testing.assert_allclose(float(with_term[0]), float(alone[0]) + 0.7 * np.log(2), rtol=1e-6)
   for x, y in zip(jax.tree.leaves(with_term[1]), jax.tree.leaves(alone[1])):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
