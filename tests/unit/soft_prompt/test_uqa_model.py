@@ -233,16 +233,12 @@ def test_the_contrastive_loss_by_hand_and_nothing_to_contrast_where_the_user_is_
   term_1 = np.log1p(np.exp(own[1][0] / own[1][1] - nll(1, 0)[0] / own[1][1]))
   np.testing.assert_allclose(float(loss(params, not_valid)),
                              (own[0][0] + own[1][0]) / (own[0][1] + own[1][1]) + 0.7 * term_1, rtol=1e-5)
-  one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in two.items()}
-  np.testing.assert_allclose(float(contrast.contrastive_loss(params, one_user, model=model, weight=0.7)),
-                             float(uqa_model.answer_loss(params, one_user, model=model)), rtol=1e-6)
-  grads = lambda fn, m, b: jax.jit(jax.grad(lambda p: fn(p, b, model=m)))(params)
-  with_term = grads(functools.partial(contrast.contrastive_loss, weight=0.7), model, batch)
-  alone = grads(uqa_model.answer_loss, model, batch)
-  assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(with_term), jax.tree.leaves(alone)))
+  both = lambda m, b: jax.jit(lambda p: (jax.value_and_grad(lambda q: contrast.contrastive_loss(q, b, model=m, weight=0.7))(p),
+                                         jax.value_and_grad(lambda q: uqa_model.answer_loss(q, b, model=m))(p)))
+  with_term, alone = both(model, batch)(params)
+  assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(with_term[1]), jax.tree.leaves(alone[1])))
   zeros, params, two = _setup("zeros")
-  with_term = jax.jit(jax.value_and_grad(lambda p: contrast.contrastive_loss(p, two, model=zeros, weight=0.7)))(params)
-  alone = jax.jit(jax.value_and_grad(lambda p: uqa_model.answer_loss(p, two, model=zeros)))(params)
+  with_term, alone = both(zeros, two)(params)
   np.testing.assert_allclose(float(with_term[0]), float(alone[0]) + 0.7 * np.log(2), rtol=1e-6)
   for x, y in zip(jax.tree.leaves(with_term[1]), jax.tree.leaves(alone[1])):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
