@@ -38,7 +38,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   row's user's); a second pass per step. Its zeros control is `zeros` (on zero
                   states the term is constant, without gradient: tested); its report shows
                   both beside it (the term trains on what the NLL gain over shuffled_user
-                  measures, so accuracy and the eval NLL beside trained's judge it)
+                  measures, so accuracy and the eval NLL beside trained's judge it). At the
+                  demo's scale it did not help (docs/results.md); not measured at this scale
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
