@@ -61,6 +61,8 @@ Measured (README, "Making the benchmark discriminate"), seeds 0 and 1: the train
 prompt raises the gold's likelihood over a shuffled user's beyond noise (+0.087 / +0.097
 nats/token; IT, SI, LI, DF) without changing accuracy beyond noise (+1.0 [-0.8, +2.7] / +0.8
 [-0.8, +2.3] points over shuffled_user): the goal (beat shuffled_user and zeros) is not met.
+Seed 0 rerun with ranked_all (2026-12-05, docs/results.md): 19.6% against 15.8% (shuffled_user)
+and 15.6% (zeros), both beaten beyond noise, below the train prior (22.5%); official unchanged.
 """
 
 from configs import ablations
