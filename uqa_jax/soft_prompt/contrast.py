@@ -42,23 +42,28 @@ def same_history(batch: dict, rolled: dict):
 
 
 def gaps(params, batch, *, model: uqa_model.UQAModel):
-  """(own nll [B], rolled nll [B], token count [B], contrasted [B]): summed answer NLLs with the
-  own and the neighbour's history; contrasted: both rows real, with answer tokens, and the
-  histories different."""
+  """Each row's summed answer NLL with its own history and with the previous row's:
+  (own [B], rolled [B], token count [B], valid [B]: the row and the one before it real,
+  same [B]: the two histories equal). Stage 2's rolled eval and the contrastive term both read it."""
   own_B, count_B = uqa_model.answer_nll(params, batch, model=model)
   rolled = rolled_users(batch)
   rolled_B, _ = uqa_model.answer_nll(params, rolled, model=model)
   valid_B = batch["valid"] if "valid" in batch else jnp.ones_like(count_B, bool)
-  contrasted_B = valid_B & jnp.roll(valid_B, 1) & (count_B > 0) & ~same_history(batch, rolled)
-  return own_B, rolled_B, count_B, contrasted_B
+  return own_B, rolled_B, count_B, valid_B & jnp.roll(valid_B, 1), same_history(batch, rolled)
+
+
+def contrasted(count_B, valid_B, same_B):
+  """[B] the rows the term compares: both rows real, with answer tokens, the histories different."""
+  return valid_B & (count_B > 0) & ~same_B
 
 
 def contrastive_loss(params, batch, *, model: uqa_model.UQAModel, weight: float):
   """The mean answer cross-entropy (as `uqa_model.answer_loss`) + weight * the mean over the
   contrasted rows of softplus(own - rolled), per-token NLLs (0 when no row is contrasted)."""
-  own_B, rolled_B, count_B, contrasted_B = gaps(params, batch, model=model)
+  own_B, rolled_B, count_B, valid_B, same_B = gaps(params, batch, model=model)
+  on_B = contrasted(count_B, valid_B, same_B)
   answer = jnp.sum(own_B) / jnp.maximum(jnp.sum(count_B), 1.0)
   per_token = lambda nll_B: nll_B / jnp.maximum(count_B, 1.0)
   term_B = jax.nn.softplus(per_token(own_B) - per_token(rolled_B))
-  n = jnp.sum(contrasted_B)
-  return answer + weight * jnp.sum(jnp.where(contrasted_B, term_B, 0.0)) / jnp.maximum(n, 1)
+  n = jnp.sum(on_B)
+  return answer + weight * jnp.sum(jnp.where(on_B, term_B, 0.0)) / jnp.maximum(n, 1)

@@ -219,7 +219,7 @@ def program(config, model: uqa_model.UQAModel, has_time: bool, mesh, rows: int,
   replicated = parallel.logical_sharding(mesh, (), axis_rules)  # out: every process reads all rows
   eval_nll = parallel.Sharded(functools.partial(_eval_rows, model=model), mesh, axis_rules,
                               in_shardings=(shardings, batch_sh), out_shardings=replicated)
-  eval_rolled = parallel.Sharded(functools.partial(_eval_rolled_rows, model=model), mesh, axis_rules,
+  eval_rolled = parallel.Sharded(functools.partial(contrast.gaps, model=model), mesh, axis_rules,
                                  in_shardings=(shardings, batch_sh), out_shardings=replicated)
   return Program(cfg=a, model=model, mesh=mesh, total_steps=total_steps, inits=inits, shardings=shardings, trainable=trainable,
                  state_shardings=state_sh, batch_sharding=batch_sh,
@@ -232,14 +232,6 @@ def _eval_rows(params, batch, *, model):
   """(nll [B], tokens [B]) and the rows' task and valid flags: with several processes each holds
   only its block of the batch's rows, so the host reads them back from the global batch."""
   return (*uqa_model.answer_nll(params, batch, model=model), batch["task"], batch["valid"])
-
-
-def _eval_rolled_rows(params, batch, *, model):
-  """Each row's answer NLL with its own history and with the previous row's (`contrast.rolled_users`)."""
-  own, count = uqa_model.answer_nll(params, batch, model=model)
-  rolled_batch = contrast.rolled_users(batch)
-  rolled, _ = uqa_model.answer_nll(params, rolled_batch, model=model)
-  return own, rolled, count, batch["valid"] & jnp.roll(batch["valid"], 1), contrast.same_history(batch, rolled_batch)
 
 
 def make_model(config, encoder, llm_cfg, embed_rms: float = 1.0) -> uqa_model.UQAModel:

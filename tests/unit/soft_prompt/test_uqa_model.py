@@ -171,12 +171,12 @@ def test_the_rolled_eval_gives_each_row_the_previous_rows_history_by_hand():
   """Stage 2's reconstruction eval: each row's answer NLL with its own history and with the row
   before it's (here: the two rows swapped by hand, every encoder input, the chat kept); rows
   whose two histories are equal are flagged `same`, padding rows and their neighbours not `valid`."""
-  from uqa_jax.soft_prompt import program
+  from uqa_jax.soft_prompt import contrast
   model, params, batch = _setup()
   batch["valid"] = np.array([True, True])
   chat_keys = ("input_ids", "attention_mask", "loss_mask", "valid")
   swapped = {k: v if k in chat_keys else np.ascontiguousarray(v[::-1]) for k, v in batch.items()}
-  own, rolled, count, valid, same = program._eval_rolled_rows(params, batch, model=model)
+  own, rolled, count, valid, same = contrast.gaps(params, batch, model=model)
   want_own, want_count = uqa_model.answer_nll(params, batch, model=model)
   want_rolled, _ = uqa_model.answer_nll(params, swapped, model=model)
   np.testing.assert_allclose(own, want_own, rtol=1e-6)
@@ -185,7 +185,7 @@ def test_the_rolled_eval_gives_each_row_the_previous_rows_history_by_hand():
   assert not np.allclose(own, rolled) and valid.tolist() == [True, True] and same.tolist() == [False, False]
   one_user = {k: v if k in chat_keys else np.stack([v[0], v[0]]) for k, v in batch.items()}
   one_user["valid"] = np.array([True, False])
-  _, _, _, valid, same = program._eval_rolled_rows(params, one_user, model=model)
+  _, _, _, valid, same = contrast.gaps(params, one_user, model=model)
   assert same.tolist() == [True, True] and valid.tolist() == [False, False]
 
 
@@ -219,10 +219,10 @@ def test_the_contrastive_loss_by_hand_and_nothing_to_contrast_where_the_user_is_
 
   got = float(loss(params, batch))
   np.testing.assert_allclose(got, by_hand(0.7, contrasted=[1, 2]), rtol=1e-5)
-  _, rolled, _, contrasted = (np.asarray(x) for x in jax.jit(functools.partial(contrast.gaps, model=model))(params, batch))
+  _, rolled, count, valid, same = (np.asarray(x) for x in jax.jit(functools.partial(contrast.gaps, model=model))(params, batch))
   np.testing.assert_allclose(rolled, [nll(r, (r - 1) % 3)[0] for r in range(3)], rtol=1e-6)
   other_way = np.asarray([nll(r, (r + 1) % 3)[0] for r in range(3)])
-  assert np.abs(rolled - other_way).max() > 1e-3 and contrasted.tolist() == [False, True, True]
+  assert np.abs(rolled - other_way).max() > 1e-3 and contrast.contrasted(count, valid, same).tolist() == [False, True, True]
   no_answer = dict(batch, loss_mask=batch["loss_mask"] * np.array([[1], [0], [1]], np.int32))
   (own_0, count_0), (own_2, count_2) = nll(0, 0), nll(2, 2)
   term_2 = np.log1p(np.exp(own_2 / count_2 - nll(2, 1)[0] / count_2))
