@@ -9,8 +9,10 @@ disk is reported with the step it hit; a save that cannot fit the disk is refuse
 starts, and one that fills it is reported (`runtime/disk.py`) with Orbax's partial directory
 removed. A newest step that cannot be read back (truncated, damaged) is named, moved aside to
 `<directory>-unreadable/<step>-<time>`, and the next newest is tried, down to none (then the run
-starts from step 0, saying so): the step resumed from is always the newest that restores whole.
-Running out of memory while restoring is not damage: it is raised as it is. With several
+starts from step 0, saying so, with the data iterator back at its start): the step resumed from
+is always the newest that restores whole. A step whose saved tensors are not the ones this run
+expects (another model, optimizer or code wrote it: names or shapes differ) is stale, not damaged:
+an error naming it and the first tensors that differ, the step left where it is. Running out of memory while restoring is not damage: it is raised as it is. With several
 processes a damaged step is an error naming it (moving it aside is left to the user: each process
 would otherwise decide alone).
 """
@@ -37,6 +39,28 @@ def _grain(data_iterator):
 
 class CheckpointUnreadable(errors.Refused, ValueError):
   """A checkpoint step that cannot be read back, in a run of several processes."""
+
+
+class CheckpointStale(errors.Refused, ValueError):
+  """A checkpoint step written by another model, optimizer or code than the run's."""
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """{"opt_state/0/mu/params/kernel": shape} of a state tree or of Orbax's metadata of one (the
+  names Orbax saves under: dict keys, attribute names, sequence indices)."""
+  flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=False), sep="/")
+  return {k: tuple(v.shape) for k, v in flat.items() if hasattr(v, "shape")}
+
+
+def stale(saved: dict[str, tuple], expected: dict[str, tuple], limit: int = 3) -> list[str]:
+  """The differences between a saved state's tensors and the expected ones, by name and shape
+  (dtypes are not compared: a Python int step saves as int64 and restores cast), up to `limit`
+  then a count; [] when they match."""
+  out = [f"{k}: saved {saved[k]}, expected {expected[k]}" for k in sorted(saved.keys() & expected.keys())
+         if saved[k] != expected[k]]
+  out += [f"{k}: expected, not saved" for k in sorted(expected.keys() - saved.keys())]
+  out += [f"{k}: saved, not expected" for k in sorted(saved.keys() - expected.keys())]
+  return out[:limit] + ([f"{len(out) - limit} more"] if len(out) > limit else [])
 
 
 def _out_of_memory(error: Exception) -> bool:
@@ -79,15 +103,33 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(_grain(data_iterator))))
     return restored["state"]
 
+  def _check_not_stale(self, step: int, abstract_state) -> None:
+    """CheckpointStale when step `step`'s saved tensors differ from `abstract_state`'s by name or
+    shape; a step whose metadata cannot be read is left for the restore to find damaged."""
+    try:
+      saved = _shapes(self.manager.item_metadata(step)["state"].tree)
+    except Exception:  # pylint: disable=broad-exception-caught (unreadable metadata: damage, handled below)
+      return
+    if differ := stale(saved, _shapes(abstract_state)):
+      where = os.path.join(self.directory, str(step))
+      raise CheckpointStale(
+          f"checkpoint {where} holds another state than this run's (another model, optimizer or code wrote "
+          f"it): {'; '.join(differ)}. It is left in place: rerun with the code and config that wrote it, or "
+          f"move {self.directory} away to start this stage over")
+
   def restore_latest(self, abstract_state, data_iterator, log):
-    """(step, state) from the newest step that restores whole, else (None, None); each newer step
-    that fails is logged by name and moved aside, so a later save of that step does not collide."""
+    """(step, state) from the newest step that restores whole, else (None, None) with
+    `data_iterator` where it was; each newer step that fails is logged by name and moved aside, so
+    a later save of that step does not collide. A stale step (another state's tensors) is an error."""
+    start = data_iterator.get_state()  # a failed restore may have moved it before the state failed
     while (step := self.manager.latest_step()) is not None:
+      self._check_not_stale(step, abstract_state)
       try:
         return step, self.restore(step, abstract_state, data_iterator)
       except Exception as e:  # pylint: disable=broad-exception-caught (a read failure: the step is bad)
         if _out_of_memory(e):
           raise
+        data_iterator.set_state(start)
         where = os.path.join(self.directory, str(step))
         if jax.process_count() > 1:
           raise CheckpointUnreadable(f"checkpoint {where} cannot be read back ({type(e).__name__}: "

@@ -48,7 +48,8 @@ def eval_batches(fn, path: str, pipe, sharding, tokenizer=None, reconstruct=None
 
 def start(ckpt, init, state_shardings, data, seed: int, log, name: str):
   """The newest checkpoint in `ckpt` that reads back whole (moving `data` to its position; an
-  unreadable newer one is named and moved aside), else `init(PRNGKey(seed))`."""
+  unreadable newer one is named and moved aside; a stale one, another state's tensors, is an
+  error), else `init(PRNGKey(seed))` with `data` at its start."""
   if ckpt.latest_step() is None:
     return init(keys.host(seed))
   latest, state = ckpt.restore_latest(
