@@ -20,8 +20,9 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   text20          the reading ceiling: no encoder, the LLM fine-tuned on the same budget with the
                   last 20 clicked titles written above each question (its shuffled_user writes
                   another user's titles); with oracle_titles and trained it makes the report's
-                  reading ladder. Its chats are ~290 tokens instead of ~40, so its Stage 2 is
-                  several times the trained run's on CPU (not yet measured)
+                  reading ladder. Its chats are ~310 tokens instead of ~40 (batches cut to 320
+                  or 384: configs/ablations.py TEXT_WIDTHS), so its Stage 2 is several times the
+                  trained run's on CPU
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`
   frozen_llm      an experiment (issue 29's official recipe): the LLM trains for the first 64 of the
@@ -131,5 +132,5 @@ def get_config(arg: str = "trained-s0"):
     if variant in ("oracle_titles", "text20"):
       a.adapter_init = "random"  # oracle: its map starts as the identity instead; text20 has no adapter
     if variant == "text20":  # the last 20 titles written above each question: ~290 chat tokens
-      c.input.max_text_len, c.input.widths = ablations.TEXT_MAX_LEN[variant], ()
+      c.input.max_text_len, c.input.widths = ablations.TEXT_MAX_LEN[variant], ablations.TEXT_WIDTHS[variant]
   return c
