@@ -26,7 +26,8 @@ VARIANTS = ("no_text", "no_side", "cl", "zeros", "random_encoder", "oracle_title
 TEXT_MAX_LEN = {"text20": 512, "text50": 1024}  # chat tokens with the titles in: ~290 / ~640 on average
 # text20's batches cut to these (text, answer) widths: a batch's longest chat is 285-360 tokens
 # (median 306; default_full seed 0, 400 batches of 8), so most batches take 320 instead of 512
-# (widths cut padding only: no number changes). text50's lengths are not measured: no widths.
+# (widths cut padding only: the numbers change by float rounding at most). text50's lengths are
+# not measured: no widths. A multi-process run refuses widths: pass --config.input.widths="()".
 TEXT_WIDTHS = {"text20": ((320, 40), (384, 40)), "text50": ()}
 
 

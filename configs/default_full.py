@@ -20,8 +20,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   text20          the reading ceiling: no encoder, the LLM fine-tuned on the same budget with the
                   last 20 clicked titles written above each question (its shuffled_user writes
                   another user's titles); with oracle_titles and trained it makes the report's
-                  reading ladder. Its chats are ~310 tokens instead of ~40 (batches cut to 320
-                  or 384: configs/ablations.py TEXT_WIDTHS), so its Stage 2 is several times the
+                  reading ladder. Its chats are ~290 tokens instead of ~40 (a batch's longest:
+                  median 306; cut to 320 or 384: configs/ablations.py TEXT_WIDTHS), so its Stage 2 is several times the
                   trained run's on CPU
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`

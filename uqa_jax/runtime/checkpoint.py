@@ -12,9 +12,10 @@ removed. A newest step that cannot be read back (truncated, damaged) is named, m
 starts from step 0, saying so, with the data iterator back at its start): the step resumed from
 is always the newest that restores whole. A step whose saved tensors are not the ones this run
 expects (another model, optimizer or code wrote it: names or shapes differ) is stale, not damaged:
-an error naming it and the first tensors that differ, the step left where it is. Running out of memory while restoring is not damage: it is raised as it is. With several
-processes a damaged step is an error naming it (moving it aside is left to the user: each process
-would otherwise decide alone).
+an error naming it and the first tensors that differ, the step left where it is. Running out of
+memory while restoring is not damage: it is raised as it is. With several processes a damaged
+step is an error naming it (moving it aside is left to the user: each process would otherwise
+decide alone).
 """
 
 import os
@@ -48,8 +49,7 @@ class CheckpointStale(errors.Refused, ValueError):
 def _shapes(tree) -> dict[str, tuple]:
   """{"opt_state/0/mu/params/kernel": shape} of a state tree or of Orbax's metadata of one (the
   names Orbax saves under: dict keys, attribute names, sequence indices)."""
-  flat = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree, keep_empty_nodes=False), sep="/")
-  return {k: tuple(v.shape) for k, v in flat.items() if hasattr(v, "shape")}
+  return {k: tuple(v.shape) for k, v in ocp.tree.to_flat_dict(tree, sep="/").items() if hasattr(v, "shape")}
 
 
 def stale(saved: dict[str, tuple], expected: dict[str, tuple], limit: int = 3) -> list[str]:
@@ -76,8 +76,10 @@ class Checkpointer:
     self._writing = None  # the step directory an unfinished background save is writing
 
   def _manager(self):
+    # the handlers named up front: a new run's manager reads a step's metadata before restoring it
     return ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
