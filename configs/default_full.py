@@ -21,8 +21,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   last 20 clicked titles written above each question (its shuffled_user writes
                   another user's titles); with oracle_titles and trained it makes the report's
                   reading ladder. Its chats are ~290 tokens instead of ~40 (a batch's longest:
-                  median 306; cut to 320 or 384: configs/ablations.py TEXT_WIDTHS), so its Stage 2 is several times the
-                  trained run's on CPU
+                  median 306; cut to 320 or 384: configs/ablations.py TEXT_WIDTHS), so its
+                  Stage 2 is several times the trained run's on CPU
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`
   frozen_llm      an experiment (issue 29's official recipe): the LLM trains for the first 64 of the
