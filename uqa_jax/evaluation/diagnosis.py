@@ -197,7 +197,7 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
                 f"({c['changed'] / c['n']:.0%}); {c['own_only']} are right with the own prompt only, "
                 f"{c['other_only']} with the shuffled one only.")
   if method is not None:
-    versus = [c for c in comps if c["method_dir"] == method["dir"] and c["other"] == "shuffled_user"
+    versus = [c for c in comps if c["method_dir"] == method["dir"] and tables.control_of(c) == "shuffled_user"
               and c["variant"] == "official" and "p_value" in c]
     if versus:
       holds["answers"] = beats(versus[0])

@@ -56,10 +56,11 @@ def run_names(e: EvaluateConfig) -> list[str]:
   return [n for r in e.runs for n in (floor_runs(e) if r == "floor" else (r,))]
 
 
-def recipe_suffix(a: AlignConfig) -> str:
+def recipe_suffix(a: AlignConfig, train_questions: int = 1) -> str:
   """What a run's alignment adds to the default recipe, for its label: " + reconstruction" etc."""
   parts = [name for on, name in ((a.reconstructs(), "reconstruction"), (a.contrast_weight, "contrast"),
-                                 (a.llm_steps, f"LLM frozen after {a.llm_steps} steps")) if on]
+                                 (a.llm_steps, f"LLM frozen after {a.llm_steps} steps"),
+                                 (train_questions > 1, f"{train_questions} question rounds")) if on]
   return " + " + ", ".join(parts) if parts else ""
 
 
@@ -84,7 +85,7 @@ def describe(config, run: str) -> dict:
     label, kind = {"floor_constant": "floor: best constant", "floor_first_candidate": "floor: first candidate",
                    PRIOR_FLOOR: "floor: train prior"}[run], "floor"
   if run == "aligned" and kind in ("method", "control"):
-    label += recipe_suffix(blocks.read(config, AlignConfig))
+    label += recipe_suffix(blocks.read(config, AlignConfig), blocks.read(config, DataConfig).train_questions)
   return {"run": run, "label": label, "kind": kind, "encoder": config.encoder.name,
           "input_variant": config.encoder.input_variant, "pretrain_loss": config.pretrain.loss,
           "adapter": config.adapter.name, "align_mode": config.align.mode, "align_user": user,

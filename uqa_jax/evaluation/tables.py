@@ -37,8 +37,13 @@ def collect(workdirs: list[str]) -> list[dict]:
              "workdir": workdir} for run in runs]
     # An included workdir's own controls (its shuffled_user, its floors) are named after its
     # aligned model where the label is taken: "shuffled_user of oracle reader (...)".
-    aligned = next((r["label"] for r in mine if r["run"] == "aligned"), os.path.basename(workdir))
+    # Two aligned models of one label (the same recipe in two workdirs) are told apart by their
+    # workdir's name: "trmpp (default_full-trained-s0)".
     taken = {r["label"] for r in found}
+    for r in mine:
+      if r["run"] == "aligned" and r["label"] in taken:
+        r["label"] = f"{r['label']} ({os.path.basename(os.path.normpath(workdir))})"
+    aligned = next((r["label"] for r in mine if r["run"] == "aligned"), os.path.basename(workdir))
     for r in mine:
       if r["run"] != "aligned" and r["label"] in taken:
         r["label"] = f"{r['label']} of {aligned}"
@@ -133,8 +138,20 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
         except paired.NothingScored as e:  # e.g. a floor has no ranked predictions
           c = {"variant": variant, "skipped": str(e)}
         out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
-                    "other_dir": other["dir"], **c})
+                    "other_dir": other["dir"], "other_run": other["run"], "other_user": other.get("align_user"),
+                    **c})
   return out
+
+
+def control_of(c: dict) -> str | None:
+  """The control a comparison is against, by what the other run is rather than by its label
+  (which a recipe or a workdir's name extends): "shuffled_user" (the method's own model with
+  another user's prompt), "zeros" (a model aligned on zero states), or None."""
+  if c.get("other_run") == "shuffled_user" and os.path.dirname(c["other_dir"]) == os.path.dirname(c["method_dir"]):
+    return "shuffled_user"
+  if c.get("other_run") == "aligned" and c.get("other_user") == "zeros":
+    return "zeros"
+  return None
 
 
 def shuffled_of(results: list[dict], method: dict | None) -> dict | None:
@@ -244,14 +261,14 @@ def _prior_note(results, m, comps, variant) -> str:
 def _verdict_parts(m, comps, variant) -> str:
   parts = []
   for control in ("shuffled_user", "zeros"):
-    found = [c for c in comps if c["method_dir"] == m["dir"] and c["other"] == control and c["variant"] == variant]
+    found = [c for c in comps if c["method_dir"] == m["dir"] and control_of(c) == control and c["variant"] == variant]
     if not found:
       parts.append(f"{control}: not run")
     elif "p_value" not in found[0]:
-      parts.append(f"{control}: not comparable ({found[0]['skipped']})")
+      parts.append(f"{found[0]['other']}: not comparable ({found[0]['skipped']})")
     else:
       c = found[0]
-      parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {control} "
+      parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {c['other']} "
                    f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
   return "; ".join(parts)
 
