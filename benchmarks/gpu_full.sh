@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # configs/default_full.py for one seed on a lent GPU machine (the `device` tool), the same order
 # as `make full`: trained (data .. diagnose), then each control on a copy of its Stage 1, then
-# trained's report. Each finished workdir is packed into $OUT/<variant>-s<seed>.tgz without its
+# the reports (trained's, and any other variant's that joins workdirs). Each finished workdir is packed into $OUT/<variant>-s<seed>.tgz without its
 # checkpoints, align export and data (regenerated from the seed where needed), so that the
 # report and `python -m uqa_jax.tools.seeds` run here on what comes back.
 #
@@ -38,7 +38,8 @@
 # Stage 3's questions/s, and the "=== <variant>: rc ... after N s" lines.
 # Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
 #   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
-#   --config.align.steps=2 --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9
+#   --config.align.steps=2 --config.align.warmup_steps=1 --config.evaluate.max_questions=8"
+#   bash benchmarks/gpu_full.sh 9
 set -uo pipefail
 seed="$1"; shift
 out="${OUT:-/tmp/gpu_full}"; mkdir -p "$out"
@@ -57,6 +58,7 @@ if [ ${#variants[@]} -eq 0 ]; then
   read -ra variants <<< "trained $($PY -c 'from configs import default_full; print(*default_full.CONTROLS)')"
 fi
 read -ra extra <<< "${GPU_FULL_ARGS:-}"
+read -ra own_stage1 <<< "$($PY -c 'from configs import default_full; print(*default_full.OWN_STAGE1)')"
 w=workdir/default_full
 # input.workers=1: the platform default there (8 grain workers a process) would start ~40 with the
 # variants side by side on 16 cores, next to their compilation; report.figures=False: matplotlib
@@ -79,6 +81,8 @@ echo "=== Stage 1: $(( $(date +%s) - start )) s"
 for v in "${variants[@]}"; do
   if [ "$v" = trained ]; then
     stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')"
+  elif [[ " ${own_stage1[*]} " == *" $v "* ]]; then  # other data than trained's: its own Stage 1
+    stages="('data', 'pretrain', 'align', 'evaluate')"
   else
     stages="('data', 'pretrain', 'align', 'evaluate')"
     mkdir -p "$w-$v-s$seed"
@@ -89,7 +93,10 @@ for v in "${variants[@]}"; do
   pids+=($!)
 done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee, which never ends
-# Every variant was packed when it ended (a call cut at its limit still returns those); trained is
-# packed again with its report.
-run_main trained "('report',)" 2>&1 | sed -u "s/^/[report] /" && pack trained
+# Every variant was packed when it ended (a call cut at its limit still returns those); each one
+# whose report joins other workdirs (trained, more_data, ...) is packed again with its report.
+for v in "${variants[@]}"; do
+  [ -n "$($PY -c "from configs import default_full; print(*default_full.get_config('$v-s$seed').report.include)")" ] || continue
+  run_main "$v" "('report',)" 2>&1 | sed -u "s/^/[report $v] /" && pack "$v"
+done
 echo "=== all: $(( $(date +%s) - start )) s"
