@@ -11,9 +11,9 @@ steps (Stage 1: about 2 minutes; `benchmarks/pretrain_table.py` runs all five en
 1,000 steps). Stage 2 aligns the encoder to SmolLM2-135M (full fine-tuning, `recent` adapter,
 64 steps of batch 8, soft tokens before the question; block below): about 7 minutes. Stage 3 asks the 377 align-eval questions
 with the trained model and with another user's soft prompt (`shuffled_user`), next to the two
-floors, and scores them (official, strict, ranked, answer NLL): about 5 minutes; the diagnose
-stage (count ceiling, encoder probe) 20 s. All of it: 14 min 20 s measured on 2 cores
-(README, "The demo's result").
+floors, and scores them (official, strict, ranked, ranked_all, answer NLL): about 6 minutes;
+the diagnose stage (count ceiling, encoder probe) 15 s. All of it with the venv's creation:
+15 min 10 s on 2 cores, 2026-12-05 (docs/results.md, "The demo").
 
 It prints the generator's filter statistics, the rows written per file, the checker's verdict,
 the QA counts per sub-task and their answer floors (best constant answer, first candidate),
@@ -44,11 +44,11 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   # format from soft tokens alone (adapter-only: loss flat at ~4.9, chatty answers), so the
   # LLM trains too at a small rate; `recent` gives the last 4 encoder states and their mean as
   # 5 soft tokens (one mean token blurs the recent clicks the IP/AP/SI questions ask about).
-  # 64 steps keep `make demo` near 14 minutes; the format is only partly learned by then.
-  # From making the benchmark discriminate (README): soft tokens just before the question
+  # 64 steps keep `make demo` near 15 minutes; the format is only partly learned by then.
+  # From making the benchmark discriminate (docs/results.md): soft tokens just before the question
   # (`placeholder`; at position 0 a causal LLM parks attention there and reads them least), and
-  # batches of similar-length rows cut to their longest row (~1.4x the steps/s: 64 steps in the
-  # time 50 took), and the adapter's map starting as the ridge fit of the clicked titles' LLM
+  # batches of similar-length rows cut to fixed widths (below; cutting to the longest row gave
+  # ~1.4x the steps/s, 64 steps in the time 50 took), and the adapter's map starting as the ridge fit of the clicked titles' LLM
   # embeddings on the encoder states (`align.adapter_init`).
   c.stages = ("data", "pretrain", "align", "evaluate", "diagnose", "report")
   c.input.max_text_len, c.input.max_answer_len = 96, 40  # the default data: chats <= 80, answers <= 32 tokens
@@ -65,6 +65,6 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
             "300 Stage 1 and 64 Stage 2 steps, no control aligned (shuffled_user and the floors only), so its "
             "intervals are wide and the answer format is only partly learned. configs/default_full.py is the "
             "full-scale run: 1,000 users (about 90 asked), 1,000 Stage 1 and 400 Stage 2 steps, the zeros and "
-            "random_encoder controls and the oracle reader aligned in their own workdirs (~2.5 h per seed on "
-            "2 cores); python -m uqa_jax.tools.seeds joins the seeds: make full SEEDS=\"0 1\"")
+            "random_encoder controls, the oracle reader and the text20 rung aligned in their own workdirs "
+            "(hours per seed on 2 cores); python -m uqa_jax.tools.seeds joins the seeds: make full SEEDS=\"0 1\"")
   return c

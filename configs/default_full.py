@@ -1,10 +1,11 @@
 """The default benchmark at the scale meant to discriminate: one trained encoder, its controls,
-the oracle reader and the text baseline, for a given seed. On 2 CPU cores (seed 0): `trained`
-about 50 minutes (Stage 2 26 min at ~2.2 examples/s, Stage 3 21 min with text20), each control
-about 35 minutes; ~2.5 h per seed before the text20 rung joined (its chats are ~7x longer:
-hours more on CPU, not measured). On one H200 (benchmarks/gpu_full.sh) the 400 align steps take
-~20 s but compilation dominates (Stage 2 220-286 s per variant, generation ~2-6 questions/s), so
-one 600 s call has not yet held a whole seed (README).
+the oracle reader and the text baseline, for a given seed. On 2 CPU cores (2026-12-05): `trained`
+about 55-75 minutes (Stage 2 30-44 min, Stage 3 20-25 min with the zero-shot text20), each control
+about 35 minutes, the oracle reader ~40; the aligned text20 rung several times trained's Stage 2
+(its chats are ~7x longer). On one H200 (2026-11-27, before Stages 2 and 3 compiled once per
+shape; benchmarks/gpu_full.sh) the 400 align steps took ~20 s but compilation dominated (Stage 2
+220-286 s per variant, generation ~2-6 questions/s): one 600 s call did not hold a whole seed
+(docs/results.md, "On a GPU").
 
   make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
   python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
@@ -25,10 +26,12 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   Stage 2 is several times the trained run's on CPU
   random_init     an experiment: trained with the adapter map's random start instead of the title
                   fit (`align.adapter_init="random"`), everything else as `trained`
-  frozen_llm      an experiment (issue 29's official recipe): the LLM trains for the first 64 of the
+  frozen_llm      an experiment (the official recipe): the LLM trains for the first 64 of the
                   400 steps (the demo's budget, which teaches the answer format), then it is frozen
-                  and the adapter goes on alone (`align.llm_steps`); not measured yet
-  reconstruct     an experiment (issue 29's reconstruction pre-alignment): 200 steps writing out an
+                  and the adapter goes on alone (`align.llm_steps`). Seed 0: the same NLL gain as
+                  trained, but eval NLL 2.21 (trained 1.16) and both accuracies at the floors,
+                  4-5 points below trained (docs/results.md)
+  reconstruct     an experiment (a reconstruction pre-alignment): 200 steps writing out an
                   align-train history prefix's last clicked titles (3, fewer where they do not fit)
                   from the soft tokens, LLM frozen, adapter at 1e-3 (`align.reconstruct_steps`), then
                   trained's 400 QA steps; reconstruct_zeros is its zeros control (the same recipe on
@@ -41,7 +44,7 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   both beside it (the term trains on what the NLL gain over shuffled_user
                   measures, so accuracy and the eval NLL beside trained's judge it). At the
                   demo's scale it did not help (docs/results.md); not measured at this scale
-  more_data       an experiment (issue 29's more alignment data): trained's recipe on 3 rounds of
+  more_data       an experiment (more alignment data): trained's recipe on 3 rounds of
                   questions per align-train user (`data.train_questions`; the same eval questions)
                   for 3 epochs of batch 32 (seed 0: 15,221 rows, 1,425 steps, 45.6k examples, near
                   the official set's 52.8k; ~14x trained's examples, so ~6 h of Stage 2 on 2 cores:
@@ -66,7 +69,7 @@ What differs from configs/default.py (`make demo`) and why:
             learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
-Measured (docs/results.md, "`default_full` with `ranked_all`: two seeds", 2026-12-05): the trained
+Measured (docs/results.md, "`default_full`", 2026-12-05): the trained
 encoder's soft prompt raises the gold's likelihood over a shuffled user's beyond noise (+0.087 /
 +0.102 nats/token; IT, SI, LI, DF) and on ranked_all beats shuffled_user and zeros in both seeds
 beyond the intervals and the seed spread (21.6% against 17.3% and 17.1%, mean of the seeds), at or
@@ -110,7 +113,7 @@ def get_config(arg: str = "trained-s0"):
   a.log_every, a.checkpoint_every = 20, 100
   # The adapter's map starts as the ridge fit of the clicked titles' LLM embeddings on the states
   # (seed 0: answer-NLL gain over shuffled_user +0.087 nats/token against +0.015 from a random
-  # start; README). The controls start the same way from their own states (zeros: the mean title).
+  # start; docs/results.md). The controls start the same way from their own states (zeros: the mean title).
   a.adapter_init = "titles"
   c.evaluate.prompt_cost = False
   c.note = (f"default_full {variant}-s{seed} done; the table across seeds: python -m uqa_jax.tools.seeds "
