@@ -28,8 +28,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   fit (`align.adapter_init="random"`), everything else as `trained`
   frozen_llm      an experiment (the official recipe): the LLM trains for the first 64 of the
                   400 steps (the demo's budget, which teaches the answer format), then it is frozen
-                  and the adapter goes on alone (`align.llm_steps`). Seed 0: the same NLL gain as
-                  trained, but eval NLL 2.21 (trained 1.16) and both accuracies at the floors,
+                  and the adapter goes on alone (`align.llm_steps`). Seed 0: about trained's NLL
+                  gain, but eval NLL 2.21 (trained 1.16), ranked_all at chance and both accuracies
                   4-5 points below trained (docs/results.md)
   reconstruct     an experiment (a reconstruction pre-alignment): 200 steps writing out an
                   align-train history prefix's last clicked titles (3, fewer where they do not fit)
