@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # configs/default_full.py for one seed on a lent GPU machine (the `device` tool), the same order
-# as `make full`: trained (data .. diagnose), then each control on a copy of its Stage 1, then
+# as `make full`: trained (data .. diagnose), then each control on a copy of its Stage 1 (the
+# variants in default_full.OWN_STAGE1, whose data differ, build their own), then
 # the reports (trained's, and any other variant's that joins workdirs). Each finished workdir is packed into $OUT/<variant>-s<seed>.tgz without its
 # checkpoints, align export and data (regenerated from the seed where needed), so that the
 # report and `python -m uqa_jax.tools.seeds` run here on what comes back.
@@ -71,8 +72,8 @@ run_main() {  # $1 variant, $2 stages
     "${GPU_ARGS[@]}" "${extra[@]}"
 }
 pack() {  # $1 variant: the workdir without checkpoints, align export and data (and, but for
-  # trained, the copied Stage 1 encoder export)
-  local skip=(); [ "$1" = trained ] || skip=(--exclude=pretrain/export)
+  # trained and the variants with a Stage 1 of their own, the copied Stage 1 encoder export)
+  local skip=(); [ "$1" = trained ] || [[ " ${own_stage1[*]} " == *" $1 "* ]] || skip=(--exclude=pretrain/export)
   tar czf "$out/$1-s$seed.tgz" --exclude=checkpoints --exclude=align/export --exclude='data/*.arrow' "${skip[@]}" "$w-$1-s$seed"
 }
 start=$(date +%s) pids=()
@@ -95,8 +96,12 @@ done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the log's tee, which never ends
 # Every variant was packed when it ended (a call cut at its limit still returns those); each one
 # whose report joins other workdirs (trained, more_data, ...) is packed again with its report.
+rc=0
 for v in "${variants[@]}"; do
-  [ -n "$($PY -c "from configs import default_full; print(*default_full.get_config('$v-s$seed').report.include)")" ] || continue
-  run_main "$v" "('report',)" 2>&1 | sed -u "s/^/[report $v] /" && pack "$v"
+  include=$($PY -c "from configs import default_full; print(*default_full.get_config('$v-s$seed').report.include)") || rc=1
+  [ -n "$include" ] || continue
+  run_main "$v" "('report',)" 2>&1 | sed -u "s/^/[report $v] /"
+  if [ "${PIPESTATUS[0]}" = 0 ]; then pack "$v"; else echo "=== report $v-s$seed failed"; rc=1; fi
 done
 echo "=== all: $(( $(date +%s) - start )) s"
+exit $rc

@@ -10,9 +10,9 @@ shape; benchmarks/gpu_full.sh) the 400 align steps took ~20 s but compilation do
   make full SEEDS="0 1"     # per seed: trained (no report yet), each control, then trained's report
   python -m uqa_jax.main --config configs/default_full.py:zeros-s0     # one variant by hand
 The report of `trained` joins the other variants' workdirs: it fails, naming the missing one,
-until they exist. Stage 1 (data, pretrain) is the same for every variant of a seed (only align,
-evaluate and the report differ), so `make full` copies it from the trained workdir instead of
-recomputing it (the fingerprints match: the copy is reused, not retrained).
+until they exist. Stage 1 (data, pretrain) is the same for every variant of a seed but those of
+OWN_STAGE1 (only align, evaluate and the report differ), so `make full` copies it from the trained
+workdir instead of recomputing it (the fingerprints match: the copy is reused, not retrained).
 Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
   trained         Trm++ through the `recent` adapter; also evaluates shuffled_user, the zero-shot
                   text20 baseline and the floors; its report includes the other variants' workdirs
@@ -48,7 +48,7 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   questions per align-train user (`data.train_questions`; the same eval questions)
                   for 3 epochs of batch 32 (seed 0: 15,221 rows, 1,425 steps, 45.6k examples, near
                   the official set's 52.8k; ~14x trained's examples, so ~6 h of Stage 2 on 2 cores:
-                  a GPU recipe, `bash benchmarks/gpu_full.sh SEED more_data more_data_zeros`);
+                  a GPU recipe, `bash benchmarks/gpu_full.sh SEED trained more_data more_data_zeros`);
                   more_data_zeros is its zeros control, in its report with trained. Their data differ
                   from trained's, so each builds its own Stage 1 (OWN_STAGE1; gpu_full.sh copies
                   trained's Stage 1 to the other variants only). Not measured

@@ -197,10 +197,10 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
                 f"({c['changed'] / c['n']:.0%}); {c['own_only']} are right with the own prompt only, "
                 f"{c['other_only']} with the shuffled one only.")
   if method is not None:
-    versus = [c for c in comps if c["method_dir"] == method["dir"] and tables.control_of(c) == "shuffled_user"
-              and c["variant"] == "official" and "p_value" in c]
-    if versus:
-      holds["answers"] = beats(versus[0])
+    versus = tables.against([c for c in comps if c["method_dir"] == method["dir"] and c["variant"] == "official"],
+                            "shuffled_user")
+    if versus is not None and "p_value" in versus:
+      holds["answers"] = beats(versus)
   ladder_lines, ladder_said, holds["text"] = ladder(results, method, gain_of, samples)
   lines += ["", "Reading ladder: the history as text, as oracle soft tokens, as the encoder's soft tokens; each "
             "rung's own user against a shuffled user (paired over users):", "", *ladder_lines]

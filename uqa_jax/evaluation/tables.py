@@ -10,6 +10,7 @@ report stage (`uqa_jax/stages/report.py`) writes them; `uqa_jax.tools.seeds` rea
 """
 
 import os
+import re
 
 from uqa_jax.data import schema
 from uqa_jax.evaluation import paired
@@ -26,6 +27,18 @@ ALPHA = 0.05
 
 
 
+def workdir_role(workdir: str) -> str:
+  """A workdir's name without its seed: `workdir/default_full-trained-s0` -> `default_full-trained`
+  (what a run is called in every seed)."""
+  return re.sub(r"-s\d+$", "", os.path.basename(os.path.normpath(workdir)))
+
+
+def recipe_of(label: str) -> str:
+  """What an aligned run's alignment adds to the default recipe: its label's part after " + "
+  (`evaluator.recipe_suffix`), "" for the default recipe."""
+  return label.partition(" + ")[2]
+
+
 def collect(workdirs: list[str]) -> list[dict]:
   """Every run's stored result, with the directory it came from. The runs are those the
   workdir's finished evaluate stage made (its `result.json`); one of them missing or incomplete
@@ -35,14 +48,16 @@ def collect(workdirs: list[str]) -> list[dict]:
     root, runs = os.path.join(workdir, "evaluate"), expected_runs(workdir)
     mine = [{**atomic.read_json(os.path.join(root, run, workdir_lib.RESULT)), "dir": os.path.join(root, run),
              "workdir": workdir} for run in runs]
+    for r in mine:
+      r["recipe"] = recipe_of(r["label"]) if r["run"] == "aligned" else ""
+    # Two aligned models of one label (the same recipe in two workdirs) are told apart by their
+    # workdir's name without the seed (the same in every seed): "trmpp (default_full-trained)".
     # An included workdir's own controls (its shuffled_user, its floors) are named after its
     # aligned model where the label is taken: "shuffled_user of oracle reader (...)".
-    # Two aligned models of one label (the same recipe in two workdirs) are told apart by their
-    # workdir's name: "trmpp (default_full-trained-s0)".
     taken = {r["label"] for r in found}
     for r in mine:
       if r["run"] == "aligned" and r["label"] in taken:
-        r["label"] = f"{r['label']} ({os.path.basename(os.path.normpath(workdir))})"
+        r["label"] = f"{r['label']} ({workdir_role(workdir)})"
     aligned = next((r["label"] for r in mine if r["run"] == "aligned"), os.path.basename(workdir))
     for r in mine:
       if r["run"] != "aligned" and r["label"] in taken:
@@ -137,21 +152,30 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
           c = paired.compare(ours, theirs, variant, samples=samples)
         except paired.NothingScored as e:  # e.g. a floor has no ranked predictions
           c = {"variant": variant, "skipped": str(e)}
-        out.append({"method": method["label"], "method_dir": method["dir"], "other": other["label"],
-                    "other_dir": other["dir"], "other_run": other["run"], "other_user": other.get("align_user"),
-                    **c})
+        out.append({"method": method["label"], "method_dir": method["dir"], "method_recipe": method["recipe"],
+                    "other": other["label"], "other_dir": other["dir"], "other_run": other["run"],
+                    "other_user": other.get("align_user"), "other_recipe": other["recipe"], **c})
   return out
 
 
-def control_of(c: dict) -> str | None:
-  """The control a comparison is against, by what the other run is rather than by its label
-  (which a recipe or a workdir's name extends): "shuffled_user" (the method's own model with
-  another user's prompt), "zeros" (a model aligned on zero states), or None."""
-  if c.get("other_run") == "shuffled_user" and os.path.dirname(c["other_dir"]) == os.path.dirname(c["method_dir"]):
-    return "shuffled_user"
-  if c.get("other_run") == "aligned" and c.get("other_user") == "zeros":
-    return "zeros"
-  return None
+def against(comps: list[dict], other: str) -> dict | None:
+  """Of one method's comparisons under one variant, the one against `other`, found by what the
+  other run is rather than by its label (which a recipe or a workdir's name extends):
+  "shuffled_user" is the method's own model with another user's prompt; "zeros" a model aligned
+  on zero states with the method's recipe, else with the default one (never another recipe's);
+  any other name (random_encoder, a floor) is found by its label, as are comparisons stored
+  before they named their runs (no `other_run`)."""
+  if other == "shuffled_user":
+    found = [c for c in comps if c.get("other_run") == "shuffled_user"
+             and os.path.dirname(c["other_dir"]) == os.path.dirname(c["method_dir"])]
+  elif other == "zeros":
+    zeros = [c for c in comps if c.get("other_run") == "aligned" and c.get("other_user") == "zeros"]
+    found = ([c for c in zeros if c["other_recipe"] == c["method_recipe"]]
+             or [c for c in zeros if not c["other_recipe"]])
+  else:
+    found = []
+  named = [c for c in comps if c["other"] == other and ("other_run" not in c or other not in ("shuffled_user", "zeros"))]
+  return (found or named or [None])[0]
 
 
 def shuffled_of(results: list[dict], method: dict | None) -> dict | None:
@@ -260,14 +284,14 @@ def _prior_note(results, m, comps, variant) -> str:
 
 def _verdict_parts(m, comps, variant) -> str:
   parts = []
+  mine = [c for c in comps if c["method_dir"] == m["dir"] and c["variant"] == variant]
   for control in ("shuffled_user", "zeros"):
-    found = [c for c in comps if c["method_dir"] == m["dir"] and control_of(c) == control and c["variant"] == variant]
-    if not found:
+    c = against(mine, control)
+    if c is None:
       parts.append(f"{control}: not run")
-    elif "p_value" not in found[0]:
-      parts.append(f"{found[0]['other']}: not comparable ({found[0]['skipped']})")
+    elif "p_value" not in c:
+      parts.append(f"{c['other']}: not comparable ({c['skipped']})")
     else:
-      c = found[0]
       parts.append(f"{'BEATS' if beats(c) else 'does not beat'} {c['other']} "
                    f"({c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f})")
   return "; ".join(parts)

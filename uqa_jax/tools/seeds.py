@@ -21,7 +21,6 @@ one missing from a seed is listed, never averaged over fewer seeds silently.
 """
 
 import os
-import re
 
 import numpy as np
 
@@ -40,8 +39,7 @@ def _workdir_of(run_dir: str) -> str:
   return os.path.dirname(os.path.dirname(os.path.normpath(run_dir)))
 
 
-def _role(workdir: str) -> str:
-  return re.sub(r"-s\d+$", "", os.path.basename(os.path.normpath(workdir)))
+_role = tables.workdir_role
 
 
 def load(workdirs: list[str]) -> list[dict]:
@@ -197,9 +195,9 @@ def verdicts(seeds: list[dict], variant: str = "official") -> list[str]:
     beaten = {}
     prior = ("floor: train prior",) if variant == "ranked_all" else ()  # ranked_all's score must beat it too
     for other in tables.CONTROLS + prior:
-      diffs = [next((c for c in s["report"]["comparisons"] if _method_key(c) == key and c["other"] == other
-                     and c["variant"] == variant and "p_value" in c), None) for s in seeds]
-      if any(c is None for c in diffs):
+      diffs = [tables.against([c for c in s["report"]["comparisons"] if _method_key(c) == key
+                               and c["variant"] == variant], other) for s in seeds]
+      if any(c is None or "p_value" not in c for c in diffs):
         lines.append(f"{name} vs {other} ({variant}): not compared in every seed")
         continue
       every = all(c["ci"][0] > 0 and c["p_value"] < tables.ALPHA for c in diffs)
