@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # configs/default_full.py for one seed on a lent GPU machine (the `device` tool), the same order
 # as `make full`: trained (data .. diagnose), then each control on a copy of its Stage 1 (the
-# variants in default_full.OWN_STAGE1, whose data differ, build their own), then
-# the reports (trained's, and any other variant's that joins workdirs). Each finished workdir is packed into $OUT/<variant>-s<seed>.tgz without its
-# checkpoints, align export and data (regenerated from the seed where needed), so that the
-# report and `python -m uqa_jax.tools.seeds` run here on what comes back.
+# variants in default_full.OWN_STAGE1, whose data differ, build their own), then the reports
+# (trained's, and any other variant's that joins workdirs). Each finished workdir is packed into
+# $OUT/<variant>-s<seed>.tgz without its checkpoints, align export and data (regenerated from the
+# seed where needed), so that the report and `python -m uqa_jax.tools.seeds` run here on what
+# comes back.
 #
 # The image there has jax, flax, optax and transformers but not grain, ml_collections or gguf,
 # and the default LLM's GGUF (98 MB) is larger than one call may carry. So, in this repo's root:
@@ -82,12 +83,12 @@ echo "=== Stage 1: $(( $(date +%s) - start )) s"
 for v in "${variants[@]}"; do
   if [ "$v" = trained ]; then
     stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')"
-  elif [[ " ${own_stage1[*]} " == *" $v "* ]]; then  # other data than trained's: its own Stage 1
-    stages="('data', 'pretrain', 'align', 'evaluate')"
   else
     stages="('data', 'pretrain', 'align', 'evaluate')"
-    mkdir -p "$w-$v-s$seed"
-    for st in data pretrain; do [ -e "$w-$v-s$seed/$st" ] || cp -r "$w-trained-s$seed/$st" "$w-$v-s$seed/" || exit 1; done
+    if [[ " ${own_stage1[*]} " != *" $v "* ]]; then  # else other data than trained's: its own Stage 1
+      mkdir -p "$w-$v-s$seed"
+      for st in data pretrain; do [ -e "$w-$v-s$seed/$st" ] || cp -r "$w-trained-s$seed/$st" "$w-$v-s$seed/" || exit 1; done
+    fi
   fi
   ( run_main "$v" "$stages" 2>&1 | sed -u "s/^/[$v] /"; rc=${PIPESTATUS[0]}
     echo "=== $v-s$seed: rc $rc after $(( $(date +%s) - start )) s"; [ "$rc" = 0 ] && pack "$v" ) &
