@@ -21,8 +21,10 @@ Stage 1 progress (loss, steps/s, ETA), then Recall/NDCG@{1,10,50} next to the po
 baseline (Recall@10 0.1017; Trm++ reaches ≈ 0.34 here, a run far below that is broken).
 Stage 2 prints the eval answer NLL before and after training and its progress (loss,
 examples/s, ETA, skipped steps, soft-token vs token-embedding norm); Stage 3 its progress and
-each run's overall accuracy with 95% intervals; the report prints Table 2 and the verdict:
-does the trained encoder beat the shuffled user beyond noise?
+each run's overall accuracy with 95% intervals; the report prints Table 2, each run's accuracy
+under every scoring variant (official and ranked_all among them) and the verdicts: does the
+trained encoder beat the shuffled user beyond noise on the official rule, on ranked_all and
+on the answer's likelihood?
 """
 
 import ml_collections

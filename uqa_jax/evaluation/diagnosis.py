@@ -38,19 +38,33 @@ LEVELS = (
 )
 
 
+# A level that bounds later ones: the text rung is the most explicit form of the history, so when
+# it fails while the LLM reads a soft prompt (a later level holds) it is not where the user is lost.
+BOUNDS = {"text": ("reader", "adapter", "answers")}
+
+
 def lost_at(holds: dict) -> str:
   """One sentence from {level: True | False | None (not measured)} over `LEVELS`: the first
-  measured level that fails, and which levels before it were not measured."""
-  unknown = []
+  measured level that fails, and which levels before it were not measured. A bounding level
+  (`BOUNDS`) that fails while a level it bounds holds is named as such and passed over."""
+  unknown, passed = [], []
   for name, why in LEVELS:
     if holds.get(name) is None:
       unknown.append(name)
-    elif not holds[name]:
-      note = f" (not measured before it: {', '.join(unknown)})" if unknown else ""
-      return f"Lost at: {name}{note}: {why}."
+      continue
+    if holds[name]:
+      continue
+    above = [n for n in BOUNDS.get(name, ()) if holds.get(n)]
+    if above:
+      passed.append(f"{name} fails although {', '.join(above)} {'holds' if len(above) == 1 else 'hold'}, "
+                    "so it is not where the user is lost")
+      continue
+    note = f" (not measured before it: {', '.join(unknown)})" if unknown else ""
+    return f"Lost at: {name}{note}: {why}." + "".join(f" ({p}.)" for p in passed)
+  tail = "".join(f" ({p}.)" for p in passed)
   if unknown:
-    return f"Not lost at any measured level (not measured: {', '.join(unknown)})."
-  return "Not lost: the trained encoder's answers beat shuffled_user beyond noise."
+    return f"Not lost at any measured level (not measured: {', '.join(unknown)}).{tail}"
+  return f"Not lost: the trained encoder's answers beat shuffled_user beyond noise.{tail}"
 
 
 def _changed_cell(c) -> str:
@@ -101,21 +115,27 @@ def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int
       cells.append(f"{c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f}")
       held[variant].append((rung, beats(c)))
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  parts = []
-  for measure, rungs in held.items():
-    if not rungs:
-      continue
-    first_lost = next((i for i, (_, ok) in enumerate(rungs) if not ok), len(rungs))
-    kept, lost = [x for x, _ in rungs[:first_lost]], rungs[first_lost][0] if first_lost < len(rungs) else None
-    if lost is None:
-      parts.append(f"{measure}: beyond noise at every measured rung ({', '.join(kept)})")
-    else:
-      parts.append(f"{measure}: gone at {lost}" + (f" (beyond noise before it: {', '.join(kept)})" if kept else ""))
+  parts = [f"{measure}: {_where_gone(rungs)}" for measure, rungs in held.items() if rungs]
   said = ("Reading ladder (own vs shuffled user, measured rungs: " + ", ".join(measured) +
           "): " + "; ".join(parts) + "." if parts else
           "Reading ladder: not measured (no text20-aligned, oracle or trained run with its shuffled_user).")
   text = dict(held["NLL gain"]).get("text")
   return lines, said, text
+
+
+def _where_gone(rungs: list[tuple[str, bool]]) -> str:
+  """Where a difference stops being beyond noise along the measured rungs, from the most explicit
+  form of the history to the least; a rung that reads less than a later, less explicit one is
+  named as such rather than as the place the difference is lost."""
+  kept = [rung for rung, ok in rungs if ok]
+  if len(kept) == len(rungs):
+    return f"beyond noise at every measured rung ({', '.join(kept)})"
+  first = next(i for i, (_, ok) in enumerate(rungs) if not ok)
+  if not any(ok for _, ok in rungs[first:]):  # a ladder: beyond noise up to a rung, then never again
+    return f"gone at {rungs[first][0]}" + (f" (beyond noise before it: {', '.join(kept)})" if kept else "")
+  lost = [rung for rung, ok in rungs if not ok]
+  return (f"not beyond noise at {', '.join(lost)} but beyond noise at {', '.join(kept)}: a rung reads less than a "
+          "less explicit one after it, so no single rung is where it is lost")
 
 
 def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), changes=None,
@@ -196,11 +216,16 @@ def diagnosis(workdir: str, results: list[dict], gains: list[dict], comps=(), ch
     said.append(f"Answers: the shuffled user's prompt changes {c['changed']} of {c['n']} generated answers "
                 f"({c['changed'] / c['n']:.0%}); {c['own_only']} are right with the own prompt only, "
                 f"{c['other_only']} with the shuffled one only.")
-  if method is not None:
-    versus = tables.against([c for c in comps if c["method_dir"] == method["dir"] and c["variant"] == "official"],
-                            "shuffled_user")
-    if versus is not None and "p_value" in versus:
-      holds["answers"] = beats(versus)
+  if method is not None:  # the answers level is the generated answers' (official); ranked_all said beside it
+    versus = {variant: tables.against([c for c in comps if c["method_dir"] == method["dir"] and c["variant"] == variant],
+                                      "shuffled_user") for variant in ("official", "ranked_all")}
+    versus = {variant: c for variant, c in versus.items() if c is not None and "p_value" in c}
+    if "official" in versus:
+      holds["answers"] = beats(versus["official"])
+    if versus:
+      said.append("Against shuffled_user: " + "; ".join(
+          f"{variant} {c['difference']:+.1%} [{c['ci'][0]:+.1%}, {c['ci'][1]:+.1%}], p={c['p_value']:.3f} "
+          f"({'beyond' if beats(c) else 'within'} noise)" for variant, c in versus.items()) + ".")
   ladder_lines, ladder_said, holds["text"] = ladder(results, method, gain_of, samples)
   lines += ["", "Reading ladder: the history as text, as oracle soft tokens, as the encoder's soft tokens; each "
             "rung's own user against a shuffled user (paired over users):", "", *ladder_lines]

@@ -6,6 +6,7 @@ import json
 import os
 
 from configs import default
+from uqa_jax.evaluation import diagnosis
 from uqa_jax.evaluation import evaluator
 from uqa_jax.evaluation import tables
 from uqa_jax.runtime import atomic
@@ -37,18 +38,23 @@ def test_labels_name_more_question_rounds():
   assert evaluator.describe(c, "aligned")["label"] == "zeros + 3 question rounds"
 
 
-def _workdir(root, name: str, runs: dict) -> str:
+def _workdir(root, name: str, runs: dict, ranked: dict | None = None) -> str:
   """A finished evaluate stage holding `runs` (run -> (label, kind, align_user, right)), as the
-  report reads it: 4 users x 2 questions, the first `right` answered right."""
+  report reads it: 4 users x 2 questions, the first `right` answered right; with `ranked` (run ->
+  how many are ranked right, the first ones), each also ranks the gold against one distractor."""
   workdir = os.path.join(root, name)
   for run, (label, kind, user, right) in runs.items():
     os.makedirs(os.path.join(workdir, "evaluate", run))
     atomic.write_json(os.path.join(workdir, "evaluate", run, workdir_lib.RESULT),
-                      {"run": run, "label": label, "kind": kind, "align_user": user, "scores": {"official": {}}})
+                      {"run": run, "label": label, "kind": kind, "align_user": user, "scores": {"official": {"cells": {}}}})
     with open(os.path.join(workdir, "evaluate", run, "predictions.jsonl"), "w") as f:
       for n in range(8):
-        f.write(json.dumps({"user": f"u{n // 2}", "question": f"q{n % 2}", "task": "SI", "answer": "gold",
-                            "prediction": "gold" if n < right else "other"}) + "\n")
+        record = {"user": f"u{n // 2}", "question": f"q{n % 2}", "task": "SI", "answer": "gold",
+                  "prediction": "gold" if n < right else "other"}
+        if ranked:
+          record.update(ranked_all_candidates=["other", "gold"],
+                        ranked_all_prediction="gold" if n < ranked[run] else "other")
+        f.write(json.dumps(record) + "\n")
   atomic.write_json(os.path.join(workdir, "evaluate", workdir_lib.RESULT), {"runs": {r: {} for r in runs}})
   return workdir
 
@@ -81,3 +87,17 @@ def test_the_verdict_finds_controls_by_what_they_are_not_by_their_label(tmp_path
   # without its own zeros control the recipe falls back to the plain one, never to none
   results = tables.collect([recipe, plain_zeros])
   assert "zeros (+50.0%" in tables.verdict(results, tables.comparisons(results, samples=20))
+
+
+def test_the_diagnosis_states_official_and_ranked_all_against_the_own_shuffled_user(tmp_path):
+  # official 4 vs 3 of 8 right (+12.5%), ranked_all 7 vs 2 (+62.5%); the included run's own
+  # shuffled_user (6 and 6 of 8) is not this model's
+  runs = {"aligned": ("trmpp", "method", "encoder", 4), "shuffled_user": ("shuffled_user", "control", "encoder", 3)}
+  main = _workdir(tmp_path, "main", runs, ranked={"aligned": 7, "shuffled_user": 2})
+  other = _workdir(tmp_path, "other", {"aligned": ("trmpp", "method", "encoder", 6),
+                                       "shuffled_user": ("shuffled_user", "control", "encoder", 6)},
+                   ranked={"aligned": 6, "shuffled_user": 6})
+  results = tables.collect([main, other])
+  _, said = diagnosis.diagnosis(main, results, [], tables.comparisons(results, samples=20), samples=20)
+  assert "Against shuffled_user: official +12.5% [" in said and "; ranked_all +62.5% [" in said, said
+  assert "Lost at: answers" in said  # official within noise on 4 users: the generated answers' level fails
