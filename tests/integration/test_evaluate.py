@@ -297,6 +297,10 @@ def test_report_is_written_from_stored_results_alone(evaluated, tmp_path):
   first = [c for c in saved["comparisons"] if c["other"] == "floor: first candidate" and c["variant"] == "official"]
   assert first and "p_value" in first[0] and first[0]["n"] == len(_records(workdir, "floor_first_candidate"))
   assert any("does not beat shuffled_user" in l or "BEATS shuffled_user" in l for l in lines)
+  # the console's Table 2 under both rules, each row a run: official, then ranked_all with its chance row
+  tables_of = {v: next(l for l in lines if l.startswith(f"report: Table 2 ({v}")) for v in ("official", "ranked_all")}
+  assert "| trmpp | method |" in tables_of["official"] and "| trmpp | method |" in tables_of["ranked_all"]
+  assert "| floor: chance (1/K) |" in tables_of["ranked_all"] and "chance" not in tables_of["official"]
 
 
 def test_report_refuses_a_missing_or_damaged_run_by_name(evaluated, tmp_path):
