@@ -52,6 +52,12 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   more_data_zeros is its zeros control, in its report with trained. Their data differ
                   from trained's, so each builds its own Stage 1 (OWN_STAGE1; gpu_full.sh copies
                   trained's Stage 1 to the other variants only). Not measured
+  official        an experiment (the official recipe at the official set's size): more_data's data,
+                  epochs and batch with frozen_llm's schedule (the LLM trains for the first 64
+                  steps, which teach the answer format, then only the adapter, at 1e-3, for the
+                  rest of the 3 epochs); official_zeros is its zeros control, in its report with
+                  trained. A GPU recipe (`bash benchmarks/gpu_full.sh SEED trained official
+                  official_zeros`); each builds its own Stage 1 (OWN_STAGE1). Not measured
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
@@ -83,14 +89,15 @@ from configs import default
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
 EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm",
-               "contrast", "more_data", "more_data_zeros")  # not in make full
+               "contrast", "more_data", "more_data_zeros", "official", "official_zeros")  # not in make full
 RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
 CONTRAST_WEIGHT = 1.0  # the contrastive term's weight beside the answer loss (`align.contrast_weight`)
 # more_data: rounds of questions per align-train user, passes and batch (seed 0: 15,221 align-train
 # rows instead of 6,357, 3,850 repeated questions dropped; 3 epochs of batch 32 = 1,425 steps, 45.6k
 # examples, near the official set's 52.8k)
 MORE_DATA_QUESTIONS, MORE_DATA_EPOCHS, MORE_DATA_BATCH = 3, 3, 32
-OWN_STAGE1 = ("more_data", "more_data_zeros")  # other data than trained's: their own data and pretrain
+FORMAT_STEPS = 64  # frozen_llm, official: the LLM's steps (the answer format) before only the adapter trains
+OWN_STAGE1 = ("more_data", "more_data_zeros", "official", "official_zeros")  # other data than trained's
 VARIANTS = ("trained",) + CONTROLS + EXPERIMENTS
 
 
@@ -126,20 +133,23 @@ def get_config(arg: str = "trained-s0"):
     a.adapter_init = "random"
   elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-    a.llm_steps = 64
+    c.report.include = (f"workdir/default_full-trained-s{seed}", f"workdir/default_full-zeros-s{seed}")
+    a.llm_steps = FORMAT_STEPS
   elif variant == "contrast":  # its zeros control is `zeros`: on zero states the term has no gradient
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
     c.report.include = (f"workdir/default_full-trained-s{seed}", f"workdir/default_full-zeros-s{seed}")
     a.contrast_weight = CONTRAST_WEIGHT
-  elif variant.startswith("more_data"):  # the official set's size: more questions, several epochs
+  elif variant.startswith(("more_data", "official")):  # the official set's size: more questions, several epochs
     c.data.train_questions = MORE_DATA_QUESTIONS
     a.steps, a.epochs, a.batch_size = 0, MORE_DATA_EPOCHS, MORE_DATA_BATCH
-    if variant == "more_data_zeros":
+    if variant.startswith("official"):  # and the official recipe's frozen LLM after the format phase
+      a.llm_steps = FORMAT_STEPS
+    if variant.endswith("_zeros"):
       a.user = "zeros"
       c.evaluate.runs = ("aligned",)
     else:  # its report shows its zeros control and trained (400 steps of batch 8) beside it
       c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-more_data_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
   elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)
     a.reconstruct_steps = RECONSTRUCT_STEPS
     if variant == "reconstruct_zeros":
