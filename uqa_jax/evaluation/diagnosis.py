@@ -79,6 +79,9 @@ RUNGS = (("text", "text20 aligned (the last 20 titles as text)"),
          ("oracle", "oracle soft tokens (the titles' LLM embeddings)"),
          ("encoder", "encoder soft tokens (the trained model)"))
 LADDER_VARIANTS = ("official", "ranked_all")
+WHERE = {"text": "include a text20 workdir with report.include",  # how a missing rung gets into the report
+         "oracle": "include an oracle_titles workdir with report.include",
+         "encoder": "no trained encoder with its shuffled_user here"}
 
 
 def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int = 1000):
@@ -95,7 +98,8 @@ def ladder(results: list[dict], method: dict | None, gain_of: dict, samples: int
     r = runs[rung]
     shuffled = shuffled_of(results, r)
     if r is None or shuffled is None:
-      lines.append(f"| {label} | not run | " + " | ".join("—" for _ in LADDER_VARIANTS) + " |")
+      why = f"not in this report ({WHERE[rung]})" if r is None else "its shuffled_user not run"
+      lines.append(f"| {label} | {why} | " + " | ".join("—" for _ in LADDER_VARIANTS) + " |")
       continue
     measured.append(rung)
     cells = []

@@ -57,8 +57,11 @@ def test_the_ladder_names_the_rung_where_each_difference_is_gone(tmp_path):
   assert f"| {by_hand:+.1%} [" in row and by_hand > 0.4, row
   # without the text rung: not measured, and the rest still read
   lines, said, text = diagnosis.ladder(results[2:], method, gain_of, samples=200)
-  assert text is None and any(l.startswith("| text20 aligned") and "not run" in l for l in lines)
+  assert text is None and any(l.startswith("| text20 aligned") and "not in this report (include a text20 workdir" in l for l in lines)
   assert "NLL gain: gone at encoder (beyond noise before it: oracle)" in said
+  # the text rung aligned but its shuffled_user never run: said as such, not as a missing workdir
+  lines, _, text = diagnosis.ladder(results[:1] + results[2:], method, gain_of, samples=200)
+  assert text is None and any(l.startswith("| text20 aligned") and "its shuffled_user not run" in l for l in lines)
   lines, said, _ = diagnosis.ladder(results[:2], None, gain_of, samples=200)  # text alone, all beyond noise
   assert "NLL gain: beyond noise at every measured rung (text)" in said
 
