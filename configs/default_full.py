@@ -35,8 +35,8 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   align-train history prefix's last clicked titles (3, fewer where they do not fit)
                   from the soft tokens, LLM frozen, adapter at 1e-3 (`align.reconstruct_steps`), then
                   trained's 400 QA steps; reconstruct_zeros is its zeros control (the same recipe on
-                  zero states), in its report; reconstruct_frozen_llm: then frozen_llm's QA steps.
-                  Not measured at this scale yet (the demo's scale: docs/results.md)
+                  zero states), in its report with trained; reconstruct_frozen_llm: then frozen_llm's
+                  QA steps (its control: reconstruct_frozen_llm_zeros)
   contrast        an experiment: trained plus the contrastive term (`align.contrast_weight=1`: the
                   gold likelier with the own user's soft tokens than with the batch's previous
                   row's user's); a second pass per step. Its zeros control is `zeros` (on zero
@@ -62,8 +62,8 @@ The seed sets the generated data set too, so the seed-to-seed spread covers data
 
 What differs from configs/default.py (`make demo`) and why:
   data      1,000 users (89 align-eval users with questions, 622 questions with seed 0; 92 and 643
-            with seed 1) instead of 600 (54 users, 377 questions): the demo's intervals (about +-3 points overall, +-12 per sub-task) hide
-            effects of a few points
+            with seed 1) instead of 600 (54 users, 377 questions): the demo's intervals (about +-3
+            points overall, +-12 per sub-task) hide effects of a few points
   pretrain  1,000 steps instead of 300 (a longer-trained state for the probe and the adapter to
             read; not compared with 300 steps at this scale)
   align     400 steps of batch 8 (3,200 examples, about half an epoch of the 6,357 align-train
@@ -89,7 +89,8 @@ from configs import default
 # encoder make the reading ladder (text -> oracle soft tokens -> encoder soft tokens)
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
 EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm",
-               "contrast", "more_data", "more_data_zeros", "official", "official_zeros")  # not in make full
+               "reconstruct_frozen_llm_zeros", "contrast", "more_data", "more_data_zeros", "official",
+               "official_zeros")  # not in make full
 RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
 CONTRAST_WEIGHT = 1.0  # the contrastive term's weight beside the answer loss (`align.contrast_weight`)
 # more_data: rounds of questions per align-train user, passes and batch (seed 0: 15,221 align-train
@@ -152,14 +153,14 @@ def get_config(arg: str = "trained-s0"):
       c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
   elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)
     a.reconstruct_steps = RECONSTRUCT_STEPS
-    if variant == "reconstruct_zeros":
+    if variant.removesuffix("_zeros") == "reconstruct_frozen_llm":
+      a.llm_steps = FORMAT_STEPS
+    if variant.endswith("_zeros"):  # the same recipe on zero states: the control its verdict reads
       a.user = "zeros"
       c.evaluate.runs = ("aligned",)
-    else:  # its report shows its zeros control beside it
+    else:  # its report shows its zeros control and trained (QA steps alone) beside it
       c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-reconstruct_zeros-s{seed}",)
-    if variant == "reconstruct_frozen_llm":
-      a.llm_steps = 64
+      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)

@@ -52,6 +52,27 @@ def test_every_config_file_passes_the_start_up_checks(tmp_path):
     stages.check_config(default_full.get_config(f"{variant}-s1"))
 
 
+def test_every_default_full_recipe_reports_a_zeros_control_its_verdict_reads():
+  """A recipe's verdict reads a zeros run of the same recipe, else of the default one
+  (`tables.against`): every experiment that includes a zeros workdir includes such a run."""
+  from configs import default_full  # pylint: disable=import-outside-toplevel
+  from uqa_jax.config.recipes import AlignConfig  # pylint: disable=import-outside-toplevel
+  from uqa_jax.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  recipe = lambda c: evaluator.recipe_suffix(blocks.read(c, AlignConfig), c.data.train_questions)
+  checked = 0
+  for variant in default_full.VARIANTS:
+    config = default_full.get_config(f"{variant}-s0")
+    zeros = [w for w in config.report.include if "zeros" in os.path.basename(w)]
+    if variant.endswith("zeros") or not zeros:
+      continue
+    assert len(zeros) == 1, (variant, zeros)
+    other = default_full.get_config(os.path.basename(zeros[0]).removeprefix("default_full-"))
+    assert other.align.user == "zeros", (variant, zeros)
+    assert recipe(other) in (recipe(config), ""), (variant, recipe(config), recipe(other))
+    checked += 1
+  assert checked >= 6  # trained, frozen_llm, contrast, more_data, official, reconstruct, ...
+
+
 @pytest.mark.parametrize("block,key,valid", [
     ("encoder", "heads", "num_heads"),
     ("pretrain", "lr", "learning_rate"),
