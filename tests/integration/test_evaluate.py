@@ -365,15 +365,16 @@ def tiny_base(tiny_llm_base):
 def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, tokenizer):
   """Stage 3 scores a candidate on a cached, left-padded prompt (soft tokens spliced in, or the
   history as text); Stage 2's loss path (right-padded, whole sequence, no cache) must agree."""
+  from uqa_jax.soft_prompt import contrast
   from uqa_jax.soft_prompt import export as align_export
   from uqa_jax.soft_prompt import model as uqa_model
   config, base = tiny_base
   config = config.copy_and_resolve_references()
   config.align.place, config.align.user = place, user
   text_clicks = 20 if user == "text20" else 0
+  config.evaluate.runs = ("aligned", "shuffled_user")
   if text_clicks:
     config.input.max_text_len = 512
-    config.evaluate.runs = ("aligned", "shuffled_user")
   workdir = str(tmp_path)
   for stage in ("data", "pretrain"):
     shutil.copytree(os.path.join(base, stage), os.path.join(workdir, stage))
@@ -403,6 +404,18 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
     del arrays["answer_at"]
     nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
     assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)
+  # shuffled_user: the own chat with the partner's history (what the encoder reads) in its place
+  row_of = {q.user: q.row for q in questions_lib.load(source.path, pipe, tokenizer)[0]}
+  own_nll = {r["row"]: r["answer_nll"] for r in _records(workdir, "aligned")}
+  moved = 0
+  for r in _records(workdir, "shuffled_user"):
+    theirs = mapper.map(source[row_of[r["prompt_user"]]])
+    arrays = {k: theirs[k] if k in contrast.USER_INPUTS else v for k, v in mapper.map(source[r["row"]]).items()}
+    del arrays["answer_at"]
+    nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
+    assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)
+    moved += abs(r["answer_nll"] - own_nll[r["row"]]) > 1e-3
+  assert moved > 0  # the user's history changes the likelihood here: the test can tell the prompts apart
   if text_clicks:
     result = atomic.read_json(os.path.join(workdir, "evaluate", "aligned", "result.json"))
     assert result["label"] == "text20 (text-aligned LLM)" and result["prompt_tokens_mean"] > 150
