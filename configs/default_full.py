@@ -58,6 +58,9 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   rest of the 3 epochs); official_zeros is its zeros control, in its report with
                   trained. A GPU recipe (`bash benchmarks/gpu_full.sh SEED trained official
                   official_zeros`); each builds its own Stage 1 (OWN_STAGE1). Not measured
+In such a call trained's report fails naming its controls not run (the script exits 1; the
+recipe's own report stands). A larger scale on a GPU: GPU_FULL_ARGS="--config.data.synthetic.num_users=N"
+(every variant of the call; on fresh workdirs: one left by a 1,000-user run refuses it as stale).
 The seed sets the generated data set too, so the seed-to-seed spread covers data and training.
 
 What differs from configs/default.py (`make demo`) and why:
