@@ -58,6 +58,11 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   rest of the 3 epochs); official_zeros is its zeros control, in its report with
                   trained. A GPU recipe (`bash benchmarks/gpu_full.sh SEED trained official
                   official_zeros`); each builds its own Stage 1 (OWN_STAGE1). Not measured
+  text_start      an experiment (the official recipe with the answer format taught by the text-aligned
+                  model): the LLM starts as the text20 run's fine-tuned LLM (`align.llm_from`; that
+                  workdir must have finished Stage 2) and is held; only the adapter trains, from the
+                  title fit, for trained's 400 steps at its adapter rate (1e-3); text_start_zeros is
+                  its zeros control, in its report with trained. Not measured yet
 In such a call trained's report fails naming its controls not run (the script exits 1; the
 recipe's own report stands). A larger scale on a GPU: GPU_FULL_ARGS="--config.data.synthetic.num_users=N"
 (every variant of the call; on fresh workdirs: one left by a 1,000-user run refuses it as stale).
@@ -93,7 +98,7 @@ from configs import default
 CONTROLS = ("zeros", "random_encoder", "oracle_titles", "text20")
 EXPERIMENTS = ("random_init", "frozen_llm", "reconstruct", "reconstruct_zeros", "reconstruct_frozen_llm",
                "reconstruct_frozen_llm_zeros", "contrast", "more_data", "more_data_zeros", "official",
-               "official_zeros")  # not in make full
+               "official_zeros", "text_start", "text_start_zeros")  # not in make full
 RECONSTRUCT_STEPS = 200  # the reconstruction pre-alignment's steps before the 400 QA steps
 CONTRAST_WEIGHT = 1.0  # the contrastive term's weight beside the answer loss (`align.contrast_weight`)
 # more_data: rounds of questions per align-train user, passes and batch (seed 0: 15,221 align-train
@@ -152,6 +157,14 @@ def get_config(arg: str = "trained-s0"):
       a.user = "zeros"
       c.evaluate.runs = ("aligned",)
     else:  # its report shows its zeros control and trained (400 steps of batch 8) beside it
+      c.evaluate.runs = ("aligned", "shuffled_user", "floor")
+      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+  elif variant.startswith("text_start"):  # the official recipe on the text-aligned LLM
+    a.mode, a.llm_from = "adapter", f"workdir/default_full-text20-s{seed}"
+    if variant.endswith("_zeros"):
+      a.user = "zeros"
+      c.evaluate.runs = ("aligned",)
+    else:
       c.evaluate.runs = ("aligned", "shuffled_user", "floor")
       c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
   elif variant.startswith("reconstruct"):  # reconstruction pre-alignment, then QA as trained (or frozen_llm)

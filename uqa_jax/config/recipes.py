@@ -103,6 +103,11 @@ class AlignConfig(TrainingLoop):
   # a short phase that teaches the answer format (0: the LLM trains to the end)
   llm_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   train_encoder: bool = False
+  # A workdir whose Stage 2 fine-tuned the LLM (e.g. a text20 run): this run's LLM starts from that
+  # export's LLM instead of `llm.model`'s weights (which it must have been made from); with mode
+  # 'adapter' the official recipe on an LLM that already answers in the format, from the titles
+  # as text. "": `llm.model` as it is.
+  llm_from: str = dataclasses.field(default="", metadata=blocks.added_later(""))
   # Reconstruction pre-alignment (`data/reconstruct.py`): the run's first `reconstruct_steps` steps
   # train on reconstruction rows (a prefix of an align-train user's history -> its last
   # `reconstruct_clicks` clicks' texts, of `reconstruct_fields`) with the LLM frozen and the adapter

@@ -58,7 +58,8 @@ def run_names(e: EvaluateConfig) -> list[str]:
 
 def recipe_suffix(a: AlignConfig, train_questions: int = 1) -> str:
   """What a run's alignment adds to the default recipe, for its label: " + reconstruction" etc."""
-  parts = [name for on, name in ((a.reconstructs(), "reconstruction"), (a.contrast_weight, "contrast"),
+  parts = [name for on, name in ((a.llm_from, f"LLM from {os.path.basename(os.path.normpath(a.llm_from))}"),
+                                 (a.reconstructs(), "reconstruction"), (a.contrast_weight, "contrast"),
                                  (a.llm_steps, f"LLM frozen after {a.llm_steps} steps"),
                                  (train_questions > 1, f"{train_questions} question rounds")) if on]
   return " + " + ", ".join(parts) if parts else ""

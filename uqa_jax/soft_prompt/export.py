@@ -107,6 +107,32 @@ def restore_params(path: str):
                       "the export is damaged: rerun its stage (--config.restart=align) or restore it") from e
 
 
+def fine_tuned_llm(workdir: str, model: str, expected) -> tuple[dict, dict]:
+  """(the LLM parameters of `workdir`'s align export, on this process's first device; its spec)
+  for `align.llm_from`: the export must hold a fine-tuned LLM made from `model` (the run's
+  `llm.model`, absolute as exports store it) with the shapes of `expected`; anything else is an
+  ExportError naming the workdir."""
+  directory = os.path.abspath(os.path.join(workdir, "align", "export"))
+  path = os.path.join(directory, SPEC_FILE)
+  where = f"align.llm_from={workdir!r}"
+  if not os.path.exists(path):
+    raise ExportError(f"{where}: {path} missing; run that workdir's align stage first")
+  spec = atomic.read_json(path)
+  if spec.get("format") != FORMAT:
+    raise ExportError(f"{where}: {path} has format {spec.get('format')!r}, this version reads format {FORMAT}")
+  if "llm" not in spec["saved"]:
+    raise ExportError(f"{where}: its Stage 2 did not fine-tune the LLM (mode {spec['align']['mode']!r}), so its LLM "
+                      f"is {spec['llm']['model']} unchanged; use llm.model for that")
+  if spec["llm"]["model"] != model:
+    raise ExportError(f"{where}: its LLM was fine-tuned from {spec['llm']['model']}, this run's llm.model is {model}")
+  damaged = manifest.damaged(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))
+  if damaged:
+    raise ExportError(f"{where}: {directory}/{PARAMS_DIR}: {damaged}: rerun its align stage or restore it")
+  llm = restore_params(os.path.join(directory, PARAMS_DIR))["llm"]
+  _check(llm, expected, f"{where}: {directory}/{PARAMS_DIR}/llm")
+  return llm, spec
+
+
 def encoder_dir(directory: str, spec: dict) -> str:
   """The Stage 1 export an align export was made on: stored relative to it (`../../pretrain/export`,
   so a copied or moved workdir reads its own); an older export's absolute path is accepted only

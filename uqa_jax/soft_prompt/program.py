@@ -121,6 +121,7 @@ class Program:
   embed_norm: float | None = None  # mean L2 norm of the LLM's token embeddings
   encoder_export: str | None = None  # the Stage 1 export the encoder came from
   title_fit: dict | None = None  # adapter_init="titles": what the fit saw and how well it fits
+  llm_from: dict | None = None  # align.llm_from: the workdir and its LLM's checksum
 
   def with_weights(self, **run) -> "Program":
     return dataclasses.replace(self, **run)

@@ -152,6 +152,13 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
                   memory=planner.parse_memory(a.device_memory))
   load_llm = lambda: sharded_load.load_onto(source.model, mesh, dtype=source.param_dtype,
                                             shardings=prog.shardings["llm"])[1]
+  llm_from = None
+  if a.llm_from:  # another run's fine-tuned LLM, made from this one's llm.model
+    expected = nn.unbox(jax.eval_shape(prog.inits["llm"], keys.abstract()))
+    fine_tuned, _ = align_export.fine_tuned_llm(a.llm_from, _absolute(source).model, expected)
+    fine_tuned = jax.device_get(jax.tree.map(lambda x: x.astype(source.param_dtype), fine_tuned))  # as stored here
+    llm_from = {"workdir": a.llm_from, "checksum": align_export.checksum(fine_tuned)}
+    load_llm = lambda: parallel.shard_params(fine_tuned, prog.shardings["llm"])
   llm_params = load_llm()
 
   if a.user == "random_encoder":  # same architecture, untrained, seeded
@@ -183,7 +190,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
 
   return prog.with_weights(pipe=pipe, tokenizer=tokenizer, frozen=frozen, start_params=start_params, init=init,
                            embed_norm=float(np.mean(np.linalg.norm(embedding_VxM, axis=-1))),
-                           encoder_export=export_dir, title_fit=fit)
+                           encoder_export=export_dir, title_fit=fit, llm_from=llm_from)
 
 
 def evaluate(prog: Program, params, data_dir: str) -> dict:
@@ -254,6 +261,7 @@ def run(config, workdir: str, log=print) -> dict:
   result = {"eval": final, "eval_before": start_eval, "steps_per_s": steps_per_s, **timings,
             "examples_per_s": None if steps_per_s is None else steps_per_s * a.batch_size,
             "skipped_steps": skipped, **({"title_fit": prog.title_fit} if prog.title_fit else {}),
+            **({"llm_from": prog.llm_from} if prog.llm_from else {}),
             "loss_curve": curve}  # [step, mean training loss since the last progress line], this run's steps
   align_export.save(os.path.join(out_dir, "export"), {
       "adapter": dataclasses.asdict(model.adapter.cfg),
@@ -296,6 +304,9 @@ def _describe(config, prog: Program, state: AlignState, log) -> None:
       f"{prog.total_steps} steps of batch {a.batch_size}, mesh {dict(prog.mesh.shape)}")
   if a.reconstructs():
     log(align_reconstruct.describe(a, prog.total_steps - a.reconstruct_steps))
+  if prog.llm_from:
+    log(f"align: the LLM starts from {a.llm_from}'s fine-tuned LLM (align.llm_from; weights' sum of squares "
+        f"{prog.llm_from['checksum']:.6g}), {'held' if a.mode == 'adapter' else 'trained on'} in this run")
   if a.contrast_weight:
     log(f"align: loss = answer NLL + {a.contrast_weight:g} x softplus(own - previous row's user's answer NLL per "
         "token), over the rows whose previous row has another history (a second pass per step; the logged loss "
@@ -318,10 +329,13 @@ def _absolute(source):
 
 
 def exported_params(prog: Program, state: AlignState) -> dict:
-  """What the export holds: the trained groups, and the encoder whenever it is not Stage 1's."""
+  """What the export holds: the trained groups, the encoder whenever it is not Stage 1's, and the
+  LLM whenever it is not `llm.model`'s."""
   saved = dict(state.params)
   if prog.cfg.user == "random_encoder" and "encoder" not in saved:
     saved["encoder"] = prog.frozen["encoder"]
+  if prog.cfg.llm_from and "llm" not in saved:  # held, but not `llm.model`'s weights
+    saved["llm"] = prog.frozen["llm"]
   return saved
 
 

@@ -1,0 +1,85 @@
+"""`align.llm_from`: a Stage 2 that starts from another run's fine-tuned LLM (a text20 run's), on a
+tiny random LLM: the weights it holds and exports are that run's, bit for bit, and an export
+without a fine-tuned LLM, or made from another LLM, is refused by name."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_llm_config
+from uqa_jax import stages
+from uqa_jax.llm import weights
+from uqa_jax.runtime import atomic
+from uqa_jax.soft_prompt import export as align_export
+
+QUIET = lambda *_: None
+
+
+def _config(llm_dir, **align):
+  config = tiny_llm_config(llm_dir)
+  config.stages = ("data", "pretrain", "align")
+  a = config.align
+  a.schedule, a.batch_size, a.steps, a.checkpoint_every = "constant", 4, 2, 2
+  for key, value in align.items():
+    setattr(a, key, value)
+  return config
+
+
+def _workdir(base, path):
+  for stage in ("data", "pretrain"):
+    shutil.copytree(os.path.join(base, stage), os.path.join(path, stage))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def text_run(tiny_llm_base, tmp_path_factory):
+  """A text20 run's workdir: the LLM fine-tuned on the titles as text."""
+  llm_dir, base = tiny_llm_base
+  config = _config(llm_dir, mode="full", user="text20", llm_learning_rate=1e-2)
+  config.input.max_text_len = 512
+  workdir = _workdir(base, tmp_path_factory.mktemp("text20"))
+  stages.run("align", config, workdir, log=QUIET)
+  return workdir
+
+
+def _leaves(tree):
+  return [np.asarray(x, np.float32) for x in jax.tree.leaves(tree)]
+
+
+def test_a_run_starts_from_another_runs_fine_tuned_llm_holds_it_and_exports_it(tiny_llm_base, text_run, tmp_path):
+  llm_dir, base = tiny_llm_base
+  workdir = _workdir(base, tmp_path / "run")
+  lines = []
+  result = stages.run("align", _config(llm_dir, mode="adapter", llm_from=text_run), workdir, log=lines.append)
+  _, text_params, _ = align_export.load(os.path.join(text_run, "align", "export"))
+  model, params, spec = align_export.load(os.path.join(workdir, "align", "export"))
+  assert spec["saved"] == ["adapter", "llm"] and spec["align"]["mode"] == "adapter"
+  for got, want in zip(_leaves(params["llm"]), _leaves(text_params["llm"]), strict=True):
+    np.testing.assert_array_equal(got, want)  # held: the text run's LLM, unchanged
+  _, base_llm = weights.load(llm_dir)
+  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(text_params["llm"]), _leaves(base_llm)))  # not llm.model's
+  assert result["llm_from"] == {"workdir": text_run, "checksum": align_export.checksum(text_params["llm"])}
+  assert any(l.startswith(f"align: the LLM starts from {text_run}'s fine-tuned LLM") and "held" in l for l in lines)
+  assert model.num_soft > 0  # this run reads soft tokens; the text run wrote titles
+
+
+def test_an_export_without_a_fine_tuned_llm_or_from_another_llm_is_refused_by_name(text_run, tmp_path):
+  spec = atomic.read_json(os.path.join(text_run, "align", "export", align_export.SPEC_FILE))
+  expected = {}
+  with pytest.raises(align_export.ExportError, match=r"align.llm_from='.*nowhere': .*align.json missing; run that "
+                                                     r"workdir's align stage first"):
+    align_export.fine_tuned_llm(str(tmp_path / "nowhere"), spec["llm"]["model"], expected)
+  for name, change, message in (
+      ("held", {"saved": ["adapter"], "align": {**spec["align"], "mode": "adapter"}},
+       r"its Stage 2 did not fine-tune the LLM \(mode 'adapter'\)"),
+      ("other", {"llm": {**spec["llm"], "model": "/somewhere/else"}},
+       r"its LLM was fine-tuned from /somewhere/else, this run's llm.model is")):
+    export = tmp_path / name / "align" / "export"
+    export.mkdir(parents=True)
+    (export / align_export.SPEC_FILE).write_text(json.dumps({**spec, **change}))
+    with pytest.raises(align_export.ExportError, match=rf"align.llm_from='.*{name}': {message}"):
+      align_export.fine_tuned_llm(str(tmp_path / name), spec["llm"]["model"], expected)
