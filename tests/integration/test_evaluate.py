@@ -29,6 +29,7 @@ from uqa_jax.data import arrow_io
 from uqa_jax.data import chat as chat_lib
 from uqa_jax.data import pipeline
 from uqa_jax.data import qa
+from uqa_jax.data import schema
 from uqa_jax.evaluation import candidates
 from uqa_jax.evaluation import diagnosis
 from uqa_jax.evaluation import evaluator as evaluator_lib
@@ -404,13 +405,18 @@ def test_ranked_nll_equals_stage2_answer_nll(place, user, tiny_base, tmp_path, t
     del arrays["answer_at"]
     nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
     assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)
-  # shuffled_user: the own chat with the partner's history (what the encoder reads) in its place
+  # shuffled_user: the own chat asked with the partner's history (its features for the encoder,
+  # its titles for a text user): the partner's row with the own chat and task
   row_of = {q.user: q.row for q in questions_lib.load(source.path, pipe, tokenizer)[0]}
   own_nll = {r["row"]: r["answer_nll"] for r in _records(workdir, "aligned")}
   moved = 0
   for r in _records(workdir, "shuffled_user"):
-    theirs = mapper.map(source[row_of[r["prompt_user"]]])
-    arrays = {k: theirs[k] if k in contrast.USER_INPUTS else v for k, v in mapper.map(source[r["row"]]).items()}
+    own = source[r["row"]]
+    asked = {**source[row_of[r["prompt_user"]]], **{k: own[k] for k in ("text", schema.TASK_COLUMN) if k in own}}
+    arrays = mapper.map(asked)
+    if not text_clicks:  # only the history differs (a text user's titles are in its chat tokens)
+      same = mapper.map(own)
+      assert all(np.array_equal(arrays[k], same[k]) for k in same if k not in contrast.USER_INPUTS)
     del arrays["answer_at"]
     nll, count = nll_fn(params, {k: np.asarray(v)[None] for k, v in arrays.items()})
     assert r["answer_nll"] == pytest.approx(float(nll[0] / count[0]), rel=1e-4, abs=2e-4)

@@ -63,6 +63,7 @@ def test_a_run_starts_from_another_runs_fine_tuned_llm_holds_it_and_exports_it(t
   _, base_llm = weights.load(llm_dir)
   assert any(not np.array_equal(a, b) for a, b in zip(_leaves(text_params["llm"]), _leaves(base_llm)))  # not llm.model's
   assert result["llm_from"] == {"workdir": text_run, "checksum": align_export.checksum(text_params["llm"])}
+  assert atomic.read_json(os.path.join(workdir, "align", "llm_from.json")) == result["llm_from"]  # kept for a resume
   assert any(l.startswith(f"align: the LLM starts from {text_run}'s fine-tuned LLM") and "held" in l for l in lines)
   assert model.num_soft > 0  # this run reads soft tokens; the text run wrote titles
 
@@ -83,3 +84,14 @@ def test_an_export_without_a_fine_tuned_llm_or_from_another_llm_is_refused_by_na
     (export / align_export.SPEC_FILE).write_text(json.dumps({**spec, **change}))
     with pytest.raises(align_export.ExportError, match=rf"align.llm_from='.*{name}': {message}"):
       align_export.fine_tuned_llm(str(tmp_path / name), spec["llm"]["model"], expected)
+
+
+def test_a_resumed_run_whose_source_llm_changed_is_refused(tmp_path):
+  from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
+  source = {"workdir": "workdir/text20", "checksum": 1234.5}
+  align.same_llm_source(source, str(tmp_path), 0)  # the run starts: kept
+  align.same_llm_source(dict(source), str(tmp_path), 40)  # resumed, the same LLM
+  with pytest.raises(align_export.ExportError, match=r"align.llm_from='workdir/text20': this run started from "
+                                                     r"'workdir/text20''s LLM \(weights' sum of squares 1234.5\), "
+                                                     r"which is now 1234.75: its Stage 2 changed since"):
+    align.same_llm_source({**source, "checksum": 1234.75}, str(tmp_path), 40)

@@ -130,7 +130,9 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   """The program with this run's weights. With `log` (a run), the step's memory is planned first
   from the LLM's config.json, its token embedding and shapes alone (`planner.check`): a step that
   cannot fit stops before the LLM's weights are read. The LLM then loads straight into its
-  shardings (stored as `llm.param_dtype`), tensor by tensor."""
+  shardings (stored as `llm.param_dtype`), tensor by tensor; with `align.llm_from` the source
+  export's LLM is restored whole on this process's first device, kept on the host and placed
+  from there (memory the planner does not count)."""
   a = blocks.read(config, AlignConfig)
   source = blocks.read(config, LLMSource)
   export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
@@ -230,6 +232,8 @@ def run(config, workdir: str, log=print) -> dict:
   curves = scalars.Scalars(scalars.logdir(out_dir))
   try:
     state = train_loop.start(ckpt, prog.init, prog.state_shardings, data, config.seed, log, "align")
+    if prog.llm_from:
+      same_llm_source(prog.llm_from, out_dir, int(state.step))
     curves.resume_at(int(state.step))
     _describe(config, prog, state, log)
     if a.reconstructs():
@@ -337,6 +341,22 @@ def exported_params(prog: Program, state: AlignState) -> dict:
   if prog.cfg.llm_from and "llm" not in saved:  # held, but not `llm.model`'s weights
     saved["llm"] = prog.frozen["llm"]
   return saved
+
+
+def same_llm_source(llm_from: dict, out_dir: str, step: int) -> None:
+  """`align.llm_from`: the source LLM's checksum is kept when the run starts; a run resumed after
+  that workdir's LLM changed (its Stage 2 rerun) is refused, naming it."""
+  path = os.path.join(out_dir, "llm_from.json")
+  if step == 0:
+    if distributed.is_main():
+      atomic.write_json(path, llm_from)
+    return
+  kept = atomic.read_json(path)
+  if kept["workdir"] != llm_from["workdir"] or not np.isclose(kept["checksum"], llm_from["checksum"], rtol=1e-12):
+    raise align_export.ExportError(
+        f"align.llm_from={llm_from['workdir']!r}: this run started from {kept['workdir']!r}'s LLM (weights' sum of "
+        f"squares {kept['checksum']:.10g}), which is now {llm_from['checksum']:.10g}: its Stage 2 changed since; "
+        "restart this stage (--config.restart=align) or restore that workdir")
 
 
 def _eval_before(prog: Program, state: AlignState, data_dir: str, out_dir: str, log) -> dict:
