@@ -37,9 +37,10 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   trained's 400 QA steps; reconstruct_zeros is its zeros control (the same recipe on
                   zero states), in its report with trained; reconstruct_frozen_llm: then frozen_llm's
                   QA steps (its control: reconstruct_frozen_llm_zeros). Seed 0: ranked_all 24.1 vs
-                  its shuffled_user 15.6 (+8.5 points, trained +3.9), NLL gain +0.158 (trained
-                  +0.087), official +1.4 within noise; ranked_all at the train prior (22.5), not
-                  beyond (docs/results.md)
+                  its shuffled_user 15.6 (+8.5 points, trained +3.9) and reconstruct_zeros 15.4
+                  (+8.7), official 12.5 vs 11.1 (+1.4, within noise) and 9.2 (+3.4 beyond noise),
+                  NLL gain +0.158 (trained +0.087); ranked_all at the train prior (22.5), not beyond
+                  (docs/results.md)
   contrast        an experiment: trained plus the contrastive term (`align.contrast_weight=1`: the
                   gold likelier with the own user's soft tokens than with the batch's previous
                   row's user's); a second pass per step. Its zeros control is `zeros` (on zero
