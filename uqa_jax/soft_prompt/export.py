@@ -107,9 +107,9 @@ def restore_params(path: str):
                       "the export is damaged: rerun its stage (--config.restart=align) or restore it") from e
 
 
-def fine_tuned_llm(workdir: str, model: str, expected) -> tuple[dict, dict]:
-  """(the LLM parameters of `workdir`'s align export, on this process's first device; its spec)
-  for `align.llm_from`: the export must hold a fine-tuned LLM made from `model` (the run's
+def fine_tuned_llm(workdir: str, model: str, expected) -> dict:
+  """The LLM parameters of `workdir`'s align export, on this process's first device, for
+  `align.llm_from`: the export must hold a fine-tuned LLM made from `model` (the run's
   `llm.model`, absolute as exports store it) with the shapes of `expected`; anything else is an
   ExportError naming the workdir."""
   directory = os.path.abspath(os.path.join(workdir, "align", "export"))
@@ -130,7 +130,7 @@ def fine_tuned_llm(workdir: str, model: str, expected) -> tuple[dict, dict]:
     raise ExportError(f"{where}: {directory}/{PARAMS_DIR}: {damaged}: rerun its align stage or restore it")
   llm = restore_params(os.path.join(directory, PARAMS_DIR))["llm"]
   _check(llm, expected, f"{where}: {directory}/{PARAMS_DIR}/llm")
-  return llm, spec
+  return llm
 
 
 def encoder_dir(directory: str, spec: dict) -> str:

@@ -157,7 +157,7 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   llm_from = None
   if a.llm_from:  # another run's fine-tuned LLM, made from this one's llm.model
     expected = nn.unbox(jax.eval_shape(prog.inits["llm"], keys.abstract()))
-    fine_tuned, _ = align_export.fine_tuned_llm(a.llm_from, _absolute(source).model, expected)
+    fine_tuned = align_export.fine_tuned_llm(a.llm_from, _absolute(source).model, expected)
     fine_tuned = jax.device_get(jax.tree.map(lambda x: x.astype(source.param_dtype), fine_tuned))  # as stored here
     llm_from = {"workdir": a.llm_from, "checksum": align_export.checksum(fine_tuned)}
     load_llm = lambda: parallel.shard_params(fine_tuned, prog.shardings["llm"])
