@@ -95,3 +95,27 @@ def test_a_resumed_run_whose_source_llm_changed_is_refused(tmp_path):
                                                      r"'workdir/text20''s LLM \(weights' sum of squares 1234.5\), "
                                                      r"which is now 1234.75: its Stage 2 changed since"):
     align.same_llm_source({**source, "checksum": 1234.75}, str(tmp_path), 40)
+
+
+def test_a_source_on_other_data_is_refused_naming_the_differing_keys(text_run, tmp_path):
+  from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
+  own = _workdir(text_run, tmp_path / "own")  # this run's data: the source's
+  align.same_data(text_run, own)
+  data = atomic.read_json(os.path.join(own, "data", "fingerprint.json"))
+  key = next(k for k in data if k.endswith(".seed") or k == "seed")
+  atomic.write_json(os.path.join(own, "data", "fingerprint.json"), {**data, key: data[key] + 1})
+  with pytest.raises(align_export.ExportError, match=rf"align.llm_from='.*': its data stage differs from this run's "
+                                                     rf"\(.*own\) in {key} \({data[key]!r} there, {data[key] + 1!r} "
+                                                     r"here\): its LLM may have trained on this run's eval questions"):
+    align.same_data(text_run, own)
+  os.remove(os.path.join(own, "data", "fingerprint.json"))
+  with pytest.raises(align_export.ExportError, match=r"own/data/fingerprint.json is missing"):
+    align.same_data(text_run, own)
+
+
+def test_the_source_path_is_fingerprinted_as_one_spelling(tiny_llm_base):
+  from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
+  llm_dir, _ = tiny_llm_base
+  prints = [align.fingerprint(_config(llm_dir, mode="adapter", llm_from=p))["align"]["llm_from"]
+            for p in ("workdir/text20", "./workdir/text20/", "workdir//text20")]
+  assert prints == ["workdir/text20"] * 3

@@ -105,7 +105,9 @@ def fingerprint(config) -> dict:
   # a held LLM's phases: no gradient, out of the clip, its own Adam clock (workdirs made before
   # this key computed them otherwise and are not reused)
   held = {"held_llm": "own_adam"} if optimizer.holds_llm(a) else {}
-  return {"align": {**{k: v for k, v in blocks.fingerprint(a).items() if k not in unused}, **held},
+  # llm_from: one spelling per place (`./workdir/x` and `workdir/x` are the same source)
+  source = {"llm_from": os.path.normpath(a.llm_from)} if a.llm_from else {}
+  return {"align": {**{k: v for k, v in blocks.fingerprint(a).items() if k not in unused}, **held, **source},
           "adapter": blocks.fingerprint(ad, keep=("name",) + adapters.reads(ad.name)),
           "llm": blocks.fingerprint(blocks.read(config, LLMSource)),
           "input": {"max_text_len": i.max_text_len, **({"length_window": i.length_window} if i.length_window else {}),
@@ -155,7 +157,8 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   load_llm = lambda: sharded_load.load_onto(source.model, mesh, dtype=source.param_dtype,
                                             shardings=prog.shardings["llm"])[1]
   llm_from = None
-  if a.llm_from:  # another run's fine-tuned LLM, made from this one's llm.model
+  if a.llm_from:  # another run's fine-tuned LLM, made from this one's llm.model and data
+    same_data(a.llm_from, workdir)
     expected = nn.unbox(jax.eval_shape(prog.inits["llm"], keys.abstract()))
     fine_tuned = align_export.fine_tuned_llm(a.llm_from, _absolute(source).model, expected)
     fine_tuned = jax.device_get(jax.tree.map(lambda x: x.astype(source.param_dtype), fine_tuned))  # as stored here
@@ -341,6 +344,23 @@ def exported_params(prog: Program, state: AlignState) -> dict:
   if prog.cfg.llm_from and "llm" not in saved:  # held, but not `llm.model`'s weights
     saved["llm"] = prog.frozen["llm"]
   return saved
+
+
+def same_data(llm_from: str, workdir: str) -> None:
+  """`align.llm_from`: the source run's data stage must be this run's (the same fingerprint), else
+  its fine-tuned LLM may have trained on this run's eval questions; a refusal names the differing keys."""
+  paths = [os.path.join(w, "data", workdir_lib.FINGERPRINT) for w in (llm_from, workdir)]
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise align_export.ExportError(f"align.llm_from={llm_from!r}: {missing[0]} is missing; both runs need a "
+                                   "finished data stage to check that they share their data")
+  theirs, ours = (atomic.read_json(p) for p in paths)
+  differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+  if differ:
+    raise align_export.ExportError(
+        f"align.llm_from={llm_from!r}: its data stage differs from this run's ({workdir}) in "
+        + ", ".join(f"{k} ({theirs.get(k, '(absent)')!r} there, {ours.get(k, '(absent)')!r} here)" for k in differ)
+        + ": its LLM may have trained on this run's eval questions; start from a run on the same data")
 
 
 def same_llm_source(llm_from: dict, out_dir: str, step: int) -> None:
