@@ -119,3 +119,20 @@ def test_the_source_path_is_fingerprinted_as_one_spelling(tiny_llm_base):
   prints = [align.fingerprint(_config(llm_dir, mode="adapter", llm_from=p))["align"]["llm_from"]
             for p in ("workdir/text20", "./workdir/text20/", "workdir//text20")]
   assert prints == ["workdir/text20"] * 3
+
+
+def test_a_damaged_align_export_is_named_by_file_when_loaded_and_when_its_llm_is_read(text_run, tmp_path):
+  import re  # pylint: disable=import-outside-toplevel
+  copy = str(tmp_path / "copy")
+  shutil.copytree(text_run, copy)
+  export = os.path.join(copy, "align", "export")
+  spec = atomic.read_json(os.path.join(export, align_export.SPEC_FILE))
+  params = os.path.join(export, align_export.PARAMS_DIR)
+  victim = max((os.path.join(d, f) for d, _, fs in os.walk(params) for f in fs), key=os.path.getsize)
+  with open(victim, "r+b") as fh:
+    fh.truncate(os.path.getsize(victim) - 1)
+  damaged = rf"{re.escape(params)}: damaged \({re.escape(victim)}: .* bytes, written with"
+  with pytest.raises(align_export.ExportError, match=damaged):
+    align_export.load(export)
+  with pytest.raises(align_export.ExportError, match=rf"align.llm_from='{re.escape(copy)}': {damaged}"):
+    align_export.fine_tuned_llm(copy, spec["llm"]["model"], {})

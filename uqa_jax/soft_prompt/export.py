@@ -113,24 +113,36 @@ def fine_tuned_llm(workdir: str, model: str, expected) -> dict:
   `llm.model`, absolute as exports store it) with the shapes of `expected`; anything else is an
   ExportError naming the workdir."""
   directory = os.path.abspath(os.path.join(workdir, "align", "export"))
-  path = os.path.join(directory, SPEC_FILE)
-  where = f"align.llm_from={workdir!r}"
-  if not os.path.exists(path):
-    raise ExportError(f"{where}: {path} missing; run that workdir's align stage first")
-  spec = atomic.read_json(path)
-  if spec.get("format") != FORMAT:
-    raise ExportError(f"{where}: {path} has format {spec.get('format')!r}, this version reads format {FORMAT}")
+  where = f"align.llm_from={workdir!r}: "
+  spec = _read_spec(directory, where, "run that workdir's align stage first")
   if "llm" not in spec["saved"]:
-    raise ExportError(f"{where}: its Stage 2 did not fine-tune the LLM (mode {spec['align']['mode']!r}), so its LLM "
+    raise ExportError(f"{where}its Stage 2 did not fine-tune the LLM (mode {spec['align']['mode']!r}), so its LLM "
                       f"is {spec['llm']['model']} unchanged; use llm.model for that")
   if spec["llm"]["model"] != model:
-    raise ExportError(f"{where}: its LLM was fine-tuned from {spec['llm']['model']}, this run's llm.model is {model}")
+    raise ExportError(f"{where}its LLM was fine-tuned from {spec['llm']['model']}, this run's llm.model is {model}")
+  _check_files(directory, spec, where)
+  llm = restore_params(os.path.join(directory, PARAMS_DIR))["llm"]
+  _check(llm, expected, f"{where}{directory}/{PARAMS_DIR}/llm")
+  return llm
+
+
+def _read_spec(directory: str, where: str, hint: str) -> dict:
+  """`directory`'s align.json, of this version's format; errors start with `where`."""
+  path = os.path.join(directory, SPEC_FILE)
+  if not os.path.exists(path):
+    raise ExportError(f"{where}{path} missing; {hint}")
+  spec = atomic.read_json(path)
+  if spec.get("format") != FORMAT:
+    raise ExportError(f"{where}{path} has format {spec.get('format')!r}, this version reads format {FORMAT}")
+  return spec
+
+
+def _check_files(directory: str, spec: dict, where: str) -> None:
+  """The saved parameters' files against the spec's manifest (exports before it: unchecked)."""
   damaged = manifest.damaged(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))
   if damaged:
-    raise ExportError(f"{where}: {directory}/{PARAMS_DIR}: {damaged}: rerun its align stage or restore it")
-  llm = restore_params(os.path.join(directory, PARAMS_DIR))["llm"]
-  _check(llm, expected, f"{where}: {directory}/{PARAMS_DIR}/llm")
-  return llm
+    raise ExportError(f"{where}{directory}/{PARAMS_DIR}: {damaged}: rerun its align stage "
+                      "(--config.restart=align) or restore it")
 
 
 def encoder_dir(directory: str, spec: dict) -> str:
@@ -152,11 +164,7 @@ def load(directory: str):
   """-> (UQAModel, params {"encoder", "adapter", "llm"}, spec)."""
   directory = os.path.abspath(directory)
   path = os.path.join(directory, SPEC_FILE)
-  if not os.path.exists(path):
-    raise ExportError(f"{path}: missing; the align stage writes one to workdir/align/export")
-  spec = atomic.read_json(path)
-  if spec.get("format") != FORMAT:
-    raise ExportError(f"{path}: format {spec.get('format')!r}, this version reads format {FORMAT}")
+  spec = _read_spec(directory, "", "the align stage writes one to workdir/align/export")
   encoder, encoder_params, _ = encoder_export.load(encoder_dir(directory, spec))
   rms = embedding_rms(weights.read_embedding(spec["llm"]["model"]))  # float32, as the run measured it
   if not np.isclose(rms, spec["adapter"]["embed_rms"], rtol=1e-6):
@@ -173,9 +181,7 @@ def load(directory: str):
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
-  damaged = manifest.damaged(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))  # older: unchecked
-  if damaged:
-    raise ExportError(f"{directory}/{PARAMS_DIR}: {damaged}: rerun its stage (--config.restart=align) or restore it")
+  _check_files(directory, spec, "")
   saved = restore_params(os.path.join(directory, PARAMS_DIR))
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")
