@@ -22,6 +22,7 @@ from uqa_jax.runtime import workdir as workdir_lib
 COLUMNS = [f"task/{t}" for t in schema.TASKS] + [f"group/{g}" for g in schema.GROUPS] + ["overall"]
 HEADERS = list(schema.TASKS) + ["SU", "AcP", "IP-g", "Overall"]  # groups: sequence understanding, action prediction, interest perception
 CONTROLS = ("shuffled_user", "zeros", "random_encoder")
+ALIGNED_CONTROLS = ("zeros", "random_encoder")  # each its own Stage 2 on that input, of a recipe
 KINDS = ("method", "control", "diagnostic", "baseline", "floor")  # the tables' row order
 ALPHA = 0.05
 
@@ -34,8 +35,8 @@ def workdir_role(workdir: str) -> str:
 
 
 def recipe_of(label: str) -> str:
-  """What an aligned run's alignment adds to the default recipe: its label's part after " + "
-  (`evaluator.recipe_suffix`), "" for the default recipe."""
+  """What an aligned run's alignment adds to the QA steps: its label's part after " + "
+  (`evaluator.recipe_suffix`), "" for the QA steps alone."""
   return label.partition(" + ")[2]
 
 
@@ -161,20 +162,20 @@ def comparisons(results: list[dict], samples: int) -> list[dict]:
 def against(comps: list[dict], other: str) -> dict | None:
   """Of one method's comparisons under one variant, the one against `other`, found by what the
   other run is rather than by its label (which a recipe or a workdir's name extends):
-  "shuffled_user" is the method's own model with another user's prompt; "zeros" a model aligned
-  on zero states with the method's recipe, else with the default one (never another recipe's);
-  any other name (random_encoder, a floor) is found by its label, as are comparisons stored
-  before they named their runs (no `other_run`)."""
+  "shuffled_user" is the method's own model with another user's prompt; "zeros" and
+  "random_encoder" a model aligned on that input with the method's recipe, else with the QA steps
+  alone (no recipe in its label; never another recipe's); any other name (a floor) is found by its
+  label, as are comparisons stored before they named their runs (no `other_run`)."""
   if other == "shuffled_user":
     found = [c for c in comps if c.get("other_run") == "shuffled_user"
              and os.path.dirname(c["other_dir"]) == os.path.dirname(c["method_dir"])]
-  elif other == "zeros":
-    zeros = [c for c in comps if c.get("other_run") == "aligned" and c.get("other_user") == "zeros"]
-    found = ([c for c in zeros if c["other_recipe"] == c["method_recipe"]]
-             or [c for c in zeros if not c["other_recipe"]])
+  elif other in ALIGNED_CONTROLS:
+    runs = [c for c in comps if c.get("other_run") == "aligned" and c.get("other_user") == other]
+    found = ([c for c in runs if c["other_recipe"] == c["method_recipe"]]
+             or [c for c in runs if not c["other_recipe"]])
   else:
     found = []
-  named = [c for c in comps if c["other"] == other and ("other_run" not in c or other not in ("shuffled_user", "zeros"))]
+  named = [c for c in comps if c["other"] == other and ("other_run" not in c or other not in CONTROLS)]
   return (found or named or [None])[0]
 
 

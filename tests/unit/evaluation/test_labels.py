@@ -89,6 +89,23 @@ def test_the_verdict_finds_controls_by_what_they_are_not_by_their_label(tmp_path
   assert "zeros (+50.0%" in tables.verdict(results, tables.comparisons(results, samples=20))
 
 
+def test_random_encoder_is_found_by_its_input_and_recipe_not_its_label(tmp_path):
+  # the seeds tool compares with every control of tables.CONTROLS: a recipe's random_encoder is
+  # labelled after the recipe, and the plain one must never stand in for it while it exists
+  recipe = _workdir(tmp_path, "rc", {"aligned": ("trmpp + reconstruction", "method", "encoder", 8),
+                                     "shuffled_user": ("shuffled_user", "control", "encoder", 7)})
+  recipe_random = _workdir(tmp_path, "rc_random", {"aligned": ("random_encoder + reconstruction", "control",
+                                                               "random_encoder", 2)})
+  plain_random = _workdir(tmp_path, "random", {"aligned": ("random_encoder", "control", "random_encoder", 6)})
+  for dirs, want, difference in (([recipe, recipe_random, plain_random], "random_encoder + reconstruction", 0.75),
+                                 ([recipe, plain_random], "random_encoder", 0.25)):
+    results = tables.collect(dirs)
+    mine = [c for c in tables.comparisons(results, samples=20)
+            if c["method"] == "trmpp + reconstruction" and c["variant"] == "official"]
+    found = tables.against(mine, "random_encoder")
+    assert (found["other"], found["difference"]) == (want, difference)
+
+
 def test_the_diagnosis_states_official_and_ranked_all_against_the_own_shuffled_user(tmp_path):
   # official 4 vs 3 of 8 right (+12.5%), ranked_all 7 vs 2 (+62.5%); the included run's own
   # shuffled_user (6 and 6 of 8) is not this model's
