@@ -88,8 +88,8 @@ def test_an_export_without_a_fine_tuned_llm_or_from_another_llm_is_refused_by_na
 
 def test_a_resumed_run_whose_source_llm_changed_is_refused(tmp_path):
   from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
-  source = {"workdir": "workdir/text20", "checksum": 1234.5}
-  align.same_llm_source(source, str(tmp_path), 0)  # the run starts: kept
+  align.same_llm_source({"workdir": "./workdir/text20/", "checksum": 1234.5}, str(tmp_path), 0)  # kept as typed
+  source = {"workdir": "workdir/text20", "checksum": 1234.5}  # as build records it now: normalised
   align.same_llm_source(dict(source), str(tmp_path), 40)  # resumed, the same LLM
   with pytest.raises(align_export.ExportError, match=r"align.llm_from='workdir/text20': this run started from "
                                                      r"'workdir/text20''s LLM \(weights' sum of squares 1234.5\), "
@@ -113,6 +113,18 @@ def test_a_source_on_other_data_is_refused_naming_the_differing_keys(text_run, t
     align.same_data(text_run, own)
 
 
+def test_the_align_stage_refuses_a_source_on_other_data_before_it_reads_anything(tiny_llm_base, text_run, tmp_path):
+  llm_dir, base = tiny_llm_base
+  source = str(tmp_path / "source")
+  shutil.copytree(text_run, source)
+  data = atomic.read_json(os.path.join(source, "data", "fingerprint.json"))
+  atomic.write_json(os.path.join(source, "data", "fingerprint.json"), {**data, "seed": data["seed"] + 1})
+  workdir = _workdir(base, tmp_path / "run")
+  os.remove(os.path.join(workdir, "pretrain", "export", "encoder.json"))  # nothing else is read first
+  with pytest.raises(align_export.ExportError, match=r"its data stage differs from this run's .* in seed"):
+    stages.run("align", _config(llm_dir, mode="adapter", llm_from=source), workdir, log=QUIET)
+
+
 def test_the_source_path_is_fingerprinted_as_one_spelling(tiny_llm_base):
   from uqa_jax.stages import align  # pylint: disable=import-outside-toplevel
   llm_dir, _ = tiny_llm_base
@@ -134,5 +146,6 @@ def test_a_damaged_align_export_is_named_by_file_when_loaded_and_when_its_llm_is
   damaged = rf"{re.escape(params)}: damaged \({re.escape(victim)}: .* bytes, written with"
   with pytest.raises(align_export.ExportError, match=damaged):
     align_export.load(export)
-  with pytest.raises(align_export.ExportError, match=rf"align.llm_from='{re.escape(copy)}': {damaged}"):
+  with pytest.raises(align_export.ExportError, match=rf"align.llm_from='{re.escape(copy)}': {damaged}.*: rerun that "
+                                                     r"workdir's align stage or restore it"):
     align_export.fine_tuned_llm(copy, spec["llm"]["model"], {})

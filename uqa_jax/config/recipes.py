@@ -104,7 +104,8 @@ class AlignConfig(TrainingLoop):
   llm_steps: int = dataclasses.field(default=0, metadata=blocks.added_later(0))
   train_encoder: bool = False
   # A workdir whose Stage 2 fine-tuned the LLM (e.g. a text20 run): this run's LLM starts from that
-  # export's LLM instead of `llm.model`'s weights (which it must have been made from); with mode
+  # export's LLM instead of `llm.model`'s weights (which it must have been made from, on this run's
+  # data: the same data fingerprint, else it may have trained on this run's eval questions); with mode
   # 'adapter' the official recipe on an LLM that already answers in the format, from the titles
   # as text. "": `llm.model` as it is.
   llm_from: str = dataclasses.field(default="", metadata=blocks.added_later(""))

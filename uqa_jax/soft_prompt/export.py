@@ -120,7 +120,7 @@ def fine_tuned_llm(workdir: str, model: str, expected) -> dict:
                       f"is {spec['llm']['model']} unchanged; use llm.model for that")
   if spec["llm"]["model"] != model:
     raise ExportError(f"{where}its LLM was fine-tuned from {spec['llm']['model']}, this run's llm.model is {model}")
-  _check_files(directory, spec, where)
+  _check_files(directory, spec, where, "rerun that workdir's align stage or restore it")
   llm = restore_params(os.path.join(directory, PARAMS_DIR))["llm"]
   _check(llm, expected, f"{where}{directory}/{PARAMS_DIR}/llm")
   return llm
@@ -137,12 +137,11 @@ def _read_spec(directory: str, where: str, hint: str) -> dict:
   return spec
 
 
-def _check_files(directory: str, spec: dict, where: str) -> None:
+def _check_files(directory: str, spec: dict, where: str, hint: str) -> None:
   """The saved parameters' files against the spec's manifest (exports before it: unchecked)."""
   damaged = manifest.damaged(os.path.join(directory, PARAMS_DIR), spec.get("files", {}))
   if damaged:
-    raise ExportError(f"{where}{directory}/{PARAMS_DIR}: {damaged}: rerun its align stage "
-                      "(--config.restart=align) or restore it")
+    raise ExportError(f"{where}{directory}/{PARAMS_DIR}: {damaged}: {hint}")
 
 
 def encoder_dir(directory: str, spec: dict) -> str:
@@ -181,7 +180,7 @@ def load(directory: str):
   adapter = adapters.get(adapter_cfg.name)(adapter_cfg)
   a = spec["align"]
   model = uqa_model.UQAModel(encoder, adapter, llm, place=a["place"], user=a["user"])
-  _check_files(directory, spec, "")
+  _check_files(directory, spec, "", "rerun its stage (--config.restart=align) or restore it")
   saved = restore_params(os.path.join(directory, PARAMS_DIR))
   if sorted(saved) != spec["saved"]:
     raise ExportError(f"{directory}: params hold {sorted(saved)}, {SPEC_FILE} says {spec['saved']}")

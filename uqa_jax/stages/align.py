@@ -35,6 +35,7 @@ loop. The result holds the eval answer NLL overall and per sub-task; `workdir/al
 """
 
 import dataclasses
+import json
 import os
 import time
 
@@ -137,6 +138,8 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
   from there (memory the planner does not count)."""
   a = blocks.read(config, AlignConfig)
   source = blocks.read(config, LLMSource)
+  if a.llm_from:  # before anything is read: the source's data must be this run's
+    same_data(a.llm_from, workdir)
   export_dir = os.path.abspath(os.path.join(workdir, "pretrain", "export"))
   encoder, encoder_params, spec = encoder_export.load(export_dir)
   d = blocks.read(config, DataConfig)
@@ -158,11 +161,10 @@ def build(config, workdir: str, devices=None, loss_fn=uqa_model.answer_loss, log
                                             shardings=prog.shardings["llm"])[1]
   llm_from = None
   if a.llm_from:  # another run's fine-tuned LLM, made from this one's llm.model and data
-    same_data(a.llm_from, workdir)
     expected = nn.unbox(jax.eval_shape(prog.inits["llm"], keys.abstract()))
     fine_tuned = align_export.fine_tuned_llm(a.llm_from, _absolute(source).model, expected)
     fine_tuned = jax.device_get(jax.tree.map(lambda x: x.astype(source.param_dtype), fine_tuned))  # as stored here
-    llm_from = {"workdir": a.llm_from, "checksum": align_export.checksum(fine_tuned)}
+    llm_from = {"workdir": os.path.normpath(a.llm_from), "checksum": align_export.checksum(fine_tuned)}
     load_llm = lambda: parallel.shard_params(fine_tuned, prog.shardings["llm"])
   llm_params = load_llm()
 
@@ -352,14 +354,15 @@ def same_data(llm_from: str, workdir: str) -> None:
   paths = [os.path.join(w, "data", workdir_lib.FINGERPRINT) for w in (llm_from, workdir)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
-    raise align_export.ExportError(f"align.llm_from={llm_from!r}: {missing[0]} is missing; both runs need a "
-                                   "finished data stage to check that they share their data")
+    raise align_export.ExportError(f"align.llm_from={llm_from!r}: {missing[0]} is missing; the source must be a "
+                                   "workdir whose data and align stages ran, on this run's data")
   theirs, ours = (atomic.read_json(p) for p in paths)
   differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-  if differ:
+  show = lambda d, k: json.dumps(d[k]) if k in d else "absent"
+  if differ:  # every key, as typed (an llm.model spelled otherwise differs too: the message names it)
     raise align_export.ExportError(
         f"align.llm_from={llm_from!r}: its data stage differs from this run's ({workdir}) in "
-        + ", ".join(f"{k} ({theirs.get(k, '(absent)')!r} there, {ours.get(k, '(absent)')!r} here)" for k in differ)
+        + ", ".join(f"{k} ({show(theirs, k)} there, {show(ours, k)} here)" for k in differ)
         + ": its LLM may have trained on this run's eval questions; start from a run on the same data")
 
 
@@ -372,9 +375,9 @@ def same_llm_source(llm_from: dict, out_dir: str, step: int) -> None:
       atomic.write_json(path, llm_from)
     return
   kept = atomic.read_json(path)
-  if kept["workdir"] != llm_from["workdir"] or not np.isclose(kept["checksum"], llm_from["checksum"], rtol=1e-12):
+  if os.path.normpath(kept["workdir"]) != llm_from["workdir"] or not np.isclose(kept["checksum"], llm_from["checksum"], rtol=1e-12):
     raise align_export.ExportError(
-        f"align.llm_from={llm_from['workdir']!r}: this run started from {kept['workdir']!r}'s LLM (weights' sum of "
+        f"align.llm_from={llm_from['workdir']!r}: this run started from {os.path.normpath(kept['workdir'])!r}'s LLM (weights' sum of "
         f"squares {kept['checksum']:.10g}), which is now {llm_from['checksum']:.10g}: its Stage 2 changed since; "
         "restart this stage (--config.restart=align) or restore that workdir")
 
