@@ -69,11 +69,28 @@ def test_every_default_full_recipe_reports_a_zeros_control_its_verdict_reads():
     name = os.path.basename(zeros[0]).removeprefix("default_full-")
     other = default_full.get_config(name)
     assert other.align.user == "zeros", (variant, zeros)
-    # its own control (<variant>_zeros) has its recipe exactly; else the default recipe's `zeros`
-    want = recipe(config) if name == f"{variant}_zeros-s0" else ""
+    # its own control (<variant>_zeros; trained's is `zeros`) has its recipe exactly; any other
+    # zeros run it reads has the QA-only recipe (no suffix), never another recipe's
+    own = {"trained": "zeros-s0"}.get(variant, f"{variant}_zeros-s0")
+    want = recipe(config) if name == own else ""
     assert recipe(other) == want, (variant, recipe(config), recipe(other))
     checked += 1
-  assert checked >= 6  # trained, frozen_llm, contrast, more_data, official, reconstruct, ...
+  assert checked >= 6  # trained, frozen_llm, contrast, more_data, official, reconstruct_frozen_llm, ...
+
+
+def test_default_full_aligns_trained_and_each_soft_prompt_control_with_one_recipe():
+  """A control measures the input, not the recipe: every control that reads soft tokens differs
+  from `trained` in align.user (and the oracle's adapter start) alone; text20 has no soft tokens to
+  reconstruct from and differs in the reconstruction steps as well."""
+  from configs import default_full  # pylint: disable=import-outside-toplevel
+  trained = default_full.get_config("trained-s0").align.to_dict()
+  assert trained["reconstruct_steps"] > 0  # the recipe adopted on 2026-12-06
+  for control in default_full.CONTROLS:
+    align = default_full.get_config(f"{control}-s0").align.to_dict()
+    differ = sorted(k for k in trained if align[k] != trained[k])
+    expected = {"zeros": ["user"], "random_encoder": ["user"], "oracle_titles": ["adapter_init", "user"],
+                "text20": ["adapter_init", "reconstruct_steps", "user"]}[control]
+    assert differ == expected, (control, differ)
 
 
 @pytest.mark.parametrize("block,key,valid", [
