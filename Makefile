@@ -54,7 +54,7 @@ ablations: $(STAMP)  # configs/ablations.py: Tables 3/4, controls, text baseline
 	for v in $$($(PY) -c "from configs import ablations; print(*ablations.VARIANTS)"); do \
 	  $(PY) -m uqa_jax.main --config configs/ablations.py:$$v || exit 1; done
 
-full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a copy of its Stage 1, the report (~7 h per seed on 2 cores, 2026-12-06: trained ~85 min, zeros and random_encoder ~50 min each, oracle_titles ~55 min, text20 ~2.8 h)
+full: $(STAMP)  # configs/default_full.py per seed: trained, its controls on a copy of its Stage 1, the report (~7 h per seed on 2 cores, 2026-12-06: trained ~85 min, zeros ~50 min, random_encoder and oracle_titles about as long (not timed with this recipe), text20 ~2.8 h)
 	for s in $(SEEDS); do w=workdir/default_full; \
 	  $(PY) -m uqa_jax.main --config configs/default_full.py:trained-s$$s \
 	    --config.stages="('data', 'pretrain', 'align', 'evaluate', 'diagnose')" || exit 1; \

@@ -27,8 +27,8 @@
 # Stage 3 at batch 64 (one prefill per prompt bucket, one decode loop, one scorer per answer
 # bucket), and the persistent compilation cache beside the workdirs (a rerun or a resumed
 # variant reads what was compiled; the variants start together, so they compile side by side).
-# Measured on one H200 (jax 0.11.2, seed 1), twice, before Stage 3 compiled once per shape;
-# neither fit one 600 s call:
+# Measured on one H200 (jax 0.11.2, seed 1), twice, before Stage 3 compiled once per shape and
+# before the recipe's 200 reconstruction steps (2026-12-06); neither fit one 600 s call:
 #  - one variant at a time with cut batches: data 6 s, pretrain 73 s, align 323 s (each new batch
 #    width compiled), generation ~5.7 questions/s; ended inside evaluate.
 #  - all variants at once, evaluate batch 64: Stage 1 106 s; align 220-286 s per variant (the
@@ -40,8 +40,9 @@
 # Stage 3's questions/s, and the "=== <variant>: rc ... after N s" lines.
 # Here (no GPU): GPU_FULL_LOCAL=1 skips the set-up, GPU_FULL_ARGS adds overrides to every run, e.g.
 #   GPU_FULL_LOCAL=1 GPU_FULL_ARGS="--config.data.synthetic.num_users=60 --config.pretrain.steps=2
-#   --config.align.steps=2 --config.align.warmup_steps=1 --config.evaluate.max_questions=8"
-#   bash benchmarks/gpu_full.sh 9
+#   --config.align.steps=2 --config.align.warmup_steps=1 --config.align.reconstruct_steps=0
+#   --config.evaluate.max_questions=8" bash benchmarks/gpu_full.sh 9
+# (reconstruct_steps=0: the override reaches text20 too, which has no soft tokens to reconstruct from)
 set -uo pipefail
 seed="$1"; shift
 out="${OUT:-/tmp/gpu_full}"; mkdir -p "$out"

@@ -55,21 +55,21 @@ Variants (`<variant>-s<seed>`, each in workdir/default_full-<variant>-s<seed>):
                   questions per align-train user (`data.train_questions`; the same eval questions)
                   for 3 epochs of batch 32 (seed 0: 15,221 rows, 1,425 steps, 45.6k examples, near
                   the official set's 52.8k; ~14x qa_only's examples, so ~6 h of Stage 2 on 2 cores:
-                  a GPU recipe, `bash benchmarks/gpu_full.sh SEED trained more_data more_data_zeros`);
-                  more_data_zeros is its zeros control, in its report with trained. Their data differ
+                  a GPU recipe, `bash benchmarks/gpu_full.sh SEED trained qa_only more_data more_data_zeros`);
+                  more_data_zeros is its zeros control, in its report with qa_only. Their data differ
                   from trained's, so each builds its own Stage 1 (OWN_STAGE1; gpu_full.sh copies
                   trained's Stage 1 to the other variants only). Not measured
   official        an experiment (the official recipe at the official set's size): more_data's data,
                   epochs and batch with frozen_llm's schedule (the LLM trains for the first 64
                   steps, which teach the answer format, then only the adapter, at 1e-3, for the
                   rest of the 3 epochs); official_zeros is its zeros control, in its report with
-                  trained. A GPU recipe (`bash benchmarks/gpu_full.sh SEED trained official
+                  qa_only. A GPU recipe (`bash benchmarks/gpu_full.sh SEED trained qa_only official
                   official_zeros`); each builds its own Stage 1 (OWN_STAGE1). Not measured
   text_start      an experiment (the official recipe with the answer format taught by the text-aligned
                   model): the LLM starts as the text20 run's fine-tuned LLM (`align.llm_from`; that
                   workdir must have finished Stage 2) and is held; only the adapter trains, from the
                   title fit, for qa_only's 400 steps at its adapter rate (1e-3); text_start_zeros is
-                  its zeros control, in its report with trained. Seed 0: NLL gain +0.12 but eval
+                  its zeros control, in its report with qa_only. Seed 0: NLL gain +0.12 but eval
                   NLL 1.89, official 8.4 and ranked_all 14.5 (chance), both below qa_only
                   (docs/results.md)
 In such a call trained's report fails naming its controls not run (the script exits 1; the
@@ -93,11 +93,13 @@ What differs from configs/default.py (`make demo`) and why:
             learned is not measured separately)
   evaluate  every question, with the answer-NLL gain over shuffled_user per sub-task
   diagnose  the count ceiling and the encoder probe on the same data
-Measured (docs/results.md, "`default_full`", 2026-12-05): the trained
-encoder's soft prompt raises the gold's likelihood over a shuffled user's beyond noise (+0.087 /
-+0.102 nats/token; IT, SI, LI, DF) and on ranked_all beats shuffled_user and zeros in both seeds
-beyond the intervals and the seed spread (21.6% against 17.3% and 17.1%, mean of the seeds), at or
-below the train prior (23.0%); on the official rule it beats neither (13.1% against 12.6%, 12.5%).
+Measured (docs/results.md, "`default_full`", 2026-12-06, as the then-variant reconstruct with the
+same fingerprints): on ranked_all the trained encoder beats shuffled_user and zeros in both seeds
+beyond the intervals and the seed spread (26.7% against 17.1% and 16.3%, mean of the seeds), above
+the train prior (23.0%; beyond noise in seed 1); on the official rule 14.2% against 11.6% and
+11.2%: beyond the intervals against zeros in both seeds and against shuffled_user in seed 1, within
+the seed spread. NLL gain +0.158 / +0.177 nats/token. qa_only (2026-12-05): 13.1% official, 21.6%
+ranked_all, beating neither control on the official rule.
 """
 
 from configs import ablations
@@ -179,9 +181,9 @@ def get_config(arg: str = "trained-s0"):
     if variant.endswith("_zeros"):
       a.user = "zeros"
       c.evaluate.runs = ("aligned",)
-    else:  # its report shows its zeros control and trained (400 steps of batch 8) beside it
+    else:  # its report shows its zeros control and qa_only (400 steps of batch 8) beside it
       c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-qa_only-s{seed}")
   elif variant.startswith("text_start"):  # the official recipe on the text-aligned LLM
     a.mode, a.llm_from = "adapter", f"workdir/default_full-text20-s{seed}"
     if variant.endswith("_zeros"):
@@ -189,7 +191,7 @@ def get_config(arg: str = "trained-s0"):
       c.evaluate.runs = ("aligned",)
     else:
       c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-qa_only-s{seed}")
   elif variant.startswith("reconstruct_frozen_llm"):  # the recipe's reconstruction, then frozen_llm's QA steps
     a.reconstruct_steps, a.llm_steps = RECONSTRUCT_STEPS, FORMAT_STEPS
     if variant.endswith("_zeros"):  # the same recipe on zero states: the control its verdict reads

@@ -75,7 +75,19 @@ def test_every_default_full_recipe_reports_a_zeros_control_its_verdict_reads():
     want = recipe(config) if name == own else ""
     assert recipe(other) == want, (variant, recipe(config), recipe(other))
     checked += 1
-  assert checked >= 6  # trained, frozen_llm, contrast, more_data, official, reconstruct_frozen_llm, ...
+  assert checked >= 8  # trained, qa_only, frozen_llm, contrast, more_data, official, text_start, reconstruct_frozen_llm
+
+
+def test_default_full_experiments_keep_the_qa_only_recipe_they_were_measured_against():
+  from configs import default_full  # pylint: disable=import-outside-toplevel
+  trained, qa_only = (default_full.get_config(f"{v}-s0").align.to_dict() for v in ("trained", "qa_only"))
+  assert sorted(k for k in trained if trained[k] != qa_only[k]) == ["reconstruct_steps"]
+  for variant in default_full.EXPERIMENTS:
+    config = default_full.get_config(f"{variant}-s0")
+    assert (config.align.reconstruct_steps > 0) == variant.startswith("reconstruct_frozen_llm"), variant
+    if not variant.endswith("zeros") and variant != "qa_only":  # a QA-only experiment is compared with qa_only
+      assert any(w.endswith(("qa_only-s0", "trained-s0")) for w in config.report.include) or not config.report.include
+      assert not any(w.endswith("trained-s0") for w in config.report.include) or config.align.reconstruct_steps, variant
 
 
 def test_default_full_aligns_trained_and_each_soft_prompt_control_with_one_recipe():
