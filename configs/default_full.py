@@ -134,6 +134,17 @@ def parse(arg: str) -> tuple[str, int]:
   return variant, int(seed)
 
 
+def _with_own_zeros(c, variant: str, seed: int, beside: str, runs=("aligned", "shuffled_user", "floor")) -> None:
+  """A recipe with its own zeros control, `<recipe>_zeros`: the control aligns the same recipe on
+  zero states (the control its verdict reads) and only answers; the recipe's report shows the
+  control and the variant `beside` next to it."""
+  if variant.endswith("_zeros"):
+    c.align.user, c.evaluate.runs = "zeros", ("aligned",)
+  else:
+    c.evaluate.runs = runs
+    c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-{beside}-s{seed}")
+
+
 def get_config(arg: str = "trained-s0"):
   variant, seed = parse(arg)
   c = default.get_config()
@@ -159,12 +170,7 @@ def get_config(arg: str = "trained-s0"):
     c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
     a.adapter_init = "random"
   elif variant.startswith("qa_only"):  # the recipe before the reconstruction steps (Table 2 of 2026-12-05)
-    if variant.endswith("_zeros"):
-      a.user = "zeros"
-      c.evaluate.runs = ("aligned",)
-    else:
-      c.evaluate.runs = ("aligned", "shuffled_user", "text20", "floor")
-      c.report.include = (f"workdir/default_full-qa_only_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+    _with_own_zeros(c, variant, seed, "trained", runs=("aligned", "shuffled_user", "text20", "floor"))
   elif variant == "frozen_llm":  # the official recipe's frozen LLM after a format phase
     c.evaluate.runs = ("aligned", "shuffled_user", "floor")
     c.report.include = (f"workdir/default_full-qa_only-s{seed}", f"workdir/default_full-qa_only_zeros-s{seed}")
@@ -178,28 +184,13 @@ def get_config(arg: str = "trained-s0"):
     a.steps, a.epochs, a.batch_size = 0, MORE_DATA_EPOCHS, MORE_DATA_BATCH
     if variant.startswith("official"):  # and the official recipe's frozen LLM after the format phase
       a.llm_steps = FORMAT_STEPS
-    if variant.endswith("_zeros"):
-      a.user = "zeros"
-      c.evaluate.runs = ("aligned",)
-    else:  # its report shows its zeros control and qa_only (400 steps of batch 8) beside it
-      c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-qa_only-s{seed}")
+    _with_own_zeros(c, variant, seed, "qa_only")  # the 400 steps of batch 8 it extends
   elif variant.startswith("text_start"):  # the official recipe on the text-aligned LLM
     a.mode, a.llm_from = "adapter", f"workdir/default_full-text20-s{seed}"
-    if variant.endswith("_zeros"):
-      a.user = "zeros"
-      c.evaluate.runs = ("aligned",)
-    else:
-      c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-qa_only-s{seed}")
+    _with_own_zeros(c, variant, seed, "qa_only")
   elif variant.startswith("reconstruct_frozen_llm"):  # the recipe's reconstruction, then frozen_llm's QA steps
     a.reconstruct_steps, a.llm_steps = RECONSTRUCT_STEPS, FORMAT_STEPS
-    if variant.endswith("_zeros"):  # the same recipe on zero states: the control its verdict reads
-      a.user = "zeros"
-      c.evaluate.runs = ("aligned",)
-    else:  # its report shows its zeros control and trained beside it
-      c.evaluate.runs = ("aligned", "shuffled_user", "floor")
-      c.report.include = (f"workdir/default_full-{variant}_zeros-s{seed}", f"workdir/default_full-trained-s{seed}")
+    _with_own_zeros(c, variant, seed, "trained")
   else:
     c.align.user = variant
     c.evaluate.runs = ("aligned", "shuffled_user") if variant in ("oracle_titles", "text20") else ("aligned",)
