@@ -173,12 +173,6 @@ def check_paths(config) -> None:
     raise ConfigError("config: missing input" + ("s" if len(missing) > 1 else "") + ":\n  " + "\n  ".join(missing))
 
 
-def _diff(old: dict, new: dict) -> list[str]:
-  missing = "(absent)"
-  return [f"  {k}: {json.dumps(old.get(k, missing))} -> {json.dumps(new.get(k, missing))}"
-          for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
-
-
 def _how_to_proceed(name: str, workdir: str) -> str:
   later = choices.STAGES[choices.STAGES.index(name) + 1:]
   return (f"To proceed: use a fresh --workdir, or add --config.restart={name} to delete "
@@ -206,7 +200,7 @@ def status(workdir: str, name: str, config) -> str:
   stored, wanted = atomic.read_json(path), fingerprint(name, config)
   if stored != wanted:
     raise StaleStateError(f"[{name}] {out} was made with other settings; nothing was changed. "
-                          "Differences (stored -> this config):\n" + "\n".join(_diff(stored, wanted))
+                          "Differences (stored -> this config):\n" + "\n".join(f"  {k}: {old} -> {new}" for k, old, new in workdir_lib.fingerprint_diff(stored, wanted))
                           + "\n" + _how_to_proceed(name, workdir))
   return "done" if os.path.exists(os.path.join(out, RESULT)) else "started"
 

@@ -35,7 +35,6 @@ loop. The result holds the eval answer NLL overall and per sub-task; `workdir/al
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -357,12 +356,11 @@ def same_data(llm_from: str, workdir: str) -> None:
     raise align_export.ExportError(f"align.llm_from={llm_from!r}: {missing[0]} is missing; the source must be a "
                                    "workdir whose data and align stages ran, on this run's data")
   theirs, ours = (atomic.read_json(p) for p in paths)
-  differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-  show = lambda d, k: json.dumps(d[k]) if k in d else "absent"
+  differ = workdir_lib.fingerprint_diff(theirs, ours)
   if differ:  # every key, as typed (an llm.model spelled otherwise differs too: the message names it)
     raise align_export.ExportError(
         f"align.llm_from={llm_from!r}: its data stage differs from this run's ({workdir}) in "
-        + ", ".join(f"{k} ({show(theirs, k)} there, {show(ours, k)} here)" for k in differ)
+        + ", ".join(f"{k} ({there} there, {here} here)" for k, there, here in differ)
         + ": its LLM may have trained on this run's eval questions; start from a run on the same data")
 
 
