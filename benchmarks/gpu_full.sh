@@ -27,8 +27,8 @@
 # Stage 3 at batch 64 (one prefill per prompt bucket, one decode loop, one scorer per answer
 # bucket), and the persistent compilation cache beside the workdirs (a rerun or a resumed
 # variant reads what was compiled; the variants start together, so they compile side by side).
-# Measured on one H200 (jax 0.11.2, seed 1), twice, before Stage 3 compiled once per shape and
-# before the recipe's 200 reconstruction steps (2026-12-06); neither fit one 600 s call:
+# Measured on one H200 (jax 0.11.2, seed 1) on 2026-11-27, twice, before Stage 3 compiled once per
+# shape and before the recipe's 200 reconstruction steps; neither fit one 600 s call:
 #  - one variant at a time with cut batches: data 6 s, pretrain 73 s, align 323 s (each new batch
 #    width compiled), generation ~5.7 questions/s; ended inside evaluate.
 #  - all variants at once, evaluate batch 64: Stage 1 106 s; align 220-286 s per variant (the
