@@ -249,7 +249,7 @@ VERDICT_VARIANTS = {"official": "official rule", "ranked_all": "ranked_all, ever
 
 def verdict(results: list[dict], comps: list[dict]) -> str:
   """Per trained encoder, a line per variant (official; ranked_all where scored): does it beat
-  shuffled_user and zeros beyond noise? Under ranked_all the line also gives the train-prior
+  shuffled_user, zeros and random_encoder beyond noise (each named "not run" when absent)? Under ranked_all the line also gives the train-prior
   floor's overall accuracy, which a model must beat too.
 
   Beyond noise: the paired bootstrap's 95% interval of the difference lies above zero and its
@@ -286,7 +286,7 @@ def _prior_note(results, m, comps, variant) -> str:
 def _verdict_parts(m, comps, variant) -> str:
   parts = []
   mine = [c for c in comps if c["method_dir"] == m["dir"] and c["variant"] == variant]
-  for control in ("shuffled_user", "zeros"):
+  for control in ("shuffled_user",) + ALIGNED_CONTROLS:
     c = against(mine, control)
     if c is None:
       parts.append(f"{control}: not run")

@@ -59,6 +59,11 @@ def _workdir(root, name: str, runs: dict, ranked: dict | None = None) -> str:
   return workdir
 
 
+def _verdict(workdirs: list[str]) -> str:
+  results = tables.collect(workdirs)
+  return tables.verdict(results, tables.comparisons(results, samples=20))
+
+
 def test_a_report_tells_two_workdirs_of_one_recipe_apart_the_same_way_in_every_seed(tmp_path):
   # e.g. a report of a recipe that includes the plain trained run: both aligned models are "trmpp"
   runs = {"aligned": ("trmpp", "method", "encoder", 4), "shuffled_user": ("shuffled_user", "control", "encoder", 2)}
@@ -104,6 +109,10 @@ def test_random_encoder_is_found_by_its_input_and_recipe_not_its_label(tmp_path)
             if c["method"] == "trmpp + reconstruction" and c["variant"] == "official"]
     found = tables.against(mine, "random_encoder")
     assert (found["other"], found["difference"]) == (want, difference)
+  # the verdict states it beside shuffled_user and zeros: 8 vs 2 of 8 right; absent, "not run"
+  line = _verdict([recipe, recipe_random])
+  assert "random_encoder + reconstruction (+75.0%" in line and "zeros: not run" in line, line
+  assert _verdict([recipe]).endswith("zeros: not run; random_encoder: not run")
 
 
 def test_the_diagnosis_states_official_and_ranked_all_against_the_own_shuffled_user(tmp_path):
