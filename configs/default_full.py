@@ -98,8 +98,9 @@ same fingerprints): on ranked_all the trained encoder beats shuffled_user and ze
 beyond the intervals and the seed spread (26.7% against 17.1% and 16.3%, mean of the seeds), above
 the train prior (23.0%; beyond noise in seed 1); on the official rule 14.2% against 11.6% and
 11.2%: beyond the intervals against zeros in both seeds and against shuffled_user in seed 1, within
-the seed spread. NLL gain +0.158 / +0.177 nats/token. qa_only (2026-12-05): 13.1% official, 21.6%
-ranked_all, beating neither control on the official rule.
+the seed spread. NLL gain +0.158 / +0.177 nats/token. random_encoder (seed 0): 9.3% official,
+16.2% ranked_all, beaten beyond the intervals on both; the oracle reader (seed 0): 14.3% / 21.2%.
+qa_only (2026-12-05): 13.1% official, 21.6% ranked_all, beating neither control on the official rule.
 """
 
 from configs import ablations
