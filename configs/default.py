@@ -66,8 +66,8 @@ def get_config(encoder: str = "trmpp") -> ml_collections.ConfigDict:
   c.note = ("configs/default.py is the benchmark shrunk to ~15 minutes on 2 cores: 600 users (54 asked), "
             "300 Stage 1 and 64 Stage 2 steps, no control aligned (shuffled_user and the floors only), so its "
             "intervals are wide and the answer format is only partly learned. configs/default_full.py is the "
-            "full-scale run: 1,000 users (about 90 asked), 1,000 Stage 1 steps, 200 reconstruction and 400 QA "
-            "Stage 2 steps, the zeros and "
+            "full-scale run: 1,000 users (about 90 asked), 1,000 Stage 1 steps, 400 Stage 2 steps after 200 "
+            "reconstruction steps, the zeros and "
             "random_encoder controls, the oracle reader and the text20 rung aligned in their own workdirs "
             "(hours per seed on 2 cores); python -m uqa_jax.tools.seeds joins the seeds: make full SEEDS=\"0 1\"")
   return c

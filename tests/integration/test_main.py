@@ -33,7 +33,8 @@ def test_the_demo_says_how_its_scale_differs_from_default_full():
   note, full = default.get_config().note, default_full.get_config("trained-s0")
   assert "configs/default_full.py" in note and "make full" in note
   for fact in (f"{full.data.synthetic.num_users:,} users", f"{full.pretrain.steps:,} Stage 1",
-               f"{full.align.steps} Stage 2", f"{default.get_config().align.steps} Stage 2",
+               f"{full.align.steps} Stage 2", f"{full.align.reconstruct_steps} reconstruction",
+               f"{default.get_config().align.steps} Stage 2",
                f"{default.get_config().data.synthetic.num_users} users"):
     assert fact in note, fact
 
