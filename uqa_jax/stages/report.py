@@ -19,9 +19,9 @@ its own workdir with `--config.align.user=zeros`), and writes to `<workdir>/repo
                with `align.user=text20`), the oracle reader and the trained encoder, each own
                user against a shuffled one, and the rung where each difference is gone
   accuracy_<variant>.png  per-sub-task bars with interval whiskers, one bar per run
-It prints Table 2 and one line saying whether the trained encoder beats `shuffled_user` and
-`zeros` beyond noise (paired bootstrap over users, p < 0.05, and the difference's interval
-above zero). It runs every time (`ALWAYS_RUN`): an included workdir may have changed.
+It prints Table 2 and, per rule (official; ranked_all with the train-prior floor), one line
+saying whether the trained encoder beats `shuffled_user`, `zeros` and `random_encoder` beyond
+noise (paired bootstrap over users, p < 0.05, and the difference's interval above zero). It runs every time (`ALWAYS_RUN`): an included workdir may have changed.
 """
 
 import os

@@ -145,14 +145,15 @@ def test_runs_ranked_on_different_sets_are_not_compared():
 
 
 def test_the_prior_counts_each_template_apart_and_masks_its_numbers():
-  """By hand: within one sub-task, template A's train golds are shoes x3, socks x1 and template B's
-  socks x5; counted per sub-task socks would win A's question (6 against 3), per template shoes
-  does. A's questions differ in their number only and count together."""
+  """By hand: within one sub-task, template A's train golds are trainers x3, socks x1 and template
+  B's socks x5; counted per sub-task socks would win A's question (6 against 3), per template
+  trainers does. A's questions differ in their number only and count together (unmasked, a(7)
+  would have no counts and the sorted order would pick socks)."""
   a = lambda n: f"Which item did the user click at position {n}?"
   b = "Which item did the user click most often?"
-  train = [("SI", a(1), "shoes"), ("SI", a(2), "shoes"), ("SI", a(3), "shoes"), ("SI", a(4), "socks")]
+  train = [("SI", a(1), "trainers"), ("SI", a(2), "trainers"), ("SI", a(3), "trainers"), ("SI", a(4), "socks")]
   train += [("SI", b, "socks")] * 5
   counts = candidates.train_counts(train)
-  assert candidates.prior_choice("SI", a(7), ["socks", "shoes"], counts) == "shoes"
-  assert candidates.prior_choice("SI", b, ["shoes", "socks"], counts) == "socks"
-  assert candidates.prior_choice("DF", a(7), ["socks", "shoes"], counts) == "shoes"  # another task: no counts, sorted order
+  assert candidates.prior_choice("SI", a(7), ["socks", "trainers"], counts) == "trainers"
+  assert candidates.prior_choice("SI", b, ["trainers", "socks"], counts) == "socks"
+  assert candidates.prior_choice("DF", a(7), ["trainers", "socks"], counts) == "socks"  # another task: no counts, sorted order
