@@ -83,15 +83,13 @@ def test_the_verdict_finds_controls_by_what_they_are_not_by_their_label(tmp_path
   plain = _workdir(tmp_path, "plain", {"aligned": ("trmpp", "method", "encoder", 5),
                                        "shuffled_user": ("shuffled_user", "control", "encoder", 1)})
   plain_zeros = _workdir(tmp_path, "zeros", {"aligned": ("zeros", "control", "zeros", 4)})
-  results = tables.collect([recipe, plain_zeros, recipe_zeros, plain])
-  lines = tables.verdict(results, tables.comparisons(results, samples=20)).splitlines()
+  lines = _verdict([recipe, plain_zeros, recipe_zeros, plain]).splitlines()
   mine = next(l for l in lines if "trmpp + 3 question rounds " in l)
   theirs = next(l for l in lines if l.split("): ")[1].startswith("trmpp does") or l.split("): ")[1].startswith("trmpp BEATS"))
   assert "shuffled_user (+12.5%" in mine and "zeros + 3 question rounds (+25.0%" in mine  # 8 vs 7, 8 vs 6 of 8
   assert "shuffled_user of trmpp (+50.0%" in theirs and "zeros (+12.5%" in theirs  # 5 vs 1, 5 vs 4
   # without its own zeros control the recipe falls back to the plain one, never to none
-  results = tables.collect([recipe, plain_zeros])
-  assert "zeros (+50.0%" in tables.verdict(results, tables.comparisons(results, samples=20))
+  assert "zeros (+50.0%" in _verdict([recipe, plain_zeros])
 
 
 def test_random_encoder_is_found_by_its_input_and_recipe_not_its_label(tmp_path):
