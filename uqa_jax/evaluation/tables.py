@@ -249,8 +249,9 @@ VERDICT_VARIANTS = {"official": "official rule", "ranked_all": "ranked_all, ever
 
 def verdict(results: list[dict], comps: list[dict]) -> str:
   """Per trained encoder, a line per variant (official; ranked_all where scored): does it beat
-  shuffled_user, zeros and random_encoder beyond noise (each named "not run" when absent)? Under ranked_all the line also gives the train-prior
-  floor's overall accuracy, which a model must beat too.
+  shuffled_user, zeros and random_encoder beyond noise (each named "not run" when absent)? Under
+  ranked_all the line also gives the train-prior floor's overall accuracy, which a model must beat
+  too.
 
   Beyond noise: the paired bootstrap's 95% interval of the difference lies above zero and its
   two-sided p-value is below 0.05.

@@ -200,7 +200,8 @@ def status(workdir: str, name: str, config) -> str:
   stored, wanted = atomic.read_json(path), fingerprint(name, config)
   if stored != wanted:
     raise StaleStateError(f"[{name}] {out} was made with other settings; nothing was changed. "
-                          "Differences (stored -> this config):\n" + "\n".join(f"  {k}: {old} -> {new}" for k, old, new in workdir_lib.fingerprint_diff(stored, wanted))
+                          "Differences (stored -> this config):\n"
+                          + "\n".join(f"  {k}: {old} -> {new}" for k, old, new in workdir_lib.fingerprint_diff(stored, wanted))
                           + "\n" + _how_to_proceed(name, workdir))
   return "done" if os.path.exists(os.path.join(out, RESULT)) else "started"
 
